@@ -1,0 +1,64 @@
+# Switchboard: every routine command. `just` alone lists them.
+# On a fresh machine use `.ci/just <recipe>`: it installs what is missing first.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+set positional-arguments
+
+export PATH := justfile_directory() / ".venv/bin" + ":" + env_var("PATH")
+export SB_NATS_PORT := env_var_or_default("SB_NATS_PORT", "4222")
+export SB_NATS_MONITOR_PORT := env_var_or_default("SB_NATS_MONITOR_PORT", "8222")
+export SB_REDIS_PORT := env_var_or_default("SB_REDIS_PORT", "6379")
+
+# List the recipes.
+_default:
+    @just --list --unsorted
+
+# Install what a fresh machine lacks (nats-server, redis-server, espeak-ng, just, SDKs).
+bootstrap:
+    .ci/bootstrap
+
+# The main job. Until the demo lands: start the local stack and run the smoke check.
+demo: bootstrap build
+    just up
+    target/debug/sb-smoke; status=$?; just down; exit $status
+
+# Run every test: unit, per-service, real-server integration, vendor conformance.
+test: bootstrap lint
+    cargo build --workspace --all-targets --quiet
+    cargo nextest run --workspace --no-fail-fast --cargo-quiet
+    just conformance
+
+# Check the stand-ins against the vendors' official Python clients.
+conformance:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    shopt -s nullglob
+    files=(services/*/conformance/test_*.py)
+    if ((${#files[@]} == 0)); then echo "conformance: no suites yet"; exit 0; fi
+    cargo build --quiet --bins
+    .venv/bin/python -m pytest -q "${files[@]}"
+
+# Formatting and clippy, warnings are errors.
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+# Format the workspace.
+fmt:
+    cargo fmt --all
+
+# Build every binary (debug).
+build:
+    cargo build --workspace --bins --quiet
+
+# Start NATS (JetStream, file store in .run/) and Redis (AOF everysec, 256mb, volatile-lru) on loopback.
+up:
+    .ci/stack up
+
+# Stop what `just up` started.
+down:
+    .ci/stack down
+
+# Stage-runner throughput and hop latency through a pass-through stage (real NATS).
+bench-runtime *args:
+    cargo run --release --quiet -p sb-tests --bin bench-runtime -- "$@"

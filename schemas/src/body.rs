@@ -1,0 +1,297 @@
+//! The body kinds of an event (DESIGN §3), one struct each.
+//!
+//! Encoded as MessagePack maps with named fields, externally tagged by kind
+//! (`{"transcript": {...}}`), so readers ignore fields they do not know and reject kinds
+//! they do not know with a clear error. New fields must be `#[serde(default)]`.
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// One event's payload. The kind decides the subject (see [`crate::subject`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Body {
+    /// Twilio's incoming-call webhook was accepted.
+    Webhook(Webhook),
+    /// The media stream started (Twilio `start`); also the STT lease payload.
+    Start(Start),
+    /// Caller audio (µ-law 8 kHz), on `audio.{tenant}.{sid}.in`.
+    Audio(Audio),
+    /// The caller pressed a key.
+    Dtmf(Dtmf),
+    /// The STT provider's VAD heard the caller start speaking.
+    Speech(Speech),
+    /// An interim transcript.
+    Partial(Partial),
+    /// A final utterance; starts a new turn.
+    Transcript(Transcript),
+    /// One LLM token (or token group) of the turn's answer.
+    Token(Token),
+    /// One complete sentence of the answer, ready to speak.
+    Sentence(Sentence),
+    /// Bot audio for one sentence chunk, on `audio.{tenant}.{sid}.out`.
+    TtsChunk(TtsChunk),
+    /// The caller interrupted the bot.
+    #[serde(rename = "bargein")]
+    BargeIn(BargeIn),
+    /// Twilio confirmed a sentence was played to the caller.
+    Played(Played),
+    /// The call ended.
+    End(End),
+}
+
+/// The kind of a body: the last subject token of control events, a metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Webhook,
+    Start,
+    Audio,
+    Dtmf,
+    Speech,
+    Partial,
+    Transcript,
+    Token,
+    Sentence,
+    TtsChunk,
+    BargeIn,
+    Played,
+    End,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 13] = [
+        Kind::Webhook,
+        Kind::Start,
+        Kind::Audio,
+        Kind::Dtmf,
+        Kind::Speech,
+        Kind::Partial,
+        Kind::Transcript,
+        Kind::Token,
+        Kind::Sentence,
+        Kind::TtsChunk,
+        Kind::BargeIn,
+        Kind::Played,
+        Kind::End,
+    ];
+
+    /// The wire name (serde tag and subject token).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Kind::Webhook => "webhook",
+            Kind::Start => "start",
+            Kind::Audio => "audio",
+            Kind::Dtmf => "dtmf",
+            Kind::Speech => "speech",
+            Kind::Partial => "partial",
+            Kind::Transcript => "transcript",
+            Kind::Token => "token",
+            Kind::Sentence => "sentence",
+            Kind::TtsChunk => "tts_chunk",
+            Kind::BargeIn => "bargein",
+            Kind::Played => "played",
+            Kind::End => "end",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(raw: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == raw)
+    }
+
+    /// Audio kinds travel on the `AUDIO` stream, every other kind on `CALLS`.
+    pub const fn is_audio(self) -> bool {
+        matches!(self, Kind::Audio | Kind::TtsChunk)
+    }
+}
+
+impl Body {
+    pub const fn kind(&self) -> Kind {
+        match self {
+            Body::Webhook(_) => Kind::Webhook,
+            Body::Start(_) => Kind::Start,
+            Body::Audio(_) => Kind::Audio,
+            Body::Dtmf(_) => Kind::Dtmf,
+            Body::Speech(_) => Kind::Speech,
+            Body::Partial(_) => Kind::Partial,
+            Body::Transcript(_) => Kind::Transcript,
+            Body::Token(_) => Kind::Token,
+            Body::Sentence(_) => Kind::Sentence,
+            Body::TtsChunk(_) => Kind::TtsChunk,
+            Body::BargeIn(_) => Kind::BargeIn,
+            Body::Played(_) => Kind::Played,
+            Body::End(_) => Kind::End,
+        }
+    }
+}
+
+/// Raw µ-law bytes: binary in MessagePack, base64 in human-readable renderings (JSON).
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Mulaw(pub Bytes);
+
+impl std::fmt::Debug for Mulaw {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Mulaw({} bytes)", self.0.len())
+    }
+}
+
+impl Serialize for Mulaw {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(&self.0))
+        } else {
+            s.serialize_bytes(&self.0)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Mulaw {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if d.is_human_readable() {
+            let text = String::deserialize(d)?;
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .map_err(serde::de::Error::custom)?;
+            Ok(Mulaw(raw.into()))
+        } else {
+            Ok(Mulaw(Bytes::deserialize(d)?))
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Webhook {
+    pub account_sid: String,
+    pub from: String,
+    pub to: String,
+    pub direction: String,
+    pub call_status: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Start {
+    /// Twilio's `MZ…` stream sid; outbound media must carry it.
+    pub stream_sid: String,
+    pub account_sid: String,
+    pub from: String,
+    pub to: String,
+    /// `<Parameter>`s from the TwiML, as Twilio echoes them in `start.customParameters`.
+    #[serde(default)]
+    pub custom_parameters: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Audio {
+    /// Index of the first 20 ms frame in this batch, counted from 0 per call.
+    pub seq: u64,
+    /// Twilio's media timestamp (ms since stream start) of the first frame.
+    pub timestamp_ms: u64,
+    pub payload: Mulaw,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Dtmf {
+    pub digit: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Speech {
+    /// The STT lease's delivery count: a stale owner's events carry a lower epoch.
+    pub epoch: u64,
+    /// Where on the call's audio timeline speech began.
+    pub offset_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Partial {
+    pub epoch: u64,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Transcript {
+    pub epoch: u64,
+    pub text: String,
+    pub confidence: f32,
+    /// The last caller frame (`Audio::seq` space) this utterance covers: the STT checkpoint.
+    pub audio_seq: u64,
+    /// Wall clock (µs) when the caller stopped speaking, best estimate: the start of the
+    /// voice-to-voice latency.
+    #[serde(default)]
+    pub speech_ended_at: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Token {
+    pub index: u32,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sentence {
+    pub index: u32,
+    pub text: String,
+    /// The turn's last sentence.
+    pub last: bool,
+    /// The tenant's fallback phrase, spoken because the LLM failed or was too slow.
+    #[serde(default)]
+    pub fallback: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TtsChunk {
+    pub sentence: u32,
+    pub chunk: u32,
+    /// The sentence's last chunk (may be empty).
+    pub last: bool,
+    /// The last chunk of the turn's last sentence.
+    pub turn_last: bool,
+    pub payload: Mulaw,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BargeInTrigger {
+    Speech,
+    Words,
+    Dtmf,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BargeIn {
+    /// The call's barge-in token after the bump; work tagged with a lower token is stale.
+    pub token: u64,
+    pub trigger: BargeInTrigger,
+    /// Sentences of the interrupted turn the caller heard in full.
+    pub sentences_heard: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Played {
+    pub sentence: u32,
+    pub mark: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    /// The media stream stopped (caller hung up or the call was ended).
+    Stop,
+    Completed,
+    Busy,
+    Failed,
+    NoAnswer,
+    Canceled,
+    /// Switchboard hung up (the `end_call` tool).
+    Hangup,
+    /// The call was transferred away.
+    Transferred,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct End {
+    pub reason: EndReason,
+}

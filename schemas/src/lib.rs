@@ -1,0 +1,23 @@
+//! The event contract every Switchboard service speaks.
+//!
+//! Consumes nothing and produces nothing on its own: it defines the [`Envelope`] and its
+//! [`Body`] kinds (DESIGN §3), the one module that builds and parses every subject
+//! ([`subject`]), validated identifiers ([`TenantId`], [`CallSid`]), the MessagePack
+//! encoding with its limits ([`encode`], [`decode`]) and the dead-letter record. No I/O and
+//! no state; golden fixtures under `schemas/fixtures/` pin the wire format.
+
+mod body;
+mod codec;
+mod dead_letter;
+mod envelope;
+mod ids;
+pub mod subject;
+
+pub use body::{
+    Audio, BargeIn, BargeInTrigger, Body, Dtmf, End, EndReason, Kind, Mulaw, Partial, Played,
+    Sentence, Speech, Start, Token, Transcript, TtsChunk, Webhook,
+};
+pub use codec::{DecodeError, MAX_EVENT_BYTES, decode, decode_dead_letter, encode};
+pub use dead_letter::DeadLetter;
+pub use envelope::{Envelope, SCHEMA_VERSION, now_micros};
+pub use ids::{CallSid, IdError, TenantId};

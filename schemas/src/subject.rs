@@ -1,0 +1,203 @@
+//! Every NATS subject Switchboard uses, built and parsed in one place.
+//!
+//! - control events: `call.{tenant}.{call_sid}.{kind}` (stream `CALLS`)
+//! - audio: `audio.{tenant}.{call_sid}.in` / `.out` (stream `AUDIO`)
+//! - STT leases: `assign.stt.{tenant}.{call_sid}` (stream `STT_ASSIGN`)
+//! - dead letters: `dlq.{stream}.{consumer}` (stream `DLQ`)
+//!
+//! Identifiers are validated types, so no wildcard or dot can reach a subject.
+
+use crate::{CallSid, Envelope, IdError, Kind, TenantId};
+
+pub const CALLS_STREAM: &str = "CALLS";
+pub const AUDIO_STREAM: &str = "AUDIO";
+pub const STT_ASSIGN_STREAM: &str = "STT_ASSIGN";
+pub const DLQ_STREAM: &str = "DLQ";
+
+/// The subject of a control event.
+pub fn event(tenant: &TenantId, sid: &CallSid, kind: Kind) -> String {
+    match kind {
+        Kind::Audio => audio_in(tenant, sid),
+        Kind::TtsChunk => audio_out(tenant, sid),
+        _ => format!("call.{tenant}.{sid}.{}", kind.as_str()),
+    }
+}
+
+/// The subject an envelope is published on, from its kind.
+pub fn for_envelope(event: &Envelope) -> String {
+    self::event(&event.tenant, &event.call_sid, event.kind())
+}
+
+pub fn audio_in(tenant: &TenantId, sid: &CallSid) -> String {
+    format!("audio.{tenant}.{sid}.in")
+}
+
+pub fn audio_out(tenant: &TenantId, sid: &CallSid) -> String {
+    format!("audio.{tenant}.{sid}.out")
+}
+
+pub fn stt_assign(tenant: &TenantId, sid: &CallSid) -> String {
+    format!("assign.stt.{tenant}.{sid}")
+}
+
+/// Dead letters of `consumer` on `stream`. Both are names from `nats/`, not input.
+pub fn dlq(stream: &str, consumer: &str) -> String {
+    format!("dlq.{stream}.{consumer}")
+}
+
+/// Every control event of one call (any tenant): for replay.
+pub fn call_events_filter(sid: &CallSid) -> String {
+    format!("call.*.{sid}.>")
+}
+
+/// Every audio subject of one call (both directions): for replay.
+pub fn call_audio_filter(sid: &CallSid) -> String {
+    format!("audio.*.{sid}.>")
+}
+
+/// One kind of control event across all calls: a durable consumer's filter.
+pub fn kind_filter(kind: Kind) -> String {
+    format!("call.*.*.{}", kind.as_str())
+}
+
+/// What a subject names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Parsed {
+    Event {
+        tenant: TenantId,
+        call_sid: CallSid,
+        kind: Kind,
+    },
+    SttAssign {
+        tenant: TenantId,
+        call_sid: CallSid,
+    },
+    Dlq {
+        stream: String,
+        consumer: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubjectError {
+    #[error("unknown subject shape {0:?}")]
+    Shape(String),
+    #[error("unknown event kind {0:?}")]
+    Kind(String),
+    #[error(transparent)]
+    Id(#[from] IdError),
+}
+
+/// Parses any Switchboard subject.
+pub fn parse(subject: &str) -> Result<Parsed, SubjectError> {
+    let shape = || SubjectError::Shape(subject.chars().take(128).collect());
+    let parts: Vec<&str> = subject.split('.').collect();
+    match parts.as_slice() {
+        ["call", tenant, sid, kind] => {
+            let kind = Kind::parse(kind)
+                .filter(|k| !k.is_audio())
+                .ok_or_else(|| SubjectError::Kind((*kind).to_owned()))?;
+            Ok(Parsed::Event {
+                tenant: TenantId::parse(tenant)?,
+                call_sid: CallSid::parse(sid)?,
+                kind,
+            })
+        }
+        ["audio", tenant, sid, dir] => {
+            let kind = match *dir {
+                "in" => Kind::Audio,
+                "out" => Kind::TtsChunk,
+                _ => return Err(shape()),
+            };
+            Ok(Parsed::Event {
+                tenant: TenantId::parse(tenant)?,
+                call_sid: CallSid::parse(sid)?,
+                kind,
+            })
+        }
+        ["assign", "stt", tenant, sid] => Ok(Parsed::SttAssign {
+            tenant: TenantId::parse(tenant)?,
+            call_sid: CallSid::parse(sid)?,
+        }),
+        ["dlq", stream, consumer] if !stream.is_empty() && !consumer.is_empty() => {
+            Ok(Parsed::Dlq {
+                stream: (*stream).to_owned(),
+                consumer: (*consumer).to_owned(),
+            })
+        }
+        _ => Err(shape()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids() -> (TenantId, CallSid) {
+        (
+            TenantId::parse("acme").unwrap(),
+            CallSid::parse("CA0123456789abcdef0123456789abcdef").unwrap(),
+        )
+    }
+
+    #[test]
+    fn builds_and_parses_every_kind() {
+        let (t, s) = ids();
+        for kind in Kind::ALL {
+            let subject = event(&t, &s, kind);
+            assert_eq!(
+                parse(&subject).unwrap(),
+                Parsed::Event {
+                    tenant: t.clone(),
+                    call_sid: s.clone(),
+                    kind
+                },
+                "{subject}"
+            );
+        }
+        assert_eq!(
+            event(&t, &s, Kind::Transcript),
+            "call.acme.CA0123456789abcdef0123456789abcdef.transcript"
+        );
+        assert_eq!(
+            event(&t, &s, Kind::Audio),
+            "audio.acme.CA0123456789abcdef0123456789abcdef.in"
+        );
+        assert_eq!(
+            event(&t, &s, Kind::TtsChunk),
+            "audio.acme.CA0123456789abcdef0123456789abcdef.out"
+        );
+        assert_eq!(
+            parse(&stt_assign(&t, &s)).unwrap(),
+            Parsed::SttAssign {
+                tenant: t,
+                call_sid: s
+            }
+        );
+        assert_eq!(
+            parse(&dlq("CALLS", "agent")).unwrap(),
+            Parsed::Dlq {
+                stream: "CALLS".into(),
+                consumer: "agent".into()
+            }
+        );
+    }
+
+    #[test]
+    fn rejects_bad_subjects() {
+        for bad in [
+            "",
+            "call.acme.CA0123456789abcdef0123456789abcdef",
+            "call.ACME.CA0123456789abcdef0123456789abcdef.start",
+            "call.acme.CA123.start",
+            "call.acme.CA0123456789abcdef0123456789abcdef.teleport",
+            "call.acme.CA0123456789abcdef0123456789abcdef.audio",
+            "audio.acme.CA0123456789abcdef0123456789abcdef.sideways",
+            "call.*.CA0123456789abcdef0123456789abcdef.start",
+            "other.thing",
+            "dlq..x",
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} parsed");
+        }
+    }
+}
