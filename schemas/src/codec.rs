@@ -50,6 +50,11 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope, DecodeError> {
     Ok(event)
 }
 
+/// Encodes a dead-letter record.
+pub fn encode_dead_letter(record: &DeadLetter) -> Vec<u8> {
+    rmp_serde::to_vec_named(record).expect("dead letters have string keys and no fallible fields")
+}
+
 /// Decodes a dead-letter record.
 pub fn decode_dead_letter(bytes: &[u8]) -> Result<DeadLetter, DecodeError> {
     check_size(bytes)?;

@@ -17,7 +17,9 @@ pub use body::{
     Audio, BargeIn, BargeInTrigger, Body, Dtmf, End, EndReason, Kind, Mulaw, Partial, Played,
     Sentence, Speech, Start, Token, Transcript, TtsChunk, Webhook,
 };
-pub use codec::{DecodeError, MAX_EVENT_BYTES, decode, decode_dead_letter, encode};
+pub use codec::{
+    DecodeError, MAX_EVENT_BYTES, decode, decode_dead_letter, encode, encode_dead_letter,
+};
 pub use dead_letter::DeadLetter;
 pub use envelope::{Envelope, SCHEMA_VERSION, now_micros};
 pub use ids::{CallSid, IdError, TenantId};

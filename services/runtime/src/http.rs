@@ -1,0 +1,104 @@
+//! The operational HTTP endpoints every service serves: `/health` (liveness), `/ready`
+//! (NATS and Redis reachable, not draining) and `/metrics` (Prometheus).
+//!
+//! Consumes the runtime's connections; produces an axum `Router` that a service may merge
+//! with its own routes, and a server bound to the configured address. State: handles only.
+
+use std::{net::SocketAddr, time::Duration};
+
+use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::{redis::Redis, shutdown::Shutdown};
+
+/// What the health endpoints look at.
+#[derive(Clone)]
+pub struct HealthState {
+    pub shutdown: Shutdown,
+    pub nats: async_nats::Client,
+    pub redis: Redis,
+    pub metrics: PrometheusHandle,
+}
+
+/// `/health`, `/ready`, `/metrics`.
+pub fn router(state: HealthState) -> Router {
+    Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .route("/ready", get(ready))
+        .route("/metrics", get(render_metrics))
+        .with_state(state)
+}
+
+async fn ready(State(state): State<HealthState>) -> impl IntoResponse {
+    if state.shutdown.is_stopping() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining");
+    }
+    if state.nats.connection_state() != async_nats::connection::State::Connected {
+        return (StatusCode::SERVICE_UNAVAILABLE, "nats unreachable");
+    }
+    match tokio::time::timeout(Duration::from_secs(1), state.redis.ping()).await {
+        Ok(Ok(())) => (StatusCode::OK, "ready"),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "redis unreachable"),
+    }
+}
+
+async fn render_metrics(State(state): State<HealthState>) -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        state.metrics.render(),
+    )
+}
+
+/// A running HTTP server.
+#[derive(Debug)]
+pub struct HttpServer {
+    pub addr: SocketAddr,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl HttpServer {
+    /// Binds `addr` and serves `app` until [`HttpServer::stop`]. Runs metric upkeep.
+    pub async fn start(
+        addr: SocketAddr,
+        app: Router,
+        metrics: PrometheusHandle,
+    ) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let stop = CancellationToken::new();
+        let token = stop.clone();
+        let task = tokio::spawn(async move {
+            let upkeep = async {
+                let mut tick = tokio::time::interval(Duration::from_secs(5));
+                loop {
+                    tick.tick().await;
+                    metrics.run_upkeep();
+                }
+            };
+            let serve = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(token.cancelled_owned());
+            tokio::select! {
+                result = serve => if let Err(error) = result {
+                    tracing::error!(%error, "http server failed");
+                },
+                () = upkeep => {}
+            }
+        });
+        tracing::info!(%addr, "http server listening");
+        Ok(Self { addr, stop, task })
+    }
+
+    /// Stops accepting, finishes open requests.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}

@@ -1,0 +1,159 @@
+//! Every Redis key name, in one place, with a configurable prefix.
+//!
+//! Produces key strings for the five patterns of DESIGN §6. Callers pass validated ids
+//! (`TenantId`, `CallSid`), so no input can forge another tenant's key. State: the prefix.
+
+use sb_schemas::{CallSid, TenantId};
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, Clone, Default)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    /// `prefix` is prepended to every key (empty in production, unique per test).
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self {
+            prefix: prefix.into(),
+        }
+    }
+
+    /// `session:{call_sid}`: a hash with the last turns, turn number, barge-in token, STT checkpoint.
+    pub fn session(&self, sid: &CallSid) -> String {
+        format!("{}session:{sid}", self.prefix)
+    }
+
+    /// `idem:{call_sid}` or `idem:{call_sid}:{scope}`; `scope` names the event
+    /// (`status:completed`, …) and is reduced to `[a-z0-9_:-]`.
+    pub fn idempotency(&self, sid: &CallSid, scope: Option<&str>) -> String {
+        match scope {
+            None => format!("{}idem:{sid}", self.prefix),
+            Some(scope) => format!("{}idem:{sid}:{}", self.prefix, sanitise(scope)),
+        }
+    }
+
+    /// `rl:{tenant}:{window}`, where `window` is the window's index since the epoch.
+    pub fn rate_limit(&self, tenant: &TenantId, window: u64) -> String {
+        format!("{}rl:{tenant}:{window}", self.prefix)
+    }
+
+    /// `tts:{sha256(voice|normalised text)}`.
+    pub fn tts(&self, voice: &str, text: &str) -> String {
+        let mut hash = Sha256::new();
+        hash.update(voice.as_bytes());
+        hash.update(b"|");
+        hash.update(normalise_tts_text(text).as_bytes());
+        format!("{}tts:{}", self.prefix, hex::encode(hash.finalize()))
+    }
+
+    /// `queue:campaigns:{tenant}`: the ZSET of outbound calls KEDA scales dialers on.
+    pub fn campaign_queue(&self, tenant: &TenantId) -> String {
+        format!("{}queue:campaigns:{tenant}", self.prefix)
+    }
+
+    /// `queue:campaigns:{tenant}:seq`: the counter that keeps one priority FIFO.
+    pub fn campaign_seq(&self, tenant: &TenantId) -> String {
+        format!("{}queue:campaigns:{tenant}:seq", self.prefix)
+    }
+}
+
+fn sanitise(scope: &str) -> String {
+    scope
+        .chars()
+        .take(64)
+        .map(|c| c.to_ascii_lowercase())
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | ':' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// The text part of a TTS cache key: case, whitespace and punctuation variants of one
+/// sentence share a key. Punctuation between letters or digits (`don't`, `3.5`, `e-mail`)
+/// is kept, since it changes what is spoken.
+pub fn normalise_tts_text(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    let mut pending_space = false;
+    for (i, &c) in chars.iter().enumerate() {
+        let keep = if c.is_alphanumeric() {
+            true
+        } else if c.is_whitespace() {
+            false
+        } else {
+            let before = i > 0 && chars[i - 1].is_alphanumeric();
+            let after = chars.get(i + 1).is_some_and(|n| n.is_alphanumeric());
+            before && after
+        };
+        if keep {
+            if pending_space && !out.is_empty() {
+                out.push(' ');
+            }
+            pending_space = false;
+            out.extend(c.to_lowercase());
+        } else {
+            pending_space = true;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalisation_table() {
+        for (a, b) in [
+            ("Hello, world!", "hello world"),
+            ("  HELLO   world. ", "hello world"),
+            ("Hello world?", "hello world"),
+            ("It's 3.5 dollars.", "it's 3.5 dollars"),
+            ("e-mail me", "e-mail me"),
+            ("Wait... what?!", "wait what"),
+            ("Straße", "straße"),
+            ("क्या हाल है।", "क्या हाल है"),
+        ] {
+            assert_eq!(normalise_tts_text(a), b, "{a:?}");
+        }
+    }
+
+    #[test]
+    fn variants_share_a_key_and_voices_do_not() {
+        let k = Keys::new("t:");
+        assert_eq!(
+            k.tts("jenny", "Hello, world!"),
+            k.tts("jenny", "hello   WORLD")
+        );
+        assert_ne!(k.tts("jenny", "Hello"), k.tts("guy", "Hello"));
+        assert_ne!(k.tts("jenny", "3.5"), k.tts("jenny", "3 5"));
+        assert!(k.tts("v", "x").starts_with("t:tts:"));
+        assert_eq!(k.tts("v", "x").len(), "t:tts:".len() + 64);
+    }
+
+    #[test]
+    fn key_shapes() {
+        let k = Keys::new("p:");
+        let sid = CallSid::parse("CA0123456789abcdef0123456789abcdef").unwrap();
+        let t = TenantId::parse("acme").unwrap();
+        assert_eq!(
+            k.session(&sid),
+            "p:session:CA0123456789abcdef0123456789abcdef"
+        );
+        assert_eq!(
+            k.idempotency(&sid, None),
+            "p:idem:CA0123456789abcdef0123456789abcdef"
+        );
+        assert_eq!(
+            k.idempotency(&sid, Some("Status:Completed {x}")),
+            "p:idem:CA0123456789abcdef0123456789abcdef:status:completed__x_"
+        );
+        assert_eq!(k.rate_limit(&t, 42), "p:rl:acme:42");
+        assert_eq!(k.campaign_queue(&t), "p:queue:campaigns:acme");
+    }
+}

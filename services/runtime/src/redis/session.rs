@@ -1,0 +1,205 @@
+//! Sessions: `session:{call_sid}`, a hash holding what a call needs across stateless workers.
+//!
+//! Fields: `tenant`, `turns` (JSON, the last 8 turns), `turn` (the call's latest turn
+//! number), `bargein` (the barge-in token), `stt_epoch` and `stt_ckpt` (the STT owner's
+//! fencing epoch and audio checkpoint). The TTL (30 min by default) is refreshed on every
+//! turn and shortened when the call ends. A missing session reads as `None`, never an
+//! error: an evicted session degrades to the generic fallback (DESIGN §6).
+
+use std::{collections::HashMap, time::Duration};
+
+use redis::Script;
+use sb_schemas::{CallSid, TenantId};
+use serde::{Deserialize, Serialize};
+
+use super::{Redis, RedisError, failed};
+
+/// How many turns a session keeps.
+pub const MAX_TURNS: usize = 8;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    User,
+    Assistant,
+}
+
+/// One turn of the conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Turn {
+    pub role: Role,
+    pub text: String,
+    pub turn: u32,
+    /// An assistant turn the caller interrupted; `text` is what was played.
+    #[serde(default)]
+    pub interrupted: bool,
+}
+
+/// A call's session as read from Redis.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Session {
+    pub tenant: Option<TenantId>,
+    pub turns: Vec<Turn>,
+    pub turn: u32,
+    pub bargein: u64,
+    pub stt_epoch: u64,
+    pub stt_checkpoint: Option<u64>,
+}
+
+/// Appends a turn, keeps the last ARGV[2], refreshes the TTL.
+const PUSH_TURN: &str = r"
+local list = {}
+local raw = redis.call('HGET', KEYS[1], 'turns')
+if raw then list = cjson.decode(raw) end
+table.insert(list, cjson.decode(ARGV[1]))
+while #list > tonumber(ARGV[2]) do table.remove(list, 1) end
+redis.call('HSET', KEYS[1], 'turns', cjson.encode(list))
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return #list
+";
+
+/// Stores the STT checkpoint unless a newer epoch already owns the call (fencing).
+const CHECKPOINT: &str = r"
+local epoch = tonumber(redis.call('HGET', KEYS[1], 'stt_epoch') or '0')
+if tonumber(ARGV[1]) < epoch then return 0 end
+redis.call('HSET', KEYS[1], 'stt_epoch', ARGV[1], 'stt_ckpt', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
+";
+
+impl Redis {
+    /// Creates (or touches) the session of a starting call.
+    pub async fn session_start(&self, sid: &CallSid, tenant: &TenantId) -> Result<(), RedisError> {
+        let key = self.keys.session(sid);
+        redis::pipe()
+            .atomic()
+            .hset(&key, "tenant", tenant.as_str())
+            .ignore()
+            .expire(&key, self.ttl_secs())
+            .ignore()
+            .query_async::<()>(&mut self.conn())
+            .await
+            .map_err(failed("session_start"))
+    }
+
+    /// Reads the session; `None` when there is none (never started, expired or evicted).
+    pub async fn session_load(&self, sid: &CallSid) -> Result<Option<Session>, RedisError> {
+        let fields: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(self.keys.session(sid))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(failed("session_load"))?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        let number = |name: &str| fields.get(name).and_then(|v| v.parse::<u64>().ok());
+        let turns = match fields.get("turns") {
+            // cjson encodes an empty table as `{}`.
+            Some(raw) if raw != "{}" => {
+                serde_json::from_str(raw).map_err(|e| RedisError::Corrupt {
+                    what: "session turns",
+                    reason: e.to_string(),
+                })?
+            }
+            _ => Vec::new(),
+        };
+        Ok(Some(Session {
+            tenant: fields.get("tenant").and_then(|t| TenantId::parse(t).ok()),
+            turns,
+            turn: number("turn").unwrap_or(0) as u32,
+            bargein: number("bargein").unwrap_or(0),
+            stt_epoch: number("stt_epoch").unwrap_or(0),
+            stt_checkpoint: number("stt_ckpt"),
+        }))
+    }
+
+    /// Appends a turn (keeping the last [`MAX_TURNS`]) and refreshes the TTL.
+    pub async fn session_push_turn(&self, sid: &CallSid, turn: &Turn) -> Result<(), RedisError> {
+        let json = serde_json::to_string(turn).expect("a turn serialises");
+        Script::new(PUSH_TURN)
+            .key(self.keys.session(sid))
+            .arg(json)
+            .arg(MAX_TURNS)
+            .arg(self.ttl_secs())
+            .invoke_async::<i64>(&mut self.conn())
+            .await
+            .map(|_| ())
+            .map_err(failed("session_push_turn"))
+    }
+
+    /// Starts the call's next turn; returns its number (1, 2, …; 0 is the greeting).
+    pub async fn session_next_turn(&self, sid: &CallSid) -> Result<u32, RedisError> {
+        self.incr_field(sid, "turn", "session_next_turn")
+            .await
+            .map(|n| n as u32)
+    }
+
+    /// Bumps the barge-in token; work tagged with an older token is stale.
+    pub async fn session_bump_bargein(&self, sid: &CallSid) -> Result<u64, RedisError> {
+        self.incr_field(sid, "bargein", "session_bump_bargein")
+            .await
+    }
+
+    /// The current barge-in token (0 when there is no session).
+    pub async fn session_bargein(&self, sid: &CallSid) -> Result<u64, RedisError> {
+        let token: Option<u64> = redis::cmd("HGET")
+            .arg(self.keys.session(sid))
+            .arg("bargein")
+            .query_async(&mut self.conn())
+            .await
+            .map_err(failed("session_bargein"))?;
+        Ok(token.unwrap_or(0))
+    }
+
+    /// Records the STT checkpoint for `epoch`. Returns false (and stores nothing) when a
+    /// newer epoch owns the call: the caller is a stale owner.
+    pub async fn session_checkpoint(
+        &self,
+        sid: &CallSid,
+        epoch: u64,
+        audio_seq: u64,
+    ) -> Result<bool, RedisError> {
+        Script::new(CHECKPOINT)
+            .key(self.keys.session(sid))
+            .arg(epoch)
+            .arg(audio_seq)
+            .arg(self.ttl_secs())
+            .invoke_async::<i64>(&mut self.conn())
+            .await
+            .map(|stored| stored == 1)
+            .map_err(failed("session_checkpoint"))
+    }
+
+    /// Shortens the TTL of an ended call's session.
+    pub async fn session_end(&self, sid: &CallSid, keep: Duration) -> Result<(), RedisError> {
+        redis::cmd("EXPIRE")
+            .arg(self.keys.session(sid))
+            .arg(keep.as_secs().max(1))
+            .query_async::<i64>(&mut self.conn())
+            .await
+            .map(|_| ())
+            .map_err(failed("session_end"))
+    }
+
+    async fn incr_field(
+        &self,
+        sid: &CallSid,
+        field: &str,
+        op: &'static str,
+    ) -> Result<u64, RedisError> {
+        let key = self.keys.session(sid);
+        let (value,): (u64,) = redis::pipe()
+            .atomic()
+            .hincr(&key, field, 1)
+            .expire(&key, self.ttl_secs())
+            .ignore()
+            .query_async(&mut self.conn())
+            .await
+            .map_err(failed(op))?;
+        Ok(value)
+    }
+
+    fn ttl_secs(&self) -> i64 {
+        self.session_ttl.as_secs().max(1) as i64
+    }
+}

@@ -1,0 +1,379 @@
+//! Tenant configuration (DESIGN §2a): who the customers are and how each is served.
+//!
+//! Consumes `tenants.toml` (a ConfigMap in Kubernetes); produces validated [`Tenant`]s,
+//! looked up by id or by the called number. Errors name the tenant and the field. State:
+//! the parsed file, immutable after start-up.
+
+use std::{collections::BTreeMap, collections::HashMap, path::Path, sync::Arc};
+
+use sb_schemas::TenantId;
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct TenantsError {
+    pub path: String,
+    pub message: String,
+}
+
+/// Service levels: LLM concurrency and webhook rate limit.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tier {
+    /// Concurrent LLM requests for one tenant.
+    pub llm_concurrency: u32,
+    /// Incoming-call webhooks admitted per window.
+    pub webhook_rate_limit: u32,
+    #[serde(default = "default_window")]
+    pub rate_window_secs: u64,
+}
+
+fn default_window() -> u64 {
+    60
+}
+
+/// When the caller's speech interrupts the bot.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BargeInPolicy {
+    pub mode: BargeInMode,
+    /// With `mode = "words"`: how many words of a partial transcript interrupt.
+    #[serde(default = "default_min_words")]
+    pub min_words: u32,
+    /// Words that never interrupt ("uh-huh", "okay", …), compared case-insensitively.
+    #[serde(default)]
+    pub backchannel: Vec<String>,
+}
+
+fn default_min_words() -> u32 {
+    2
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BargeInMode {
+    /// The STT provider's VAD `speech` event interrupts.
+    Speech,
+    /// `min_words` words of a partial transcript (backchannel words excluded) interrupt.
+    Words,
+}
+
+impl Default for BargeInPolicy {
+    fn default() -> Self {
+        Self {
+            mode: BargeInMode::Words,
+            min_words: 2,
+            backchannel: [
+                "uh-huh", "mm-hmm", "okay", "ok", "yeah", "yes", "right", "sure",
+            ]
+            .map(String::from)
+            .to_vec(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTenant {
+    id: String,
+    numbers: Vec<String>,
+    system_prompt: String,
+    greeting: String,
+    fallback_phrase: String,
+    voice: String,
+    llm_model: String,
+    tier: String,
+    #[serde(default)]
+    barge_in: Option<BargeInPolicy>,
+    #[serde(default)]
+    prewarm: Vec<String>,
+    #[serde(default)]
+    transfer_number: Option<String>,
+    #[serde(default = "default_endpointing")]
+    stt_endpointing_ms: u32,
+}
+
+fn default_endpointing() -> u32 {
+    300
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    tiers: BTreeMap<String, Tier>,
+    #[serde(rename = "tenant")]
+    tenants: Vec<RawTenant>,
+}
+
+/// One validated tenant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tenant {
+    pub id: TenantId,
+    pub numbers: Vec<String>,
+    pub system_prompt: String,
+    pub greeting: String,
+    /// Spoken when the LLM fails or is too slow: the caller never hears silence.
+    pub fallback_phrase: String,
+    pub voice: String,
+    pub llm_model: String,
+    pub tier_name: String,
+    pub tier: Tier,
+    pub barge_in: BargeInPolicy,
+    /// Phrases synthesised into the TTS cache at start-up.
+    pub prewarm: Vec<String>,
+    pub transfer_number: Option<String>,
+    pub stt_endpointing_ms: u32,
+}
+
+/// Every tenant, by id and by phone number.
+#[derive(Debug, Default)]
+pub struct Tenants {
+    by_id: HashMap<TenantId, Arc<Tenant>>,
+    by_number: HashMap<String, Arc<Tenant>>,
+}
+
+impl Tenants {
+    pub fn load(path: &Path) -> Result<Self, TenantsError> {
+        let text = std::fs::read_to_string(path).map_err(|e| TenantsError {
+            path: path.display().to_string(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Self::parse(&text).map_err(|message| TenantsError {
+            path: path.display().to_string(),
+            message,
+        })
+    }
+
+    /// Parses and validates the file's text; the error names the tenant and the field.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let raw: RawFile = toml::from_str(text).map_err(|e| e.to_string())?;
+        for (name, tier) in &raw.tiers {
+            if tier.llm_concurrency == 0
+                || tier.webhook_rate_limit == 0
+                || tier.rate_window_secs == 0
+            {
+                return Err(format!("tier {name:?}: limits must be greater than zero"));
+            }
+        }
+        let mut tenants = Tenants::default();
+        for raw_tenant in raw.tenants {
+            let tenant = Arc::new(validate(raw_tenant, &raw.tiers)?);
+            for number in &tenant.numbers {
+                if let Some(other) = tenants.by_number.insert(number.clone(), tenant.clone()) {
+                    return Err(format!(
+                        "tenant {:?}: field `numbers`: {number} already belongs to tenant {:?}",
+                        tenant.id.as_str(),
+                        other.id.as_str()
+                    ));
+                }
+            }
+            if tenants
+                .by_id
+                .insert(tenant.id.clone(), tenant.clone())
+                .is_some()
+            {
+                return Err(format!(
+                    "tenant {:?}: field `id`: defined twice",
+                    tenant.id.as_str()
+                ));
+            }
+        }
+        Ok(tenants)
+    }
+
+    pub fn by_id(&self, id: &TenantId) -> Option<&Arc<Tenant>> {
+        self.by_id.get(id)
+    }
+
+    /// The tenant owning the called number (`To`).
+    pub fn by_number(&self, number: &str) -> Option<&Arc<Tenant>> {
+        self.by_number.get(number)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Tenant>> {
+        self.by_id.values()
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+}
+
+fn validate(raw: RawTenant, tiers: &BTreeMap<String, Tier>) -> Result<Tenant, String> {
+    let who = raw.id.clone();
+    let field = |name: &str, why: String| format!("tenant {who:?}: field `{name}`: {why}");
+    let id = TenantId::parse(&raw.id).map_err(|e| field("id", e.to_string()))?;
+    if raw.numbers.is_empty() {
+        return Err(field("numbers", "at least one number is required".into()));
+    }
+    for (i, number) in raw.numbers.iter().enumerate() {
+        if !is_e164(number) {
+            return Err(field(
+                &format!("numbers[{i}]"),
+                format!("{number:?} is not an E.164 number"),
+            ));
+        }
+    }
+    if let Some(number) = &raw.transfer_number
+        && !is_e164(number)
+    {
+        return Err(field(
+            "transfer_number",
+            format!("{number:?} is not an E.164 number"),
+        ));
+    }
+    for (name, value) in [
+        ("system_prompt", &raw.system_prompt),
+        ("greeting", &raw.greeting),
+        ("fallback_phrase", &raw.fallback_phrase),
+        ("voice", &raw.voice),
+        ("llm_model", &raw.llm_model),
+    ] {
+        if value.trim().is_empty() {
+            return Err(field(name, "must not be empty".into()));
+        }
+    }
+    let tier = tiers.get(&raw.tier).cloned().ok_or_else(|| {
+        let known: Vec<&str> = tiers.keys().map(String::as_str).collect();
+        field(
+            "tier",
+            format!("unknown tier {:?} (known: {})", raw.tier, known.join(", ")),
+        )
+    })?;
+    let barge_in = raw.barge_in.unwrap_or_default();
+    if barge_in.mode == BargeInMode::Words && barge_in.min_words == 0 {
+        return Err(field("barge_in.min_words", "must be at least 1".into()));
+    }
+    if !(10..=5000).contains(&raw.stt_endpointing_ms) {
+        return Err(field(
+            "stt_endpointing_ms",
+            "must be between 10 and 5000".into(),
+        ));
+    }
+    Ok(Tenant {
+        id,
+        numbers: raw.numbers,
+        system_prompt: raw.system_prompt,
+        greeting: raw.greeting,
+        fallback_phrase: raw.fallback_phrase,
+        voice: raw.voice,
+        llm_model: raw.llm_model,
+        tier_name: raw.tier,
+        tier,
+        barge_in,
+        prewarm: raw.prewarm,
+        transfer_number: raw.transfer_number,
+        stt_endpointing_ms: raw.stt_endpointing_ms,
+    })
+}
+
+/// `+` then 8 to 15 digits, the first not zero.
+fn is_e164(number: &str) -> bool {
+    let Some(digits) = number.strip_prefix('+') else {
+        return false;
+    };
+    (8..=15).contains(&digits.len())
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && !digits.starts_with('0')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+        [tiers.standard]
+        llm_concurrency = 4
+        webhook_rate_limit = 60
+
+        [[tenant]]
+        id = "acme"
+        numbers = ["+15005550006"]
+        system_prompt = "You are a concise phone agent."
+        greeting = "Thanks for calling Acme."
+        fallback_phrase = "Sorry, could you say that again?"
+        voice = "en-US-JennyNeural"
+        llm_model = "llama-3.1-8b-instant"
+        tier = "standard"
+
+        [[tenant]]
+        id = "globex"
+        numbers = ["+442071838750", "+15005550007"]
+        system_prompt = "p"
+        greeting = "g"
+        fallback_phrase = "f"
+        voice = "v"
+        llm_model = "m"
+        tier = "standard"
+        barge_in = { mode = "speech" }
+    "#;
+
+    #[test]
+    fn parses_and_looks_up() {
+        let t = Tenants::parse(GOOD).unwrap();
+        assert_eq!(t.len(), 2);
+        let acme = t.by_number("+15005550006").unwrap();
+        assert_eq!(acme.id.as_str(), "acme");
+        assert_eq!(acme.tier.llm_concurrency, 4);
+        assert_eq!(acme.tier.rate_window_secs, 60);
+        assert_eq!(acme.barge_in.mode, BargeInMode::Words);
+        assert!(acme.barge_in.backchannel.iter().any(|w| w == "uh-huh"));
+        let globex = t.by_id(&TenantId::parse("globex").unwrap()).unwrap();
+        assert_eq!(globex.barge_in.mode, BargeInMode::Speech);
+        assert!(t.by_number("+19999999999").is_none());
+    }
+
+    /// Each broken file is refused with a message naming the tenant and the field.
+    #[test]
+    fn errors_name_tenant_and_field() {
+        let cases = [
+            (
+                GOOD.replace("id = \"acme\"", "id = \"ACME\""),
+                "tenant \"ACME\": field `id`",
+            ),
+            (
+                GOOD.replace("\"+15005550006\"]", "\"5550006\"]"),
+                "tenant \"acme\": field `numbers[0]`",
+            ),
+            (
+                GOOD.replace("tier = \"standard\"\n\n", "tier = \"gold\"\n\n"),
+                "tenant \"acme\": field `tier`: unknown tier \"gold\"",
+            ),
+            (
+                GOOD.replace("greeting = \"g\"", "greeting = \" \""),
+                "tenant \"globex\": field `greeting`",
+            ),
+            (
+                GOOD.replace("\"+15005550007\"", "\"+15005550006\""),
+                "already belongs to tenant \"acme\"",
+            ),
+            (
+                GOOD.replace("id = \"globex\"", "id = \"acme\""),
+                "tenant \"acme\": field `id`: defined twice",
+            ),
+            (
+                GOOD.replace("voice = \"v\"", "voice = \"v\"\nvoise = \"typo\""),
+                "unknown field `voise`",
+            ),
+            (
+                GOOD.replace("webhook_rate_limit = 60", "webhook_rate_limit = 0"),
+                "tier \"standard\"",
+            ),
+        ];
+        for (text, expected) in cases {
+            let err = Tenants::parse(&text).unwrap_err();
+            assert!(err.contains(expected), "expected {expected:?} in {err:?}");
+        }
+    }
+
+    #[test]
+    fn the_shipped_file_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/tenants.toml");
+        let tenants = Tenants::load(&path).unwrap();
+        assert!(!tenants.is_empty());
+    }
+}

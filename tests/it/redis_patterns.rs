@@ -1,0 +1,270 @@
+//! The five Redis patterns of DESIGN §6 against a real redis-server.
+
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use futures::future::join_all;
+use sb_runtime::redis::{
+    idempotency::IDEMPOTENCY_TTL,
+    session::{MAX_TURNS, Role, Turn},
+    tts_cache::TTS_CACHE_TTL,
+};
+use sb_schemas::TenantId;
+use sb_tests::{TestEnv, eventually};
+
+use crate::support::{sid, tenant};
+
+async fn ttl(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> i64 {
+    redis::cmd("TTL").arg(key).query_async(conn).await.unwrap()
+}
+
+fn turn(n: u32) -> Turn {
+    Turn {
+        role: if n % 2 == 0 {
+            Role::Assistant
+        } else {
+            Role::User
+        },
+        text: format!("t{n}"),
+        turn: n,
+        interrupted: false,
+    }
+}
+
+/// A session gets its TTL on start, every turn refreshes it, it keeps the last 8 turns,
+/// and the end of the call shortens it. A missing session reads as `None`.
+#[tokio::test]
+async fn session_ttl_is_set_refreshed_and_shortened() {
+    let env = TestEnv::start().await.unwrap();
+    let redis = env.redis().await.unwrap();
+    let mut raw = env.redis_raw().await.unwrap();
+    let call = sid(1);
+    let key = redis.keys().session(&call);
+
+    assert_eq!(
+        redis.session_load(&call).await.unwrap(),
+        None,
+        "no session is not an error"
+    );
+
+    redis.session_start(&call, &tenant()).await.unwrap();
+    assert!((1790..=1800).contains(&ttl(&mut raw, &key).await));
+
+    let _: () = redis::cmd("EXPIRE")
+        .arg(&key)
+        .arg(100)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    redis.session_push_turn(&call, &turn(1)).await.unwrap();
+    assert!(
+        (1790..=1800).contains(&ttl(&mut raw, &key).await),
+        "a turn refreshes the TTL"
+    );
+
+    for n in 2..=12 {
+        redis.session_push_turn(&call, &turn(n)).await.unwrap();
+    }
+    let session = redis.session_load(&call).await.unwrap().unwrap();
+    assert_eq!(session.tenant, Some(tenant()));
+    let kept: Vec<u32> = session.turns.iter().map(|t| t.turn).collect();
+    assert_eq!(
+        kept,
+        (13 - MAX_TURNS as u32..=12).collect::<Vec<_>>(),
+        "the last 8, in order"
+    );
+
+    redis
+        .session_end(&call, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!((50..=60).contains(&ttl(&mut raw, &key).await));
+}
+
+/// Turn numbers, barge-in tokens and the fenced STT checkpoint.
+#[tokio::test]
+async fn session_counters_and_checkpoint_fencing() {
+    let env = TestEnv::start().await.unwrap();
+    let redis = env.redis().await.unwrap();
+    let call = sid(2);
+    assert_eq!(redis.session_bargein(&call).await.unwrap(), 0);
+    assert_eq!(redis.session_next_turn(&call).await.unwrap(), 1);
+    assert_eq!(redis.session_next_turn(&call).await.unwrap(), 2);
+    assert_eq!(redis.session_bump_bargein(&call).await.unwrap(), 1);
+    assert_eq!(redis.session_bargein(&call).await.unwrap(), 1);
+
+    assert!(redis.session_checkpoint(&call, 2, 500).await.unwrap());
+    assert!(
+        !redis.session_checkpoint(&call, 1, 900).await.unwrap(),
+        "a stale epoch is fenced off"
+    );
+    assert!(redis.session_checkpoint(&call, 3, 700).await.unwrap());
+    let s = redis.session_load(&call).await.unwrap().unwrap();
+    assert_eq!(
+        (s.turn, s.bargein, s.stt_epoch, s.stt_checkpoint),
+        (2, 1, 3, Some(700))
+    );
+}
+
+/// SET NX: of 20 concurrent claimers exactly one wins; the key has the TTL.
+#[tokio::test]
+async fn idempotency_admits_one_caller() {
+    let env = TestEnv::start().await.unwrap();
+    let redis = env.redis().await.unwrap();
+    let call = sid(3);
+    let wins = join_all((0..20).map(|_| redis.claim_once(&call, None, IDEMPOTENCY_TTL))).await;
+    assert_eq!(wins.into_iter().filter(|w| *w.as_ref().unwrap()).count(), 1);
+    assert!(
+        !redis
+            .claim_once(&call, None, IDEMPOTENCY_TTL)
+            .await
+            .unwrap()
+    );
+    assert!(
+        redis
+            .claim_once(&call, Some("status:completed"), IDEMPOTENCY_TTL)
+            .await
+            .unwrap()
+    );
+    let mut raw = env.redis_raw().await.unwrap();
+    assert!((290..=300).contains(&ttl(&mut raw, &redis.keys().idempotency(&call, None)).await));
+}
+
+/// 50 concurrent callers making 200 requests in one window against a limit of 120: exactly
+/// 120 are admitted; the next window starts from zero; the counter expires with its window.
+#[tokio::test]
+async fn rate_limit_is_exact_under_concurrency() {
+    let env = TestEnv::start().await.unwrap();
+    let redis = Arc::new(env.redis().await.unwrap());
+    let window = Duration::from_secs(60);
+    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let callers = (0..50).map(|_| {
+        let redis = redis.clone();
+        tokio::spawn(async move {
+            let mut admitted = 0;
+            for _ in 0..4 {
+                if redis
+                    .rate_limit(&tenant(), 120, window, now)
+                    .await
+                    .unwrap()
+                    .admitted
+                {
+                    admitted += 1;
+                }
+            }
+            admitted
+        })
+    });
+    let admitted: u32 = join_all(callers)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .sum();
+    assert_eq!(admitted, 120);
+
+    let next = redis
+        .rate_limit(&tenant(), 120, window, now + window)
+        .await
+        .unwrap();
+    assert!(next.admitted);
+    assert_eq!(next.count, 1);
+    let mut raw = env.redis_raw().await.unwrap();
+    let key = redis.keys().rate_limit(&tenant(), 1_800_000_000 / 60);
+    assert!((1..=61).contains(&ttl(&mut raw, &key).await));
+}
+
+/// Jobs pop by priority, FIFO within a priority; ZCARD counts them.
+#[tokio::test]
+async fn queue_pops_by_priority_then_fifo() {
+    let env = TestEnv::start().await.unwrap();
+    let redis = env.redis().await.unwrap();
+    let t = tenant();
+    for (priority, payload) in [(1, "a"), (5, "b"), (1, "c"), (5, "d"), (9, "e")] {
+        redis.queue_push(&t, priority, payload).await.unwrap();
+    }
+    assert_eq!(redis.queue_len(&t).await.unwrap(), 5);
+    let mut popper = redis.queue_popper().await.unwrap();
+    let mut order = Vec::new();
+    while let Some(job) = popper
+        .pop(&[t.clone()], Duration::from_millis(100))
+        .await
+        .unwrap()
+    {
+        order.push((job.priority, job.payload));
+    }
+    let order: Vec<(u16, &str)> = order.iter().map(|(p, s)| (*p, s.as_str())).collect();
+    assert_eq!(order, [(9, "e"), (5, "b"), (5, "d"), (1, "a"), (1, "c")]);
+    let mut raw = env.redis_raw().await.unwrap();
+    assert_eq!(
+        ttl(&mut raw, &redis.keys().campaign_queue(&t)).await,
+        -2,
+        "emptied"
+    );
+}
+
+/// A blocked pop (on its own connection) wakes when a job is pushed, while the shared
+/// connection keeps serving other commands.
+#[tokio::test]
+async fn blocking_pop_wakes_on_push() {
+    let env = TestEnv::start().await.unwrap();
+    let redis = env.redis().await.unwrap();
+    let other = TenantId::parse("globex").unwrap();
+    let mut popper = redis.queue_popper().await.unwrap();
+    let tenants = [tenant(), other.clone()];
+    let waiting = tokio::spawn(async move { popper.pop(&tenants, Duration::from_secs(30)).await });
+
+    let mut raw = env.redis_raw().await.unwrap();
+    eventually("the pop to block", Duration::from_secs(5), || {
+        let mut raw = raw.clone();
+        async move {
+            let info: String = redis::cmd("INFO")
+                .arg("clients")
+                .query_async(&mut raw)
+                .await
+                .unwrap();
+            info.contains("blocked_clients:1").then_some(())
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        redis.session_bargein(&sid(9)).await.unwrap(),
+        0,
+        "shared connection still serves"
+    );
+    redis
+        .queue_push(&other, 3, "call +15005550123")
+        .await
+        .unwrap();
+    let job = waiting.await.unwrap().unwrap().expect("woken with a job");
+    assert_eq!(
+        (job.tenant, job.priority, job.payload.as_str()),
+        (other, 3, "call +15005550123")
+    );
+    let _: () = redis::cmd("PING").query_async(&mut raw).await.unwrap();
+}
+
+/// The TTS cache stores audio for 24 h under a key that case, spacing and punctuation
+/// variants share.
+#[tokio::test]
+async fn tts_cache_round_trips_with_ttl() {
+    let env = TestEnv::start().await.unwrap();
+    let redis = env.redis().await.unwrap();
+    assert_eq!(redis.tts_get("jenny", "Hello there!").await.unwrap(), None);
+    redis
+        .tts_put("jenny", "Hello there!", &[0xff, 0x7f, 0x00], TTS_CACHE_TTL)
+        .await
+        .unwrap();
+    let hit = redis
+        .tts_get("jenny", "  hello THERE. ")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&hit[..], &[0xff, 0x7f, 0x00]);
+    assert_eq!(redis.tts_get("guy", "Hello there!").await.unwrap(), None);
+    let mut raw = env.redis_raw().await.unwrap();
+    let t = ttl(&mut raw, &redis.keys().tts("jenny", "hello there")).await;
+    assert!((86_390..=86_400).contains(&t), "{t}");
+}
