@@ -1,5 +1,8 @@
 //! Ring 3: integration tests against real nats-server and redis-server child processes.
 
+// This whole binary is test code: helpers panic on failure like the tests themselves.
+#![allow(clippy::unwrap_used)]
+
 mod redis_patterns;
 mod runner;
 mod shutdown;

@@ -22,7 +22,7 @@ async fn ttl(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> i64 {
 
 fn turn(n: u32) -> Turn {
     Turn {
-        role: if n % 2 == 0 {
+        role: if n.is_multiple_of(2) {
             Role::Assistant
         } else {
             Role::User
@@ -188,7 +188,7 @@ async fn queue_pops_by_priority_then_fifo() {
     let mut popper = redis.queue_popper().await.unwrap();
     let mut order = Vec::new();
     while let Some(job) = popper
-        .pop(&[t.clone()], Duration::from_millis(100))
+        .pop(std::slice::from_ref(&t), Duration::from_millis(100))
         .await
         .unwrap()
     {
