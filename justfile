@@ -17,10 +17,13 @@ _default:
 bootstrap:
     .ci/bootstrap
 
-# The main job. Until the demo lands: start the local stack and run the smoke check.
+# The main job. Until the demo lands: start the local stack, run the smoke check, stop.
 demo: bootstrap build
+    #!/usr/bin/env bash
+    set -euo pipefail
+    trap 'just down >/dev/null' EXIT
     just up
-    target/debug/sb-smoke; status=$?; just down; exit $status
+    target/debug/sb-smoke
 
 # Run every test: unit, per-service, real-server integration, vendor conformance.
 test: bootstrap lint
