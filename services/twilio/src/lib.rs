@@ -1,1 +1,24 @@
-//! (being written)
+//! Twilio wire facts shared by Switchboard's ingress and the Twilio stand-in
+//! (`../../shared/PROTOCOLS.md` §1–4): [`signature`] (`X-Twilio-Signature`, computing and
+//! validating), [`media`] (Media Streams WebSocket messages), [`twiml`] (the
+//! `<Connect><Stream>` answer and a parser), [`rest`] and [`resource`] (the Calls API),
+//! [`status`] (incoming-call webhook and status callbacks) and [`form`] (form bodies with
+//! repeated keys).
+//!
+//! Consumes wire text; produces typed values and wire text. Stateless: nothing here does
+//! I/O or keeps state between calls.
+
+pub mod form;
+pub mod media;
+pub mod resource;
+pub mod rest;
+pub mod signature;
+pub mod status;
+pub mod twiml;
+
+pub use media::{InboundMessage, MediaError, OutboundMessage, parse_inbound, parse_outbound};
+pub use resource::CallResource;
+pub use rest::{ApiError, CallStatus, CallTarget, CreateCall, UpdateCall};
+pub use signature::{RequestValidator, SignatureError, sign, sign_url};
+pub use status::{IncomingCall, StatusCallback};
+pub use twiml::{ConnectStream, TwimlError};
