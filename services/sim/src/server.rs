@@ -24,13 +24,20 @@ impl SimServer {
         let stop = CancellationToken::new();
         let token = stop.clone();
         let task = tokio::spawn(async move {
-            let serve = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-                .with_graceful_shutdown(token.cancelled_owned());
+            let serve = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(token.cancelled_owned());
             if let Err(error) = serve.await {
                 tracing::error!(%error, "stand-in server failed");
             }
         });
-        Ok(Self { addr, stop, task: Some(task) })
+        Ok(Self {
+            addr,
+            stop,
+            task: Some(task),
+        })
     }
 
     /// The bound address.

@@ -1,0 +1,203 @@
+//! What the LLM stand-in answers, and how the answer splits into streamed tokens.
+//!
+//! Consumes a parsed chat request and the configured reply script; produces a [`Reply`]
+//! (text, or a tool call from a script line `tool:<name> <json arguments>`), its tokens
+//! (word-ish pieces with the leading space attached, as real tokenisers emit " world") and
+//! rough usage numbers. With no script the reply echoes the caller: `You said: <last user
+//! message>.` State: none (the script cursor lives in the server state).
+
+use serde_json::Value;
+
+/// One answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// Assistant text.
+    Text(String),
+    /// A function call the model asks the client to run.
+    ToolCall {
+        /// Function name, e.g. `end_call`.
+        name: String,
+        /// JSON arguments as a string, exactly as OpenAI sends them.
+        arguments: String,
+    },
+}
+
+impl Reply {
+    /// Parses a script line: `tool:<name> <json>` is a tool call, anything else is text.
+    pub fn from_script(line: &str) -> Self {
+        match line.strip_prefix("tool:") {
+            Some(rest) => {
+                let rest = rest.trim();
+                let (name, arguments) =
+                    rest.split_once(char::is_whitespace).unwrap_or((rest, "{}"));
+                let arguments = arguments.trim();
+                Self::ToolCall {
+                    name: name.to_owned(),
+                    arguments: if arguments.is_empty() {
+                        "{}".to_owned()
+                    } else {
+                        arguments.to_owned()
+                    },
+                }
+            }
+            None => Self::Text(line.to_owned()),
+        }
+    }
+
+    /// The echo rule used when no replies are configured.
+    pub fn echo(messages: &[Value]) -> Self {
+        let heard = last_user_text(messages).unwrap_or_default();
+        let heard = heard.trim().trim_end_matches(['.', '!', '?']);
+        Self::Text(format!("You said: {heard}."))
+    }
+}
+
+/// Text of a message's `content`: a string, or the `text` parts of a content array.
+pub(crate) fn content_text(message: &Value) -> String {
+    match message.get("content") {
+        Some(Value::String(text)) => text.clone(),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .filter_map(|part| part.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join(" "),
+        _ => String::new(),
+    }
+}
+
+/// The text of the last `user` message.
+pub(crate) fn last_user_text(messages: &[Value]) -> Option<String> {
+    messages
+        .iter()
+        .rev()
+        .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
+        .map(content_text)
+}
+
+/// How many assistant turns the conversation already has (the reply index with
+/// reply-by-turn, so concurrent conversations each walk the script from the start).
+pub(crate) fn assistant_turns(messages: &[Value]) -> usize {
+    messages
+        .iter()
+        .filter(|m| m.get("role").and_then(Value::as_str) == Some("assistant"))
+        .count()
+}
+
+/// Splits text into streamed tokens: words carry their leading whitespace (" world"),
+/// punctuation stands alone ("," "."); concatenating the tokens gives the text back.
+pub fn tokenize(text: &str) -> Vec<String> {
+    let mut tokens = Vec::new();
+    let mut current = String::new();
+    let has_word = |s: &str| s.chars().any(|c| !c.is_whitespace());
+    for c in text.chars() {
+        if c.is_whitespace() {
+            if has_word(&current) {
+                tokens.push(std::mem::take(&mut current));
+            }
+            current.push(c);
+        } else if c.is_ascii_punctuation() && c != '\'' && c != '-' {
+            if has_word(&current) {
+                tokens.push(std::mem::take(&mut current));
+            }
+            current.push(c);
+            tokens.push(std::mem::take(&mut current));
+        } else {
+            current.push(c);
+        }
+    }
+    if !current.is_empty() {
+        tokens.push(current);
+    }
+    tokens
+}
+
+/// A rough prompt token count (≈ 4 characters per token, plus 4 per message).
+pub(crate) fn prompt_tokens(messages: &[Value]) -> u64 {
+    messages
+        .iter()
+        .map(|m| content_text(m).chars().count() as u64 / 4 + 4)
+        .sum()
+}
+
+/// Pieces a tool call's arguments stream in (about 8 characters each, on char boundaries).
+pub(crate) fn argument_pieces(arguments: &str) -> Vec<String> {
+    let chars: Vec<char> = arguments.chars().collect();
+    chars
+        .chunks(8)
+        .map(|piece| piece.iter().collect())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// Tokens keep their leading space, punctuation stands alone, and the tokens always
+    /// concatenate back to the text.
+    #[test]
+    fn tokens_round_trip() {
+        assert_eq!(tokenize("Hello, world."), ["Hello", ",", " world", "."]);
+        assert_eq!(
+            tokenize("We're open  9-5 (daily)!"),
+            ["We're", " open", "  9-5", " (", "daily", ")", "!"]
+        );
+        for text in [
+            "",
+            " leading",
+            "trailing ",
+            "a\nb",
+            "ünïcödé wörds, ok?",
+            "...",
+            "tool: x {\"a\":1}",
+        ] {
+            assert_eq!(tokenize(text).concat(), text, "{text:?}");
+        }
+    }
+
+    /// Script lines starting `tool:` are tool calls (arguments default to `{}`).
+    #[test]
+    fn script_lines() {
+        assert_eq!(
+            Reply::from_script(r#"tool:end_call {"reason":"done"}"#),
+            Reply::ToolCall {
+                name: "end_call".into(),
+                arguments: r#"{"reason":"done"}"#.into()
+            }
+        );
+        assert_eq!(
+            Reply::from_script("tool:hang_up"),
+            Reply::ToolCall {
+                name: "hang_up".into(),
+                arguments: "{}".into()
+            }
+        );
+        assert_eq!(
+            Reply::from_script("Sure thing."),
+            Reply::Text("Sure thing.".into())
+        );
+    }
+
+    /// The echo rule repeats the last user message, whether its content is a string or parts.
+    #[test]
+    fn echo_rule() {
+        let messages = vec![
+            json!({"role": "system", "content": "Be brief."}),
+            json!({"role": "user", "content": "first"}),
+            json!({"role": "assistant", "content": "ok"}),
+            json!({"role": "user", "content": [{"type": "text", "text": "What are your hours?"}]}),
+        ];
+        assert_eq!(
+            Reply::echo(&messages),
+            Reply::Text("You said: What are your hours.".into())
+        );
+        assert_eq!(assistant_turns(&messages), 1);
+        assert_eq!(Reply::echo(&[]), Reply::Text("You said: .".into()));
+        assert!(prompt_tokens(&messages) >= 16);
+        assert_eq!(
+            argument_pieces(r#"{"reason":"done"}"#).concat(),
+            r#"{"reason":"done"}"#
+        );
+    }
+}
