@@ -6,6 +6,8 @@
 //! for the old version), and when a fixture no longer decodes to the same event. New
 //! fixtures are written only with `SB_BLESS=1`.
 
+#![allow(clippy::unwrap_used)] // test code
+
 use std::{collections::BTreeMap, path::PathBuf};
 
 use bytes::Bytes;

@@ -83,7 +83,7 @@ async fn session_ttl_is_set_refreshed_and_shortened() {
     assert!((50..=60).contains(&ttl(&mut raw, &key).await));
 }
 
-/// Turn numbers, barge-in tokens and the fenced STT checkpoint.
+/// Turn numbers, barge-in tokens (never lowered) and the fenced STT checkpoint.
 #[tokio::test]
 async fn session_counters_and_checkpoint_fencing() {
     let env = TestEnv::start().await.unwrap();
@@ -92,8 +92,25 @@ async fn session_counters_and_checkpoint_fencing() {
     assert_eq!(redis.session_bargein(&call).await.unwrap(), 0);
     assert_eq!(redis.session_next_turn(&call).await.unwrap(), 1);
     assert_eq!(redis.session_next_turn(&call).await.unwrap(), 2);
-    assert_eq!(redis.session_bump_bargein(&call).await.unwrap(), 1);
-    assert_eq!(redis.session_bargein(&call).await.unwrap(), 1);
+    assert!(
+        !redis.session_is_stale(&call, 0).await.unwrap(),
+        "nothing interrupted yet"
+    );
+    assert_eq!(
+        redis.session_interrupt(&call, 0).await.unwrap(),
+        1,
+        "the greeting interrupted"
+    );
+    assert!(redis.session_is_stale(&call, 0).await.unwrap());
+    assert!(!redis.session_is_stale(&call, 1).await.unwrap());
+    assert_eq!(redis.session_interrupt(&call, 2).await.unwrap(), 3);
+    assert_eq!(
+        redis.session_interrupt(&call, 1).await.unwrap(),
+        3,
+        "a late, older barge-in"
+    );
+    assert!(redis.session_is_stale(&call, 2).await.unwrap());
+    assert!(!redis.session_is_stale(&call, 3).await.unwrap());
 
     assert!(redis.session_checkpoint(&call, 2, 500).await.unwrap());
     assert!(
@@ -104,7 +121,7 @@ async fn session_counters_and_checkpoint_fencing() {
     let s = redis.session_load(&call).await.unwrap().unwrap();
     assert_eq!(
         (s.turn, s.bargein, s.stt_epoch, s.stt_checkpoint),
-        (2, 1, 3, Some(700))
+        (2, 3, 3, Some(700))
     );
 }
 

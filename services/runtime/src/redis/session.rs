@@ -1,7 +1,7 @@
 //! Sessions: `session:{call_sid}`, a hash holding what a call needs across stateless workers.
 //!
 //! Fields: `tenant`, `turns` (JSON, the last 8 turns), `turn` (the call's latest turn
-//! number), `bargein` (the barge-in token), `stt_epoch` and `stt_ckpt` (the STT owner's
+//! number), `bargein` (the barge-in token: one past the last interrupted turn), `stt_epoch` and `stt_ckpt` (the STT owner's
 //! fencing epoch and audio checkpoint). The TTL (30 min by default) is refreshed on every
 //! turn and shortened when the call ends. A missing session reads as `None`, never an
 //! error: an evicted session degrades to the generic fallback (DESIGN §6).
@@ -56,6 +56,17 @@ while #list > tonumber(ARGV[2]) do table.remove(list, 1) end
 redis.call('HSET', KEYS[1], 'turns', cjson.encode(list))
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 return #list
+";
+
+/// Raises the barge-in token to ARGV[1] if it is lower; returns the token.
+const INTERRUPT: &str = r"
+local token = tonumber(redis.call('HGET', KEYS[1], 'bargein') or '0')
+if tonumber(ARGV[1]) > token then
+  token = tonumber(ARGV[1])
+  redis.call('HSET', KEYS[1], 'bargein', token)
+end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return token
 ";
 
 /// Stores the STT checkpoint unless a newer epoch already owns the call (fencing).
@@ -134,13 +145,26 @@ impl Redis {
             .map(|n| n as u32)
     }
 
-    /// Bumps the barge-in token; work tagged with an older token is stale.
-    pub async fn session_bump_bargein(&self, sid: &CallSid) -> Result<u64, RedisError> {
-        self.incr_field(sid, "bargein", "session_bump_bargein")
+    /// Records that the caller interrupted `turn`. The barge-in token becomes one past the
+    /// highest interrupted turn, so every token, sentence and audio chunk of that turn or an
+    /// earlier one is stale (`turn < token`; the greeting is turn 0). A late, older
+    /// barge-in never lowers it. Returns the token.
+    pub async fn session_interrupt(&self, sid: &CallSid, turn: u32) -> Result<u64, RedisError> {
+        Script::new(INTERRUPT)
+            .key(self.keys.session(sid))
+            .arg(u64::from(turn) + 1)
+            .arg(self.ttl_secs())
+            .invoke_async(&mut self.conn())
             .await
+            .map_err(failed("session_interrupt"))
     }
 
-    /// The current barge-in token (0 when there is no session).
+    /// Whether the work of `turn` is stale because the caller interrupted it (or a later turn).
+    pub async fn session_is_stale(&self, sid: &CallSid, turn: u32) -> Result<bool, RedisError> {
+        Ok(u64::from(turn) < self.session_bargein(sid).await?)
+    }
+
+    /// The current barge-in token: one past the highest interrupted turn (0 when none).
     pub async fn session_bargein(&self, sid: &CallSid) -> Result<u64, RedisError> {
         let token: Option<u64> = redis::cmd("HGET")
             .arg(self.keys.session(sid))
