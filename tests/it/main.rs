@@ -3,8 +3,11 @@
 // This whole binary is test code: helpers panic on failure like the tests themselves.
 #![allow(clippy::unwrap_used)]
 
+mod agent_tts;
+mod ingress;
 mod redis_patterns;
 mod runner;
 mod shutdown;
 mod startup;
+mod stt;
 mod support;

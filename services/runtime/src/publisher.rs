@@ -81,6 +81,22 @@ impl Publisher {
         Ok(PendingAck { subject, kind, ack })
     }
 
+    /// Publishes the call's STT lease (DESIGN §5): the `start` event itself, on
+    /// `assign.stt.{tenant}.{sid}` (stream `STT_ASSIGN`), stored once per call.
+    pub async fn publish_lease(
+        &self,
+        start: &Envelope,
+    ) -> Result<jetstream::publish::PublishAck, PublishError> {
+        let subject = subject::stt_assign(&start.tenant, &start.call_sid);
+        let message = PublishMessage::build()
+            .payload(Bytes::from(encode(start)))
+            .message_id(format!("lease:{}", start.call_sid));
+        match self.js.send_publish(subject.clone(), message).await {
+            Ok(ack) => ack.await.map_err(|source| failed(subject, start.kind(), source)),
+            Err(source) => Err(failed(subject, start.kind(), source)),
+        }
+    }
+
     /// Publishes and waits until the stream has stored the event.
     pub async fn publish(
         &self,
