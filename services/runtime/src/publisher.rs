@@ -92,7 +92,9 @@ impl Publisher {
             .payload(Bytes::from(encode(start)))
             .message_id(format!("lease:{}", start.call_sid));
         match self.js.send_publish(subject.clone(), message).await {
-            Ok(ack) => ack.await.map_err(|source| failed(subject, start.kind(), source)),
+            Ok(ack) => ack
+                .await
+                .map_err(|source| failed(subject, start.kind(), source)),
             Err(source) => Err(failed(subject, start.kind(), source)),
         }
     }
