@@ -97,6 +97,11 @@ impl Kind {
         }
     }
 
+    /// Position in [`Kind::ALL`] (for per-kind tables such as cached metric handles).
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
     /// Parses a wire name.
     pub fn parse(raw: &str) -> Option<Kind> {
         Kind::ALL.into_iter().find(|k| k.as_str() == raw)

@@ -64,6 +64,11 @@ pub struct NatsServer {
 }
 
 impl NatsServer {
+    /// The server's process id (for CPU accounting in benchmarks).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub async fn start() -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let bin = find_binary("nats-server", "NATS_SERVER_BIN")?;
@@ -219,6 +224,17 @@ impl TestEnv {
             .get_multiplexed_async_connection()
             .await?)
     }
+}
+
+/// CPU time (user + system) a process has used so far, from `/proc/{pid}/stat`.
+pub fn cpu_time(pid: &str) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the `(comm)`: state is field 3; utime and stime are fields 14 and 15.
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    // clock ticks are 1/100 s on Linux (CLK_TCK).
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }
 
 /// Polls `check` every 10 ms until it returns `Some`, failing after `timeout`.

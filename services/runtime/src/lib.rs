@@ -8,6 +8,10 @@
 //! ([`tenants`]) and every Redis pattern ([`redis`]). [`Runtime`] wires them for a binary.
 //! State: connections and handles only; no call state lives here.
 
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub mod config;
 pub mod dead_letter;
 pub mod http;

@@ -6,6 +6,8 @@
 //! frame dedup costs ~40 % throughput; their sequence numbers suffice). State: none beyond
 //! the JetStream context.
 
+use std::sync::Arc;
+
 use async_nats::jetstream::{self, context::PublishAckFuture, message::PublishMessage};
 use bytes::Bytes;
 use sb_schemas::{Envelope, Kind, encode, subject};
@@ -51,14 +53,27 @@ impl PendingAck {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Publisher {
     js: jetstream::Context,
+    /// `switchboard_events_published_total{kind}` handles, resolved once (per event a
+    /// labelled lookup would allocate and hash).
+    published: Arc<[metrics::Counter; Kind::ALL.len()]>,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher").finish_non_exhaustive()
+    }
 }
 
 impl Publisher {
     pub fn new(js: jetstream::Context) -> Self {
-        Self { js }
+        let published = Arc::new(
+            Kind::ALL
+                .map(|k| metrics::counter!(Metric::EventsPublished.name(), "kind" => k.as_str())),
+        );
+        Self { js, published }
     }
 
     pub fn jetstream(&self) -> &jetstream::Context {
@@ -77,7 +92,7 @@ impl Publisher {
             Ok(ack) => ack,
             Err(source) => return Err(failed(subject, kind, source)),
         };
-        metrics::counter!(Metric::EventsPublished.name(), "kind" => kind.as_str()).increment(1);
+        self.published[kind.index()].increment(1);
         Ok(PendingAck { subject, kind, ack })
     }
 

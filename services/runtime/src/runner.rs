@@ -16,7 +16,7 @@ use std::{
 use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
 use futures::{FutureExt, StreamExt};
 use rand::Rng;
-use sb_schemas::decode;
+use sb_schemas::{Kind, decode};
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
@@ -114,6 +114,7 @@ pub async fn run_stage<S: Stage>(
         config: config.clone(),
         shutdown: shutdown.clone(),
         fatal: Mutex::new(None),
+        metrics: StageMetrics::new(S::CONSUMER),
     });
     let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
     tracing::info!(
@@ -176,6 +177,7 @@ struct Ctx {
     config: RunnerConfig,
     shutdown: Shutdown,
     fatal: Mutex<Option<String>>,
+    metrics: StageMetrics,
 }
 
 /// What became of one delivery (the `outcome` metric label).
@@ -190,6 +192,16 @@ enum Outcome {
 }
 
 impl Outcome {
+    /// In declaration order: `outcome as usize` indexes it.
+    const ALL: [Outcome; 6] = [
+        Outcome::Ok,
+        Outcome::Retried,
+        Outcome::Rejected,
+        Outcome::DeadLettered,
+        Outcome::HandedBack,
+        Outcome::Fatal,
+    ];
+
     fn as_str(self) -> &'static str {
         match self {
             Outcome::Ok => "ok",
@@ -209,28 +221,28 @@ async fn process<S: Stage>(stage: &S, ctx: &Ctx, message: jetstream::Message) {
         .map(|i| i.delivered.max(1) as u64)
         .unwrap_or(1);
     let name = S::CONSUMER;
-    metrics::gauge!(Metric::StageInFlight.name(), "stage" => name).increment(1.0);
+    let m = &ctx.metrics;
+    m.in_flight.increment(1.0);
     if delivered > 1 {
-        metrics::counter!(Metric::StageRedeliveries.name(), "stage" => name).increment(1);
+        m.redeliveries.increment(1);
     }
 
     let outcome = match decode(&message.payload) {
         Err(error) => {
-            metrics::counter!(Metric::StageReceived.name(), "stage" => name, "kind" => "undecodable")
-                .increment(1);
+            m.undecodable.increment(1);
+            let reason = error.to_string();
             reject(
                 ctx,
                 &message,
                 name,
                 error.kind(),
-                &error.to_string(),
+                &reason,
                 Outcome::Rejected,
             )
             .await
         }
         Ok(input) => {
-            metrics::counter!(Metric::StageReceived.name(), "stage" => name, "kind" => input.kind().as_str())
-                .increment(1);
+            m.received[input.kind().index()].increment(1);
             let span = tracing::info_span!(
                 "handle",
                 stage = name,
@@ -239,29 +251,56 @@ async fn process<S: Stage>(stage: &S, ctx: &Ctx, message: jetstream::Message) {
                 kind = input.kind().as_str(),
                 turn = input.turn,
             );
-            let abort = ctx.shutdown.abort().clone();
-            let mut out = Emitter::new(
-                ctx.publisher.clone(),
-                input.clone(),
-                name,
-                delivered,
-                abort.clone(),
-            );
-            let handled = tokio::select! {
-                result = stage.handle(input, &mut out) => Some(result),
-                () = abort.cancelled() => None,
-            };
-            settle(ctx, &message, name, delivered, handled, out)
-                .instrument(span)
-                .await
+            async {
+                let abort = ctx.shutdown.abort().clone();
+                let mut out = Emitter::new(
+                    ctx.publisher.clone(),
+                    &input,
+                    name,
+                    delivered,
+                    abort.clone(),
+                );
+                let handled = tokio::select! {
+                    result = stage.handle(input, &mut out) => Some(result),
+                    () = abort.cancelled() => None,
+                };
+                settle(ctx, &message, name, delivered, handled, out).await
+            }
+            .instrument(span)
+            .await
         }
     };
 
-    metrics::histogram!(Metric::StageHandleSeconds.name(), "stage" => name)
-        .record(started.elapsed().as_secs_f64());
-    metrics::counter!(Metric::StageProcessed.name(), "stage" => name, "outcome" => outcome.as_str())
-        .increment(1);
-    metrics::gauge!(Metric::StageInFlight.name(), "stage" => name).decrement(1.0);
+    m.handle_seconds.record(started.elapsed().as_secs_f64());
+    m.processed[outcome as usize].increment(1);
+    m.in_flight.decrement(1.0);
+}
+
+/// One stage's metric handles, resolved once: a labelled lookup per delivery would
+/// allocate and hash several times on the hot path.
+struct StageMetrics {
+    received: [metrics::Counter; Kind::ALL.len()],
+    undecodable: metrics::Counter,
+    processed: [metrics::Counter; Outcome::ALL.len()],
+    handle_seconds: metrics::Histogram,
+    redeliveries: metrics::Counter,
+    in_flight: metrics::Gauge,
+}
+
+impl StageMetrics {
+    fn new(stage: &'static str) -> Self {
+        let received = |kind: &'static str| metrics::counter!(Metric::StageReceived.name(), "stage" => stage, "kind" => kind);
+        Self {
+            received: Kind::ALL.map(|k| received(k.as_str())),
+            undecodable: received("undecodable"),
+            processed: Outcome::ALL.map(|o| {
+                metrics::counter!(Metric::StageProcessed.name(), "stage" => stage, "outcome" => o.as_str())
+            }),
+            handle_seconds: metrics::histogram!(Metric::StageHandleSeconds.name(), "stage" => stage),
+            redeliveries: metrics::counter!(Metric::StageRedeliveries.name(), "stage" => stage),
+            in_flight: metrics::gauge!(Metric::StageInFlight.name(), "stage" => stage),
+        }
+    }
 }
 
 /// Acks, NAKs, terminates or dead-letters the delivery according to the handle's result.
@@ -359,6 +398,13 @@ async fn nak(message: &jetstream::Message, delay: Option<Duration>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn outcome_table_is_in_declaration_order() {
+        for (i, outcome) in Outcome::ALL.into_iter().enumerate() {
+            assert_eq!(outcome as usize, i, "{}", outcome.as_str());
+        }
+    }
 
     #[test]
     fn backoff_doubles_with_jitter_and_caps() {

@@ -9,7 +9,7 @@
 
 use std::{collections::VecDeque, future::Future, time::Duration};
 
-use sb_schemas::{Body, Envelope, SCHEMA_VERSION, now_micros};
+use sb_schemas::{Body, CallSid, Envelope, SCHEMA_VERSION, TenantId, now_micros};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -102,10 +102,19 @@ impl From<PublishError> for StageError {
 /// memory and keeps a long streaming handle from holding every in-flight publish permit.
 const MAX_PENDING_ACKS: usize = 64;
 
+/// What outputs inherit from the input: its call, its turn, and what their ids derive from.
+struct Origin {
+    id: Uuid,
+    at: u64,
+    tenant: TenantId,
+    call_sid: CallSid,
+    turn: u32,
+}
+
 /// Collects one delivery's outputs.
 pub struct Emitter {
     publisher: Publisher,
-    input: Envelope,
+    origin: Origin,
     stage: &'static str,
     next_index: u32,
     pending: VecDeque<PendingAck>,
@@ -117,14 +126,21 @@ pub struct Emitter {
 impl Emitter {
     pub(crate) fn new(
         publisher: Publisher,
-        input: Envelope,
+        input: &Envelope,
         stage: &'static str,
         delivered: u64,
         abort: CancellationToken,
     ) -> Self {
+        let origin = Origin {
+            id: input.id,
+            at: input.at,
+            tenant: input.tenant.clone(),
+            call_sid: input.call_sid.clone(),
+            turn: input.turn,
+        };
         Self {
             publisher,
-            input,
+            origin,
             stage,
             next_index: 0,
             pending: VecDeque::new(),
@@ -141,10 +157,10 @@ impl Emitter {
         self.next_index += 1;
         Envelope {
             v: SCHEMA_VERSION,
-            id: derived_id(&self.input, self.stage, index),
-            tenant: self.input.tenant.clone(),
-            call_sid: self.input.call_sid.clone(),
-            turn: self.input.turn,
+            id: derived_id(self.origin.id, self.origin.at, self.stage, index),
+            tenant: self.origin.tenant.clone(),
+            call_sid: self.origin.call_sid.clone(),
+            turn: self.origin.turn,
             at: now_micros(),
             body,
         }
@@ -188,21 +204,21 @@ impl Emitter {
 }
 
 /// A UUID v7 carrying the input's timestamp and a hash of (input id, stage, index).
-fn derived_id(input: &Envelope, stage: &str, index: u32) -> Uuid {
+fn derived_id(input_id: Uuid, input_at: u64, stage: &str, index: u32) -> Uuid {
     let mut hash = Sha256::new();
-    hash.update(input.id.as_bytes());
+    hash.update(input_id.as_bytes());
     hash.update(stage.as_bytes());
     hash.update(index.to_be_bytes());
     let digest = hash.finalize();
     let mut random = [0u8; 10];
     random.copy_from_slice(&digest[..10]);
-    uuid::Builder::from_unix_timestamp_millis(input.at / 1000, &random).into_uuid()
+    uuid::Builder::from_unix_timestamp_millis(input_at / 1000, &random).into_uuid()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sb_schemas::{CallSid, Dtmf, TenantId};
+    use sb_schemas::Dtmf;
 
     fn input() -> Envelope {
         Envelope::new(
@@ -216,10 +232,11 @@ mod tests {
     #[test]
     fn derived_ids_are_deterministic_v7_and_distinct() {
         let input = input();
-        let a = derived_id(&input, "agent", 0);
-        assert_eq!(a, derived_id(&input, "agent", 0));
-        assert_ne!(a, derived_id(&input, "agent", 1));
-        assert_ne!(a, derived_id(&input, "tts", 0));
+        let derive = |stage, index| derived_id(input.id, input.at, stage, index);
+        let a = derive("agent", 0);
+        assert_eq!(a, derive("agent", 0));
+        assert_ne!(a, derive("agent", 1));
+        assert_ne!(a, derive("tts", 0));
         assert_eq!(a.get_version_num(), 7);
         let (secs, _) = a.get_timestamp().unwrap().to_unix();
         assert_eq!(secs, input.at / 1_000_000);

@@ -26,7 +26,7 @@ use sb_runtime::{
 use sb_schemas::{
     Audio, Body, CallSid, Envelope, Mulaw, Sentence, TenantId, Transcript, TtsChunk, decode,
 };
-use sb_tests::NatsServer;
+use sb_tests::{NatsServer, cpu_time};
 
 /// Stage-runner benchmark (real nats-server, pass-through stage).
 #[derive(Debug, Parser)]
@@ -115,12 +115,16 @@ fn input(mode: Mode, seq: u64, calls: &[CallSid], tenant: &TenantId) -> Envelope
     Envelope::new(tenant.clone(), sid, 1, body)
 }
 
-fn topology(mode: Mode) -> anyhow::Result<Topology> {
-    let mut topology = Topology::embedded()?;
-    let (stream, filter) = match mode {
+fn stream_and_filter(mode: Mode) -> (&'static str, &'static str) {
+    match mode {
         Mode::Audio => ("AUDIO", "audio.*.*.in"),
         Mode::Control => ("CALLS", "call.*.*.transcript"),
-    };
+    }
+}
+
+fn topology(mode: Mode) -> anyhow::Result<Topology> {
+    let mut topology = Topology::embedded()?;
+    let (stream, filter) = stream_and_filter(mode);
     topology.consumers.push(ConsumerDef {
         stream: stream.into(),
         config: pull::Config {
@@ -137,6 +141,9 @@ fn topology(mode: Mode) -> anyhow::Result<Topology> {
 
 struct RunResult {
     throughput: f64,
+    /// CPU time per event in the throughput phase: this process (publisher + stage) and nats-server.
+    client_us: f64,
+    server_us: f64,
     p50: Duration,
     p99: Duration,
     p999: Duration,
@@ -155,9 +162,66 @@ async fn run_once(mode: Mode, args: &Args) -> anyhow::Result<RunResult> {
         .map(|i| CallSid::parse(&format!("CA{i:032x}")))
         .collect::<Result<_, _>>()?;
 
-    // Output watcher: sequence -> when seen.
+    // Phase 2's publish instants and measured latencies, by sequence.
     let sent: Arc<Mutex<HashMap<u64, Instant>>> = Arc::default();
     let latencies: Arc<Mutex<Vec<Duration>>> = Arc::default();
+    let shutdown = Shutdown::new(Duration::from_secs(5));
+    let runner = {
+        let (js, topology, shutdown) = (js.clone(), topology.clone(), shutdown.clone());
+        let config = RunnerConfig {
+            concurrency: args.concurrency,
+            ..RunnerConfig::default()
+        };
+        tokio::spawn(async move {
+            run_stage(Arc::new(PassThrough), &js, &topology, &shutdown, config).await
+        })
+    };
+    let publisher = Publisher::new(js.clone());
+
+    // Phase 1: throughput with pipelined publishes. Completion is read from the server
+    // (every input acked, every output stored), so no subscriber adds fan-out here.
+    let server_pid = server.pid().to_string();
+    let (client_cpu0, server_cpu0) = (cpu_time("self"), cpu_time(&server_pid));
+    let started = Instant::now();
+    let mut pending = FuturesUnordered::new();
+    for seq in 0..args.events {
+        let event = input(mode, seq, &calls, &tenant);
+        pending.push(publisher.send(&event).await?.stored());
+        while pending.len() >= args.window {
+            pending.next().await.context("pending")??;
+        }
+    }
+    while let Some(ack) = pending.next().await {
+        ack?;
+    }
+    let (stream_name, _) = stream_and_filter(mode);
+    tokio::time::timeout(Duration::from_secs(120), async {
+        let mut consumer: jetstream::consumer::PullConsumer =
+            js.get_consumer_from_stream("bench", stream_name).await?;
+        loop {
+            let info = consumer.info().await?;
+            if info.num_pending == 0 && info.num_ack_pending == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        anyhow::Ok(())
+    })
+    .await
+    .context("the throughput phase did not finish")??;
+    let throughput = args.events as f64 / started.elapsed().as_secs_f64();
+    let per_event = |d: Duration| d.as_secs_f64() * 1e6 / args.events as f64;
+    let client_us = per_event(cpu_time("self") - client_cpu0);
+    let server_us = per_event(cpu_time(&server_pid) - server_cpu0);
+    let mut stream = js.get_stream(stream_name).await?;
+    let stored = stream.info().await?.state.messages;
+    anyhow::ensure!(
+        stored >= 2 * args.events,
+        "only {stored} messages stored for {} inputs",
+        args.events
+    );
+
+    // Output watcher for phase 2: sequence -> when seen.
     let out_subject = match mode {
         Mode::Audio => "audio.bench.*.out",
         Mode::Control => "call.bench.*.sentence",
@@ -191,18 +255,6 @@ async fn run_once(mode: Mode, args: &Args) -> anyhow::Result<RunResult> {
         })
     };
 
-    let shutdown = Shutdown::new(Duration::from_secs(5));
-    let runner = {
-        let (js, topology, shutdown) = (js.clone(), topology.clone(), shutdown.clone());
-        let config = RunnerConfig {
-            concurrency: args.concurrency,
-            ..RunnerConfig::default()
-        };
-        tokio::spawn(async move {
-            run_stage(Arc::new(PassThrough), &js, &topology, &shutdown, config).await
-        })
-    };
-    let publisher = Publisher::new(js.clone());
     let wait_for = |target: u64| {
         let (seen, seen_count) = (seen.clone(), seen_count.clone());
         async move {
@@ -211,24 +263,6 @@ async fn run_once(mode: Mode, args: &Args) -> anyhow::Result<RunResult> {
             }
         }
     };
-
-    // Phase 1: throughput with pipelined publishes.
-    let started = Instant::now();
-    let mut pending = FuturesUnordered::new();
-    for seq in 0..args.events {
-        let event = input(mode, seq, &calls, &tenant);
-        pending.push(publisher.send(&event).await?.stored());
-        while pending.len() >= args.window {
-            pending.next().await.context("pending")??;
-        }
-    }
-    while let Some(ack) = pending.next().await {
-        ack?;
-    }
-    tokio::time::timeout(Duration::from_secs(120), wait_for(args.events))
-        .await
-        .context("outputs of the throughput phase did not all arrive")?;
-    let throughput = args.events as f64 / started.elapsed().as_secs_f64();
 
     // Phase 2: latency at a steady rate (sent in 1 ms ticks).
     latencies.lock().expect("not poisoned").clear();
@@ -260,7 +294,7 @@ async fn run_once(mode: Mode, args: &Args) -> anyhow::Result<RunResult> {
     let achieved_rate = total as f64 / phase2.elapsed().as_secs_f64();
     drop(acks_tx);
     acker.await??;
-    tokio::time::timeout(Duration::from_secs(60), wait_for(args.events + total))
+    tokio::time::timeout(Duration::from_secs(60), wait_for(total))
         .await
         .context("outputs of the latency phase did not all arrive")?;
 
@@ -272,6 +306,8 @@ async fn run_once(mode: Mode, args: &Args) -> anyhow::Result<RunResult> {
     let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
     Ok(RunResult {
         throughput,
+        client_us,
+        server_us,
         p50: pct(0.50),
         p99: pct(0.99),
         p999: pct(0.999),
@@ -315,8 +351,10 @@ async fn main() -> anyhow::Result<()> {
         for run in 1..=args.runs {
             let r = run_once(mode, &args).await?;
             println!(
-                "  {mode:?} run {run}: {:>8.0} events/s | at {:.0}/s: p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms",
+                "  {mode:?} run {run}: {:>8.0} events/s (cpu/event: client {:.1} µs, nats-server {:.1} µs) | at {:.0}/s: p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms",
                 r.throughput,
+                r.client_us,
+                r.server_us,
                 r.achieved_rate,
                 ms(r.p50),
                 ms(r.p99),
@@ -325,9 +363,13 @@ async fn main() -> anyhow::Result<()> {
             );
             results.push(r);
         }
+        let client = median(results.iter().map(|r| r.client_us).collect());
+        let server = median(results.iter().map(|r| r.server_us).collect());
         println!(
-            "{mode:?} median: {:.0} events/s; hop latency p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms",
+            "{mode:?} median: {:.0} events/s; cpu/event client {client:.1} µs + nats-server {server:.1} µs \
+             (a dedicated 2-core box could do ~{:.0} events/s); hop latency p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms",
             median(results.iter().map(|r| r.throughput).collect()),
+            2e6 / (client + server),
             median(results.iter().map(|r| ms(r.p50)).collect()),
             median(results.iter().map(|r| ms(r.p99)).collect()),
             median(results.iter().map(|r| ms(r.p999)).collect()),
