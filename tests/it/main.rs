@@ -6,6 +6,7 @@
 mod agent_tts;
 mod ingress;
 mod redis_patterns;
+mod replay;
 mod runner;
 mod shutdown;
 mod startup;

@@ -1,0 +1,95 @@
+//! The timeline of a call: one line per control event, caller and bot audio folded into
+//! runs. Consumes a [`CallLog`]; produces text. State: none.
+
+use std::fmt::Write as _;
+
+use sb_schemas::Body;
+
+use crate::CallLog;
+
+/// Renders the call as lines `+seconds  turn  kind  detail`.
+pub fn render(log: &CallLog) -> String {
+    let start = log.start_micros();
+    let mut out = String::new();
+    let mut audio_run: Option<(&'static str, u32, u64, usize, usize)> = None; // (dir, turn, first at, chunks, bytes)
+    let flush = |out: &mut String, run: &mut Option<(&'static str, u32, u64, usize, usize)>| {
+        if let Some((dir, turn, at, chunks, bytes)) = run.take() {
+            let secs = at.saturating_sub(start) as f64 / 1e6;
+            let ms = bytes as f64 / 8.0;
+            let _ = writeln!(
+                out,
+                "{secs:>8.3}s  t{turn:<3} {dir:<10} {chunks} messages, {ms:.0} ms of audio"
+            );
+        }
+    };
+    for e in log.envelopes() {
+        let dir = match &e.body {
+            Body::Audio(_) => Some("caller"),
+            Body::TtsChunk(_) => Some("bot"),
+            _ => None,
+        };
+        if let Some(dir) = dir {
+            let bytes = match &e.body {
+                Body::Audio(a) => a.payload.0.len(),
+                Body::TtsChunk(c) => c.payload.0.len(),
+                _ => 0,
+            };
+            match &mut audio_run {
+                Some((d, t, _, chunks, total)) if *d == dir && *t == e.turn => {
+                    *chunks += 1;
+                    *total += bytes;
+                }
+                _ => {
+                    flush(&mut out, &mut audio_run);
+                    audio_run = Some((dir, e.turn, e.at, 1, bytes));
+                }
+            }
+            continue;
+        }
+        flush(&mut out, &mut audio_run);
+        let secs = e.at.saturating_sub(start) as f64 / 1e6;
+        let _ = writeln!(
+            out,
+            "{secs:>8.3}s  t{:<3} {:<10} {}",
+            e.turn,
+            e.kind().as_str(),
+            detail(&e.body)
+        );
+    }
+    flush(&mut out, &mut audio_run);
+    if log.undecodable > 0 {
+        let _ = writeln!(out, "({} stored messages did not decode)", log.undecodable);
+    }
+    out
+}
+
+fn detail(body: &Body) -> String {
+    match body {
+        Body::Webhook(w) => format!("{} → {} ({})", w.from, w.to, w.call_status),
+        Body::Start(s) => format!("stream {}", s.stream_sid),
+        Body::Dtmf(d) => format!("digit {}", d.digit),
+        Body::Speech(s) => format!("caller speaking at {} ms (epoch {})", s.offset_ms, s.epoch),
+        Body::Partial(p) => format!("“{}”", p.text),
+        Body::Transcript(t) => format!(
+            "“{}” (confidence {:.2}, epoch {})",
+            t.text, t.confidence, t.epoch
+        ),
+        Body::Token(t) => format!("#{} {:?}", t.index, t.text),
+        Body::Sentence(s) => {
+            let tag = if s.fallback { " [fallback]" } else { "" };
+            format!(
+                "#{} “{}”{}{tag}",
+                s.index,
+                s.text,
+                if s.last { " (last)" } else { "" }
+            )
+        }
+        Body::BargeIn(b) => format!(
+            "{:?}, token {}, {} sentences heard",
+            b.trigger, b.token, b.sentences_heard
+        ),
+        Body::Played(p) => format!("sentence #{} heard (mark {})", p.sentence, p.mark),
+        Body::End(e) => format!("{:?}", e.reason),
+        Body::Audio(_) | Body::TtsChunk(_) => String::new(),
+    }
+}

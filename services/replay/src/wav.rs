@@ -1,0 +1,67 @@
+//! A stereo WAV of the call from the event log: caller left, bot right.
+//!
+//! Caller frames sit at their frame number × 20 ms. Bot audio of each turn starts when its
+//! first chunk was stored (relative to the first caller frame), in (sentence, chunk) order,
+//! never overlapping the previous turn, and is cut where a barge-in interrupted it — an
+//! approximation of what the ingress played (the scripted caller records the exact one).
+//! Consumes a [`CallLog`]; produces WAV bytes. State: none.
+
+use std::collections::BTreeMap;
+
+use sb_audio::{SAMPLE_RATE, mulaw};
+use sb_schemas::Body;
+
+use crate::CallLog;
+
+/// Renders the call as a 16-bit stereo WAV at 8 kHz.
+pub fn render(log: &CallLog) -> Vec<u8> {
+    let rate = u64::from(SAMPLE_RATE);
+    let start = log.start_micros();
+    let offset = |at: u64| (at.saturating_sub(start) * rate / 1_000_000) as usize;
+    let mut caller: Vec<i16> = Vec::new();
+    let mut first_frame_at: Option<u64> = None;
+    // turn -> (first chunk stored at, (sentence, chunk) -> bytes)
+    let mut bot: BTreeMap<u32, (u64, BTreeMap<(u32, u32), &[u8]>)> = BTreeMap::new();
+    let mut cut: BTreeMap<u32, u64> = BTreeMap::new();
+    for e in log.envelopes() {
+        match &e.body {
+            Body::Audio(a) => {
+                let zero = *first_frame_at.get_or_insert(e.at - a.seq * 20_000);
+                let at = offset(zero) + (a.seq as usize) * 160;
+                place(&mut caller, at, &mulaw::decode_slice(&a.payload.0));
+            }
+            Body::TtsChunk(c) => {
+                let entry = bot.entry(e.turn).or_insert((e.at, BTreeMap::new()));
+                entry.0 = entry.0.min(e.at);
+                entry.1.insert((c.sentence, c.chunk), &c.payload.0);
+            }
+            Body::BargeIn(_) => {
+                cut.entry(e.turn).or_insert(e.at);
+            }
+            _ => {}
+        }
+    }
+    let mut right: Vec<i16> = Vec::new();
+    for (turn, (at, chunks)) in bot {
+        let begin = offset(at).max(right.len());
+        let mut samples: Vec<i16> = chunks
+            .values()
+            .flat_map(|b| mulaw::decode_slice(b))
+            .collect();
+        if let Some(&cut_at) = cut.get(&turn) {
+            samples.truncate(offset(cut_at).saturating_sub(begin));
+        }
+        place(&mut right, begin, &samples);
+    }
+    let len = caller.len().max(right.len());
+    caller.resize(len, 0);
+    right.resize(len, 0);
+    sb_audio::wav::stereo(&caller, &right, SAMPLE_RATE)
+}
+
+fn place(track: &mut Vec<i16>, at: usize, samples: &[i16]) {
+    if track.len() < at + samples.len() {
+        track.resize(at + samples.len(), 0);
+    }
+    track[at..at + samples.len()].copy_from_slice(samples);
+}
