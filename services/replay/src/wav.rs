@@ -20,8 +20,7 @@ pub fn render(log: &CallLog) -> Vec<u8> {
     let offset = |at: u64| (at.saturating_sub(start) * rate / 1_000_000) as usize;
     let mut caller: Vec<i16> = Vec::new();
     let mut first_frame_at: Option<u64> = None;
-    // turn -> (first chunk stored at, (sentence, chunk) -> bytes)
-    let mut bot: BTreeMap<u32, (u64, BTreeMap<(u32, u32), &[u8]>)> = BTreeMap::new();
+    let mut bot: BTreeMap<u32, BotTurn<'_>> = BTreeMap::new();
     let mut cut: BTreeMap<u32, u64> = BTreeMap::new();
     for e in log.envelopes() {
         match &e.body {
@@ -31,9 +30,12 @@ pub fn render(log: &CallLog) -> Vec<u8> {
                 place(&mut caller, at, &mulaw::decode_slice(&a.payload.0));
             }
             Body::TtsChunk(c) => {
-                let entry = bot.entry(e.turn).or_insert((e.at, BTreeMap::new()));
-                entry.0 = entry.0.min(e.at);
-                entry.1.insert((c.sentence, c.chunk), &c.payload.0);
+                let turn = bot.entry(e.turn).or_insert(BotTurn {
+                    first_at: e.at,
+                    chunks: BTreeMap::new(),
+                });
+                turn.first_at = turn.first_at.min(e.at);
+                turn.chunks.insert((c.sentence, c.chunk), &c.payload.0);
             }
             Body::BargeIn(_) => {
                 cut.entry(e.turn).or_insert(e.at);
@@ -42,8 +44,8 @@ pub fn render(log: &CallLog) -> Vec<u8> {
         }
     }
     let mut right: Vec<i16> = Vec::new();
-    for (turn, (at, chunks)) in bot {
-        let begin = offset(at).max(right.len());
+    for (turn, BotTurn { first_at, chunks }) in bot {
+        let begin = offset(first_at).max(right.len());
         let mut samples: Vec<i16> = chunks
             .values()
             .flat_map(|b| mulaw::decode_slice(b))
@@ -57,6 +59,12 @@ pub fn render(log: &CallLog) -> Vec<u8> {
     caller.resize(len, 0);
     right.resize(len, 0);
     sb_audio::wav::stereo(&caller, &right, SAMPLE_RATE)
+}
+
+/// One turn's bot audio: when its first chunk was stored, and its chunks by (sentence, chunk).
+struct BotTurn<'a> {
+    first_at: u64,
+    chunks: BTreeMap<(u32, u32), &'a [u8]>,
 }
 
 fn place(track: &mut Vec<i16>, at: usize, samples: &[i16]) {
