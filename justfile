@@ -30,6 +30,7 @@ test: bootstrap lint
     cargo build --workspace --all-targets --quiet
     cargo nextest run --workspace --no-fail-fast --cargo-quiet
     just conformance
+    just deploy-check
 
 # Check the stand-ins against the vendors' official Python clients.
 conformance:
@@ -40,6 +41,10 @@ conformance:
     if ((${#files[@]} == 0)); then echo "conformance: no suites yet"; exit 0; fi
     cargo build --quiet --bins
     .venv/bin/python -m pytest -q "${files[@]}"
+
+# Validate deploy/: YAML lint, Kubernetes schemas, alert rules name real metrics.
+deploy-check:
+    .ci/deploy-check
 
 # Formatting and clippy, warnings are errors.
 lint:
