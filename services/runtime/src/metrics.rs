@@ -32,6 +32,63 @@ pub enum Metric {
     RedisErrors,
     /// Whether the process is draining (1) or serving (0).
     LifecycleDraining,
+    /// Ingress: Twilio webhooks answered, by route (voice, status) and outcome. Labels: route, outcome.
+    IngressWebhooks,
+    /// Ingress: time to answer a webhook (signature, idempotency, rate limit, publish). Labels: route.
+    IngressWebhookSeconds,
+    /// Ingress: requests and sockets refused for a bad `X-Twilio-Signature`. Labels: route, reason.
+    IngressSignatureFailures,
+    /// Ingress: incoming calls declined by the tenant's rate limit. Labels: tier.
+    IngressRateLimited,
+    /// Ingress: media sockets open right now.
+    IngressActiveCalls,
+    /// Ingress: caller media frames received from Twilio.
+    IngressFramesIn,
+    /// Ingress: bot media frames sent to Twilio.
+    IngressFramesOut,
+    /// Ingress: bot frames sent after Twilio's buffer ran dry mid-sentence (an audible gap).
+    IngressLateFrames,
+    /// Ingress: bot audio chunks not played. Labels: reason (superseded, stale, duplicate, overflow).
+    IngressDroppedChunks,
+    /// Ingress: barge-ins (clear sent, token bumped). Labels: trigger.
+    IngressBargeIns,
+    /// Ingress: media-stream messages rejected one by one. Labels: reason.
+    IngressRejectedMessages,
+    /// Ingress: caller-audio publishes whose ack was not checked (too many in flight).
+    IngressAcksUnchecked,
+    /// Time from a provider request to its first useful byte (LLM: first token; TTS: first
+    /// audio). Labels: provider (llm, azure, espeak).
+    ProviderTtfbSeconds,
+    /// Provider calls that failed. Labels: provider, kind.
+    ProviderErrors,
+    /// Per-stage turn latency: input published → the stage's first output for it. Labels: stage.
+    StageLatencySeconds,
+    /// Inputs a stage skipped on purpose (empty transcript, stale turn, …). Labels: stage, reason.
+    StageSkipped,
+    /// TTS cache lookups. Labels: result (hit, miss, error).
+    TtsCacheRequests,
+    /// The agent's global AIMD limit on concurrent LLM requests.
+    LlmConcurrencyLimit,
+    /// Time a turn waited for its tenant's and the global LLM permits.
+    LlmQueueSeconds,
+    /// LLM responses answered 429.
+    LlmRateLimited,
+    /// LLM tokens as reported in usage. Labels: kind (prompt, completion).
+    LlmTokens,
+    /// Fallback phrases or audio used because a provider failed or was too slow. Labels: stage, reason.
+    Fallbacks,
+    /// Work stopped because the caller barged in (or a newer turn superseded it). Labels: stage.
+    BargeInCancellations,
+    /// Telephony REST actions (hang up, transfer). Labels: action, outcome.
+    TelephonyActions,
+    /// STT: calls this worker owns right now.
+    SttActiveCalls,
+    /// STT: lease events (acquired, takeover, released, handed_off, retried, stale, rejected). Labels: event.
+    SttLeases,
+    /// STT: provider streams reopened for a live call. Labels: reason.
+    SttReconnects,
+    /// STT: final utterances published. Labels: outcome (published, stale).
+    SttTranscripts,
 }
 
 impl Metric {
@@ -47,6 +104,34 @@ impl Metric {
             Metric::PublishFailures => "switchboard_publish_failures_total",
             Metric::RedisErrors => "switchboard_redis_errors_total",
             Metric::LifecycleDraining => "switchboard_lifecycle_draining",
+            Metric::IngressWebhooks => "switchboard_ingress_webhooks_total",
+            Metric::IngressWebhookSeconds => "switchboard_ingress_webhook_seconds",
+            Metric::IngressSignatureFailures => "switchboard_ingress_signature_failures_total",
+            Metric::IngressRateLimited => "switchboard_ingress_rate_limited_total",
+            Metric::IngressActiveCalls => "switchboard_ingress_active_calls",
+            Metric::IngressFramesIn => "switchboard_ingress_frames_in_total",
+            Metric::IngressFramesOut => "switchboard_ingress_frames_out_total",
+            Metric::IngressLateFrames => "switchboard_ingress_late_frames_total",
+            Metric::IngressDroppedChunks => "switchboard_ingress_dropped_chunks_total",
+            Metric::IngressBargeIns => "switchboard_ingress_bargeins_total",
+            Metric::IngressRejectedMessages => "switchboard_ingress_rejected_messages_total",
+            Metric::IngressAcksUnchecked => "switchboard_ingress_acks_unchecked_total",
+            Metric::ProviderTtfbSeconds => "switchboard_provider_ttfb_seconds",
+            Metric::ProviderErrors => "switchboard_provider_errors_total",
+            Metric::StageLatencySeconds => "switchboard_stage_latency_seconds",
+            Metric::StageSkipped => "switchboard_stage_skipped_total",
+            Metric::TtsCacheRequests => "switchboard_tts_cache_requests_total",
+            Metric::LlmConcurrencyLimit => "switchboard_llm_concurrency_limit",
+            Metric::LlmQueueSeconds => "switchboard_llm_queue_seconds",
+            Metric::LlmRateLimited => "switchboard_llm_rate_limited_total",
+            Metric::LlmTokens => "switchboard_llm_tokens_total",
+            Metric::Fallbacks => "switchboard_fallbacks_total",
+            Metric::BargeInCancellations => "switchboard_bargein_cancellations_total",
+            Metric::TelephonyActions => "switchboard_telephony_actions_total",
+            Metric::SttActiveCalls => "switchboard_stt_active_calls",
+            Metric::SttLeases => "switchboard_stt_leases_total",
+            Metric::SttReconnects => "switchboard_stt_reconnects_total",
+            Metric::SttTranscripts => "switchboard_stt_transcripts_total",
         }
     }
 }

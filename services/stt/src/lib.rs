@@ -1,1 +1,43 @@
-//! (being written)
+//! The stt worker: owns calls through `STT_ASSIGN` leases and turns their audio into
+//! `speech`, `partial` and `transcript` events (DESIGN §2.3, §5).
+//!
+//! Not a per-message stage: a small supervisor over the runtime's pieces. [`lease`] pulls
+//! one lease at a time while a slot is free and keeps, hands off or releases it; [`call`]
+//! serves one call (ordered audio consumer → provider stream, reconnects from the
+//! checkpoint), [`commit`] publishes and checkpoints, [`finish`] ends a call; [`utterance`]
+//! assembles final pieces into utterances and [`timeline`] maps provider times back to
+//! call frames (both pure); [`deepgram`] is the live client behind [`SpeechToText`].
+//! State: only what JetStream (the lease, the audio) and Redis (turn, checkpoint, epoch)
+//! can rebuild; a replacement worker resumes from the checkpoint.
+
+mod call;
+mod commit;
+pub mod config;
+pub mod deepgram;
+mod finish;
+mod lease;
+pub mod provider;
+pub mod timeline;
+pub mod utterance;
+
+use clap::Parser;
+use sb_runtime::RuntimeConfig;
+
+pub use config::{DeepgramConfig, SttConfig};
+pub use deepgram::Deepgram;
+pub use lease::{CONSUMER, RunError, run};
+pub use provider::{SpeechToText, StreamOptions, SttCommand, SttError, SttEvent, SttStream};
+
+/// Everything the `stt` binary reads from flags or `SB_*` environment variables.
+#[derive(Debug, Parser)]
+#[command(
+    name = "stt",
+    about = "Switchboard stt worker: owns calls through STT_ASSIGN leases and streams their \
+             audio to Deepgram"
+)]
+pub struct Config {
+    #[command(flatten)]
+    pub runtime: RuntimeConfig,
+    #[command(flatten)]
+    pub stt: SttConfig,
+}

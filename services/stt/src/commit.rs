@@ -1,0 +1,179 @@
+//! Publishing what the provider heard, and the checkpoint that makes it durable.
+//!
+//! Consumes assembled output of the open connection; produces `speech` and `partial`
+//! events (the session's current turn) and, per utterance, a `transcript` with a new turn
+//! (`session_next_turn`), then the session checkpoint (the last `Audio.seq` the utterance
+//! covers, fenced by the epoch). The transcript is stored before the checkpoint moves, so a
+//! crash in between repeats an utterance rather than losing it. Silence (a final without
+//! words, nothing open) moves the checkpoint too, so a takeover resends little audio.
+//! State: the call's turn and checkpoint (mirrors of the session).
+
+use std::future::Future;
+use std::time::Duration;
+
+use sb_runtime::metrics::Metric;
+use sb_schemas::{Body, Envelope, Partial, Speech, Transcript, now_micros};
+
+use crate::call::{Call, Conn};
+use crate::provider::SpeechToText;
+use crate::utterance::Utterance;
+
+/// Attempts of a Redis or NATS write before the connection is restarted from the checkpoint.
+const ATTEMPTS: u32 = 3;
+/// First pause between attempts (doubles).
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+/// Why an utterance could not be committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CommitError {
+    /// The checkpoint refused our epoch: a newer owner has the call.
+    Stale,
+    /// Redis or NATS kept failing (a bounded label); the utterance will be redone.
+    Failed(&'static str),
+}
+
+impl<S: SpeechToText> Call<S> {
+    fn event(&self, turn: u32, body: Body) -> Envelope {
+        Envelope::new(self.tenant.id.clone(), self.sid.clone(), turn, body)
+    }
+
+    /// `speech`: the caller started speaking at `offset_ms` of the call's audio.
+    pub(crate) async fn publish_speech(&self, offset_ms: u64) {
+        let body = Body::Speech(Speech {
+            epoch: self.epoch,
+            offset_ms,
+        });
+        self.publish_quietly(self.event(self.turn, body)).await;
+    }
+
+    /// `partial`: the utterance so far.
+    pub(crate) async fn publish_partial(&self, text: String) {
+        let body = Body::Partial(Partial {
+            epoch: self.epoch,
+            text,
+        });
+        self.publish_quietly(self.event(self.turn, body)).await;
+    }
+
+    /// Interim events are not worth a reconnect: a failure is counted (by the publisher)
+    /// and logged.
+    async fn publish_quietly(&self, event: Envelope) {
+        if let Err(error) = self.ctx.runtime.publisher.publish(&event).await {
+            tracing::warn!(%error, kind = event.kind().as_str(), "publish failed");
+        }
+    }
+
+    /// A complete utterance: new turn, `transcript`, checkpoint.
+    pub(crate) async fn commit(
+        &mut self,
+        conn: &mut Conn,
+        utterance: Utterance,
+    ) -> Result<(), CommitError> {
+        let timeline = &conn.timeline;
+        let Some(audio_seq) = timeline
+            .covered_through(utterance.end_ms)
+            .or(timeline.last_seq())
+        else {
+            metrics::counter!(Metric::StageSkipped.name(), "stage" => "stt", "reason" => "no_audio").increment(1);
+            return Ok(());
+        };
+        let spoken_at = timeline
+            .spoken_at_us(utterance.last_word_end_ms)
+            .unwrap_or_else(now_micros);
+        let (redis, publisher) = (&self.ctx.runtime.redis, &self.ctx.runtime.publisher);
+        let turn = retry("session_next_turn", || redis.session_next_turn(&self.sid))
+            .await
+            .map_err(|_| CommitError::Failed("redis"))?;
+        let event = self.event(
+            turn,
+            Body::Transcript(Transcript {
+                epoch: self.epoch,
+                text: utterance.text,
+                confidence: utterance.confidence,
+                audio_seq,
+                speech_ended_at: spoken_at,
+            }),
+        );
+        retry("publish_transcript", || publisher.publish(&event))
+            .await
+            .map_err(|_| CommitError::Failed("publish"))?;
+        self.turn = turn;
+        let latency = now_micros().saturating_sub(spoken_at) as f64 / 1e6;
+        metrics::histogram!(Metric::StageLatencySeconds.name(), "stage" => "stt").record(latency);
+        let stored = self.store_checkpoint(conn, audio_seq).await;
+        let outcome = if stored == Err(CommitError::Stale) {
+            "stale"
+        } else {
+            "published"
+        };
+        metrics::counter!(Metric::SttTranscripts.name(), "outcome" => outcome).increment(1);
+        tracing::info!(turn, audio_seq, outcome, "transcript");
+        stored
+    }
+
+    /// A final without words while nothing is open: counted, and the checkpoint moves over
+    /// the silence.
+    pub(crate) async fn silence(
+        &mut self,
+        conn: &mut Conn,
+        end_ms: u64,
+    ) -> Result<(), CommitError> {
+        metrics::counter!(Metric::StageSkipped.name(), "stage" => "stt", "reason" => "empty_final")
+            .increment(1);
+        let Some(seq) = conn.timeline.covered_through(end_ms) else {
+            return Ok(());
+        };
+        if self.checkpoint.is_some_and(|c| c >= seq) {
+            return Ok(());
+        }
+        match self.store_checkpoint(conn, seq).await {
+            Err(CommitError::Failed(_)) => Ok(()),
+            other => other,
+        }
+    }
+
+    async fn store_checkpoint(&mut self, conn: &mut Conn, seq: u64) -> Result<(), CommitError> {
+        let redis = &self.ctx.runtime.redis;
+        let stored = retry("session_checkpoint", || {
+            redis.session_checkpoint(&self.sid, self.epoch, seq)
+        })
+        .await
+        .map_err(|_| CommitError::Failed("redis"))?;
+        if !stored {
+            tracing::warn!(
+                epoch = self.epoch,
+                "checkpoint refused: a newer owner has the call"
+            );
+            return Err(CommitError::Stale);
+        }
+        self.checkpoint = Some(seq);
+        conn.timeline.prune_through(seq);
+        Ok(())
+    }
+}
+
+/// Runs `op` up to [`ATTEMPTS`] times with a doubling pause.
+async fn retry<T, E, F, Fut>(what: &'static str, mut op: F) -> Result<T, E>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let mut pause = RETRY_PAUSE;
+    let mut attempt = 1;
+    loop {
+        match op().await {
+            Ok(value) => return Ok(value),
+            Err(error) if attempt >= ATTEMPTS => {
+                tracing::warn!(what, %error, "giving up");
+                return Err(error);
+            }
+            Err(error) => {
+                tracing::warn!(what, attempt, %error, "retrying");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+                attempt += 1;
+            }
+        }
+    }
+}
