@@ -1,0 +1,3 @@
+//! `switchboard`: (being written).
+
+fn main() {}

@@ -1,0 +1,184 @@
+//! Real nats-server and redis-server child processes on loopback.
+//!
+//! Each server gets a free port (NATS, via `-p -1` and its ports file) or a unix socket
+//! (Redis) and a temp dir, and is killed on `Drop`. Used by the ring-3 tests, the demo and
+//! the load benchmark alike. State: the child processes and their temp dirs.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Finds a server binary: `$ENV_VAR`, then `.venv/bin/NAME` (where the bootstrap puts
+/// nats-server), then `PATH`.
+pub fn find_binary(name: &str, env_var: &str) -> anyhow::Result<PathBuf> {
+    if let Ok(path) = std::env::var(env_var) {
+        return Ok(PathBuf::from(path));
+    }
+    let venv = workspace_root().join(".venv/bin").join(name);
+    if venv.exists() {
+        return Ok(venv);
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| p.exists())
+        .with_context(|| format!("{name} not found: run .ci/bootstrap (or set {env_var})"))
+}
+
+/// Polls `ready` until it returns true or `timeout` passes.
+pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut ready: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !ready().await {
+        if Instant::now() > deadline {
+            bail!("{what} not ready after {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(())
+}
+
+/// A nats-server with JetStream on a free loopback port; killed on drop.
+pub struct NatsServer {
+    child: Child,
+    pub url: String,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl NatsServer {
+    /// The server's process id (for CPU accounting in benchmarks).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub async fn start() -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let bin = find_binary("nats-server", "NATS_SERVER_BIN")?;
+        let child = Command::new(&bin)
+            .args(["-a", "127.0.0.1", "-p", "-1", "-js"])
+            .arg("-sd")
+            .arg(dir.path().join("store"))
+            .arg("--ports_file_dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("cannot start {}", bin.display()))?;
+        let ports_file = dir.path().join(format!("nats-server_{}.ports", child.id()));
+        let mut server = Self {
+            child,
+            url: String::new(),
+            port: 0,
+            _dir: dir,
+        };
+        wait_until("nats-server ports file", Duration::from_secs(10), || {
+            let exists = ports_file.exists();
+            async move { exists }
+        })
+        .await?;
+        let ports: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&ports_file)?)?;
+        let url = ports["nats"][0]
+            .as_str()
+            .context("no nats port in the ports file")?;
+        server.url = url.to_owned();
+        server.port = url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .context("bad port")?;
+        Ok(server)
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A redis-server on a unix socket in a temp dir, persistence off; killed on drop.
+pub struct RedisServer {
+    child: Child,
+    pub url: String,
+    pub socket: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    pub async fn start() -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let socket = dir.path().join("redis.sock");
+        let bin = find_binary("redis-server", "REDIS_SERVER_BIN")?;
+        let child = Command::new(&bin)
+            .args(["--port", "0", "--save", "", "--appendonly", "no"])
+            .arg("--unixsocket")
+            .arg(&socket)
+            .arg("--dir")
+            .arg(dir.path())
+            .args(["--maxmemory", "256mb", "--maxmemory-policy", "volatile-lru"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("cannot start {}", bin.display()))?;
+        let url = format!("redis+unix://{}", socket.display());
+        let server = Self {
+            child,
+            url,
+            socket,
+            _dir: dir,
+        };
+        let client = redis::Client::open(server.url.as_str())?;
+        wait_until("redis-server", Duration::from_secs(10), || {
+            let client = client.clone();
+            async move {
+                match client.get_multiplexed_async_connection().await {
+                    Ok(mut c) => redis::cmd("PING")
+                        .query_async::<String>(&mut c)
+                        .await
+                        .is_ok(),
+                    Err(_) => false,
+                }
+            }
+        })
+        .await?;
+        Ok(server)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// CPU time (user + system) a process has used so far, from `/proc/{pid}/stat`.
+pub fn cpu_time(pid: &str) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the `(comm)`: state is field 3; utime and stime are fields 14 and 15.
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // clock ticks are 1/100 s on Linux (CLK_TCK).
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}
