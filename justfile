@@ -17,12 +17,12 @@ _default:
 bootstrap:
     .ci/bootstrap
 
-# The main job. Until the demo lands: start the local stack, run the smoke check, stop.
+# The main job: start everything on loopback, place one scripted call, show it, stop.
 demo: bootstrap build
-    #!/usr/bin/env bash
-    set -euo pipefail
-    trap 'just down >/dev/null' EXIT
-    just up
+    target/debug/switchboard demo
+
+# Smoke-check a running local stack (`just up`): topology, tenants, one event, one session.
+smoke: build
     target/debug/sb-smoke
 
 # Run every test: unit, per-service, real-server integration, vendor conformance.
@@ -70,3 +70,11 @@ down:
 # Stage-runner throughput and hop latency through a pass-through stage (real NATS).
 bench-runtime *args:
     cargo run --release --quiet -p sb-tests --bin bench-runtime -- "$@"
+
+# Ingress webhook throughput/latency and media frame -> JetStream latency (real NATS + Redis).
+bench-ingress *args:
+    cargo run --release --quiet -p sb-tests --example bench_ingress -- "$@"
+
+# Agent + tts pipeline overhead (transcript → first bot audio chunk) at 1/100/500 calls, and TTS cache hit → first chunk.
+bench-stages *args:
+    cargo run --release --quiet -p sb-tests --example bench_stages -- "$@"

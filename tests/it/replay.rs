@@ -117,12 +117,12 @@ async fn a_call_is_read_back_whole_and_in_order() {
             .all(|w| w[0].event.at <= w[1].event.at),
         "ordered by time"
     );
-    let text = timeline::render(&log);
+    let text = timeline::render(&log, timeline::Detail::Full);
     assert!(text.contains("“When are you open?”"), "{text}");
     // Caller audio is folded into runs between control events; together they hold all 150 frames.
     let caller_frames: usize = text
         .lines()
-        .filter(|l| l.contains(" caller "))
+        .filter(|l| l.contains(" caller ") && !l.starts_with("audio:"))
         .map(|l| {
             l.split_whitespace()
                 .nth(3)
@@ -133,6 +133,15 @@ async fn a_call_is_read_back_whole_and_in_order() {
         .sum();
     assert_eq!(caller_frames, 150, "{text}");
     assert!(!text.contains("digit 9"), "{text}");
+    assert!(
+        text.contains("\"Nine\""),
+        "the full timeline shows tokens: {text}"
+    );
+    let summary = timeline::render(&log, timeline::Detail::Summary);
+    assert!(
+        !summary.contains("\"Nine\"") && summary.contains("Nine to five."),
+        "{summary}"
+    );
 
     let turns = latency::turns(&log);
     assert_eq!(turns.iter().map(|t| t.turn).collect::<Vec<_>>(), [0, 1]);

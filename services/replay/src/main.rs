@@ -24,6 +24,9 @@ enum Command {
     Show {
         /// The call sid (CA + 32 hex digits).
         call_sid: CallSid,
+        /// Show every token and partial transcript too.
+        #[arg(long)]
+        full: bool,
     },
     /// Write the call as a stereo WAV (caller left, bot right).
     Wav {
@@ -39,9 +42,14 @@ async fn main() -> anyhow::Result<()> {
     let client = sb_runtime::nats::connect(&cli.nats_url, "replay").await?;
     let js = async_nats::jetstream::new(client);
     match cli.command {
-        Command::Show { call_sid } => {
+        Command::Show { call_sid, full } => {
             let log = CallLog::load(&js, &call_sid).await?;
-            print!("{}", timeline::render(&log));
+            let detail = if full {
+                timeline::Detail::Full
+            } else {
+                timeline::Detail::Summary
+            };
+            print!("{}", timeline::render(&log, detail));
             println!();
             print!("{}", latency::render(&latency::turns(&log)));
         }

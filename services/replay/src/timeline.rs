@@ -7,11 +7,21 @@ use sb_schemas::Body;
 
 use crate::CallLog;
 
+/// How much of the call to show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detail {
+    /// Every event.
+    Full,
+    /// Control events without tokens and partial transcripts; audio as totals at the end.
+    Summary,
+}
+
 /// Renders the call as lines `+seconds  turn  kind  detail`.
-pub fn render(log: &CallLog) -> String {
+pub fn render(log: &CallLog, detail_level: Detail) -> String {
     let start = log.start_micros();
     let mut out = String::new();
     let mut audio_run: Option<(&'static str, u32, u64, usize, usize)> = None; // (dir, turn, first at, chunks, bytes)
+    let mut totals = ((0usize, 0usize), (0usize, 0usize)); // (caller, bot) × (messages, bytes)
     let flush = |out: &mut String, run: &mut Option<(&'static str, u32, u64, usize, usize)>| {
         if let Some((dir, turn, at, chunks, bytes)) = run.take() {
             let secs = at.saturating_sub(start) as f64 / 1e6;
@@ -34,6 +44,16 @@ pub fn render(log: &CallLog) -> String {
                 Body::TtsChunk(c) => c.payload.0.len(),
                 _ => 0,
             };
+            let total = if dir == "caller" {
+                &mut totals.0
+            } else {
+                &mut totals.1
+            };
+            total.0 += 1;
+            total.1 += bytes;
+            if detail_level == Detail::Summary {
+                continue;
+            }
             match &mut audio_run {
                 Some((d, t, _, chunks, total)) if *d == dir && *t == e.turn => {
                     *chunks += 1;
@@ -47,6 +67,9 @@ pub fn render(log: &CallLog) -> String {
             continue;
         }
         flush(&mut out, &mut audio_run);
+        if detail_level == Detail::Summary && matches!(e.body, Body::Token(_) | Body::Partial(_)) {
+            continue;
+        }
         let secs = e.at.saturating_sub(start) as f64 / 1e6;
         let _ = writeln!(
             out,
@@ -57,6 +80,13 @@ pub fn render(log: &CallLog) -> String {
         );
     }
     flush(&mut out, &mut audio_run);
+    let ((cm, cb), (bm, bb)) = totals;
+    let _ = writeln!(
+        out,
+        "audio: caller {cm} messages ({:.1} s), bot {bm} chunks ({:.1} s)",
+        cb as f64 / 8000.0,
+        bb as f64 / 8000.0
+    );
     if log.undecodable > 0 {
         let _ = writeln!(out, "({} stored messages did not decode)", log.undecodable);
     }

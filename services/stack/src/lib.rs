@@ -1,6 +1,12 @@
 //! The whole Switchboard on one machine, on loopback.
 //!
-//! [`servers`] runs real nats-server and redis-server child processes. State: the child
-//! processes, killed on drop.
+//! [`servers`] runs real nats-server and redis-server child processes; [`process`] runs
+//! the stand-ins and services as child processes; [`stack`] starts all of it on free
+//! loopback ports. State: the child processes, killed on drop, and their log files.
 
+pub mod demo;
+pub mod process;
 pub mod servers;
+pub mod stack;
+
+pub use stack::{Delays, Stack, StackConfig};

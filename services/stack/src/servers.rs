@@ -120,6 +120,11 @@ pub struct RedisServer {
 }
 
 impl RedisServer {
+    /// The server's process id (for resource accounting).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub async fn start() -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let socket = dir.path().join("redis.sock");

@@ -1,0 +1,135 @@
+//! The demo: one phone call through the whole pipeline on this machine, explained.
+//!
+//! Starts the [`Stack`] (with realistic stand-in delays and real espeak-ng speech), places
+//! the scripted call of `services/sim/scenarios/demo.toml` (greeting, two questions, a
+//! barge-in, hang-up), prints the call's timeline and latency waterfall from JetStream,
+//! writes a stereo WAV of the call as the caller heard it, and stops everything.
+//! State: the stack's processes and the run directory (`.run/demo`).
+
+use std::{path::PathBuf, time::Instant};
+
+use anyhow::Context as _;
+use sb_replay::{CallLog, latency, timeline};
+use sb_schemas::CallSid;
+use sb_sim::caller::{CallReport, CallerConfig, Scenario, place_call};
+
+use crate::{
+    servers::workspace_root,
+    stack::{AUTH_TOKEN, Delays, PUBLIC_URL, Stack, StackConfig},
+};
+
+/// What the Deepgram stand-in "hears", in the order the caller says it.
+pub const CALLER_LINES: [&str; 3] = [
+    "What are your opening hours?",
+    "Do you have any offers at the moment?",
+    "Sorry, could you just email them to me?",
+];
+
+/// The LLM stand-in's answers, by how many assistant turns came before (the greeting is one).
+pub const BOT_REPLIES: [&str; 4] = [
+    "Hello!",
+    "We're open from nine to five, Monday to Friday, and ten to two on Saturdays.",
+    "Yes! This month every second item is half price. Members also get free delivery on \
+     orders over fifty dollars. And if you sign up today, you get an extra ten percent off \
+     your first order. Would you like me to tell you more about membership?",
+    "Of course. I'll email today's offers to you right away. Is there anything else?",
+];
+
+/// Runs the demo; returns the caller's report.
+pub async fn run(run_dir: PathBuf) -> anyhow::Result<CallReport> {
+    println!("Switchboard demo: one phone call through the whole pipeline, on this machine.");
+    let started = Instant::now();
+    let mut config = StackConfig::new(&run_dir);
+    config.delays = Delays::TYPICAL;
+    config.stt_script = CALLER_LINES.map(String::from).to_vec();
+    config.llm_replies = BOT_REPLIES.map(String::from).to_vec();
+    config.tts_speech = true;
+    let stack = Stack::start(config)
+        .await
+        .context("the stack did not start")?;
+    println!(
+        "  started nats-server, redis-server, stand-ins for Twilio, Deepgram, the LLM and Azure TTS,\n  \
+         and the ingress, stt, agent and tts services ({:.1} s; logs in {})",
+        started.elapsed().as_secs_f64(),
+        run_dir.display()
+    );
+
+    let result = call(&stack, &run_dir).await;
+    stack.stop().await;
+    println!("  stopped everything it started");
+    result
+}
+
+async fn call(stack: &Stack, run_dir: &std::path::Path) -> anyhow::Result<CallReport> {
+    let scenario = Scenario::load(&workspace_root().join("services/sim/scenarios/demo.toml"))?;
+    println!(
+        "  a caller dials {} (tenant acme) from {}: asks two questions, interrupts the second answer",
+        scenario.to, scenario.from
+    );
+    let caller = CallerConfig::new(stack.ingress_url(), PUBLIC_URL, AUTH_TOKEN);
+    let report = place_call(caller, &scenario)
+        .await
+        .context("the call failed")?;
+
+    let js = stack.jetstream().await?;
+    let sid = CallSid::parse(&report.call_sid)?;
+    // The stages finish their last events just after the hang-up; wait for `end`.
+    let log = wait_for_end(&js, &sid).await?;
+    println!("\nTimeline of call {sid} (from JetStream; `replay show {sid}` prints it too):");
+    print!(
+        "{}",
+        indent(&timeline::render(&log, timeline::Detail::Summary))
+    );
+    println!("\nLatency per turn:");
+    print!("{}", indent(&latency::render(&latency::turns(&log))));
+
+    println!("\nWhat the caller measured:");
+    for turn in &report.turns {
+        let said = turn.caller_text.as_deref().unwrap_or("(greeting)");
+        match (turn.voice_to_voice_ms, &turn.barge_in) {
+            (_, Some(b)) => println!(
+                "  interrupted the bot saying “{said}”: the bot's audio was cleared {} ms after the caller started",
+                b.latency_ms.map_or("-".into(), |ms| ms.to_string())
+            ),
+            (Some(ms), None) => {
+                println!("  “{said}” → first bot audio {ms} ms after the caller stopped")
+            }
+            (None, None) => println!("  “{said}” → no bot audio"),
+        }
+    }
+    println!(
+        "  {} frames sent, {:.1} s of bot audio played, {} late frames, {} protocol errors",
+        report.frames_sent,
+        report.bot_bytes_played as f64 / 8000.0,
+        report.late_frames,
+        report.protocol_errors.len()
+    );
+    let wav = run_dir.join("call.wav");
+    std::fs::write(&wav, report.to_wav())?;
+    println!(
+        "  wrote {} (stereo: caller left, bot right, as heard)",
+        wav.display()
+    );
+    Ok(report)
+}
+
+async fn wait_for_end(
+    js: &async_nats::jetstream::Context,
+    sid: &CallSid,
+) -> anyhow::Result<CallLog> {
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let log = CallLog::load(js, sid).await?;
+        let ended = log
+            .envelopes()
+            .any(|e| matches!(e.body, sb_schemas::Body::End(_)));
+        if ended || Instant::now() > deadline {
+            return Ok(log);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+fn indent(text: &str) -> String {
+    text.lines().map(|l| format!("  {l}\n")).collect()
+}

@@ -1,0 +1,389 @@
+//! The whole system on loopback: nats-server, redis-server, the four vendor stand-ins and
+//! every Switchboard service, each a separate process on a free port.
+//!
+//! Consumes a [`StackConfig`] (stand-in delays, scripts, faults); produces a running
+//! [`Stack`] with the addresses a scripted caller needs, per-process resource readings, and
+//! the means to crash or add an stt worker. State: the child processes (killed on drop) and
+//! their log files under the run directory.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use anyhow::{Context as _, bail};
+
+use crate::{
+    process::{Process, Usage, free_addr},
+    servers::{NatsServer, RedisServer, workspace_root},
+};
+
+/// Fixed stand-in delays (what a real vendor would take), so overhead can be isolated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delays {
+    /// Deepgram: extra delay before each final result (on top of the endpointing silence).
+    pub stt_final_ms: u64,
+    /// LLM: time to first token and between tokens.
+    pub llm_ttft_ms: u64,
+    pub llm_token_ms: u64,
+    /// TTS: time to the first audio byte.
+    pub tts_first_byte_ms: u64,
+}
+
+impl Delays {
+    pub const ZERO: Delays = Delays {
+        stt_final_ms: 0,
+        llm_ttft_ms: 0,
+        llm_token_ms: 0,
+        tts_first_byte_ms: 0,
+    };
+    /// Realistic hosted-vendor figures (Deepgram ~150 ms, Groq ~200 ms TTFT at ~2 ms/token,
+    /// Azure ~150 ms first byte).
+    pub const TYPICAL: Delays = Delays {
+        stt_final_ms: 150,
+        llm_ttft_ms: 200,
+        llm_token_ms: 2,
+        tts_first_byte_ms: 150,
+    };
+}
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct StackConfig {
+    /// Logs go here (`<name>.log`).
+    pub run_dir: PathBuf,
+    pub delays: Delays,
+    /// What the Deepgram stand-in "hears", one line per utterance, per connection.
+    pub stt_script: Vec<String>,
+    /// What the LLM stand-in answers, chosen by how many assistant turns the conversation has.
+    pub llm_replies: Vec<String>,
+    /// Extra `sim llm` options (fault injection, e.g. `--unavailable-share 1`).
+    pub llm_args: Vec<String>,
+    /// Real espeak-ng speech from the TTS stand-in, or a deterministic tone (faster).
+    pub tts_speech: bool,
+    pub stt_workers: usize,
+    /// Extra environment for every service (e.g. `SB_STAGE_CONCURRENCY`).
+    pub service_env: Vec<(String, String)>,
+}
+
+impl StackConfig {
+    pub fn new(run_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            run_dir: run_dir.into(),
+            delays: Delays::ZERO,
+            stt_script: Vec::new(),
+            llm_replies: Vec::new(),
+            llm_args: Vec::new(),
+            tts_speech: false,
+            stt_workers: 1,
+            service_env: Vec::new(),
+        }
+    }
+}
+
+/// Credentials every part of the local stack shares (stand-ins only; not secrets).
+pub const AUTH_TOKEN: &str = "local-stack-auth-token";
+pub const ACCOUNT_SID: &str = "AC00000000000000000000000000000001";
+pub const VENDOR_KEY: &str = "local-stack-vendor-key";
+/// What the ingress believes its public URL is; the caller signs against it.
+pub const PUBLIC_URL: &str = "https://switchboard.local";
+
+/// The running stack.
+pub struct Stack {
+    pub config: StackConfig,
+    pub nats: NatsServer,
+    pub redis: RedisServer,
+    pub deepgram: Process,
+    pub llm: Process,
+    pub tts_sim: Process,
+    pub twilio: Process,
+    pub ingress: Process,
+    pub agent: Process,
+    pub tts: Process,
+    pub stt: Vec<Process>,
+    bins: PathBuf,
+}
+
+impl Stack {
+    /// Starts everything and waits until every service is ready.
+    pub async fn start(config: StackConfig) -> anyhow::Result<Self> {
+        let bins = binaries_dir()?;
+        std::fs::create_dir_all(&config.run_dir)?;
+        let logs = config.run_dir.as_path();
+        let (nats, redis) = tokio::try_join!(NatsServer::start(), RedisServer::start())?;
+        let sim = bins.join("sim");
+        let d = config.delays;
+        let key = ["--api-key".to_owned(), VENDOR_KEY.to_owned()];
+        let mut deepgram_args = vec![
+            "deepgram".into(),
+            "--final-delay-ms".into(),
+            d.stt_final_ms.to_string(),
+        ];
+        for line in &config.stt_script {
+            deepgram_args.extend(["--script".to_owned(), line.clone()]);
+        }
+        let mut llm_args = vec![
+            "llm".into(),
+            "--reply-by-turn".into(),
+            "--ttft-ms".into(),
+            d.llm_ttft_ms.to_string(),
+            "--inter-token-ms".into(),
+            d.llm_token_ms.to_string(),
+        ];
+        for reply in &config.llm_replies {
+            llm_args.extend(["--reply".to_owned(), reply.clone()]);
+        }
+        llm_args.extend(config.llm_args.iter().cloned());
+        let mut tts_args = vec![
+            "tts".into(),
+            "--first-byte-ms".into(),
+            d.tts_first_byte_ms.to_string(),
+        ];
+        if !config.tts_speech {
+            tts_args.push("--deterministic".into());
+        }
+        let twilio_args: Vec<String> = [
+            "twilio",
+            "--account-sid",
+            ACCOUNT_SID,
+            "--auth-token",
+            AUTH_TOKEN,
+        ]
+        .map(String::from)
+        .to_vec();
+        let with_key = |mut args: Vec<String>| {
+            args.extend(key.iter().cloned());
+            args
+        };
+        let (deepgram_args, llm_args, tts_args) = (
+            with_key(deepgram_args),
+            with_key(llm_args),
+            with_key(tts_args),
+        );
+        let (deepgram, llm, tts_sim, twilio) = tokio::try_join!(
+            Process::stand_in("sim-deepgram", &sim, &deepgram_args, logs),
+            Process::stand_in("sim-llm", &sim, &llm_args, logs),
+            Process::stand_in("sim-tts", &sim, &tts_args, logs),
+            Process::stand_in("sim-twilio", &sim, &twilio_args, logs),
+        )?;
+
+        let env = Env {
+            nats: &nats,
+            redis: &redis,
+            deepgram: deepgram.addr,
+            llm: llm.addr,
+            tts: tts_sim.addr,
+            twilio: twilio.addr,
+            extra: &config.service_env,
+        };
+        let start = |name: &'static str| {
+            let (bins, env) = (&bins, &env);
+            async move {
+                let addr = free_addr()?;
+                Process::service(
+                    name,
+                    &bins.join(name),
+                    &env.for_service(name, addr),
+                    addr,
+                    logs,
+                )
+                .await
+            }
+        };
+        let (ingress, agent, tts) =
+            tokio::try_join!(start("ingress"), start("agent"), start("tts"))?;
+        let mut stt = Vec::new();
+        for _ in 0..config.stt_workers.max(1) {
+            stt.push(start("stt").await?);
+        }
+        Ok(Self {
+            config,
+            nats,
+            redis,
+            deepgram,
+            llm,
+            tts_sim,
+            twilio,
+            ingress,
+            agent,
+            tts,
+            stt,
+            bins,
+        })
+    }
+
+    /// Starts one more stt worker (e.g. to replace a crashed one).
+    pub async fn add_stt(&mut self) -> anyhow::Result<()> {
+        let addr = free_addr()?;
+        let env = Env {
+            nats: &self.nats,
+            redis: &self.redis,
+            deepgram: self.deepgram.addr,
+            llm: self.llm.addr,
+            tts: self.tts_sim.addr,
+            twilio: self.twilio.addr,
+            extra: &self.config.service_env,
+        };
+        let name = format!("stt-{}", self.stt.len() + 1);
+        let process = Process::service(
+            &name,
+            &self.bins.join("stt"),
+            &env.for_service("stt", addr),
+            addr,
+            &self.config.run_dir,
+        )
+        .await?;
+        self.stt.push(process);
+        Ok(())
+    }
+
+    /// Crashes (SIGKILL) stt worker `index`: no hand-off, its leases expire.
+    pub async fn crash_stt(&mut self, index: usize) -> anyhow::Result<()> {
+        if index >= self.stt.len() {
+            bail!("no stt worker {index}");
+        }
+        self.stt.remove(index).kill().await;
+        Ok(())
+    }
+
+    /// Where the scripted caller sends webhooks and opens the media socket.
+    pub fn ingress_url(&self) -> String {
+        self.ingress.url()
+    }
+
+    /// A JetStream context on the stack's NATS.
+    pub async fn jetstream(&self) -> anyhow::Result<async_nats::jetstream::Context> {
+        let client = sb_runtime::nats::connect(&self.nats.url, "stack").await?;
+        Ok(async_nats::jetstream::new(client))
+    }
+
+    /// Every Switchboard process (not servers or stand-ins) with its resource usage.
+    pub fn service_usage(&self) -> Vec<(String, Usage)> {
+        let mut all = vec![&self.ingress, &self.agent, &self.tts];
+        all.extend(self.stt.iter());
+        all.into_iter()
+            .map(|p| (p.name.clone(), p.usage()))
+            .collect()
+    }
+
+    /// nats-server and redis-server usage.
+    pub fn server_usage(&self) -> Vec<(String, Usage)> {
+        vec![
+            (
+                "nats-server".to_owned(),
+                crate::process::usage(self.nats.pid()),
+            ),
+            (
+                "redis-server".to_owned(),
+                crate::process::usage(self.redis.pid()),
+            ),
+        ]
+    }
+
+    /// Stops the services gracefully (SIGTERM), then everything else.
+    pub async fn stop(self) {
+        let grace = Duration::from_secs(10);
+        let mut services = vec![self.ingress, self.agent, self.tts];
+        services.extend(self.stt);
+        futures::future::join_all(services.into_iter().map(|p| p.stop(grace))).await;
+        let stand_ins = [self.deepgram, self.llm, self.tts_sim, self.twilio];
+        futures::future::join_all(stand_ins.into_iter().map(|p| p.stop(grace))).await;
+    }
+}
+
+/// The environment each service gets: the stack's servers and stand-ins.
+struct Env<'a> {
+    nats: &'a NatsServer,
+    redis: &'a RedisServer,
+    deepgram: SocketAddr,
+    llm: SocketAddr,
+    tts: SocketAddr,
+    twilio: SocketAddr,
+    extra: &'a [(String, String)],
+}
+
+impl Env<'_> {
+    fn for_service(&self, service: &str, http: SocketAddr) -> Vec<(String, String)> {
+        let tenants = workspace_root().join("deploy/tenants.toml");
+        let mut env: Vec<(String, String)> = vec![
+            ("SB_NATS_URL".into(), self.nats.url.clone()),
+            ("SB_REDIS_URL".into(), self.redis.url.clone()),
+            ("SB_TENANTS_FILE".into(), tenants.display().to_string()),
+            ("SB_HTTP_ADDR".into(), http.to_string()),
+            ("SB_LOG_FORMAT".into(), "json".into()),
+            ("SB_DRAIN_DEADLINE_SECS".into(), "5".into()),
+        ];
+        let specific: Vec<(&str, String)> = match service {
+            "ingress" => vec![
+                ("SB_TWILIO_AUTH_TOKEN", AUTH_TOKEN.into()),
+                ("SB_PUBLIC_URL", PUBLIC_URL.into()),
+            ],
+            "stt" => vec![
+                ("SB_DEEPGRAM_URL", format!("ws://{}", self.deepgram)),
+                ("SB_DEEPGRAM_API_KEY", VENDOR_KEY.into()),
+            ],
+            "agent" => vec![
+                ("SB_LLM_BASE_URL", format!("http://{}/v1", self.llm)),
+                ("SB_LLM_API_KEY", VENDOR_KEY.into()),
+                ("SB_TWILIO_API_URL", format!("http://{}", self.twilio)),
+                ("SB_TWILIO_ACCOUNT_SID", ACCOUNT_SID.into()),
+                ("SB_TWILIO_AUTH_TOKEN", AUTH_TOKEN.into()),
+            ],
+            "tts" => vec![
+                ("SB_TTS_PROVIDER", "azure".into()),
+                (
+                    "SB_AZURE_TTS_URL",
+                    format!("http://{}/cognitiveservices/v1", self.tts),
+                ),
+                ("SB_AZURE_TTS_KEY", VENDOR_KEY.into()),
+            ],
+            _ => vec![],
+        };
+        env.extend(specific.into_iter().map(|(k, v)| (k.to_owned(), v)));
+        env.extend(self.extra.iter().cloned());
+        env
+    }
+}
+
+/// Where the service binaries are: next to the running executable (`target/<profile>/`),
+/// or its parent when running from `deps/` (a test).
+pub fn binaries_dir() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let mut dir = exe
+        .parent()
+        .context("executable without a directory")?
+        .to_path_buf();
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.pop();
+    }
+    let missing: Vec<&str> = ["ingress", "stt", "agent", "tts", "sim"]
+        .into_iter()
+        .filter(|b| !dir.join(b).exists())
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "{} not built in {}: run `cargo build --bins` (or `just build`) first",
+            missing.join(", "),
+            dir.display()
+        );
+    }
+    Ok(dir)
+}
+
+/// Builds the service and stand-in binaries with cargo (a no-op when they are fresh), for
+/// tests that run the stack: the binaries of other packages are not built by `cargo test`.
+pub fn ensure_built(release: bool) -> anyhow::Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut command = std::process::Command::new(cargo);
+    command
+        .current_dir(workspace_root())
+        .args(["build", "--quiet", "--bins"]);
+    for p in ["sb-ingress", "sb-stt", "sb-agent", "sb-tts", "sb-sim"] {
+        command.args(["-p", p]);
+    }
+    if release {
+        command.arg("--release");
+    }
+    let status = command.status().context("cannot run cargo")?;
+    if !status.success() {
+        bail!("cargo build failed ({status})");
+    }
+    Ok(())
+}
