@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod agent_tts;
+mod e2e;
 mod ingress;
 mod redis_patterns;
 mod replay;
