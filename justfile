@@ -78,3 +78,8 @@ bench-ingress *args:
 # Agent + tts pipeline overhead (transcript → first bot audio chunk) at 1/100/500 calls, and TTS cache hit → first chunk.
 bench-stages *args:
     cargo run --release --quiet -p sb-tests --example bench_stages -- "$@"
+
+# Load benchmark: N concurrent scripted calls against the whole stack (release build).
+bench-load calls="100" *args:
+    cargo build --release --quiet --bins
+    target/release/switchboard load {{calls}} "$@"

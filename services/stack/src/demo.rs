@@ -25,9 +25,8 @@ pub const CALLER_LINES: [&str; 3] = [
     "Sorry, could you just email them to me?",
 ];
 
-/// The LLM stand-in's answers, by how many assistant turns came before (the greeting is one).
-pub const BOT_REPLIES: [&str; 4] = [
-    "Hello!",
+/// The LLM stand-in's answers: reply n answers the caller's n-th line.
+pub const BOT_REPLIES: [&str; 3] = [
     "We're open from nine to five, Monday to Friday, and ten to two on Saturdays.",
     "Yes! This month every second item is half price. Members also get free delivery on \
      orders over fifty dollars. And if you sign up today, you get an extra ten percent off \

@@ -5,6 +5,8 @@
 //! loopback ports. State: the child processes, killed on drop, and their log files.
 
 pub mod demo;
+pub mod load;
+pub mod plot;
 pub mod process;
 pub mod servers;
 pub mod stack;

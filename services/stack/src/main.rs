@@ -3,7 +3,13 @@
 
 use std::path::PathBuf;
 
+use std::time::Duration;
+
 use clap::Parser;
+use sb_stack::{
+    Delays,
+    load::{self, LoadOptions},
+};
 
 /// Run Switchboard end to end on this machine.
 #[derive(Debug, Parser)]
@@ -22,6 +28,24 @@ enum Command {
         #[arg(long, default_value = ".run/demo")]
         run_dir: PathBuf,
     },
+    /// Load benchmark: N concurrent scripted calls against the whole stack, fixed stand-in
+    /// delays; prints a latency, loss and resource table and writes an SVG plot.
+    Load {
+        /// Concurrent calls.
+        calls: usize,
+        /// Repetitions (each on a fresh stack); medians are printed at the end.
+        #[arg(long, default_value_t = 1)]
+        runs: usize,
+        /// Stand-in delays: `typical` (realistic vendors) or `zero`.
+        #[arg(long, default_value = "typical")]
+        delays: String,
+        /// Seconds over which the calls start.
+        #[arg(long, default_value_t = 10)]
+        ramp_secs: u64,
+        /// Where logs and the plot go.
+        #[arg(long, default_value = ".run/load")]
+        run_dir: PathBuf,
+    },
 }
 
 #[tokio::main]
@@ -29,6 +53,35 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Demo { run_dir } => {
             sb_stack::demo::run(run_dir).await?;
+        }
+        Command::Load {
+            calls,
+            runs,
+            delays,
+            ramp_secs,
+            run_dir,
+        } => {
+            let delays = match delays.as_str() {
+                "zero" => Delays::ZERO,
+                _ => Delays::TYPICAL,
+            };
+            let options = LoadOptions {
+                calls,
+                delays,
+                run_dir: run_dir.clone(),
+                ramp: Duration::from_secs(ramp_secs),
+            };
+            let mut results = Vec::new();
+            for run in 1..=runs.max(1) {
+                println!("bench-load: run {run} of {runs}, {calls} concurrent calls");
+                let result = load::run(&options).await?;
+                print!("{}", load::table(&result, &delays));
+                println!("plot: {}", load::write_plot(&result, &run_dir)?.display());
+                results.push(result);
+            }
+            if results.len() > 1 {
+                print!("{}", load::medians(&results));
+            }
         }
     }
     Ok(())

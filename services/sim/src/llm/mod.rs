@@ -91,7 +91,7 @@ pub struct Config {
     /// Replies in order, cycling; a line `tool:<name> <json args>` is a tool call. Empty:
     /// echo the last user message (`You said: <text>.`).
     pub replies: Vec<String>,
-    /// Pick reply *n* for a conversation with *n* assistant messages, instead of the
+    /// Pick reply *n* for the caller's *n*-th utterance (counting user messages from 0), instead of the
     /// server-wide order (keeps concurrent conversations deterministic).
     pub reply_by_turn: bool,
     /// Delay before the first chunk.
@@ -146,6 +146,8 @@ pub struct Shared {
     stats: Stats,
     dice: FaultDice,
     next_reply: AtomicUsize,
+    /// Feeds `{n}` in replies.
+    unique: AtomicUsize,
 }
 
 impl Shared {
@@ -157,6 +159,7 @@ impl Shared {
             stats: Stats::default(),
             dice,
             next_reply: AtomicUsize::new(0),
+            unique: AtomicUsize::new(0),
         })
     }
 
@@ -194,11 +197,15 @@ impl Shared {
             return reply::Reply::echo(messages);
         }
         let index = if self.config.reply_by_turn {
-            reply::assistant_turns(messages)
+            reply::user_turn(messages)
         } else {
             self.next_reply.fetch_add(1, Ordering::Relaxed)
         };
-        reply::Reply::from_script(&replies[index % replies.len()])
+        // `{n}` in a reply becomes a number unique to this request (varied answers, so a
+        // load test's TTS requests miss the cache as real conversations do).
+        let unique = self.unique.fetch_add(1, Ordering::Relaxed);
+        let text = replies[index % replies.len()].replace("{n}", &unique.to_string());
+        reply::Reply::from_script(&text)
     }
 }
 
@@ -259,7 +266,8 @@ pub struct Args {
     /// accepted when unset.
     #[arg(long, env = "SIM_LLM_API_KEY")]
     pub api_key: Option<ApiKey>,
-    /// A reply, used in order and cycling; repeat for several. `tool:<name> <json>` makes a
+    /// A reply, used in order and cycling; repeat for several. `{n}` in it becomes a number
+    /// unique to the request. `tool:<name> <json>` makes a
     /// tool call, e.g. `tool:end_call {"reason":"done"}`. Without replies the stand-in
     /// echoes: `You said: <last user message>.`
     #[arg(long = "reply", value_name = "TEXT")]
@@ -267,7 +275,7 @@ pub struct Args {
     /// File with one reply per line (blank lines and `#` comments skipped), after any --reply.
     #[arg(long, value_name = "PATH")]
     pub reply_file: Option<PathBuf>,
-    /// Choose reply n for a conversation with n assistant messages (deterministic under
+    /// Choose reply n for the caller's n-th utterance, counting user messages from 0 (deterministic under
     /// concurrency) instead of server-wide order.
     #[arg(long)]
     pub reply_by_turn: bool,

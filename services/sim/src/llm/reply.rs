@@ -74,13 +74,16 @@ pub(crate) fn last_user_text(messages: &[Value]) -> Option<String> {
         .map(content_text)
 }
 
-/// How many assistant turns the conversation already has (the reply index with
-/// reply-by-turn, so concurrent conversations each walk the script from the start).
-pub(crate) fn assistant_turns(messages: &[Value]) -> usize {
+/// Which caller utterance this request answers, from 0 (the reply index with
+/// reply-by-turn, so concurrent conversations each walk the script from the start). User
+/// messages are counted, not assistant ones: an assistant turn the caller interrupted
+/// before hearing anything may be left out of the history.
+pub(crate) fn user_turn(messages: &[Value]) -> usize {
     messages
         .iter()
-        .filter(|m| m.get("role").and_then(Value::as_str) == Some("assistant"))
+        .filter(|m| m.get("role").and_then(Value::as_str) == Some("user"))
         .count()
+        .saturating_sub(1)
 }
 
 /// Splits text into streamed tokens: words carry their leading whitespace (" world"),
@@ -192,7 +195,7 @@ mod tests {
             Reply::echo(&messages),
             Reply::Text("You said: What are your hours.".into())
         );
-        assert_eq!(assistant_turns(&messages), 1);
+        assert_eq!(user_turn(&messages), 1);
         assert_eq!(Reply::echo(&[]), Reply::Text("You said: .".into()));
         assert!(prompt_tokens(&messages) >= 16);
         assert_eq!(

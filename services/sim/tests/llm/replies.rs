@@ -175,7 +175,7 @@ async fn auth_and_validation_envelopes() {
     }
 }
 
-/// reply_by_turn picks the reply by the number of assistant messages; max_completion_tokens
+/// reply_by_turn picks reply n for the caller's n-th utterance (user messages, from 0); max_completion_tokens
 /// truncates with finish_reason `length`.
 #[tokio::test]
 async fn reply_by_turn_and_length() {
@@ -211,4 +211,39 @@ async fn reply_by_turn_and_length() {
         ),
         (Some("Hello"), Some("length"))
     );
+}
+
+/// `{n}` in a scripted reply becomes a number unique to each request.
+#[tokio::test]
+async fn placeholders_make_each_reply_unique() {
+    let config = Config {
+        replies: vec!["Ticket {n} is open.".into()],
+        ..Config::default()
+    };
+    let server = start(config).await;
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..3 {
+        let body =
+            serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
+        let reply: serde_json::Value = reqwest::Client::new()
+            .post(format!("{}/v1/chat/completions", server.http_url()))
+            .bearer_auth(KEY)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let text = reply["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            text.starts_with("Ticket ") && !text.contains("{n}"),
+            "{text}"
+        );
+        seen.insert(text);
+    }
+    assert_eq!(seen.len(), 3);
 }
