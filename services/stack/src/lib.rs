@@ -8,6 +8,7 @@ pub mod demo;
 pub mod load;
 pub mod plot;
 pub mod process;
+pub mod run;
 pub mod servers;
 pub mod stack;
 

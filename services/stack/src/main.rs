@@ -28,6 +28,17 @@ enum Command {
         #[arg(long, default_value = ".run/demo")]
         run_dir: PathBuf,
     },
+    /// Run against the real vendors (Twilio, Deepgram, Groq or another OpenAI-compatible
+    /// LLM, Azure TTS or espeak-ng) with a running NATS + Redis (`just up`); settings come
+    /// from SB_* environment variables (`<service> --help` lists them all).
+    Run {
+        /// Where the ingress listens (put a TLS proxy or tunnel in front: SB_PUBLIC_URL).
+        #[arg(long, env = "SB_INGRESS_ADDR", default_value = "127.0.0.1:8080")]
+        ingress_addr: std::net::SocketAddr,
+        /// Where logs go.
+        #[arg(long, default_value = ".run/live")]
+        run_dir: PathBuf,
+    },
     /// Load benchmark: N concurrent scripted calls against the whole stack, fixed stand-in
     /// delays; prints a latency, loss and resource table and writes an SVG plot.
     Load {
@@ -53,6 +64,12 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Demo { run_dir } => {
             sb_stack::demo::run(run_dir).await?;
+        }
+        Command::Run {
+            ingress_addr,
+            run_dir,
+        } => {
+            sb_stack::run::run(run_dir, ingress_addr).await?;
         }
         Command::Load {
             calls,

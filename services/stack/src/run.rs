@@ -1,0 +1,148 @@
+//! `just run`: Switchboard against the real vendors, on this machine.
+//!
+//! Consumes the `SB_*` environment (Twilio auth token and public URL, Deepgram key, LLM
+//! base URL and key, Azure key and region) and a running NATS + Redis (`just up`);
+//! checks every required setting first and names what is missing, then starts the
+//! ingress, stt, agent and tts as processes and runs until Ctrl-C. State: the processes.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use anyhow::bail;
+
+use crate::{process::Process, stack::binaries_dir};
+
+/// Settings without which a real call cannot work, and why.
+const REQUIRED: [(&str, &str); 4] = [
+    (
+        "SB_TWILIO_AUTH_TOKEN",
+        "validates Twilio's webhook signatures",
+    ),
+    (
+        "SB_PUBLIC_URL",
+        "the https:// base URL Twilio calls (e.g. an ngrok or load-balancer URL)",
+    ),
+    ("SB_DEEPGRAM_API_KEY", "speech to text"),
+    (
+        "SB_LLM_API_KEY",
+        "the LLM (Groq by default; SB_LLM_BASE_URL for another OpenAI-compatible server)",
+    ),
+];
+
+/// Every setting that is missing or malformed, with what it is for.
+pub fn missing_settings(get: impl Fn(&str) -> Option<String>) -> Vec<String> {
+    let mut problems: Vec<String> = REQUIRED
+        .iter()
+        .filter(|(name, _)| get(name).is_none_or(|v| v.trim().is_empty()))
+        .map(|(name, why)| format!("{name} is not set ({why})"))
+        .collect();
+    if let Some(url) = get("SB_PUBLIC_URL")
+        && !url.starts_with("https://")
+    {
+        problems.push(format!(
+            "SB_PUBLIC_URL must start with https:// (got {url:?})"
+        ));
+    }
+    match (get("SB_AZURE_TTS_KEY"), get("SB_AZURE_TTS_REGION"), get("SB_AZURE_TTS_URL")) {
+        (Some(_), None, None) => {
+            problems.push("SB_AZURE_TTS_REGION is not set (needed with SB_AZURE_TTS_KEY)".into())
+        }
+        (None, Some(_), _) => problems.push(
+            "SB_AZURE_TTS_KEY is not set but SB_AZURE_TTS_REGION is (unset both to speak with espeak-ng)".into(),
+        ),
+        _ => {}
+    }
+    problems
+}
+
+pub async fn run(run_dir: PathBuf, ingress_addr: SocketAddr) -> anyhow::Result<()> {
+    let problems = missing_settings(|name| std::env::var(name).ok());
+    if !problems.is_empty() {
+        bail!(
+            "cannot run against the real vendors:\n  {}",
+            problems.join("\n  ")
+        );
+    }
+    let bins = binaries_dir()?;
+    std::fs::create_dir_all(&run_dir)?;
+    let passed: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("SB_"))
+        .collect();
+    let mut processes = Vec::new();
+    for (i, name) in ["ingress", "stt", "agent", "tts"].into_iter().enumerate() {
+        let addr = if name == "ingress" {
+            ingress_addr
+        } else {
+            SocketAddr::from(([127, 0, 0, 1], 9101 + i as u16))
+        };
+        let mut env = passed.clone();
+        env.push(("SB_HTTP_ADDR".into(), addr.to_string()));
+        processes.push(Process::service(name, &bins.join(name), &env, addr, &run_dir).await?);
+    }
+    let public = std::env::var("SB_PUBLIC_URL").unwrap_or_default();
+    println!(
+        "Switchboard is running against the real vendors (logs in {}).",
+        run_dir.display()
+    );
+    println!(
+        "  ingress on {ingress_addr}: set your Twilio number's Voice URL to {public}/twilio/voice"
+    );
+    println!("  and its status callback to {public}/twilio/status. Ctrl-C stops everything.");
+    tokio::signal::ctrl_c().await?;
+    futures::future::join_all(
+        processes
+            .into_iter()
+            .map(|p| p.stop(Duration::from_secs(25))),
+    )
+    .await;
+    println!("stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn check(pairs: &[(&str, &str)]) -> Vec<String> {
+        let env: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        missing_settings(|name| env.get(name).cloned())
+    }
+
+    #[test]
+    fn every_missing_setting_is_named() {
+        let problems = check(&[]);
+        for name in [
+            "SB_TWILIO_AUTH_TOKEN",
+            "SB_PUBLIC_URL",
+            "SB_DEEPGRAM_API_KEY",
+            "SB_LLM_API_KEY",
+        ] {
+            assert!(
+                problems.iter().any(|p| p.starts_with(name)),
+                "{name}: {problems:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn malformed_and_half_configured_settings_are_named() {
+        let base = [
+            ("SB_TWILIO_AUTH_TOKEN", "t"),
+            ("SB_DEEPGRAM_API_KEY", "d"),
+            ("SB_LLM_API_KEY", "l"),
+        ];
+        let mut env = base.to_vec();
+        env.push(("SB_PUBLIC_URL", "https://voice.example.com"));
+        assert!(check(&env).is_empty());
+        env.push(("SB_AZURE_TTS_KEY", "k"));
+        assert_eq!(check(&env).len(), 1, "a key without a region");
+        env.push(("SB_AZURE_TTS_REGION", "eastus"));
+        assert!(check(&env).is_empty());
+        let mut http = base.to_vec();
+        http.push(("SB_PUBLIC_URL", "http://voice.example.com"));
+        assert!(check(&http)[0].contains("https://"));
+    }
+}
