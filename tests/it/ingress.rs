@@ -1,1 +1,452 @@
-//! (being written)
+//! The ingress against real NATS and Redis, called by the scripted caller from `services/sim`
+//! (signed webhook, signed Media Streams socket, paced frames, mark echoes, status callback).
+//! A test "bot" publishes the call's audio on `audio.{t}.{sid}.out` itself, out of order.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt as _;
+use sb_ingress::{Ingress, IngressConfig};
+use sb_runtime::Publisher;
+use sb_schemas::{
+    BargeIn, BargeInTrigger, Body, CallSid, Envelope, Kind, Mulaw, Partial, Played, TenantId,
+    TtsChunk, decode, subject,
+};
+use sb_sim::caller::{CallReport, CallerConfig, Scenario, new_sid, place_call};
+use sb_tests::{TestEnv, eventually};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+use crate::support;
+
+const TOKEN: &str = "it-auth-token";
+const PUBLIC: &str = "https://agent.example.com";
+
+async fn start(env: &TestEnv) -> (sb_runtime::Runtime, Ingress) {
+    let runtime = env.runtime("ingress").await.unwrap();
+    let config = IngressConfig::for_tests(TOKEN, PUBLIC);
+    let ingress = sb_ingress::start(&runtime, &config).await.unwrap();
+    (runtime, ingress)
+}
+
+fn caller(addr: SocketAddr, sid: &CallSid) -> CallerConfig {
+    let mut config = CallerConfig::new(format!("http://{addr}"), PUBLIC, TOKEN);
+    config.call_sid = Some(sid.as_str().to_owned());
+    config.max_call = Duration::from_secs(30);
+    config
+}
+
+fn acme() -> TenantId {
+    TenantId::parse("acme").unwrap()
+}
+
+/// A bot chunk of turn 0 whose bytes are all `0x10 + 8 * sentence + chunk`.
+fn chunk(
+    sid: &CallSid,
+    sentence: u32,
+    index: u32,
+    frames: usize,
+    last: bool,
+    turn_last: bool,
+) -> Envelope {
+    let byte = 0x10 + 8 * sentence as u8 + index as u8;
+    Envelope::new(
+        acme(),
+        sid.clone(),
+        0,
+        Body::TtsChunk(TtsChunk {
+            sentence,
+            chunk: index,
+            last,
+            turn_last,
+            payload: Mulaw(Bytes::from(vec![byte; frames * 160])),
+        }),
+    )
+}
+
+/// Waits for the call's `start` on CALLS (core subscription), as the agent would.
+async fn wait_for_start(client: &async_nats::Client, sid: &CallSid) -> async_nats::Subscriber {
+    client
+        .subscribe(subject::event(&acme(), sid, Kind::Start))
+        .await
+        .unwrap()
+}
+
+/// The call's control events as stored in CALLS, in stream order.
+async fn call_events(env: &TestEnv, sid: &CallSid) -> Vec<Envelope> {
+    support::payloads(&env.js, "CALLS", &subject::call_events_filter(sid))
+        .await
+        .iter()
+        .map(|p| decode(p).unwrap())
+        .collect()
+}
+
+/// The bot audio the caller heard, without the silence around it.
+fn heard(report: &CallReport) -> Vec<u8> {
+    report
+        .bot_audio
+        .iter()
+        .copied()
+        .filter(|b| *b != sb_audio::mulaw::SILENCE)
+        .collect()
+}
+
+/// A whole call through the real servers: the webhook, `start` (with the STT lease), caller
+/// frames `0..n` on `audio.in` in order, `dtmf`, `played` per sentence and one `end` land on
+/// their subjects in order; bot audio published out of order on `audio.out` reaches the
+/// caller in order, every 20 ms frame on time (no late frame, no gap), with its marks.
+#[tokio::test]
+async fn call_events_land_in_order_and_bot_audio_plays_in_order() {
+    let env = TestEnv::start().await.unwrap();
+    let (_runtime, ingress) = start(&env).await;
+    let sid = CallSid::parse(&new_sid("CA")).unwrap();
+
+    let mut starts = wait_for_start(&env.client, &sid).await;
+    let publisher = Publisher::new(env.js.clone());
+    let bot_sid = sid.clone();
+    let bot = tokio::spawn(async move {
+        starts.next().await.unwrap();
+        // Sentence 0: four 100 ms chunks; sentence 1: two chunks and an empty last one.
+        let order = [(1, 1), (0, 2), (1, 0), (0, 0), (1, 2), (0, 3), (0, 1)];
+        for (sentence, index) in order {
+            let (frames, last) = match (sentence, index) {
+                (0, 3) => (5, true),
+                (1, 2) => (0, true),
+                _ => (5, false),
+            };
+            let event = chunk(
+                &bot_sid,
+                sentence,
+                index,
+                frames,
+                last,
+                last && sentence == 1,
+            );
+            publisher.publish(&event).await.unwrap();
+        }
+    });
+
+    let scenario = Scenario::from_toml(
+        "tones = true\nbot_quiet_ms = 300\n[[steps]]\nwait_for_bot = 10000\n[[steps]]\ndtmf = \"7\"\n",
+    )
+    .unwrap();
+    let report = place_call(caller(ingress.addr, &sid), &scenario)
+        .await
+        .unwrap();
+    bot.await.unwrap();
+
+    assert!(report.protocol_errors.is_empty(), "{report}");
+    assert_eq!(report.status_callback, Some(204), "{report}");
+    let mut expected = Vec::new();
+    for (sentence, chunks) in [(0u8, 4u8), (1, 2)] {
+        for index in 0..chunks {
+            expected.extend([0x10 + 8 * sentence + index; 800]);
+        }
+    }
+    assert_eq!(heard(&report), expected, "in (sentence, chunk) order");
+    assert_eq!(report.bot_bytes_received, expected.len() as u64);
+    assert_eq!(
+        report.bot_media_received,
+        expected.len() as u64 / 160,
+        "one frame per message"
+    );
+    assert_eq!((report.late_frames, report.underrun_ms), (0, 0), "{report}");
+    let marks: Vec<(&str, bool)> = report
+        .marks
+        .iter()
+        .map(|m| (m.name.as_str(), m.cleared))
+        .collect();
+    assert_eq!(marks, [("0:0", false), ("0:1", false)]);
+
+    let events = eventually("the call's events", Duration::from_secs(10), || async {
+        let events = call_events(&env, &sid).await;
+        (events.last().map(Envelope::kind) == Some(Kind::End)).then_some(events)
+    })
+    .await
+    .unwrap();
+    let kinds: Vec<Kind> = events.iter().map(Envelope::kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            Kind::Webhook,
+            Kind::Start,
+            Kind::Played,
+            Kind::Played,
+            Kind::Dtmf,
+            Kind::End
+        ]
+    );
+    let played: Vec<(u32, &Body)> = events
+        .iter()
+        .filter(|e| e.kind() == Kind::Played)
+        .map(|e| (e.turn, &e.body))
+        .collect();
+    assert_eq!(
+        played,
+        [
+            (
+                0,
+                &Body::Played(Played {
+                    sentence: 0,
+                    mark: "0:0".into()
+                })
+            ),
+            (
+                0,
+                &Body::Played(Played {
+                    sentence: 1,
+                    mark: "0:1".into()
+                })
+            ),
+        ]
+    );
+    let lease = subject::stt_assign(&acme(), &sid);
+    assert_eq!(
+        support::stored(&env.js, "STT_ASSIGN", &lease).await,
+        1,
+        "one STT lease"
+    );
+
+    let frames = eventually(
+        "every caller frame stored",
+        Duration::from_secs(10),
+        || async {
+            let audio =
+                support::payloads(&env.js, "AUDIO", &subject::audio_in(&acme(), &sid)).await;
+            (audio.len() as u64 == report.frames_sent).then_some(audio)
+        },
+    )
+    .await
+    .unwrap();
+    for (i, payload) in frames.iter().enumerate() {
+        let Body::Audio(audio) = decode(payload).unwrap().body else {
+            panic!("not audio")
+        };
+        assert_eq!((audio.seq, audio.timestamp_ms), (i as u64, i as u64 * 20));
+        assert_eq!(audio.payload.0.len(), 160);
+    }
+    let session = env
+        .redis()
+        .await
+        .unwrap()
+        .session_load(&sid)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(session.tenant, Some(acme()));
+    ingress.shutdown().await;
+}
+
+/// A barge-in through real NATS and Redis: a `partial` with real words while the bot talks
+/// makes the ingress `clear` Twilio, bump the session's token past the turn and publish
+/// `bargein` with the sentences heard. Because playback is paced, the clear discards only
+/// about the lead (80 ms) of audio, not the seconds still to come.
+#[tokio::test]
+async fn barge_in_clears_little_because_playback_is_paced() {
+    let env = TestEnv::start().await.unwrap();
+    let (_runtime, ingress) = start(&env).await;
+    let sid = CallSid::parse(&new_sid("CA")).unwrap();
+
+    let mut starts = wait_for_start(&env.client, &sid).await;
+    let mut played = env
+        .client
+        .subscribe(subject::event(&acme(), &sid, Kind::Played))
+        .await
+        .unwrap();
+    let publisher = Publisher::new(env.js.clone());
+    let bot_sid = sid.clone();
+    let bot = tokio::spawn(async move {
+        starts.next().await.unwrap();
+        publisher
+            .publish(&chunk(&bot_sid, 0, 0, 10, true, false))
+            .await
+            .unwrap();
+        publisher
+            .publish(&chunk(&bot_sid, 1, 0, 150, true, true))
+            .await
+            .unwrap();
+        // Once the caller has heard sentence 0, the STT hears them say something real.
+        played.next().await.unwrap();
+        let partial = Envelope::new(
+            acme(),
+            bot_sid.clone(),
+            0,
+            Body::Partial(Partial {
+                epoch: 1,
+                text: "okay wait stop please".into(),
+            }),
+        );
+        publisher.publish(&partial).await.unwrap();
+    });
+
+    let scenario =
+        Scenario::from_toml("tones = true\nbot_quiet_ms = 300\n[[steps]]\nwait_for_bot = 10000\n")
+            .unwrap();
+    let report = place_call(caller(ingress.addr, &sid), &scenario)
+        .await
+        .unwrap();
+    bot.await.unwrap();
+
+    assert_eq!(report.clears_ms.len(), 1, "{report}");
+    assert!(
+        report.bot_bytes_cleared <= 8 * 120,
+        "a clear discards about the lead, not {} bytes",
+        report.bot_bytes_cleared
+    );
+    assert!(
+        report.bot_bytes_received < 160 * 160,
+        "the rest of the turn was never sent"
+    );
+    let barge = eventually("the bargein event", Duration::from_secs(10), || async {
+        call_events(&env, &sid)
+            .await
+            .into_iter()
+            .find(|e| e.kind() == Kind::BargeIn)
+    })
+    .await
+    .unwrap();
+    assert_eq!(barge.turn, 0);
+    assert_eq!(
+        barge.body,
+        Body::BargeIn(BargeIn {
+            token: 1,
+            trigger: BargeInTrigger::Words,
+            sentences_heard: 1
+        })
+    );
+    let redis = env.redis().await.unwrap();
+    assert!(redis.session_is_stale(&sid, 0).await.unwrap());
+    assert!(!redis.session_is_stale(&sid, 1).await.unwrap());
+    ingress.shutdown().await;
+}
+
+/// `GET path` over plain HTTP/1.1; the status code.
+async fn http_status(addr: SocketAddr, path: &str) -> u16 {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: ingress\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// SIGTERM during a call: `/ready` turns 503 at once, but the live socket keeps playing (bot
+/// audio published after the shutdown began still reaches the caller) until the call ends,
+/// and only then does the drain finish, inside the deadline.
+#[tokio::test]
+async fn shutdown_lets_live_calls_finish() {
+    let env = TestEnv::start().await.unwrap();
+    let (_runtime, ingress) = start(&env).await;
+    let addr = ingress.addr;
+    assert_eq!(http_status(addr, "/ready").await, 200);
+    let sid = CallSid::parse(&new_sid("CA")).unwrap();
+
+    let mut starts = wait_for_start(&env.client, &sid).await;
+    let publisher = Publisher::new(env.js.clone());
+    let bot_sid = sid.clone();
+    // The task hands back the drain's handle, awaited once the call has ended.
+    #[allow(clippy::async_yields_async)]
+    let bot = tokio::spawn(async move {
+        starts.next().await.unwrap();
+        let drain = tokio::spawn(ingress.shutdown());
+        eventually("/ready to turn 503", Duration::from_secs(5), || async {
+            (http_status(addr, "/ready").await == 503).then_some(())
+        })
+        .await
+        .unwrap();
+        publisher
+            .publish(&chunk(&bot_sid, 0, 0, 25, true, true))
+            .await
+            .unwrap();
+        drain
+    });
+
+    let scenario =
+        Scenario::from_toml("tones = true\nbot_quiet_ms = 300\n[[steps]]\nwait_for_bot = 10000\n")
+            .unwrap();
+    let report = place_call(caller(addr, &sid), &scenario).await.unwrap();
+    let drain = bot.await.unwrap();
+    assert_eq!(report.bot_bytes_received, 25 * 160, "{report}");
+    assert!(
+        drain.await.unwrap(),
+        "the call ended inside the drain deadline"
+    );
+}
+
+/// The one-round-trip admission pipeline against real Redis: the first webhook of a call is
+/// admitted within the tenant's limit, a retry gets the first answer back (admitted or
+/// declined), a key claimed by `claim_once` reads as admitted, and the rate-limit window
+/// key expires with its window.
+#[tokio::test]
+async fn admission_in_one_round_trip() {
+    use sb_ingress::{Admission, Backend as _, Live};
+    use std::time::SystemTime;
+
+    let env = TestEnv::start().await.unwrap();
+    let runtime = env.runtime("ingress").await.unwrap();
+    let live = Live::connect(&runtime).await.unwrap();
+    let tenants = sb_runtime::Tenants::parse(
+        r#"
+        [tiers.tiny]
+        llm_concurrency = 1
+        webhook_rate_limit = 2
+        rate_window_secs = 3600
+        [[tenant]]
+        id = "tiny"
+        numbers = ["+15005550099"]
+        system_prompt = "p"
+        greeting = "g"
+        fallback_phrase = "f"
+        voice = "v"
+        llm_model = "m"
+        tier = "tiny"
+        "#,
+    )
+    .unwrap();
+    let tiny = tenants.by_number("+15005550099").unwrap();
+    let now = SystemTime::now();
+    let admit = |n: u32| {
+        let live = live.clone();
+        async move { live.admit(&support::sid(n), tiny, now).await.unwrap() }
+    };
+    assert_eq!(admit(1).await, Admission::Admitted);
+    assert_eq!(admit(1).await, Admission::Duplicate { admitted: true });
+    assert_eq!(admit(2).await, Admission::Admitted);
+    assert_eq!(admit(3).await, Admission::RateLimited);
+    assert_eq!(admit(3).await, Admission::Duplicate { admitted: false });
+    let redis = env.redis().await.unwrap();
+    let claimed = support::sid(4);
+    assert!(
+        redis
+            .claim_once(
+                &claimed,
+                None,
+                sb_runtime::redis::idempotency::IDEMPOTENCY_TTL
+            )
+            .await
+            .unwrap()
+    );
+    assert_eq!(admit(4).await, Admission::Duplicate { admitted: true });
+
+    let window = now.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() / 3600;
+    let mut raw = env.redis_raw().await.unwrap();
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(format!("rl:tiny:{window}"))
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert!((3500..=3601).contains(&ttl), "rate-limit key ttl {ttl}");
+    let idem_ttl: i64 = redis::cmd("TTL")
+        .arg(format!("idem:{}", support::sid(1)))
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert!(
+        (290..=300).contains(&idem_ttl),
+        "idempotency key ttl {idem_ttl}"
+    );
+}

@@ -8,17 +8,28 @@
 * The REST stand-in (`sim twilio`) driven by `twilio.rest.Client`: create, fetch, hang up,
   404, 401 and an injected 429 surfacing as `TwilioRestException` code 20429; and a
   created call answered by the scripted caller against the same validating server.
+* The real ingress (`target/debug/ingress` on nats-server and redis-server started here):
+  webhooks signed by the official `RequestValidator` are accepted (and mis-signed ones
+  refused), and a whole `sim call` goes through it.
 """
 
 import base64
 import hashlib
 import json
+import os
+import shutil
+import socket
 import struct
 import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qsl
+from pathlib import Path
+from urllib.parse import parse_qsl, urlencode
+from xml.etree import ElementTree
 
 import pytest
 from twilio.base.exceptions import TwilioRestException
@@ -228,3 +239,111 @@ def test_created_call_is_answered(ingress, spawn_sim, tmp_path):
         ("/twilio/voice", True), ("/twilio/media", True), ("/twilio/status", True)]
     webhook = ingress.seen[0][2]
     assert (webhook["CallSid"], webhook["Direction"], webhook["From"]) == (call.sid, "outbound-api", "+15005550006")
+
+
+# --- The real ingress (services/ingress) against requests signed by the official SDK ------
+
+ROOT = Path(__file__).resolve().parents[3]
+INGRESS = ROOT / "target" / "debug" / "ingress"
+NATS_SERVER = ROOT / ".venv" / "bin" / "nats-server"
+ACME = "+15005550006"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout_s=15.0):
+    wait_for(lambda: socket.socket().connect_ex(("127.0.0.1", port)) == 0, timeout_s)
+
+
+@pytest.fixture
+def real_ingress(tmp_path):
+    """nats-server, redis-server and the `ingress` binary on free loopback ports."""
+    if not INGRESS.exists():
+        subprocess.run(["cargo", "build", "--quiet", "-p", "sb-ingress", "--bin", "ingress"], cwd=ROOT, check=True)
+    redis_bin = shutil.which("redis-server")
+    if not NATS_SERVER.exists() or redis_bin is None:
+        pytest.skip("nats-server or redis-server not installed (run .ci/bootstrap)")
+    nats_port, redis_port, http_port = free_port(), free_port(), free_port()
+    procs = [
+        subprocess.Popen([str(NATS_SERVER), "-a", "127.0.0.1", "-p", str(nats_port), "-js",
+                          "-sd", str(tmp_path / "nats")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+        subprocess.Popen([redis_bin, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
+                          "--appendonly", "no", "--dir", str(tmp_path)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+    ]
+    try:
+        wait_port(nats_port)
+        wait_port(redis_port)
+        env = dict(os.environ, SB_NATS_URL=f"nats://127.0.0.1:{nats_port}",
+                   SB_REDIS_URL=f"redis://127.0.0.1:{redis_port}", SB_HTTP_ADDR=f"127.0.0.1:{http_port}",
+                   SB_TENANTS_FILE=str(ROOT / "deploy" / "tenants.toml"), SB_TWILIO_AUTH_TOKEN=TOKEN,
+                   SB_PUBLIC_URL=PUBLIC, SB_LOG_FORMAT="json")
+        procs.append(subprocess.Popen([str(INGRESS)], env=env, stdout=subprocess.DEVNULL))
+        url = f"http://127.0.0.1:{http_port}"
+
+        def ready():
+            try:
+                return urllib.request.urlopen(url + "/ready", timeout=1).status == 200
+            except OSError:
+                return False
+
+        wait_for(ready, 30.0)
+        yield url
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def post_form(url, params, signature):
+    body = urlencode(params).encode()
+    request = urllib.request.Request(url, data=body, method="POST", headers={
+        "Content-Type": "application/x-www-form-urlencoded", "X-Twilio-Signature": signature})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def test_real_ingress_accepts_official_signatures(real_ingress, sim_bin, tmp_path):
+    call_sid = "CA" + uuid.uuid4().hex
+    params = {"AccountSid": AC, "ApiVersion": "2010-04-01", "CallSid": call_sid, "CallStatus": "ringing",
+              "Called": ACME, "Caller": "+14155551234", "Direction": "inbound", "From": "+14155551234",
+              "FromCountry": "US", "To": ACME, "ToCountry": "US"}
+    validator = RequestValidator(TOKEN)
+    signature = validator.compute_signature(PUBLIC + "/twilio/voice", params)
+    status, body = post_form(real_ingress + "/twilio/voice", params, signature)
+    assert status == 200, body
+    stream = ElementTree.fromstring(body).find("./Connect/Stream")
+    assert stream.get("url") == "wss://agent.example.com/twilio/media"
+    parameters = {p.get("name"): p.get("value") for p in stream.findall("Parameter")}
+    assert parameters == {"tenant": "acme", "from": "+14155551234", "to": ACME}
+    # The same request signed for another URL, or with another token, is refused.
+    for bad in (validator.compute_signature(PUBLIC + "/twilio/other", params),
+                RequestValidator("wrong").compute_signature(PUBLIC + "/twilio/voice", params)):
+        assert post_form(real_ingress + "/twilio/voice", params, bad)[0] == 403
+    status_params = dict(params, CallStatus="completed", CallDuration="3", SequenceNumber="2")
+    signature = validator.compute_signature(PUBLIC + "/twilio/status", status_params)
+    assert post_form(real_ingress + "/twilio/status", status_params, signature)[0] == 204
+
+    # A whole call from `sim call`: webhook, signed media socket, status callback.
+    scenario = tmp_path / "scenario.toml"
+    scenario.write_text("tones = true\n[[steps]]\npause_ms = 300\n[[steps]]\ndtmf = \"1\"\n")
+    result = subprocess.run(
+        [str(sim_bin), "call", "--ingress", real_ingress, "--public-url", PUBLIC, "--auth-token", TOKEN,
+         "--account-sid", AC, "--scenario", str(scenario), "--json"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )
+    report = json.loads(result.stdout)
+    assert report["ended_by"] == "caller" and report["status_callback"] == 204
+    assert report["protocol_errors"] == [] and report["frames_sent"] > 0
+    assert report["custom_parameters"]["tenant"] == "acme"

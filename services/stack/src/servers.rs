@@ -84,17 +84,19 @@ impl NatsServer {
             port: 0,
             _dir: dir,
         };
+        // The file can exist before nats-server has finished writing it: wait until it parses.
+        let read_url = || -> Option<String> {
+            let ports: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&ports_file).ok()?).ok()?;
+            Some(ports["nats"][0].as_str()?.to_owned())
+        };
         wait_until("nats-server ports file", Duration::from_secs(10), || {
-            let exists = ports_file.exists();
-            async move { exists }
+            let ready = read_url().is_some();
+            async move { ready }
         })
         .await?;
-        let ports: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&ports_file)?)?;
-        let url = ports["nats"][0]
-            .as_str()
-            .context("no nats port in the ports file")?;
-        server.url = url.to_owned();
+        let url = read_url().context("no nats port in the ports file")?;
+        server.url = url.clone();
         server.port = url
             .rsplit(':')
             .next()

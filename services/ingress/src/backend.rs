@@ -1,0 +1,295 @@
+//! What the ingress does to the outside world besides Twilio: Redis (idempotency, rate
+//! limits, sessions, barge-in tokens) and NATS (publishing events, subscribing to one call's
+//! bot audio and speech events), behind one small trait.
+//!
+//! Consumes events and call identities; produces Redis writes, JetStream publishes and a
+//! stream of the call's incoming events. [`Live`] is the production implementation on the
+//! runtime's handles; [`crate::testing::MemoryBackend`] stands in for router and socket
+//! tests. State: connections only.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use futures::{FutureExt as _, Stream, StreamExt as _, future::BoxFuture};
+use sb_runtime::{
+    Publisher, Runtime, Tenant,
+    metrics::Metric,
+    publisher::PublishError,
+    redis::{Redis, RedisError, idempotency::IDEMPOTENCY_TTL},
+};
+use sb_schemas::{CallSid, Envelope, TenantId, decode, subject};
+
+/// Why a backend operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error(transparent)]
+    Redis(#[from] RedisError),
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+    #[error("subscribe to {subject} failed: {reason}")]
+    Subscribe { subject: String, reason: String },
+    /// A stand-in was told to fail (tests).
+    #[error("injected failure: {0}")]
+    Injected(&'static str),
+}
+
+impl BackendError {
+    /// A bounded label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Redis(e) => e.kind(),
+            Self::Publish(e) => e.kind(),
+            Self::Subscribe { .. } => "subscribe",
+            Self::Injected(kind) => kind,
+        }
+    }
+}
+
+/// The verdict on an incoming-call webhook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// First sight of the call, within the tenant's rate limit: publish and connect.
+    Admitted,
+    /// First sight of the call, over the tenant's rate limit: decline politely.
+    RateLimited,
+    /// A retry of a webhook already answered; `admitted` is what the first answer was.
+    Duplicate { admitted: bool },
+}
+
+/// The side effects of the ingress. Cheap to clone.
+pub trait Backend: Clone + Send + Sync + 'static {
+    /// The server ack of a pipelined publish.
+    type Ack: Future<Output = Result<(), BackendError>> + Send + 'static;
+    /// One call's incoming events: bot audio (`audio.out`), `speech`, `partial`.
+    type Events: Stream<Item = Envelope> + Send + Unpin + 'static;
+
+    /// Claims `idem:{sid}` and counts the call against the tenant's rate limit.
+    fn admit(
+        &self,
+        sid: &CallSid,
+        tenant: &Tenant,
+        now: SystemTime,
+    ) -> impl Future<Output = Result<Admission, BackendError>> + Send;
+
+    /// Claims the call's one `end` event (`idem:{sid}:end`): `true` for the first caller.
+    fn claim_end(&self, sid: &CallSid) -> impl Future<Output = Result<bool, BackendError>> + Send;
+
+    /// Creates the call's session.
+    fn session_start(
+        &self,
+        sid: &CallSid,
+        tenant: &TenantId,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send;
+
+    /// Bumps the barge-in token past `turn`; returns the token.
+    fn interrupt(
+        &self,
+        sid: &CallSid,
+        turn: u32,
+    ) -> impl Future<Output = Result<u64, BackendError>> + Send;
+
+    /// Publishes and waits until the event is stored.
+    fn publish(&self, event: &Envelope) -> impl Future<Output = Result<(), BackendError>> + Send;
+
+    /// Hands the event to the connection; the returned ack resolves once it is stored.
+    fn send(
+        &self,
+        event: &Envelope,
+    ) -> impl Future<Output = Result<Self::Ack, BackendError>> + Send;
+
+    /// Publishes the call's STT lease (the `start` event on `assign.stt.…`) and waits.
+    fn publish_lease(
+        &self,
+        start: &Envelope,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send;
+
+    /// Subscribes to the call's bot audio, `speech` and `partial` events.
+    fn subscribe_call(
+        &self,
+        tenant: &TenantId,
+        sid: &CallSid,
+    ) -> impl Future<Output = Result<Self::Events, BackendError>> + Send;
+}
+
+/// The production backend: the runtime's Redis patterns, publisher and NATS client, plus
+/// the one-round-trip admission pipeline on a connection of its own.
+#[derive(Clone)]
+pub struct Live {
+    redis: Redis,
+    admission: redis::aio::ConnectionManager,
+    publisher: Publisher,
+    nats: async_nats::Client,
+}
+
+impl std::fmt::Debug for Live {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Live").finish_non_exhaustive()
+    }
+}
+
+impl Live {
+    /// Uses the runtime's handles; opens the admission connection (same Redis, same
+    /// timeouts as the runtime's).
+    pub async fn connect(runtime: &Runtime) -> Result<Self, BackendError> {
+        let client =
+            redis::Client::open(runtime.config.redis_url.expose()).map_err(RedisError::Connect)?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(std::time::Duration::from_secs(2)))
+            .set_response_timeout(Some(std::time::Duration::from_millis(500)))
+            .set_number_of_retries(6);
+        let admission = client
+            .get_connection_manager_with_config(config)
+            .await
+            .map_err(RedisError::Connect)?;
+        Ok(Self {
+            redis: runtime.redis.clone(),
+            admission,
+            publisher: runtime.publisher.clone(),
+            nats: runtime.nats.clone(),
+        })
+    }
+}
+
+fn admission_failed(source: redis::RedisError) -> BackendError {
+    metrics::counter!(Metric::RedisErrors.name(), "op" => "ingress_admit").increment(1);
+    BackendError::Redis(RedisError::Command {
+        op: "ingress_admit",
+        source,
+    })
+}
+
+/// A call's merged core subscriptions, decoded.
+pub type LiveEvents = Pin<Box<dyn Stream<Item = Envelope> + Send>>;
+
+impl Backend for Live {
+    type Ack = BoxFuture<'static, Result<(), BackendError>>;
+    type Events = LiveEvents;
+
+    /// One round trip: `SET idem:{sid} 1 NX EX … GET` (the claim, returning an earlier
+    /// answer), `INCR rl:{tenant}:{window}` and `EXPIRE … NX` (the window counter, as
+    /// `Redis::rate_limit` keeps it). The rare cases take a second trip: a retry gives its
+    /// count back (`DECR`), and a declined call records `0` as its answer, so its retry is
+    /// declined too.
+    async fn admit(
+        &self,
+        sid: &CallSid,
+        tenant: &Tenant,
+        now: SystemTime,
+    ) -> Result<Admission, BackendError> {
+        let window_secs = tenant.tier.rate_window_secs.max(1);
+        let now_secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let keys = self.redis.keys();
+        let claim = keys.idempotency(sid, None);
+        let window = keys.rate_limit(&tenant.id, now_secs / window_secs);
+        let mut conn = self.admission.clone();
+        let (prior, count): (Option<String>, u64) = redis::pipe()
+            .cmd("SET")
+            .arg(&claim)
+            .arg(1)
+            .arg("NX")
+            .arg("EX")
+            .arg(IDEMPOTENCY_TTL.as_secs())
+            .arg("GET")
+            .incr(&window, 1)
+            .cmd("EXPIRE")
+            .arg(&window)
+            .arg(window_secs + 1)
+            .arg("NX")
+            .ignore()
+            .query_async(&mut conn)
+            .await
+            .map_err(admission_failed)?;
+        if let Some(prior) = prior {
+            redis::cmd("DECR")
+                .arg(&window)
+                .query_async::<i64>(&mut conn)
+                .await
+                .map_err(admission_failed)?;
+            // `claim_once` stores "1" too: a key it claimed reads as admitted.
+            return Ok(Admission::Duplicate {
+                admitted: prior != "0",
+            });
+        }
+        if count <= u64::from(tenant.tier.webhook_rate_limit) {
+            return Ok(Admission::Admitted);
+        }
+        redis::cmd("SET")
+            .arg(&claim)
+            .arg(0)
+            .arg("XX")
+            .arg("KEEPTTL")
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(admission_failed)?;
+        Ok(Admission::RateLimited)
+    }
+
+    async fn claim_end(&self, sid: &CallSid) -> Result<bool, BackendError> {
+        Ok(self
+            .redis
+            .claim_once(sid, Some("end"), IDEMPOTENCY_TTL)
+            .await?)
+    }
+
+    async fn session_start(&self, sid: &CallSid, tenant: &TenantId) -> Result<(), BackendError> {
+        Ok(self.redis.session_start(sid, tenant).await?)
+    }
+
+    async fn interrupt(&self, sid: &CallSid, turn: u32) -> Result<u64, BackendError> {
+        Ok(self.redis.session_interrupt(sid, turn).await?)
+    }
+
+    async fn publish(&self, event: &Envelope) -> Result<(), BackendError> {
+        self.publisher.publish(event).await?;
+        Ok(())
+    }
+
+    async fn send(&self, event: &Envelope) -> Result<Self::Ack, BackendError> {
+        let pending = self.publisher.send(event).await?;
+        Ok(async move {
+            pending.stored().await?;
+            Ok(())
+        }
+        .boxed())
+    }
+
+    async fn publish_lease(&self, start: &Envelope) -> Result<(), BackendError> {
+        self.publisher.publish_lease(start).await?;
+        Ok(())
+    }
+
+    async fn subscribe_call(
+        &self,
+        tenant: &TenantId,
+        sid: &CallSid,
+    ) -> Result<Self::Events, BackendError> {
+        let subjects = [
+            subject::audio_out(tenant, sid),
+            subject::event(tenant, sid, sb_schemas::Kind::Speech),
+            subject::event(tenant, sid, sb_schemas::Kind::Partial),
+        ];
+        let mut streams = Vec::with_capacity(subjects.len());
+        for subject in subjects {
+            let subscriber = self.nats.subscribe(subject.clone()).await.map_err(|e| {
+                BackendError::Subscribe {
+                    subject,
+                    reason: e.to_string(),
+                }
+            })?;
+            streams.push(subscriber);
+        }
+        let merged = futures::stream::select_all(streams).filter_map(|message| async move {
+            match decode(&message.payload) {
+                Ok(event) => Some(event),
+                Err(error) => {
+                    metrics::counter!(Metric::IngressRejectedMessages.name(), "reason" => "bad_event")
+                        .increment(1);
+                    tracing::warn!(subject = %message.subject, error = %error, "undecodable event dropped");
+                    None
+                }
+            }
+        });
+        Ok(Box::pin(merged))
+    }
+}

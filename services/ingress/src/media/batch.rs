@@ -1,0 +1,179 @@
+//! Caller audio batching (`AUDIO_BATCH_MS`) and the side task that checks publish acks.
+//!
+//! Consumes decoded Twilio media payloads and pending publish acks; produces `Audio` bodies
+//! numbered from 0 (one per `frames_per_batch` frames) and counts failed or unchecked acks.
+//! State: the batch being filled, in the socket task; the acks in flight, in one task per
+//! process.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt as _;
+use futures::stream::FuturesUnordered;
+use metrics::Counter;
+use sb_schemas::{Audio, CallSid, Mulaw, TenantId};
+use tokio::sync::mpsc;
+
+use crate::BackendError;
+
+/// Groups Twilio frames into `audio.in` events.
+#[derive(Debug)]
+pub(crate) struct AudioBatch {
+    frames_per_batch: usize,
+    /// Index of the next frame, counted from 0 per call.
+    next_seq: u64,
+    first_seq: u64,
+    first_timestamp_ms: u64,
+    frames: usize,
+    buffer: BytesMut,
+}
+
+impl AudioBatch {
+    pub(crate) fn new(frames_per_batch: usize) -> Self {
+        Self {
+            frames_per_batch: frames_per_batch.max(1),
+            next_seq: 0,
+            first_seq: 0,
+            first_timestamp_ms: 0,
+            frames: 0,
+            buffer: BytesMut::new(),
+        }
+    }
+
+    /// Adds one frame; returns a full batch.
+    pub(crate) fn push(&mut self, payload: Vec<u8>, timestamp_ms: u64) -> Option<Audio> {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        if self.frames_per_batch == 1 {
+            return Some(Audio {
+                seq,
+                timestamp_ms,
+                payload: Mulaw(Bytes::from(payload)),
+            });
+        }
+        if self.frames == 0 {
+            self.first_seq = seq;
+            self.first_timestamp_ms = timestamp_ms;
+        }
+        self.buffer.extend_from_slice(&payload);
+        self.frames += 1;
+        (self.frames >= self.frames_per_batch)
+            .then(|| self.flush())
+            .flatten()
+    }
+
+    /// The partial batch, if any (at the end of the call).
+    pub(crate) fn flush(&mut self) -> Option<Audio> {
+        if self.frames == 0 {
+            return None;
+        }
+        self.frames = 0;
+        Some(Audio {
+            seq: self.first_seq,
+            timestamp_ms: self.first_timestamp_ms,
+            payload: Mulaw(self.buffer.split().freeze()),
+        })
+    }
+
+    /// Frames received so far.
+    pub(crate) fn frames(&self) -> u64 {
+        self.next_seq
+    }
+}
+
+/// The call a pending ack belongs to, for the log line if it fails.
+#[derive(Debug)]
+pub(crate) struct CallTag {
+    pub(crate) tenant: TenantId,
+    pub(crate) sid: CallSid,
+}
+
+/// Pending acks of every call's pipelined publishes, checked by one task off the sockets'
+/// path: one task (instead of one per call) takes the acks' wake-ups in batches.
+#[derive(Debug)]
+pub(crate) struct AckQueue<A> {
+    sender: mpsc::Sender<(A, Arc<CallTag>)>,
+    unchecked: Counter,
+}
+
+impl<A> AckQueue<A>
+where
+    A: Future<Output = Result<(), BackendError>> + Send + 'static,
+{
+    /// Spawns the checker: at most `in_flight` acks awaited at once, `in_flight` more queued;
+    /// beyond that an ack is dropped unchecked (the message is still published) and counted.
+    /// The task ends when the queue is dropped.
+    pub(crate) fn spawn(in_flight: usize, unchecked: Counter) -> Self {
+        let (sender, mut receiver) = mpsc::channel::<(A, Arc<CallTag>)>(in_flight);
+        tokio::spawn(async move {
+            let mut pending = FuturesUnordered::new();
+            let mut open = true;
+            let mut failures: u64 = 0;
+            loop {
+                tokio::select! {
+                    next = receiver.recv(), if open && pending.len() < in_flight => match next {
+                        Some((ack, call)) => pending.push(async move { (ack.await, call) }),
+                        None => open = false,
+                    },
+                    Some((result, call)) = pending.next(), if !pending.is_empty() => {
+                        if let Err(error) = result {
+                            failures += 1;
+                            if failures.is_power_of_two() {
+                                tracing::warn!(
+                                    tenant = %call.tenant,
+                                    call_sid = %call.sid,
+                                    failures,
+                                    error = %error,
+                                    "publish not stored"
+                                );
+                            }
+                        }
+                    },
+                    else => break,
+                }
+            }
+        });
+        Self { sender, unchecked }
+    }
+
+    /// Queues an ack for checking, never waiting.
+    pub(crate) fn push(&self, ack: A, call: &Arc<CallTag>) {
+        if self.sender.try_send((ack, call.clone())).is_err() {
+            self.unchecked.increment(1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Frames are numbered from 0; batches carry their first frame's seq and timestamp;
+    /// the partial batch comes out on flush.
+    #[test]
+    fn batches_frames() {
+        let mut single = AudioBatch::new(1);
+        let a = single.push(vec![1; 160], 0).unwrap();
+        let b = single.push(vec![2; 160], 20).unwrap();
+        assert_eq!((a.seq, b.seq, b.timestamp_ms), (0, 1, 20));
+        assert_eq!(single.flush(), None);
+
+        let mut triple = AudioBatch::new(3);
+        assert_eq!(triple.push(vec![1; 160], 0), None);
+        assert_eq!(triple.push(vec![2; 160], 20), None);
+        let full = triple.push(vec![3; 160], 40).unwrap();
+        assert_eq!(
+            (full.seq, full.timestamp_ms, full.payload.0.len()),
+            (0, 0, 480)
+        );
+        assert_eq!(&full.payload.0[160..320], &[2; 160]);
+        assert_eq!(triple.push(vec![4; 160], 60), None);
+        let rest = triple.flush().unwrap();
+        assert_eq!(
+            (rest.seq, rest.timestamp_ms, rest.payload.0.len()),
+            (3, 60, 160)
+        );
+        assert_eq!(triple.flush(), None);
+        assert_eq!(triple.frames(), 4);
+    }
+}

@@ -1,0 +1,355 @@
+//! One live call on a media socket, from Twilio's `start` to its end.
+//!
+//! Consumes the `start` metadata, caller audio, key presses and mark echoes from the socket,
+//! and the call's bot audio and STT events from NATS. Produces the `start` event and STT
+//! lease (after subscribing, so no bot audio is missed), `audio.in` batches, `dtmf`,
+//! `played`, `bargein` and `end` events, and the outbound messages for Twilio (paced media,
+//! marks, `clear`). State: the playback buffer, the audio batch and counters, in memory for
+//! the call's lifetime; the session and barge-in token live in Redis.
+
+use std::sync::Arc;
+
+use futures::StreamExt as _;
+use sb_runtime::{Tenant, metrics::Metric};
+use sb_schemas::{
+    BargeIn, BargeInTrigger, Body, CallSid, Dtmf, End, EndReason, Envelope, Played, Start, TenantId,
+};
+use sb_twilio::OutboundMessage;
+use sb_twilio::media::StartMeta;
+use tokio::time::Instant;
+use tracing::Instrument as _;
+
+use super::batch::{AudioBatch, CallTag};
+use crate::bargein::Detector;
+use crate::playback::{Echo, Output, Playback};
+use crate::{Backend, IngressState};
+
+/// Why a socket's call ended (a log field).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EndCause {
+    /// Twilio sent `stop`.
+    Stop,
+    /// The socket closed or failed without `stop`.
+    Closed,
+    /// The drain deadline passed during shutdown.
+    Drained,
+    /// The stream could not be served (unknown tenant).
+    Refused,
+}
+
+impl EndCause {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Stop => "stop",
+            Self::Closed => "closed",
+            Self::Drained => "drained",
+            Self::Refused => "refused",
+        }
+    }
+}
+
+pub(crate) struct Call<B: Backend> {
+    state: IngressState<B>,
+    tenant: Arc<Tenant>,
+    sid: CallSid,
+    pub(crate) stream_sid: String,
+    pub(crate) span: tracing::Span,
+    /// `None` when the subscription failed or ended: the call goes on without bot audio.
+    events: Option<B::Events>,
+    playback: Playback,
+    detector: Detector,
+    batch: AudioBatch,
+    /// Names the call in the ack checker's log lines.
+    tag: Arc<CallTag>,
+    /// The newest turn of any bot audio: the turn of `dtmf` events.
+    latest_turn: u32,
+    /// The highest STT epoch seen: events of a stale STT owner are ignored.
+    max_epoch: u64,
+    send_failures: u64,
+}
+
+impl<B: Backend> Call<B> {
+    /// Handles `start`: session, subscriptions, then the `start` event and the STT lease.
+    /// `Err` is the rejection reason.
+    pub(crate) async fn begin(
+        state: &IngressState<B>,
+        start: StartMeta,
+        stream_sid: String,
+    ) -> Result<Self, &'static str> {
+        let sid = CallSid::parse(&start.call_sid).map_err(|_| "bad_call_sid")?;
+        let params = &start.custom_parameters;
+        let tenant = params
+            .get("tenant")
+            .and_then(|id| TenantId::parse(id).ok())
+            .and_then(|id| state.tenants.by_id(&id))
+            .or_else(|| params.get("to").and_then(|to| state.tenants.by_number(to)))
+            .cloned()
+            .ok_or("unknown_tenant")?;
+        let span = tracing::info_span!("call", tenant = %tenant.id, call_sid = %sid);
+        let backend = &state.backend;
+        let events = async {
+            if let Err(error) = backend.session_start(&sid, &tenant.id).await {
+                tracing::warn!(error = %error, "session not created");
+            }
+            match backend.subscribe_call(&tenant.id, &sid).await {
+                Ok(events) => Some(events),
+                Err(error) => {
+                    tracing::error!(error = %error, "cannot receive bot audio");
+                    None
+                }
+            }
+        }
+        .instrument(span.clone())
+        .await;
+        let event = Envelope::new(
+            tenant.id.clone(),
+            sid.clone(),
+            0,
+            Body::Start(Start {
+                stream_sid: stream_sid.clone(),
+                account_sid: start.account_sid.clone(),
+                from: params.get("from").cloned().unwrap_or_default(),
+                to: params.get("to").cloned().unwrap_or_default(),
+                custom_parameters: start.custom_parameters.clone(),
+            }),
+        );
+        async {
+            let (started, leased) =
+                tokio::join!(backend.publish(&event), backend.publish_lease(&event));
+            if let Err(error) = started {
+                tracing::error!(error = %error, "start event not stored");
+            }
+            if let Err(error) = leased {
+                tracing::error!(error = %error, "stt lease not stored");
+            }
+            tracing::info!(stream_sid = %stream_sid, "call started");
+        }
+        .instrument(span.clone())
+        .await;
+        let settings = &state.settings;
+        let now = Instant::now();
+        Ok(Self {
+            tag: Arc::new(CallTag {
+                tenant: tenant.id.clone(),
+                sid: sid.clone(),
+            }),
+            playback: Playback::new(settings.playback_lead, settings.bargein_pending, now),
+            detector: Detector::new(&tenant.barge_in),
+            batch: AudioBatch::new(settings.audio_batch_frames),
+            state: state.clone(),
+            tenant,
+            sid,
+            stream_sid,
+            span,
+            events,
+            latest_turn: 0,
+            max_epoch: 0,
+            send_failures: 0,
+        })
+    }
+
+    fn event(&self, turn: u32, body: Body) -> Envelope {
+        Envelope::new(self.tenant.id.clone(), self.sid.clone(), turn, body)
+    }
+
+    /// Publishes without waiting for the ack; the ack is checked by the side task.
+    async fn send(&mut self, event: Envelope) {
+        match self.state.backend.send(&event).await {
+            Ok(ack) => self.state.acks().push(ack, &self.tag),
+            Err(error) => {
+                self.send_failures += 1;
+                if self.send_failures.is_power_of_two() {
+                    let _entered = self.span.enter();
+                    tracing::warn!(failures = self.send_failures, error = %error, "publish failed");
+                }
+            }
+        }
+    }
+
+    /// The next event of this call from NATS; never resolves without a subscription.
+    pub(crate) async fn next_event(&mut self) -> Option<Envelope> {
+        match self.events.as_mut() {
+            Some(events) => events.next().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// One frame of caller audio.
+    pub(crate) async fn on_audio(&mut self, payload: Vec<u8>, timestamp_ms: u64) {
+        self.state.meters().frames_in.increment(1);
+        if let Some(audio) = self.batch.push(payload, timestamp_ms) {
+            let event = self.event(0, Body::Audio(audio));
+            self.send(event).await;
+        }
+    }
+
+    pub(crate) async fn on_dtmf(&mut self, digit: String) {
+        let event = self.event(self.latest_turn, Body::Dtmf(Dtmf { digit }));
+        self.send(event).await;
+    }
+
+    /// A mark echo. `Err`: not a mark of ours.
+    pub(crate) async fn on_mark(&mut self, name: String) -> Result<(), &'static str> {
+        match self.playback.on_echo(&name) {
+            Echo::Played { turn, sentence } => {
+                let event = self.event(
+                    turn,
+                    Body::Played(Played {
+                        sentence,
+                        mark: name,
+                    }),
+                );
+                self.send(event).await;
+                Ok(())
+            }
+            Echo::Cleared => Ok(()),
+            Echo::Unknown => Err("unknown_mark"),
+        }
+    }
+
+    /// An event from NATS (`None`: the subscription ended). Returns a barge-in trigger when
+    /// the tenant's policy says this event interrupts.
+    pub(crate) fn on_event(&mut self, event: Option<Envelope>) -> Option<BargeInTrigger> {
+        let Some(event) = event else {
+            let _entered = self.span.enter();
+            tracing::warn!("subscription ended; no more bot audio");
+            self.events = None;
+            return None;
+        };
+        if event.call_sid != self.sid {
+            return None;
+        }
+        match event.body {
+            Body::TtsChunk(chunk) => {
+                self.latest_turn = self.latest_turn.max(event.turn);
+                match self.playback.push(event.turn, chunk, Instant::now()) {
+                    Ok(0) => {}
+                    Ok(superseded) => dropped("superseded", superseded),
+                    Err(reason) => dropped(reason.as_str(), 1),
+                }
+                None
+            }
+            Body::Speech(speech) if self.fresh_epoch(speech.epoch) => self.detector.on_speech(),
+            Body::Partial(partial) if self.fresh_epoch(partial.epoch) => {
+                self.detector.on_partial(&partial.text)
+            }
+            _ => None,
+        }
+    }
+
+    fn fresh_epoch(&mut self, epoch: u64) -> bool {
+        if epoch < self.max_epoch {
+            return false;
+        }
+        self.max_epoch = epoch;
+        true
+    }
+
+    /// Applies a barge-in if bot audio is pending or playing: returns the `clear` to send
+    /// at once; bumps the token and publishes `bargein` in a tracked side task.
+    pub(crate) fn barge_in(&mut self, trigger: BargeInTrigger) -> Option<String> {
+        let cut = self.playback.barge_in(Instant::now())?;
+        let trigger_name = match trigger {
+            BargeInTrigger::Speech => "speech",
+            BargeInTrigger::Words => "words",
+            BargeInTrigger::Dtmf => "dtmf",
+        };
+        metrics::counter!(Metric::IngressBargeIns.name(), "trigger" => trigger_name).increment(1);
+        dropped("stale", cut.dropped);
+        let backend = self.state.backend.clone();
+        let sid = self.sid.clone();
+        let tenant = self.tenant.id.clone();
+        let task = async move {
+            let token = backend
+                .interrupt(&sid, cut.turn)
+                .await
+                .unwrap_or_else(|error| {
+                    tracing::warn!(error = %error, "barge-in token not stored");
+                    u64::from(cut.turn) + 1
+                });
+            let body = Body::BargeIn(BargeIn {
+                token,
+                trigger,
+                sentences_heard: cut.sentences_heard,
+            });
+            let event = Envelope::new(tenant, sid, cut.turn, body);
+            if let Err(error) = backend.publish(&event).await {
+                tracing::error!(error = %error, "bargein event not stored");
+            }
+            tracing::info!(
+                turn = cut.turn,
+                token,
+                trigger = trigger_name,
+                sentences_heard = cut.sentences_heard,
+                "barge-in"
+            );
+        };
+        self.state
+            .shutdown
+            .tracker()
+            .spawn(task.instrument(self.span.clone()));
+        Some(OutboundMessage::clear(self.stream_sid.clone()).to_json())
+    }
+
+    /// The next message for Twilio that is due at `now`.
+    pub(crate) fn poll_output(&mut self, now: Instant) -> Option<String> {
+        let message = match self.playback.poll(now)? {
+            Output::Media { audio, late } => {
+                self.state.meters().frames_out.increment(1);
+                if late {
+                    self.state.meters().late_frames.increment(1);
+                }
+                OutboundMessage::media(self.stream_sid.clone(), &audio)
+            }
+            Output::Mark(name) => OutboundMessage::mark(self.stream_sid.clone(), name),
+        };
+        Some(message.to_json())
+    }
+
+    /// When the next bot frame is due; `None` while waiting for audio.
+    pub(crate) fn next_wake(&self) -> Option<Instant> {
+        self.playback.next_wake()
+    }
+
+    /// Ends the call: the last audio batch, then `end` once per call (shared with the
+    /// status callback), then the subscriptions go.
+    pub(crate) async fn finish(mut self, cause: EndCause) {
+        let span = self.span.clone();
+        async move {
+            if let Some(audio) = self.batch.flush() {
+                let event = self.event(0, Body::Audio(audio));
+                self.send(event).await;
+            }
+            let backend = &self.state.backend;
+            let first = backend.claim_end(&self.sid).await.unwrap_or_else(|error| {
+                tracing::warn!(error = %error, "end claim failed; publishing anyway");
+                true
+            });
+            if first {
+                let event = self.event(
+                    self.latest_turn,
+                    Body::End(End {
+                        reason: EndReason::Stop,
+                    }),
+                );
+                if let Err(error) = backend.publish(&event).await {
+                    tracing::error!(error = %error, "end event not stored");
+                }
+            }
+            tracing::info!(
+                cause = cause.as_str(),
+                frames_in = self.batch.frames(),
+                "call ended"
+            );
+        }
+        .instrument(span)
+        .await;
+    }
+}
+
+fn dropped(reason: &'static str, chunks: usize) {
+    if chunks > 0 {
+        metrics::counter!(Metric::IngressDroppedChunks.name(), "reason" => reason)
+            .increment(chunks as u64);
+    }
+}

@@ -1,0 +1,352 @@
+//! Playback of one call's bot audio to Twilio: the reorder buffer, pacing and marks.
+//!
+//! Consumes `TtsChunk`s with their turn, in any order; Twilio's mark echoes; barge-ins; and
+//! the clock (passed in, `tokio::time::Instant`, so tests pause time). Produces, strictly in
+//! (turn, sentence, chunk) order, 20 ms media frames paced at real time plus a small lead, a
+//! `mark` named `{turn}:{sentence}` after each sentence, and a verdict per echoed mark
+//! (played, or echoed only because of a `clear`). Chunks of a turn older than the newest
+//! seen are dropped (superseded), as are chunks of turns cut by a barge-in (stale). State:
+//! per call, in the socket task's memory; no I/O.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use bytes::Bytes;
+use sb_schemas::TtsChunk;
+use tokio::time::Instant;
+
+/// Bytes of one 20 ms µ-law frame: the unit sent to Twilio.
+pub const FRAME_BYTES: usize = 160;
+/// Bot audio buffered per call at most (about 4 minutes); beyond it chunks are dropped.
+const MAX_BUFFERED_BYTES: usize = 2 * 1024 * 1024;
+/// Marks awaiting their echo at most; the oldest is forgotten beyond it.
+const MAX_MARKS: usize = 256;
+/// A mark not echoed this long after its audio should have finished no longer keeps its
+/// turn "playing" (Twilio lost it, or the caller's line is gone).
+const MARK_GRACE: Duration = Duration::from_secs(1);
+
+/// Why a chunk will not be played.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dropped {
+    /// Its turn was interrupted by a barge-in.
+    Stale,
+    /// A newer turn has started.
+    Superseded,
+    /// Already played or already buffered.
+    Duplicate,
+    /// The buffer is full.
+    Overflow,
+}
+
+impl Dropped {
+    /// A bounded label for metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stale => "stale",
+            Self::Superseded => "superseded",
+            Self::Duplicate => "duplicate",
+            Self::Overflow => "overflow",
+        }
+    }
+}
+
+/// Something to send to Twilio now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// One frame of µ-law (160 bytes, or less at a chunk's end). `late`: Twilio's buffer had
+    /// run dry in the middle of a sentence, so the caller heard a gap before it.
+    Media { audio: Bytes, late: bool },
+    /// A mark after a sentence's last frame.
+    Mark(String),
+}
+
+/// What an echoed mark means.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Echo {
+    /// Twilio played the sentence.
+    Played { turn: u32, sentence: u32 },
+    /// Echoed because of our `clear`: not heard.
+    Cleared,
+    /// Not a mark of ours (or forgotten).
+    Unknown,
+}
+
+/// A barge-in cut: what was interrupted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cut {
+    pub turn: u32,
+    /// Sentences of `turn` whose marks came back as played.
+    pub sentences_heard: u32,
+    /// Chunks discarded without being sent.
+    pub dropped: usize,
+}
+
+struct Waiting {
+    payload: Bytes,
+    last: bool,
+    turn_last: bool,
+}
+
+struct Current {
+    payload: Bytes,
+    offset: usize,
+    sentence: u32,
+    last: bool,
+    turn_last: bool,
+}
+
+struct SentMark {
+    name: String,
+    turn: u32,
+    sentence: u32,
+    cleared: bool,
+    /// When the audio before it finishes playing, by our clock.
+    due: Instant,
+}
+
+/// One call's playback state.
+pub struct Playback {
+    lead: Duration,
+    pending_grace: Duration,
+    /// Turns below this were interrupted (the local barge-in token).
+    stale_below: u64,
+    /// The newest turn seen; older turns are superseded.
+    turn: Option<u32>,
+    /// Next (sentence, chunk) of `turn` to play.
+    cursor: (u32, u32),
+    /// Chunks of `turn` that arrived ahead of the cursor.
+    buffer: BTreeMap<(u32, u32), Waiting>,
+    buffered_bytes: usize,
+    /// The chunk being sent, frame by frame.
+    current: Option<Current>,
+    /// When the audio already handed to Twilio will have finished playing.
+    drained_at: Instant,
+    /// A frame of the current sentence was sent: the next one continues it.
+    mid_sentence: bool,
+    /// The turn's last chunk was sent.
+    turn_finished: bool,
+    /// Last chunk received or frame sent of `turn`.
+    last_activity: Instant,
+    /// Marks sent and not echoed yet, oldest first.
+    marks: VecDeque<SentMark>,
+    /// Sentences of `turn` confirmed played.
+    heard: u32,
+}
+
+impl Playback {
+    /// `lead`: how far ahead of real time to send; `pending_grace`: how long an unfinished
+    /// turn counts as pending after its last activity.
+    pub fn new(lead: Duration, pending_grace: Duration, now: Instant) -> Self {
+        Self {
+            lead,
+            pending_grace,
+            stale_below: 0,
+            turn: None,
+            cursor: (0, 0),
+            buffer: BTreeMap::new(),
+            buffered_bytes: 0,
+            current: None,
+            drained_at: now,
+            mid_sentence: false,
+            turn_finished: false,
+            last_activity: now,
+            marks: VecDeque::new(),
+            heard: 0,
+        }
+    }
+
+    /// Takes a chunk of `turn`. `Ok(n)`: queued, and `n` chunks of an older turn were
+    /// discarded because this one supersedes it.
+    pub fn push(&mut self, turn: u32, chunk: TtsChunk, now: Instant) -> Result<usize, Dropped> {
+        if u64::from(turn) < self.stale_below {
+            return Err(Dropped::Stale);
+        }
+        let mut superseded = 0;
+        match self.turn {
+            Some(current) if turn < current => return Err(Dropped::Superseded),
+            Some(current) if turn == current => {}
+            _ => superseded = self.start_turn(turn),
+        }
+        let position = (chunk.sentence, chunk.chunk);
+        if position < self.cursor || self.buffer.contains_key(&position) {
+            return Err(Dropped::Duplicate);
+        }
+        let payload = chunk.payload.0;
+        if self.buffered_bytes + payload.len() > MAX_BUFFERED_BYTES {
+            return Err(Dropped::Overflow);
+        }
+        self.buffered_bytes += payload.len();
+        self.buffer.insert(
+            position,
+            Waiting {
+                payload,
+                last: chunk.last,
+                turn_last: chunk.turn_last,
+            },
+        );
+        self.last_activity = now;
+        Ok(superseded)
+    }
+
+    /// Switches to a newer turn; returns how many chunks of the old one were discarded.
+    fn start_turn(&mut self, turn: u32) -> usize {
+        let discarded = self.buffer.len() + usize::from(self.current.is_some());
+        self.buffer.clear();
+        self.buffered_bytes = 0;
+        self.current = None;
+        self.turn = Some(turn);
+        self.cursor = (0, 0);
+        self.mid_sentence = false;
+        self.turn_finished = false;
+        self.heard = 0;
+        discarded
+    }
+
+    /// The next thing to send at `now`, if any is due. Call until `None`.
+    pub fn poll(&mut self, now: Instant) -> Option<Output> {
+        loop {
+            if let Some(current) = &mut self.current {
+                if current.offset < current.payload.len() {
+                    if self.drained_at > now + self.lead {
+                        return None;
+                    }
+                    let end = (current.offset + FRAME_BYTES).min(current.payload.len());
+                    let audio = current.payload.slice(current.offset..end);
+                    current.offset = end;
+                    let late = self.mid_sentence && self.drained_at < now;
+                    self.drained_at = self.drained_at.max(now) + duration_of(audio.len());
+                    self.mid_sentence = true;
+                    self.last_activity = now;
+                    return Some(Output::Media { audio, late });
+                }
+                let (sentence, last, turn_last) =
+                    (current.sentence, current.last, current.turn_last);
+                self.current = None;
+                if last {
+                    return Some(self.sentence_done(sentence, turn_last));
+                }
+                continue;
+            }
+            let turn = self.turn?;
+            if u64::from(turn) < self.stale_below {
+                return None;
+            }
+            let waiting = self.buffer.remove(&self.cursor)?;
+            self.buffered_bytes -= waiting.payload.len();
+            let (sentence, chunk) = self.cursor;
+            self.cursor = if waiting.last {
+                (sentence + 1, 0)
+            } else {
+                (sentence, chunk + 1)
+            };
+            self.current = Some(Current {
+                payload: waiting.payload,
+                offset: 0,
+                sentence,
+                last: waiting.last,
+                turn_last: waiting.turn_last,
+            });
+        }
+    }
+
+    fn sentence_done(&mut self, sentence: u32, turn_last: bool) -> Output {
+        let turn = self.turn.unwrap_or_default();
+        let name = format!("{turn}:{sentence}");
+        if self.marks.len() >= MAX_MARKS {
+            self.marks.pop_front();
+        }
+        self.marks.push_back(SentMark {
+            name: name.clone(),
+            turn,
+            sentence,
+            cleared: false,
+            due: self.drained_at,
+        });
+        self.mid_sentence = false;
+        self.turn_finished |= turn_last;
+        Output::Mark(name)
+    }
+
+    /// When [`Self::poll`] will next have something to send; `None` while waiting for chunks.
+    pub fn next_wake(&self) -> Option<Instant> {
+        let current = self
+            .current
+            .as_ref()
+            .is_some_and(|c| c.offset < c.payload.len());
+        let next = self.turn.is_some_and(|t| u64::from(t) >= self.stale_below)
+            && self.buffer.contains_key(&self.cursor);
+        (current || next).then(|| {
+            self.drained_at
+                .checked_sub(self.lead)
+                .unwrap_or(self.drained_at)
+        })
+    }
+
+    /// Interprets an echoed mark.
+    pub fn on_echo(&mut self, name: &str) -> Echo {
+        let Some(index) = self.marks.iter().position(|m| m.name == name) else {
+            return Echo::Unknown;
+        };
+        let Some(mark) = self.marks.remove(index) else {
+            return Echo::Unknown;
+        };
+        if mark.cleared {
+            return Echo::Cleared;
+        }
+        if Some(mark.turn) == self.turn {
+            self.heard = self.heard.max(mark.sentence + 1);
+        }
+        Echo::Played {
+            turn: mark.turn,
+            sentence: mark.sentence,
+        }
+    }
+
+    /// The turn whose audio is pending or playing at `now`, if any: what a barge-in cuts.
+    pub fn playing_turn(&self, now: Instant) -> Option<u32> {
+        let turn = self.turn?;
+        if u64::from(turn) < self.stale_below {
+            return None;
+        }
+        let busy = self.current.is_some()
+            || !self.buffer.is_empty()
+            || self.drained_at > now
+            || self
+                .marks
+                .iter()
+                .any(|m| m.turn == turn && !m.cleared && now < m.due + MARK_GRACE)
+            || (!self.turn_finished && now < self.last_activity + self.pending_grace);
+        busy.then_some(turn)
+    }
+
+    /// A barge-in at `now`: if bot audio is pending or playing, cuts its turn (stale from
+    /// now on), discards what was not sent, and marks every unechoed mark as cleared (the
+    /// caller sends Twilio `clear`). `None`: nothing to interrupt.
+    pub fn barge_in(&mut self, now: Instant) -> Option<Cut> {
+        let turn = self.playing_turn(now)?;
+        let dropped = self.buffer.len() + usize::from(self.current.is_some());
+        self.stale_below = self.stale_below.max(u64::from(turn) + 1);
+        self.buffer.clear();
+        self.buffered_bytes = 0;
+        self.current = None;
+        self.mid_sentence = false;
+        self.drained_at = now;
+        for mark in &mut self.marks {
+            mark.cleared = true;
+        }
+        Some(Cut {
+            turn,
+            sentences_heard: self.heard,
+            dropped,
+        })
+    }
+}
+
+/// Playing time of `bytes` of 8 kHz µ-law.
+fn duration_of(bytes: usize) -> Duration {
+    Duration::from_micros(bytes as u64 * 125)
+}
+
+#[cfg(test)]
+#[path = "playback_tests.rs"]
+mod tests;

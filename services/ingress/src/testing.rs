@@ -1,0 +1,205 @@
+//! An in-memory [`Backend`] for router and socket tests (rings 1 and 2): Redis semantics
+//! (claims, fixed-window rate limits, sessions, the barge-in token) in a map, publishes
+//! recorded in order, and per-call event channels a test pushes bot audio and speech into.
+//!
+//! Consumes what the ingress does; produces a record a test can assert on. State: one shared
+//! `Mutex`, per backend value (clones share it). Never used in production.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use futures::channel::mpsc;
+use sb_runtime::Tenant;
+use sb_schemas::{CallSid, Envelope, Kind, TenantId};
+
+use crate::backend::{Admission, Backend, BackendError};
+
+#[derive(Default)]
+struct State {
+    /// `idem:{sid}` → whether the first answer admitted the call.
+    admissions: HashMap<CallSid, bool>,
+    /// `idem:{sid}:end`.
+    ends: HashSet<CallSid>,
+    /// `rl:{tenant}:{window}` → count.
+    rates: HashMap<(TenantId, u64), u64>,
+    /// `session:{sid}` → (tenant, barge-in token).
+    sessions: HashMap<CallSid, (TenantId, u64)>,
+    published: Vec<Envelope>,
+    leases: Vec<Envelope>,
+    subscribers: HashMap<CallSid, mpsc::UnboundedSender<Envelope>>,
+    fail_publish: bool,
+    fail_redis: bool,
+}
+
+/// The stand-in. Clones share one record.
+#[derive(Clone, Default)]
+pub struct MemoryBackend {
+    state: Arc<Mutex<State>>,
+}
+
+impl std::fmt::Debug for MemoryBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryBackend").finish_non_exhaustive()
+    }
+}
+
+impl MemoryBackend {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panicking test thread poisons the lock; the record is still worth reading.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every event published (not leases), in order.
+    pub fn published(&self) -> Vec<Envelope> {
+        self.lock().published.clone()
+    }
+
+    /// The kinds of [`Self::published`], in order.
+    pub fn kinds(&self) -> Vec<Kind> {
+        self.lock().published.iter().map(Envelope::kind).collect()
+    }
+
+    /// Published events of one kind, in order.
+    pub fn of_kind(&self, kind: Kind) -> Vec<Envelope> {
+        self.lock()
+            .published
+            .iter()
+            .filter(|e| e.kind() == kind)
+            .cloned()
+            .collect()
+    }
+
+    /// STT leases published, in order.
+    pub fn leases(&self) -> Vec<Envelope> {
+        self.lock().leases.clone()
+    }
+
+    /// The session's tenant and barge-in token, if the call started.
+    pub fn session(&self, sid: &CallSid) -> Option<(TenantId, u64)> {
+        self.lock().sessions.get(sid).cloned()
+    }
+
+    /// Whether the call's events are subscribed to.
+    pub fn is_subscribed(&self, sid: &CallSid) -> bool {
+        self.lock()
+            .subscribers
+            .get(sid)
+            .is_some_and(|s| !s.is_closed())
+    }
+
+    /// Delivers an event to its call's subscription, as NATS would. `false`: nobody listens.
+    pub fn deliver(&self, event: Envelope) -> bool {
+        let state = self.lock();
+        match state.subscribers.get(&event.call_sid) {
+            Some(sender) => sender.unbounded_send(event).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Makes every publish fail from now on.
+    pub fn fail_publishes(&self, fail: bool) {
+        self.lock().fail_publish = fail;
+    }
+
+    /// Makes every Redis operation fail from now on.
+    pub fn fail_redis(&self, fail: bool) {
+        self.lock().fail_redis = fail;
+    }
+
+    fn redis(&self) -> Result<MutexGuard<'_, State>, BackendError> {
+        let state = self.lock();
+        if state.fail_redis {
+            return Err(BackendError::Injected("redis"));
+        }
+        Ok(state)
+    }
+
+    fn record(&self, event: &Envelope) -> Result<(), BackendError> {
+        let mut state = self.lock();
+        if state.fail_publish {
+            return Err(BackendError::Injected("publish"));
+        }
+        state.published.push(event.clone());
+        Ok(())
+    }
+}
+
+impl Backend for MemoryBackend {
+    type Ack = std::future::Ready<Result<(), BackendError>>;
+    type Events = mpsc::UnboundedReceiver<Envelope>;
+
+    async fn admit(
+        &self,
+        sid: &CallSid,
+        tenant: &Tenant,
+        now: SystemTime,
+    ) -> Result<Admission, BackendError> {
+        let mut state = self.redis()?;
+        if let Some(admitted) = state.admissions.get(sid) {
+            return Ok(Admission::Duplicate {
+                admitted: *admitted,
+            });
+        }
+        let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let window = secs / tenant.tier.rate_window_secs.max(1);
+        let count = state.rates.entry((tenant.id.clone(), window)).or_default();
+        *count += 1;
+        let admitted = *count <= u64::from(tenant.tier.webhook_rate_limit);
+        state.admissions.insert(sid.clone(), admitted);
+        Ok(if admitted {
+            Admission::Admitted
+        } else {
+            Admission::RateLimited
+        })
+    }
+
+    async fn claim_end(&self, sid: &CallSid) -> Result<bool, BackendError> {
+        Ok(self.redis()?.ends.insert(sid.clone()))
+    }
+
+    async fn session_start(&self, sid: &CallSid, tenant: &TenantId) -> Result<(), BackendError> {
+        self.redis()?
+            .sessions
+            .entry(sid.clone())
+            .or_insert_with(|| (tenant.clone(), 0));
+        Ok(())
+    }
+
+    async fn interrupt(&self, sid: &CallSid, turn: u32) -> Result<u64, BackendError> {
+        let mut state = self.redis()?;
+        let Some(session) = state.sessions.get_mut(sid) else {
+            return Ok(u64::from(turn) + 1);
+        };
+        session.1 = session.1.max(u64::from(turn) + 1);
+        Ok(session.1)
+    }
+
+    async fn publish(&self, event: &Envelope) -> Result<(), BackendError> {
+        self.record(event)
+    }
+
+    async fn send(&self, event: &Envelope) -> Result<Self::Ack, BackendError> {
+        self.record(event)?;
+        Ok(std::future::ready(Ok(())))
+    }
+
+    async fn publish_lease(&self, start: &Envelope) -> Result<(), BackendError> {
+        let mut state = self.lock();
+        if state.fail_publish {
+            return Err(BackendError::Injected("publish"));
+        }
+        state.leases.push(start.clone());
+        Ok(())
+    }
+
+    async fn subscribe_call(
+        &self,
+        _tenant: &TenantId,
+        sid: &CallSid,
+    ) -> Result<Self::Events, BackendError> {
+        let (sender, receiver) = mpsc::unbounded();
+        self.lock().subscribers.insert(sid.clone(), sender);
+        Ok(receiver)
+    }
+}

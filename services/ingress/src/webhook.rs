@@ -1,0 +1,313 @@
+//! Twilio's HTTP webhooks: the incoming call (`POST /twilio/voice`) and the call status
+//! callback (`POST /twilio/status`).
+//!
+//! Consumes signed form bodies. Produces TwiML (connect the media stream, or a polite
+//! `<Say>…<Hangup/>` for unknown numbers and rate-limited calls), the `webhook` event once
+//! per call and the `end` event once per call (shared with the socket's `stop`), and the
+//! outcome metrics. Bad signatures get 403 and nothing is published; bad bodies get 400.
+//! State: none here; idempotency and rate limits live in Redis (via the [`Backend`]).
+
+use std::time::{Instant, SystemTime};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use sb_runtime::{Tenant, metrics::Metric};
+use sb_schemas::{Body, CallSid, End, EndReason, Envelope, Webhook};
+use sb_twilio::form::parse_form;
+use sb_twilio::rest::CallStatus;
+use sb_twilio::twiml::ConnectStream;
+use sb_twilio::{IncomingCall, StatusCallback};
+use tracing::Instrument as _;
+
+use crate::{Admission, Backend, IngressState, Settings};
+
+/// The header Twilio signs every request with.
+pub(crate) const SIGNATURE_HEADER: &str = "x-twilio-signature";
+/// `<Parameter>` values are clipped to this, far under Twilio's 500-character limit.
+const MAX_PARAMETER_VALUE: usize = 128;
+
+/// How one webhook ended: a metric label and the response.
+struct Answer {
+    outcome: &'static str,
+    response: Response,
+}
+
+fn answer(outcome: &'static str, response: impl IntoResponse) -> Answer {
+    Answer {
+        outcome,
+        response: response.into_response(),
+    }
+}
+
+fn twiml(outcome: &'static str, xml: String) -> Answer {
+    answer(outcome, ([(header::CONTENT_TYPE, "text/xml")], xml))
+}
+
+fn bad_request(reason: &'static str, detail: impl std::fmt::Display) -> Answer {
+    tracing::warn!(reason, detail = %detail, "webhook rejected");
+    answer(
+        "bad_request",
+        (StatusCode::BAD_REQUEST, format!("{detail}\n")),
+    )
+}
+
+/// Records the outcome and latency of one webhook.
+fn finish(route: &'static str, started: Instant, answer: Answer) -> Response {
+    metrics::counter!(Metric::IngressWebhooks.name(), "route" => route, "outcome" => answer.outcome)
+        .increment(1);
+    metrics::histogram!(Metric::IngressWebhookSeconds.name(), "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    answer.response
+}
+
+/// Checks `X-Twilio-Signature` over the public URL Twilio requested and every parameter.
+pub(crate) fn verify(
+    settings: &Settings,
+    route: &'static str,
+    uri: &Uri,
+    headers: &HeaderMap,
+    params: Option<&[(String, String)]>,
+) -> Result<(), &'static str> {
+    let reason = match headers.get(SIGNATURE_HEADER).map(|v| v.to_str()) {
+        None => "missing",
+        Some(Err(_)) => "malformed",
+        Some(Ok(signature)) => {
+            let path = uri.path_and_query().map_or(uri.path(), |pq| pq.as_str());
+            let url = settings.public_url_for(path);
+            let result = match params {
+                Some(params) => settings.validator.validate(&url, params, signature),
+                None => settings.validator.validate_websocket(&url, signature),
+            };
+            match result {
+                Ok(()) => return Ok(()),
+                Err(error) => error.kind(),
+            }
+        }
+    };
+    metrics::counter!(Metric::IngressSignatureFailures.name(), "route" => route, "reason" => reason)
+        .increment(1);
+    tracing::warn!(route, reason, path = uri.path(), "bad X-Twilio-Signature");
+    Err(reason)
+}
+
+fn forbidden() -> Answer {
+    answer(
+        "bad_signature",
+        (StatusCode::FORBIDDEN, "invalid X-Twilio-Signature\n"),
+    )
+}
+
+/// `POST /twilio/voice`.
+pub(crate) async fn voice<B: Backend>(
+    State(state): State<IngressState<B>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let started = Instant::now();
+    let answer = incoming_call(&state, &uri, &headers, &body).await;
+    finish("voice", started, answer)
+}
+
+async fn incoming_call<B: Backend>(
+    state: &IngressState<B>,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Answer {
+    let params = match parse_form(body) {
+        Ok(params) => params,
+        Err(error) => return bad_request(error.kind(), error),
+    };
+    if verify(&state.settings, "voice", uri, headers, Some(&params)).is_err() {
+        return forbidden();
+    }
+    let call = match IncomingCall::from_params(params) {
+        Ok(call) => call,
+        Err(error) => return bad_request(error.kind(), error),
+    };
+    let sid = match CallSid::parse(&call.call_sid) {
+        Ok(sid) => sid,
+        Err(error) => return bad_request("bad_call_sid", error),
+    };
+    let Some(tenant) = state.tenants.by_number(&call.to) else {
+        tracing::info!(call_sid = %sid, to = %call.to, "call to a number without a tenant");
+        return twiml(
+            "unknown_tenant",
+            state.settings.unknown_number_twiml.clone(),
+        );
+    };
+    let span = tracing::info_span!("call", tenant = %tenant.id, call_sid = %sid);
+    admit(state, tenant, &sid, &call).instrument(span).await
+}
+
+async fn admit<B: Backend>(
+    state: &IngressState<B>,
+    tenant: &Tenant,
+    sid: &CallSid,
+    call: &IncomingCall,
+) -> Answer {
+    let admission = match state.backend.admit(sid, tenant, SystemTime::now()).await {
+        Ok(admission) => admission,
+        Err(error) => {
+            // Redis down: let the call through rather than fail it (a retry may publish twice).
+            tracing::warn!(error = %error, "admission check failed; admitting the call");
+            Admission::Admitted
+        }
+    };
+    let connect = || match connect_twiml(&state.settings, tenant, call) {
+        Some(xml) => twiml("accepted", xml),
+        None => answer("twiml_error", StatusCode::INTERNAL_SERVER_ERROR),
+    };
+    match admission {
+        Admission::Admitted => {
+            let event = Envelope::new(
+                tenant.id.clone(),
+                sid.clone(),
+                0,
+                Body::Webhook(Webhook {
+                    account_sid: call.account_sid.clone(),
+                    from: call.from.clone(),
+                    to: call.to.clone(),
+                    direction: call.direction.clone(),
+                    call_status: call.call_status.as_str().to_owned(),
+                }),
+            );
+            if let Err(error) = state.backend.publish(&event).await {
+                // The call still connects: the socket's `start` is what drives the pipeline.
+                tracing::error!(error = %error, "webhook event not stored");
+            }
+            tracing::info!(from = %call.from, "call accepted");
+            connect()
+        }
+        Admission::RateLimited => {
+            metrics::counter!(Metric::IngressRateLimited.name(), "tier" => tenant.tier_name.clone())
+                .increment(1);
+            tracing::info!(tier = %tenant.tier_name, "call declined by the rate limit");
+            twiml("rate_limited", state.settings.rate_limited_twiml.clone())
+        }
+        Admission::Duplicate { admitted } => {
+            tracing::info!(admitted, "webhook retry answered again");
+            let answer = if admitted {
+                connect()
+            } else {
+                twiml("duplicate", state.settings.rate_limited_twiml.clone())
+            };
+            // The same answer as the first time, counted as a retry.
+            Answer {
+                outcome: "duplicate",
+                ..answer
+            }
+        }
+    }
+}
+
+/// `<Connect><Stream url="wss://…/twilio/media">` with the tenant and the call's numbers as
+/// `<Parameter>`s (Twilio echoes them in `start.customParameters`).
+fn connect_twiml(settings: &Settings, tenant: &Tenant, call: &IncomingCall) -> Option<String> {
+    let clip = |value: &str| value.chars().take(MAX_PARAMETER_VALUE).collect::<String>();
+    let stream = ConnectStream::new(settings.stream_url.clone())
+        .parameter("tenant", tenant.id.as_str())
+        .parameter("from", clip(&call.from))
+        .parameter("to", clip(&call.to));
+    match stream.to_twiml() {
+        Ok(xml) => Some(xml),
+        Err(error) => {
+            tracing::error!(error = %error, "cannot build the stream TwiML");
+            None
+        }
+    }
+}
+
+/// `POST /twilio/status`.
+pub(crate) async fn status<B: Backend>(
+    State(state): State<IngressState<B>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let started = Instant::now();
+    let answer = status_callback(&state, &uri, &headers, &body).await;
+    finish("status", started, answer)
+}
+
+async fn status_callback<B: Backend>(
+    state: &IngressState<B>,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Answer {
+    let params = match parse_form(body) {
+        Ok(params) => params,
+        Err(error) => return bad_request(error.kind(), error),
+    };
+    if verify(&state.settings, "status", uri, headers, Some(&params)).is_err() {
+        return forbidden();
+    }
+    let callback = match StatusCallback::from_params(params) {
+        Ok(callback) => callback,
+        Err(error) => return bad_request(error.kind(), error),
+    };
+    let sid = match CallSid::parse(&callback.call_sid) {
+        Ok(sid) => sid,
+        Err(error) => return bad_request("bad_call_sid", error),
+    };
+    // Progress callbacks (and late ones after the end) change nothing.
+    let Some(reason) = end_reason(callback.call_status) else {
+        return answer("ignored", StatusCode::NO_CONTENT);
+    };
+    // Inbound calls are to the tenant's number; calls it placed are from it.
+    let tenant = state
+        .tenants
+        .by_number(&callback.to)
+        .or_else(|| state.tenants.by_number(&callback.from));
+    let Some(tenant) = tenant else {
+        tracing::info!(call_sid = %sid, "status callback for a number without a tenant");
+        return answer("unknown_tenant", StatusCode::NO_CONTENT);
+    };
+    let span = tracing::info_span!("call", tenant = %tenant.id, call_sid = %sid);
+    end_call(state, tenant, sid, reason).instrument(span).await
+}
+
+async fn end_call<B: Backend>(
+    state: &IngressState<B>,
+    tenant: &Tenant,
+    sid: CallSid,
+    reason: EndReason,
+) -> Answer {
+    let first = state.backend.claim_end(&sid).await.unwrap_or_else(|error| {
+        tracing::warn!(error = %error, "end claim failed; publishing anyway");
+        true
+    });
+    if !first {
+        return answer("duplicate", StatusCode::NO_CONTENT);
+    }
+    let event = Envelope::new(tenant.id.clone(), sid, 0, Body::End(End { reason }));
+    match state.backend.publish(&event).await {
+        Ok(()) => {
+            tracing::info!(reason = ?reason, "call ended (status callback)");
+            answer("ended", StatusCode::NO_CONTENT)
+        }
+        Err(error) => {
+            tracing::error!(error = %error, "end event not stored");
+            answer("publish_failed", StatusCode::NO_CONTENT)
+        }
+    }
+}
+
+/// The `end` reason of a final call status; `None` for progress statuses.
+fn end_reason(status: CallStatus) -> Option<EndReason> {
+    match status {
+        CallStatus::Completed => Some(EndReason::Completed),
+        CallStatus::Busy => Some(EndReason::Busy),
+        CallStatus::Failed => Some(EndReason::Failed),
+        CallStatus::NoAnswer => Some(EndReason::NoAnswer),
+        CallStatus::Canceled => Some(EndReason::Canceled),
+        CallStatus::Queued
+        | CallStatus::Initiated
+        | CallStatus::Ringing
+        | CallStatus::InProgress => None,
+    }
+}

@@ -1,0 +1,225 @@
+//! Twilio's side of one media socket, driven by a test through channels (paused time).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt as _;
+use futures::channel::mpsc;
+use sb_ingress::testing::MemoryBackend;
+use sb_ingress::{Incoming, IngressConfig, IngressState, media::serve};
+use sb_schemas::{Body, CallSid, Envelope, Kind, Mulaw, TtsChunk};
+use sb_twilio::media::{
+    InboundMedia, InboundMessage, Mark, MediaFormat, StartMeta, StopMeta, encode_payload,
+};
+use sb_twilio::{OutboundMessage, parse_outbound};
+use tokio::time::Instant;
+
+use super::*;
+
+pub const STREAM: &str = "MZ00000000000000000000000000000001";
+
+/// Twilio's side of one socket, driven by the test.
+pub struct Line {
+    pub to_ingress: mpsc::UnboundedSender<Incoming>,
+    pub from_ingress: mpsc::UnboundedReceiver<String>,
+    pub task: tokio::task::JoinHandle<()>,
+    pub backend: MemoryBackend,
+    pub state: IngressState<MemoryBackend>,
+    pub sid: CallSid,
+    pub tenant: &'static str,
+    pub sequence: u64,
+    pub chunk: u64,
+}
+
+impl Line {
+    pub fn open_with(config: &IngressConfig, n: u128, tenant: &'static str) -> Self {
+        let (state, backend) = state_with(config);
+        let (to_ingress, incoming) = mpsc::unbounded();
+        let (outgoing, from_ingress) = mpsc::unbounded();
+        let task = tokio::spawn(serve(state.clone(), outgoing, incoming));
+        Self {
+            to_ingress,
+            from_ingress,
+            task,
+            backend,
+            state,
+            sid: sid(n),
+            tenant,
+            sequence: 0,
+            chunk: 0,
+        }
+    }
+
+    pub fn open(n: u128, tenant: &'static str) -> Self {
+        Self::open_with(&config(), n, tenant)
+    }
+
+    pub fn raw(&self, frame: Incoming) {
+        self.to_ingress.unbounded_send(frame).unwrap();
+    }
+
+    pub fn send(&mut self, message: InboundMessage) {
+        self.raw(Incoming::Text(message.to_json().into()));
+    }
+
+    pub fn next_sequence(&mut self) -> u64 {
+        self.sequence += 1;
+        self.sequence
+    }
+
+    /// `connected` + `start`, then waits until the call is live (`start` published).
+    pub async fn start(&mut self) {
+        self.send(InboundMessage::Connected {
+            protocol: "Call".into(),
+            version: "1.0.0".into(),
+        });
+        let start = self.start_message(self.tenant);
+        self.send(start);
+        let backend = self.backend.clone();
+        until(|| !backend.of_kind(Kind::Start).is_empty()).await;
+    }
+
+    pub fn start_message(&mut self, tenant: &str) -> InboundMessage {
+        let to = match tenant {
+            "globex" => GLOBEX,
+            "acme" => ACME,
+            _ => "+19999999999",
+        };
+        let parameters: BTreeMap<String, String> =
+            [("tenant", tenant), ("from", CALLER), ("to", to)]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect();
+        InboundMessage::Start {
+            sequence_number: self.next_sequence(),
+            start: StartMeta {
+                account_sid: "AC0123456789abcdef0123456789abcdef".into(),
+                stream_sid: STREAM.into(),
+                call_sid: self.sid.as_str().into(),
+                tracks: vec!["inbound".into()],
+                media_format: MediaFormat::default(),
+                custom_parameters: parameters,
+            },
+            stream_sid: STREAM.into(),
+        }
+    }
+
+    pub fn media_message(&mut self, payload: &[u8]) -> InboundMessage {
+        self.chunk += 1;
+        InboundMessage::Media {
+            sequence_number: self.next_sequence(),
+            media: InboundMedia {
+                track: "inbound".into(),
+                chunk: self.chunk,
+                timestamp: (self.chunk - 1) * 20,
+                payload: encode_payload(payload),
+            },
+            stream_sid: STREAM.into(),
+        }
+    }
+
+    pub fn media(&mut self, payload: &[u8]) {
+        let message = self.media_message(payload);
+        self.send(message);
+    }
+
+    pub fn echo(&mut self, name: &str) {
+        let message = InboundMessage::Mark {
+            sequence_number: self.next_sequence(),
+            stream_sid: STREAM.into(),
+            mark: Mark { name: name.into() },
+        };
+        self.send(message);
+    }
+
+    pub fn stop(&mut self) {
+        let message = InboundMessage::Stop {
+            sequence_number: self.next_sequence(),
+            stop: StopMeta {
+                account_sid: "AC0123456789abcdef0123456789abcdef".into(),
+                call_sid: self.sid.as_str().into(),
+            },
+            stream_sid: STREAM.into(),
+        };
+        self.send(message);
+    }
+
+    pub fn deliver(&self, turn: u32, body: Body) {
+        let event = Envelope::new(tenant(self.tenant), self.sid.clone(), turn, body);
+        assert!(self.backend.deliver(event), "the call is subscribed");
+    }
+
+    /// Bot audio: every byte of the chunk is `byte`.
+    /// `at` = (sentence, chunk), `ends` = (last, turn_last).
+    pub fn chunk(&self, turn: u32, at: (u32, u32), frames: usize, ends: (bool, bool), byte: u8) {
+        let ((sentence, chunk), (last, turn_last)) = (at, ends);
+        self.deliver(
+            turn,
+            Body::TtsChunk(TtsChunk {
+                sentence,
+                chunk,
+                last,
+                turn_last,
+                payload: Mulaw(Bytes::from(vec![byte; frames * 160])),
+            }),
+        );
+    }
+
+    /// The next message to Twilio and when it came; `None` when the socket closed.
+    pub async fn next(&mut self) -> Option<(Instant, OutboundMessage)> {
+        let text = tokio::time::timeout(Duration::from_secs(30), self.from_ingress.next())
+            .await
+            .expect("the ingress said something within 30 s")?;
+        let message = parse_outbound(&text).expect("the ingress sends valid messages");
+        assert_eq!(message.stream_sid(), STREAM);
+        Some((Instant::now(), message))
+    }
+
+    /// Messages up to and including the mark `name`.
+    pub async fn until_mark(&mut self, name: &str) -> Vec<(Instant, OutboundMessage)> {
+        let mut out = Vec::new();
+        loop {
+            let (at, message) = self.next().await.expect("socket open");
+            let done = matches!(&message, OutboundMessage::Mark { mark, .. } if mark.name == name);
+            out.push((at, message));
+            if done {
+                return out;
+            }
+        }
+    }
+
+    pub async fn close(mut self) -> MemoryBackend {
+        self.stop();
+        self.task.await.unwrap();
+        self.backend
+    }
+}
+
+/// Waits (virtual time) until `check` holds.
+pub async fn until(check: impl Fn() -> bool) {
+    for _ in 0..10_000 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    panic!("condition never held");
+}
+
+pub fn media_bytes(messages: &[(Instant, OutboundMessage)]) -> Vec<u8> {
+    messages
+        .iter()
+        .filter_map(|(_, m)| match m {
+            OutboundMessage::Media { media, .. } => {
+                Some(sb_twilio::media::decode_payload(&media.payload).unwrap())
+            }
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+pub fn is_clear(message: &OutboundMessage) -> bool {
+    matches!(message, OutboundMessage::Clear { .. })
+}

@@ -1,0 +1,105 @@
+//! Shared pieces of the ingress' router and socket tests: tenants, state, signing.
+
+#![allow(dead_code, unreachable_pub)]
+
+pub mod line;
+
+use std::sync::Arc;
+
+use sb_ingress::testing::MemoryBackend;
+use sb_ingress::{IngressConfig, IngressState, Settings};
+use sb_runtime::{Shutdown, Tenants};
+use sb_schemas::{CallSid, TenantId};
+
+pub const TOKEN: &str = "test-auth-token";
+pub const PUBLIC: &str = "https://agent.example.com";
+pub const ACME: &str = "+15005550006";
+pub const GLOBEX: &str = "+15005550007";
+pub const TINY: &str = "+15005550008";
+pub const CALLER: &str = "+14155551234";
+
+/// acme: words barge-in with backchannel; globex: speech barge-in; tiny: 2 calls a day.
+const TENANTS: &str = r#"
+[tiers.big]
+llm_concurrency = 4
+webhook_rate_limit = 1000
+rate_window_secs = 60
+
+[tiers.tiny]
+llm_concurrency = 1
+webhook_rate_limit = 2
+rate_window_secs = 86400
+
+[[tenant]]
+id = "acme"
+numbers = ["+15005550006"]
+system_prompt = "p"
+greeting = "Hello from Acme."
+fallback_phrase = "Sorry?"
+voice = "v"
+llm_model = "m"
+tier = "big"
+barge_in = { mode = "words", min_words = 2, backchannel = ["uh-huh", "mm-hmm", "okay", "yeah"] }
+
+[[tenant]]
+id = "globex"
+numbers = ["+15005550007"]
+system_prompt = "p"
+greeting = "Globex."
+fallback_phrase = "Sorry?"
+voice = "v"
+llm_model = "m"
+tier = "big"
+barge_in = { mode = "speech" }
+
+[[tenant]]
+id = "tiny"
+numbers = ["+15005550008"]
+system_prompt = "p"
+greeting = "Tiny."
+fallback_phrase = "Sorry?"
+voice = "v"
+llm_model = "m"
+tier = "tiny"
+"#;
+
+pub fn tenants() -> Arc<Tenants> {
+    Arc::new(Tenants::parse(TENANTS).expect("test tenants parse"))
+}
+
+pub fn config() -> IngressConfig {
+    IngressConfig::for_tests(TOKEN, PUBLIC)
+}
+
+/// State over a fresh in-memory backend; returns both.
+pub fn state_with(config: &IngressConfig) -> (IngressState<MemoryBackend>, MemoryBackend) {
+    let backend = MemoryBackend::default();
+    let settings = Settings::from_config(config).expect("test config is valid");
+    let state = IngressState::new(
+        backend.clone(),
+        tenants(),
+        settings,
+        Shutdown::new(std::time::Duration::from_secs(5)),
+    );
+    (state, backend)
+}
+
+pub fn state() -> (IngressState<MemoryBackend>, MemoryBackend) {
+    state_with(&config())
+}
+
+pub fn tenant(id: &str) -> TenantId {
+    TenantId::parse(id).expect("valid tenant id")
+}
+
+/// The call sid `CA` + `n` as 32 hex digits.
+pub fn sid(n: u128) -> CallSid {
+    CallSid::parse(&format!("CA{n:032x}")).expect("valid sid")
+}
+
+/// Form pairs from `&str` pairs.
+pub fn pairs(raw: &[(&str, &str)]) -> Vec<(String, String)> {
+    raw.iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
