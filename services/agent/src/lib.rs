@@ -1,1 +1,161 @@
-//! (being written)
+//! The agent stage: answers the caller with a streaming LLM, sentence by sentence.
+//!
+//! Consumes the durable consumer `agent` on `CALLS` (`start`, `transcript`, `bargein`,
+//! `played`, `end`); produces `token` and `sentence` events of the same call and turn:
+//! the tenant's greeting on `start` (turn 0), an answer per final transcript, the
+//! fallback phrase whenever the LLM fails or is too slow (the caller never hears
+//! silence). It stops generating the moment the caller barges in (the token in Redis is
+//! checked before every event), stores the interrupted answer truncated to what was heard,
+//! and carries out the model's `end_call` / `transfer_call` once the last sentence was
+//! played. State: none of its own; the conversation lives in the Redis session (DESIGN §6),
+//! the concurrency limits ([`limits`]) in process memory.
+//!
+//! Code map: [`answer`] (a transcript → an answer), [`speaker`] (events with barge-in
+//! checks), [`splitter`] (sentences), [`openai`] + [`sse`] (the LLM client), [`aimd`] +
+//! [`limits`] (concurrency), [`actions`] + [`telephony`] (tools), [`events`] (start,
+//! bargein, played, end), [`config`].
+
+pub mod actions;
+pub mod aimd;
+mod answer;
+pub mod config;
+mod events;
+pub mod limits;
+pub mod openai;
+pub mod speaker;
+pub mod splitter;
+pub mod sse;
+pub mod telephony;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sb_runtime::metrics::Metric;
+use sb_runtime::redis::{Redis, RedisError};
+use sb_runtime::{Emitter, Runtime, Stage, StageError, Tenants};
+use sb_schemas::{Body, Envelope};
+
+pub use config::AgentConfig;
+
+use crate::aimd::AimdBounds;
+use crate::limits::Limits;
+use crate::openai::{Llm, OpenAi, Timeouts};
+use crate::telephony::{Telephony, TwilioRest};
+
+/// Why the agent cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("{0}")]
+    Config(String),
+    #[error("cannot build the http client: {0}")]
+    Http(#[from] reqwest::Error),
+}
+
+/// The agent stage. Build it with [`Agent::new`] (real providers from the config) or
+/// [`Agent::with_providers`].
+pub struct Agent {
+    redis: Redis,
+    tenants: Arc<Tenants>,
+    llm: Arc<dyn Llm>,
+    telephony: Option<Arc<dyn Telephony>>,
+    limits: Limits,
+    config: AgentConfig,
+}
+
+impl Agent {
+    /// The agent with the OpenAI-compatible client and, when configured, Twilio's REST API.
+    pub fn new(runtime: &Runtime, config: AgentConfig) -> Result<Self, SetupError> {
+        config.validate().map_err(SetupError::Config)?;
+        let timeouts = Timeouts {
+            connect: Duration::from_millis(config.llm_connect_timeout_ms),
+            first_token: Duration::from_millis(config.llm_first_token_timeout_ms),
+            idle: Duration::from_millis(config.llm_idle_timeout_ms),
+        };
+        let llm = OpenAi::new(&config.llm_base_url, config.llm_api_key.clone(), timeouts)?;
+        let telephony: Option<Arc<dyn Telephony>> =
+            match (&config.twilio_account_sid, &config.twilio_auth_token) {
+                (Some(sid), Some(token)) => Some(Arc::new(TwilioRest::new(
+                    &config.twilio_api_url,
+                    sid.clone(),
+                    token.clone(),
+                    Duration::from_millis(config.twilio_timeout_ms),
+                )?)),
+                _ => {
+                    tracing::warn!("no twilio credentials: end_call and transfer_call are off");
+                    None
+                }
+            };
+        Ok(Self::with_providers(
+            runtime.redis.clone(),
+            runtime.tenants.clone(),
+            Arc::new(llm),
+            telephony,
+            config,
+        ))
+    }
+
+    /// The agent with the given providers (tests, other LLMs).
+    pub fn with_providers(
+        redis: Redis,
+        tenants: Arc<Tenants>,
+        llm: Arc<dyn Llm>,
+        telephony: Option<Arc<dyn Telephony>>,
+        config: AgentConfig,
+    ) -> Self {
+        let bounds = AimdBounds {
+            initial: config.llm_aimd_initial,
+            min: config.llm_aimd_min,
+            max: config.llm_aimd_max,
+        };
+        Self {
+            limits: Limits::new(&tenants, bounds),
+            redis,
+            tenants,
+            llm,
+            telephony,
+            config,
+        }
+    }
+
+    /// The concurrency limits (the AIMD limit is observable here).
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+}
+
+impl Stage for Agent {
+    const CONSUMER: &'static str = "agent";
+
+    async fn handle(&self, input: Envelope, out: &mut Emitter) -> Result<(), StageError> {
+        let Some(tenant) = self.tenants.by_id(&input.tenant).cloned() else {
+            return Err(StageError::reject(
+                "unknown_tenant",
+                format!("no tenant {:?}", input.tenant.as_str()),
+            ));
+        };
+        // The runner's span already names the tenant, call and turn.
+        match &input.body {
+            Body::Start(_) => self.greet(&input, &tenant, out).await,
+            Body::Transcript(transcript) => self.answer(&input, transcript, &tenant, out).await,
+            Body::BargeIn(bargein) => self.barged_in(&input, bargein, out).await,
+            Body::Played(played) => self.played(&input, played).await,
+            Body::End(_) => self.ended(&input).await,
+            other => Err(StageError::reject(
+                "unexpected_kind",
+                format!("the agent does not handle {}", other.kind().as_str()),
+            )),
+        }
+    }
+}
+
+/// A Redis failure: retried (the runner backs off), never a crash.
+fn redis_retry(error: RedisError) -> StageError {
+    StageError::retry("redis", error)
+}
+
+/// Counts an input skipped on purpose.
+fn skipped(reason: &'static str) {
+    metrics::counter!(Metric::StageSkipped.name(), "stage" => "agent", "reason" => reason)
+        .increment(1);
+    tracing::info!(reason, "skipped");
+}

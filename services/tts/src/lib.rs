@@ -1,1 +1,221 @@
-//! (being written)
+//! The tts stage: speaks each sentence as bot audio chunks.
+//!
+//! Consumes the durable consumer `tts` on `CALLS` (`sentence`, `bargein`); produces
+//! `TtsChunk`s on `audio.{tenant}.{sid}.out`, tagged (turn, sentence, chunk, last), whole
+//! 20 ms frames of 8 kHz µ-law. Audio comes from the TTS cache in Redis (DESIGN §6:
+//! `tts:{sha256(voice|normalised text)}`, 24 h) or, on a miss, from the speech engine —
+//! Azure TTS ([`azure`]) or espeak-ng ([`provider::Espeak`], the default without an Azure
+//! key) — streamed, so the first chunk leaves as soon as one frame exists, then cached.
+//! The barge-in token is checked before every chunk; the sentences of a turn are
+//! synthesised in parallel (the runner handles deliveries concurrently; the ingress
+//! restores the order). When the engine fails, espeak-ng speaks instead, and failing
+//! that the tenant's cached fallback phrase: the caller is never left in silence. The
+//! tenants' `prewarm` phrases are synthesised into the cache at start-up ([`Tts::prewarm`]).
+//! State: none of its own; the cache and the barge-in token live in Redis.
+
+pub mod azure;
+pub mod chunker;
+pub mod config;
+pub mod provider;
+mod speak;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt as _;
+use sb_runtime::metrics::Metric;
+use sb_runtime::redis::Redis;
+use sb_runtime::redis::tts_cache::TTS_CACHE_TTL;
+use sb_runtime::{Emitter, Runtime, Stage, StageError, Tenants};
+use sb_schemas::{Body, Envelope};
+
+pub use config::{Provider, ProviderChoice, TtsConfig};
+
+use crate::azure::Azure;
+use crate::provider::{Espeak, TextToSpeech, TtsError};
+
+/// The tts stage. Build it with [`Tts::new`] (engines from the config) or
+/// [`Tts::with_providers`]. Cheap to clone (handles only).
+#[derive(Clone)]
+pub struct Tts {
+    redis: Redis,
+    tenants: Arc<Tenants>,
+    primary: Arc<dyn TextToSpeech>,
+    /// Speaks when the primary engine fails (espeak-ng behind Azure).
+    backup: Option<Arc<dyn TextToSpeech>>,
+    chunk_bytes: usize,
+}
+
+/// What [`Tts::prewarm`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Prewarmed {
+    /// Phrases already in the cache.
+    pub cached: usize,
+    /// Phrases synthesised and stored.
+    pub synthesised: usize,
+    /// Phrases that could not be synthesised or stored.
+    pub failed: usize,
+}
+
+impl Tts {
+    /// The stage with the engine the settings choose; the error names the variable to fix.
+    pub fn new(runtime: &Runtime, config: &TtsConfig) -> Result<Self, String> {
+        let espeak_installed = Espeak::available();
+        let (primary, backup): (Arc<dyn TextToSpeech>, Option<Arc<dyn TextToSpeech>>) = match config
+            .provider(espeak_installed)?
+        {
+            Provider::Espeak => (Arc::new(Espeak), None),
+            Provider::Azure { url, key } => {
+                let azure = Azure::new(url, key, &config.tts_user_agent, config.azure_timeouts())?;
+                let backup: Option<Arc<dyn TextToSpeech>> =
+                    (config.tts_espeak_fallback && espeak_installed).then(|| Arc::new(Espeak) as _);
+                (Arc::new(azure), backup)
+            }
+        };
+        tracing::info!(
+            provider = primary.name(),
+            backup = backup.as_ref().map(|b| b.name()),
+            "tts engine chosen"
+        );
+        Ok(Self::with_providers(
+            runtime.redis.clone(),
+            runtime.tenants.clone(),
+            primary,
+            backup,
+            config.tts_chunk_bytes,
+        ))
+    }
+
+    /// The stage with the given engines.
+    pub fn with_providers(
+        redis: Redis,
+        tenants: Arc<Tenants>,
+        primary: Arc<dyn TextToSpeech>,
+        backup: Option<Arc<dyn TextToSpeech>>,
+        chunk_bytes: usize,
+    ) -> Self {
+        Self {
+            redis,
+            tenants,
+            primary,
+            backup,
+            chunk_bytes,
+        }
+    }
+
+    /// Synthesises every tenant's `prewarm` phrases and fallback phrase into the cache
+    /// (skipping those already there), two at a time.
+    pub async fn prewarm(&self) -> Prewarmed {
+        let jobs: BTreeSet<(String, String)> = self
+            .tenants
+            .iter()
+            .flat_map(|t| {
+                t.prewarm
+                    .iter()
+                    .chain(std::iter::once(&t.fallback_phrase))
+                    .filter(|p| !p.trim().is_empty())
+                    .map(|p| (t.voice.clone(), p.clone()))
+            })
+            .collect();
+        let results: Vec<Result<bool, String>> = futures::stream::iter(jobs)
+            .map(|(voice, phrase)| async move { self.prewarm_one(&voice, &phrase).await })
+            .buffer_unordered(2)
+            .collect()
+            .await;
+        let mut done = Prewarmed::default();
+        for result in results {
+            match result {
+                Ok(true) => done.synthesised += 1,
+                Ok(false) => done.cached += 1,
+                Err(error) => {
+                    tracing::warn!(%error, "prewarm failed");
+                    done.failed += 1;
+                }
+            }
+        }
+        tracing::info!(?done, "tts cache prewarmed");
+        done
+    }
+
+    async fn prewarm_one(&self, voice: &str, phrase: &str) -> Result<bool, String> {
+        if self
+            .redis
+            .tts_get(voice, phrase)
+            .await
+            .map_err(|e| e.to_string())?
+            .is_some()
+        {
+            return Ok(false);
+        }
+        let audio = self
+            .synthesize_whole(phrase, voice)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.redis
+            .tts_put(voice, phrase, &audio, TTS_CACHE_TTL)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(true)
+    }
+
+    /// The whole sentence from the primary engine, else the backup, padded to whole frames.
+    async fn synthesize_whole(&self, text: &str, voice: &str) -> Result<Bytes, TtsError> {
+        let mut last_error = None;
+        for engine in std::iter::once(&self.primary).chain(self.backup.as_ref()) {
+            let result = async {
+                let mut stream = engine.synthesize(text, voice).await?;
+                let mut audio = BytesMut::new();
+                while let Some(piece) = stream.next().await {
+                    audio.extend_from_slice(&piece?);
+                }
+                Ok::<_, TtsError>(audio)
+            }
+            .await;
+            match result {
+                Ok(mut audio) => {
+                    let mut chunker = chunker::Chunker::new(usize::MAX);
+                    let mut whole = BytesMut::new();
+                    for chunk in chunker.push(&audio.split()) {
+                        whole.extend_from_slice(&chunk);
+                    }
+                    whole.extend_from_slice(&chunker.finish());
+                    return Ok(whole.freeze());
+                }
+                Err(error) => {
+                    provider_error(engine.name(), &error);
+                    last_error = Some(error);
+                }
+            }
+        }
+        Err(last_error.unwrap_or_else(|| TtsError::Synth("no engine".into())))
+    }
+}
+
+impl Stage for Tts {
+    const CONSUMER: &'static str = "tts";
+
+    async fn handle(&self, input: Envelope, out: &mut Emitter) -> Result<(), StageError> {
+        let Some(tenant) = self.tenants.by_id(&input.tenant).cloned() else {
+            return Err(StageError::reject(
+                "unknown_tenant",
+                format!("no tenant {:?}", input.tenant.as_str()),
+            ));
+        };
+        // The runner's span already names the tenant, call and turn.
+        match &input.body {
+            Body::Sentence(sentence) => self.speak(&input, sentence, &tenant, out).await,
+            // Nothing to undo: every chunk checks the barge-in token itself.
+            Body::BargeIn(_) => Ok(()),
+            other => Err(StageError::reject(
+                "unexpected_kind",
+                format!("the tts stage does not handle {}", other.kind().as_str()),
+            )),
+        }
+    }
+}
+
+fn provider_error(provider: &'static str, error: &TtsError) {
+    metrics::counter!(Metric::ProviderErrors.name(), "provider" => provider, "kind" => error.kind())
+        .increment(1);
+}

@@ -1,8 +1,9 @@
 //! Sessions: `session:{call_sid}`, a hash holding what a call needs across stateless workers.
 //!
 //! Fields: `tenant`, `turns` (JSON, the last 8 turns), `turn` (the call's latest turn
-//! number), `bargein` (the barge-in token: one past the last interrupted turn), `stt_epoch` and `stt_ckpt` (the STT owner's
-//! fencing epoch and audio checkpoint). The TTL (30 min by default) is refreshed on every
+//! number), `bargein` (the barge-in token: one past the last interrupted turn), `stt_epoch`
+//! and `stt_ckpt` (the STT owner's fencing epoch and audio checkpoint), `action` (the
+//! agent's pending hang-up or transfer). The TTL (30 min by default) is refreshed on every
 //! turn and shortened when the call ends. A missing session reads as `None`, never an
 //! error: an evicted session degrades to the generic fallback (DESIGN §6).
 
@@ -76,6 +77,25 @@ if tonumber(ARGV[1]) < epoch then return 0 end
 redis.call('HSET', KEYS[1], 'stt_epoch', ARGV[1], 'stt_ckpt', ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 return 1
+";
+
+/// Sets the text of assistant turn ARGV[1] to ARGV[2] and marks it interrupted (the agent,
+/// on a barge-in: keep what was played). Returns 1 if the turn was found, 0 if not.
+const TRUNCATE_TURN: &str = r"
+local raw = redis.call('HGET', KEYS[1], 'turns')
+if not raw or raw == '{}' then return 0 end
+local list = cjson.decode(raw)
+for i = #list, 1, -1 do
+  local t = list[i]
+  if t.role == 'assistant' and tonumber(t.turn) == tonumber(ARGV[1]) then
+    t.text = ARGV[2]
+    t.interrupted = true
+    redis.call('HSET', KEYS[1], 'turns', cjson.encode(list))
+    redis.call('EXPIRE', KEYS[1], ARGV[3])
+    return 1
+  end
+end
+return 0
 ";
 
 impl Redis {
@@ -173,6 +193,72 @@ impl Redis {
             .await
             .map_err(failed("session_bargein"))?;
         Ok(token.unwrap_or(0))
+    }
+
+    /// The call's latest turn number and barge-in token in one round trip (the agent's
+    /// "stop generating?" check: interrupted, or superseded by a newer turn).
+    pub async fn session_progress(&self, sid: &CallSid) -> Result<(u32, u64), RedisError> {
+        let (turn, bargein): (Option<u64>, Option<u64>) = redis::cmd("HMGET")
+            .arg(self.keys.session(sid))
+            .arg("turn")
+            .arg("bargein")
+            .query_async(&mut self.conn())
+            .await
+            .map_err(failed("session_progress"))?;
+        Ok((turn.unwrap_or(0) as u32, bargein.unwrap_or(0)))
+    }
+
+    /// Replaces the text of assistant turn `turn` with what the caller heard and marks it
+    /// interrupted, atomically. Returns false when the session has no such turn (yet).
+    pub async fn session_truncate_turn(
+        &self,
+        sid: &CallSid,
+        turn: u32,
+        heard: &str,
+    ) -> Result<bool, RedisError> {
+        Script::new(TRUNCATE_TURN)
+            .key(self.keys.session(sid))
+            .arg(turn)
+            .arg(heard)
+            .arg(self.ttl_secs())
+            .invoke_async::<i64>(&mut self.conn())
+            .await
+            .map(|found| found == 1)
+            .map_err(failed("session_truncate_turn"))
+    }
+
+    /// Stores (or, with `None`, clears) the call's pending action: what the agent does once
+    /// a sentence has been played (hang up, transfer). The value is the agent's own encoding.
+    pub async fn session_set_action(
+        &self,
+        sid: &CallSid,
+        action: Option<&str>,
+    ) -> Result<(), RedisError> {
+        let key = self.keys.session(sid);
+        let mut pipe = redis::pipe();
+        match action {
+            // With the TTL, so an action never outlives its session.
+            Some(action) => pipe
+                .atomic()
+                .hset(&key, "action", action)
+                .ignore()
+                .expire(&key, self.ttl_secs())
+                .ignore(),
+            None => pipe.hdel(&key, "action").ignore(),
+        };
+        pipe.query_async::<()>(&mut self.conn())
+            .await
+            .map_err(failed("session_set_action"))
+    }
+
+    /// The call's pending action, if any (see [`Redis::session_set_action`]).
+    pub async fn session_action(&self, sid: &CallSid) -> Result<Option<String>, RedisError> {
+        redis::cmd("HGET")
+            .arg(self.keys.session(sid))
+            .arg("action")
+            .query_async(&mut self.conn())
+            .await
+            .map_err(failed("session_action"))
     }
 
     /// Records the STT checkpoint for `epoch`. Returns false (and stores nothing) when a

@@ -1,0 +1,352 @@
+//! One final transcript → one spoken answer.
+//!
+//! Consumes a `transcript` event; produces the answer's `token` and `sentence` events
+//! (through [`Speaker`]), the user and assistant turns in the session, and, when the model
+//! asks to end or transfer the call, the pending action. Skips (counted): empty text, a
+//! stale STT owner's transcript, a turn already interrupted or superseded, a turn already
+//! answered (redelivery). LLM failures, timeouts and a full queue end in the tenant's
+//! fallback phrase now, rather than a retried delivery later: the caller is waiting on the
+//! line. State: the session in Redis.
+
+use std::time::Duration;
+
+use futures::{FutureExt as _, StreamExt as _};
+use sb_runtime::metrics::Metric;
+use sb_runtime::redis::session::{Role, Turn};
+use sb_runtime::{Emitter, StageError, Tenant};
+use sb_schemas::{Envelope, Transcript};
+use tokio::time::Instant;
+
+use crate::actions::{self, Action, Requested};
+use crate::limits::LlmPermit;
+use crate::openai::{ChatRequest, LlmError, LlmEvent, LlmStream, Message};
+use crate::speaker::{Batching, Speaker};
+use crate::{Agent, redis_retry, skipped};
+
+/// How the LLM part of an answer ended.
+enum Generated {
+    /// The stream finished; these tool calls came with it.
+    Done { calls: Vec<(String, String)> },
+    /// The turn went stale while speaking.
+    Stopped,
+    /// No (complete) answer: the reason is a metric label.
+    Failed { reason: &'static str },
+}
+
+impl Agent {
+    pub(crate) async fn answer(
+        &self,
+        input: &Envelope,
+        transcript: &Transcript,
+        tenant: &Tenant,
+        out: &mut Emitter,
+    ) -> Result<(), StageError> {
+        let received = Instant::now();
+        let (sid, turn) = (&input.call_sid, input.turn);
+        let text = transcript.text.trim();
+        if text.is_empty() {
+            skipped("empty_transcript");
+            return Ok(());
+        }
+        let session = self
+            .redis
+            .session_load(sid)
+            .await
+            .map_err(redis_retry)?
+            .unwrap_or_default();
+        if transcript.epoch < session.stt_epoch {
+            skipped("stale_stt_epoch");
+            return Ok(());
+        }
+        if u64::from(turn) < session.bargein {
+            skipped("interrupted");
+            return Ok(());
+        }
+        if session.turn > turn {
+            skipped("superseded");
+            return Ok(());
+        }
+        let has = |role: Role| {
+            session
+                .turns
+                .iter()
+                .any(|t| t.role == role && t.turn == turn)
+        };
+        if has(Role::Assistant) {
+            skipped("already_answered");
+            return Ok(());
+        }
+        let mut messages = vec![Message {
+            role: "system",
+            content: tenant.system_prompt.clone(),
+        }];
+        messages.extend(session.turns.iter().filter_map(history_message));
+        let user = (!has(Role::User)).then(|| Turn {
+            role: Role::User,
+            text: text.to_owned(),
+            turn,
+            interrupted: false,
+        });
+        if user.is_some() {
+            messages.push(Message {
+                role: "user",
+                content: text.to_owned(),
+            });
+        }
+        let telephony = self.telephony.is_some();
+        let transfer_number = tenant.transfer_number.as_deref();
+        let request = ChatRequest {
+            model: tenant.llm_model.clone(),
+            messages,
+            max_completion_tokens: self.config.llm_max_completion_tokens,
+            temperature: self.config.llm_temperature,
+            tools: actions::tools(telephony, transfer_number),
+        };
+
+        // The user turn is stored while the request goes out (one round trip off the
+        // critical path); both finish before anything is said.
+        let push = async {
+            match &user {
+                Some(user) => self.redis.session_push_turn(sid, user).await,
+                None => Ok(()),
+            }
+        };
+        let (pushed, opened) = tokio::join!(push, self.open(tenant, &request, received));
+        pushed.map_err(redis_retry)?;
+        let batching = Batching {
+            deltas: self.config.token_batch,
+            wait: Duration::from_millis(self.config.token_batch_ms),
+        };
+        let min_first = self.config.min_first_sentence_chars;
+        let mut speaker = Speaker::new(&self.redis, sid, turn, min_first, batching, input.at);
+        let generated = match opened {
+            Ok((permit, stream)) => speak(permit, stream, &mut speaker, out).await?,
+            Err(reason) => Generated::Failed { reason },
+        };
+        self.conclude(generated, tenant, &mut speaker, out).await?;
+        let assistant = Turn {
+            role: Role::Assistant,
+            // One line per sentence, so a barge-in can keep exactly the sentences heard.
+            text: speaker.sentences().join("\n"),
+            turn,
+            interrupted: speaker.stopped().is_some(),
+        };
+        self.redis
+            .session_push_turn(sid, &assistant)
+            .await
+            .map_err(redis_retry)
+    }
+
+    /// Ends the answer: the rest of the text, the tool's phrase and pending action, or the
+    /// fallback phrase.
+    async fn conclude(
+        &self,
+        generated: Generated,
+        tenant: &Tenant,
+        speaker: &mut Speaker<'_>,
+        out: &mut Emitter,
+    ) -> Result<(), StageError> {
+        let calls = match generated {
+            Generated::Stopped => return Ok(()),
+            Generated::Failed { reason } => {
+                fallback(reason);
+                return speaker.fail(&tenant.fallback_phrase, out).await;
+            }
+            Generated::Done { calls } => calls,
+        };
+        let transfer_number = tenant.transfer_number.as_deref();
+        let requested = actions::requested(&calls, self.telephony.is_some(), transfer_number);
+        let Some(requested) = requested else {
+            if !speaker.has_spoken() {
+                fallback("empty_answer");
+                return speaker.fail(&tenant.fallback_phrase, out).await;
+            }
+            let finals = speaker.finals(None);
+            return speaker.finish(finals, out).await;
+        };
+        let phrase = match &requested {
+            Requested::EndCall => &self.config.goodbye_phrase,
+            Requested::Transfer { .. } => &self.config.transfer_phrase,
+        };
+        // The model's own words, if any, are the goodbye.
+        let extra = (!speaker.has_spoken()).then_some(phrase.as_str());
+        let finals = speaker.finals(extra);
+        let (turn, sentence) = (speaker.turn(), speaker.last_index(&finals));
+        let action = match requested {
+            Requested::EndCall => Action::HangUp { turn, sentence },
+            Requested::Transfer { to } => Action::Transfer { turn, sentence, to },
+        };
+        // Stored before the sentence exists, so its `played` always finds it.
+        tracing::info!(action = action.name(), "action pending until played");
+        self.redis
+            .session_set_action(speaker.call(), Some(&action.encode()))
+            .await
+            .map_err(redis_retry)?;
+        speaker.finish(finals, out).await
+    }
+
+    /// Waits for the permits and opens the stream, retrying within the budget; the error is
+    /// the fallback's reason.
+    async fn open(
+        &self,
+        tenant: &Tenant,
+        request: &ChatRequest,
+        received: Instant,
+    ) -> Result<(LlmPermit, LlmStream), &'static str> {
+        let deadline = Instant::now() + self.config.queue_deadline();
+        let mut permit = match self.limits.acquire(&tenant.id, deadline).await {
+            Ok(permit) => permit,
+            Err(waited) => {
+                tracing::warn!(reason = waited.kind(), "no llm permit in time");
+                return Err(waited.kind());
+            }
+        };
+        let mut attempt = 0;
+        loop {
+            let error = match self.llm.stream(request).await {
+                Ok(stream) => return Ok((permit, stream)),
+                Err(error) => error,
+            };
+            provider_error(&error);
+            let delay = match &error {
+                LlmError::RateLimited { retry_after } => {
+                    metrics::counter!(Metric::LlmRateLimited.name()).increment(1);
+                    permit.global.rate_limited(*retry_after);
+                    retry_after.unwrap_or(Duration::from_millis(200))
+                }
+                _ => Duration::from_millis(100 << attempt.min(4)),
+            };
+            let in_budget = received.elapsed() + delay <= self.config.retry_budget();
+            if error.retryable() && attempt < self.config.llm_max_retries && in_budget {
+                tracing::info!(%error, delay_ms = delay.as_millis() as u64, "llm retry");
+                tokio::time::sleep(delay).await;
+                attempt += 1;
+                continue;
+            }
+            tracing::warn!(%error, "llm failed");
+            return Err(error.kind());
+        }
+    }
+}
+
+/// Speaks the stream until it finishes, fails, or the turn goes stale. Text that has
+/// already arrived is taken together, so a fast stream costs one barge-in check per
+/// batch rather than one per delta.
+async fn speak(
+    permit: LlmPermit,
+    mut stream: LlmStream,
+    speaker: &mut Speaker<'_>,
+    out: &mut Emitter,
+) -> Result<Generated, StageError> {
+    let mut calls = Vec::new();
+    let mut next = None;
+    loop {
+        let event = match next.take() {
+            Some(event) => event,
+            None => match stream.next().await {
+                Some(event) => event,
+                None => return Ok(Generated::Failed { reason: "cut" }),
+            },
+        };
+        match event {
+            Ok(LlmEvent::Text(mut text)) => {
+                while let Some(Some(more)) = stream.next().now_or_never() {
+                    match more {
+                        Ok(LlmEvent::Text(more)) => text.push_str(&more),
+                        other => {
+                            next = Some(other);
+                            break;
+                        }
+                    }
+                }
+                speaker.text(&text, out).await?;
+                if speaker.stopped().is_some() {
+                    // Dropping the stream closes the connection: the provider stops too.
+                    return Ok(Generated::Stopped);
+                }
+            }
+            Ok(LlmEvent::ToolCall { name, arguments }) => calls.push((name, arguments)),
+            Ok(LlmEvent::Finished { .. }) => {
+                permit.global.success();
+                return Ok(Generated::Done { calls });
+            }
+            Err(error) => {
+                provider_error(&error);
+                tracing::warn!(%error, "llm stream failed");
+                return Ok(Generated::Failed {
+                    reason: error.kind(),
+                });
+            }
+        }
+    }
+}
+
+/// A session turn as a chat message. An interrupted answer ends in "…" (only "…" when
+/// the caller heard none of it), so the model knows it was cut off; other empty turns are
+/// left out.
+fn history_message(turn: &Turn) -> Option<Message> {
+    let text = turn.text.replace('\n', " ");
+    let mut text = text.trim().to_owned();
+    if turn.interrupted {
+        text = format!("{text} …").trim_start().to_owned();
+    }
+    if text.is_empty() {
+        return None;
+    }
+    let role = match turn.role {
+        Role::User => "user",
+        Role::Assistant => "assistant",
+    };
+    Some(Message {
+        role,
+        content: text,
+    })
+}
+
+fn provider_error(error: &LlmError) {
+    metrics::counter!(Metric::ProviderErrors.name(), "provider" => "llm", "kind" => error.kind())
+        .increment(1);
+}
+
+fn fallback(reason: &'static str) {
+    metrics::counter!(Metric::Fallbacks.name(), "stage" => "agent", "reason" => reason)
+        .increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// (stored turn, message the model sees): one line per sentence becomes one line of
+    /// text; an interrupted answer is marked as cut off; empty turns are dropped.
+    #[test]
+    fn history_table() {
+        let turn = |role, text: &str, interrupted| Turn {
+            role,
+            text: text.into(),
+            turn: 1,
+            interrupted,
+        };
+        let cases = [
+            (
+                turn(Role::User, "What time?", false),
+                Some(("user", "What time?")),
+            ),
+            (
+                turn(Role::Assistant, "Nine.\nSee you.", false),
+                Some(("assistant", "Nine. See you.")),
+            ),
+            (
+                turn(Role::Assistant, "Nine.", true),
+                Some(("assistant", "Nine. …")),
+            ),
+            (turn(Role::Assistant, "", true), Some(("assistant", "…"))),
+            (turn(Role::Assistant, "\n", false), None),
+        ];
+        for (stored, expected) in cases {
+            let got = history_message(&stored);
+            let got = got.as_ref().map(|m| (m.role, m.content.as_str()));
+            assert_eq!(got, expected, "{stored:?}");
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! The agent's other inputs: `start` (the greeting), `bargein` (keep what was heard),
+//! `played` (carry out a pending action), `end` (shorten the session).
+//!
+//! Consumes those events; produces the greeting sentence (turn 0), session updates and
+//! Twilio REST calls. Each handler is idempotent, so a redelivery changes nothing twice.
+//! State: the session in Redis.
+
+use std::time::Duration;
+
+use sb_runtime::redis::session::{Role, Turn};
+use sb_runtime::{Emitter, StageError, Tenant};
+use sb_schemas::{BargeIn, Body, Envelope, Played, Sentence};
+
+use crate::actions::Action;
+use crate::{Agent, redis_retry, skipped};
+
+/// A barge-in that arrives before its answer was stored is retried this often, this far
+/// apart (the answer's handler stores it as soon as it notices the barge-in).
+const BARGEIN_ATTEMPTS: u64 = 4;
+const BARGEIN_RETRY: Duration = Duration::from_millis(250);
+
+impl Agent {
+    /// `start`: the tenant's greeting as turn 0's only sentence.
+    pub(crate) async fn greet(
+        &self,
+        input: &Envelope,
+        tenant: &Tenant,
+        out: &mut Emitter,
+    ) -> Result<(), StageError> {
+        let sid = &input.call_sid;
+        let session = self.redis.session_load(sid).await.map_err(redis_retry)?;
+        let session = session.unwrap_or_default();
+        if session
+            .turns
+            .iter()
+            .any(|t| t.role == Role::Assistant && t.turn == 0)
+        {
+            skipped("already_greeted");
+            return Ok(());
+        }
+        if session.bargein > 0 {
+            skipped("interrupted");
+            return Ok(());
+        }
+        let mut event = out.event(Body::Sentence(Sentence {
+            index: 0,
+            text: tenant.greeting.clone(),
+            last: true,
+            fallback: false,
+        }));
+        event.turn = 0;
+        out.emit(event).await?;
+        let greeting = Turn {
+            role: Role::Assistant,
+            text: tenant.greeting.clone(),
+            turn: 0,
+            interrupted: false,
+        };
+        self.redis
+            .session_push_turn(sid, &greeting)
+            .await
+            .map_err(redis_retry)
+    }
+
+    /// `bargein`: the interrupted answer keeps only the sentences the caller heard.
+    pub(crate) async fn barged_in(
+        &self,
+        input: &Envelope,
+        bargein: &BargeIn,
+        out: &mut Emitter,
+    ) -> Result<(), StageError> {
+        let sid = &input.call_sid;
+        let Some(session) = self.redis.session_load(sid).await.map_err(redis_retry)? else {
+            skipped("no_session");
+            return Ok(());
+        };
+        let answer = session
+            .turns
+            .iter()
+            .rev()
+            .find(|t| t.role == Role::Assistant && t.turn == input.turn);
+        let Some(answer) = answer else {
+            if out.delivered() < BARGEIN_ATTEMPTS {
+                return Err(StageError::retry_after(
+                    "answer_pending",
+                    "the interrupted answer is not stored yet",
+                    BARGEIN_RETRY,
+                ));
+            }
+            skipped("bargein_answer_missing");
+            return Ok(());
+        };
+        let heard = usize::try_from(bargein.sentences_heard).unwrap_or(usize::MAX);
+        let kept: Vec<&str> = answer.text.split('\n').take(heard).collect();
+        let kept = kept.join("\n");
+        let found = self
+            .redis
+            .session_truncate_turn(sid, input.turn, &kept)
+            .await
+            .map_err(redis_retry)?;
+        if !found {
+            skipped("bargein_answer_missing");
+        }
+        tracing::info!(heard, "interrupted answer truncated");
+        Ok(())
+    }
+
+    /// `played`: if a pending hang-up or transfer waited for this sentence, do it now.
+    pub(crate) async fn played(&self, input: &Envelope, played: &Played) -> Result<(), StageError> {
+        let sid = &input.call_sid;
+        let Some(raw) = self.redis.session_action(sid).await.map_err(redis_retry)? else {
+            return Ok(());
+        };
+        let Some(action) = Action::decode(&raw) else {
+            tracing::warn!("unreadable pending action dropped");
+            return self.clear_action(input).await;
+        };
+        if !action.due(input.turn, played.sentence) {
+            return Ok(());
+        }
+        let Some(telephony) = &self.telephony else {
+            tracing::error!(
+                action = action.name(),
+                "no telephony configured; action dropped"
+            );
+            return self.clear_action(input).await;
+        };
+        let result = match &action {
+            Action::HangUp { .. } => telephony.hang_up(sid).await,
+            Action::Transfer { to, .. } => telephony.transfer(sid, to).await,
+        };
+        match result {
+            Ok(()) => {
+                tracing::info!(action = action.name(), "call updated");
+                self.clear_action(input).await
+            }
+            Err(error) if error.kind() == "status_4xx" || error.kind() == "unconfigured" => {
+                tracing::warn!(action = action.name(), %error, "action refused; dropped");
+                self.clear_action(input).await
+            }
+            Err(error) => Err(StageError::retry("telephony", error)),
+        }
+    }
+
+    async fn clear_action(&self, input: &Envelope) -> Result<(), StageError> {
+        self.redis
+            .session_set_action(&input.call_sid, None)
+            .await
+            .map_err(redis_retry)
+    }
+
+    /// `end`: keep the session a little longer for late events, then let it expire.
+    pub(crate) async fn ended(&self, input: &Envelope) -> Result<(), StageError> {
+        let keep = Duration::from_secs(self.config.ended_session_ttl_secs);
+        self.redis
+            .session_end(&input.call_sid, keep)
+            .await
+            .map_err(redis_retry)
+    }
+}
