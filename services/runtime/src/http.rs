@@ -6,6 +6,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
+use axum::serve::ListenerExt as _;
 use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
@@ -80,6 +81,13 @@ impl HttpServer {
                     metrics.run_upkeep();
                 }
             };
+            // No Nagle: the ingress streams 20 ms media frames over these connections; with
+            // the peer's delayed ACK, Nagle would hold small frames back ~40 ms.
+            let listener = listener.tap_io(|tcp| {
+                if let Err(error) = tcp.set_nodelay(true) {
+                    tracing::debug!(%error, "cannot set TCP_NODELAY");
+                }
+            });
             let serve = axum::serve(
                 listener,
                 app.into_make_service_with_connect_info::<SocketAddr>(),

@@ -9,7 +9,7 @@
 
 use std::{collections::VecDeque, future::Future, time::Duration};
 
-use sb_schemas::{Body, CallSid, Envelope, SCHEMA_VERSION, TenantId, now_micros};
+use sb_schemas::{Body, CallSid, Envelope, Kind, SCHEMA_VERSION, TenantId, now_micros};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -116,7 +116,8 @@ pub struct Emitter {
     publisher: Publisher,
     origin: Origin,
     stage: &'static str,
-    next_index: u32,
+    /// How many events of each kind this delivery has made (see [`derived_id`]).
+    next_index: [u32; Kind::ALL.len()],
     pending: VecDeque<PendingAck>,
     published: usize,
     delivered: u64,
@@ -142,7 +143,7 @@ impl Emitter {
             publisher,
             origin,
             stage,
-            next_index: 0,
+            next_index: [0; Kind::ALL.len()],
             pending: VecDeque::new(),
             published: 0,
             delivered,
@@ -151,13 +152,15 @@ impl Emitter {
     }
 
     /// A new event of the input's call and turn. Its id is derived from the input id, the
-    /// stage and how many events this delivery has made so far, so a redelivery repeats it.
+    /// stage, its kind and how many events of that kind this delivery has made so far, so
+    /// a redelivery repeats it.
     pub fn event(&mut self, body: Body) -> Envelope {
-        let index = self.next_index;
-        self.next_index += 1;
+        let kind = body.kind();
+        let index = self.next_index[kind.index()];
+        self.next_index[kind.index()] += 1;
         Envelope {
             v: SCHEMA_VERSION,
-            id: derived_id(self.origin.id, self.origin.at, self.stage, index),
+            id: derived_id(self.origin.id, self.origin.at, self.stage, kind, index),
             tenant: self.origin.tenant.clone(),
             call_sid: self.origin.call_sid.clone(),
             turn: self.origin.turn,
@@ -203,11 +206,12 @@ impl Emitter {
     }
 }
 
-/// A UUID v7 carrying the input's timestamp and a hash of (input id, stage, index).
-fn derived_id(input_id: Uuid, input_at: u64, stage: &str, index: u32) -> Uuid {
+/// A UUID v7 carrying the input's timestamp and a hash of (input id, stage, kind, index).
+fn derived_id(input_id: Uuid, input_at: u64, stage: &str, kind: Kind, index: u32) -> Uuid {
     let mut hash = Sha256::new();
     hash.update(input_id.as_bytes());
     hash.update(stage.as_bytes());
+    hash.update(kind.as_str().as_bytes());
     hash.update(index.to_be_bytes());
     let digest = hash.finalize();
     let mut random = [0u8; 10];
@@ -232,11 +236,16 @@ mod tests {
     #[test]
     fn derived_ids_are_deterministic_v7_and_distinct() {
         let input = input();
-        let derive = |stage, index| derived_id(input.id, input.at, stage, index);
-        let a = derive("agent", 0);
-        assert_eq!(a, derive("agent", 0));
-        assert_ne!(a, derive("agent", 1));
-        assert_ne!(a, derive("tts", 0));
+        let derive = |stage, kind, index| derived_id(input.id, input.at, stage, kind, index);
+        let a = derive("agent", Kind::Sentence, 0);
+        assert_eq!(a, derive("agent", Kind::Sentence, 0));
+        assert_ne!(a, derive("agent", Kind::Sentence, 1));
+        assert_ne!(
+            a,
+            derive("agent", Kind::Token, 0),
+            "a token never takes a sentence's id"
+        );
+        assert_ne!(a, derive("tts", Kind::Sentence, 0));
         assert_eq!(a.get_version_num(), 7);
         let (secs, _) = a.get_timestamp().unwrap().to_unix();
         assert_eq!(secs, input.at / 1_000_000);

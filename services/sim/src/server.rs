@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 
+use axum::serve::ListenerExt as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -24,6 +25,11 @@ impl SimServer {
         let stop = CancellationToken::new();
         let token = stop.clone();
         let task = tokio::spawn(async move {
+            // No Nagle: small responses and streamed chunks must leave at once (with the
+            // client's delayed ACK, Nagle stalls them ~40 ms under concurrency).
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             let serve = axum::serve(
                 listener,
                 app.into_make_service_with_connect_info::<SocketAddr>(),
