@@ -185,6 +185,14 @@ impl Tenants {
         self.by_id.get(id)
     }
 
+    /// The tenant of a stage's input; an unknown one is poison input (dead-lettered), since
+    /// no redelivery will make it known.
+    pub fn for_input(&self, id: &TenantId) -> Result<Arc<Tenant>, crate::StageError> {
+        self.by_id(id).cloned().ok_or_else(|| {
+            crate::StageError::reject("unknown_tenant", format!("no tenant {:?}", id.as_str()))
+        })
+    }
+
     /// The tenant owning the called number (`To`).
     pub fn by_number(&self, number: &str) -> Option<&Arc<Tenant>> {
         self.by_number.get(number)

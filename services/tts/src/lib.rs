@@ -196,12 +196,7 @@ impl Stage for Tts {
     const CONSUMER: &'static str = "tts";
 
     async fn handle(&self, input: Envelope, out: &mut Emitter) -> Result<(), StageError> {
-        let Some(tenant) = self.tenants.by_id(&input.tenant).cloned() else {
-            return Err(StageError::reject(
-                "unknown_tenant",
-                format!("no tenant {:?}", input.tenant.as_str()),
-            ));
-        };
+        let tenant = self.tenants.for_input(&input.tenant)?;
         // The runner's span already names the tenant, call and turn.
         match &input.body {
             Body::Sentence(sentence) => self.speak(&input, sentence, &tenant, out).await,
