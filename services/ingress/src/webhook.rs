@@ -117,20 +117,17 @@ async fn incoming_call<B: Backend>(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Answer {
-    let params = match parse_form(body) {
+    let params = match signed_form(state, "voice", uri, headers, body) {
         Ok(params) => params,
-        Err(error) => return bad_request(error.kind(), error),
+        Err(answer) => return *answer,
     };
-    if verify(&state.settings, "voice", uri, headers, Some(&params)).is_err() {
-        return forbidden();
-    }
     let call = match IncomingCall::from_params(params) {
         Ok(call) => call,
         Err(error) => return bad_request(error.kind(), error),
     };
-    let sid = match CallSid::parse(&call.call_sid) {
+    let sid = match call_sid(&call.call_sid) {
         Ok(sid) => sid,
-        Err(error) => return bad_request("bad_call_sid", error),
+        Err(answer) => return *answer,
     };
     let Some(tenant) = state.tenants.by_number(&call.to) else {
         tracing::info!(call_sid = %sid, to = %call.to, "call to a number without a tenant");
@@ -221,6 +218,25 @@ fn connect_twiml(settings: &Settings, tenant: &Tenant, call: &IncomingCall) -> O
     }
 }
 
+/// A webhook's form fields, once they parse and `X-Twilio-Signature` matches them: 400 or
+/// 403 otherwise (nothing is published for either).
+fn signed_form<B: Backend>(
+    state: &IngressState<B>,
+    route: &'static str,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Vec<(String, String)>, Box<Answer>> {
+    let params = parse_form(body).map_err(|error| Box::new(bad_request(error.kind(), error)))?;
+    verify(&state.settings, route, uri, headers, Some(&params))
+        .map_err(|_| Box::new(forbidden()))?;
+    Ok(params)
+}
+
+fn call_sid(raw: &str) -> Result<CallSid, Box<Answer>> {
+    CallSid::parse(raw).map_err(|error| Box::new(bad_request("bad_call_sid", error)))
+}
+
 /// `POST /twilio/status`.
 pub(crate) async fn status<B: Backend>(
     State(state): State<IngressState<B>>,
@@ -239,20 +255,17 @@ async fn status_callback<B: Backend>(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Answer {
-    let params = match parse_form(body) {
+    let params = match signed_form(state, "status", uri, headers, body) {
         Ok(params) => params,
-        Err(error) => return bad_request(error.kind(), error),
+        Err(answer) => return *answer,
     };
-    if verify(&state.settings, "status", uri, headers, Some(&params)).is_err() {
-        return forbidden();
-    }
     let callback = match StatusCallback::from_params(params) {
         Ok(callback) => callback,
         Err(error) => return bad_request(error.kind(), error),
     };
-    let sid = match CallSid::parse(&callback.call_sid) {
+    let sid = match call_sid(&callback.call_sid) {
         Ok(sid) => sid,
-        Err(error) => return bad_request("bad_call_sid", error),
+        Err(answer) => return *answer,
     };
     // Progress callbacks (and late ones after the end) change nothing.
     let Some(reason) = end_reason(callback.call_status) else {
