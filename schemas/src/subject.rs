@@ -55,6 +55,11 @@ pub fn call_audio_filter(sid: &CallSid) -> String {
     format!("audio.*.{sid}.>")
 }
 
+/// The bot audio of one call: for latency breakdowns that need no caller audio.
+pub fn call_audio_out_filter(sid: &CallSid) -> String {
+    format!("audio.*.{sid}.out")
+}
+
 /// One kind of control event across all calls: a durable consumer's filter.
 pub fn kind_filter(kind: Kind) -> String {
     format!("call.*.*.{}", kind.as_str())
@@ -166,6 +171,10 @@ mod tests {
         assert_eq!(
             event(&t, &s, Kind::TtsChunk),
             "audio.acme.CA0123456789abcdef0123456789abcdef.out"
+        );
+        assert_eq!(
+            call_audio_out_filter(&s),
+            "audio.*.CA0123456789abcdef0123456789abcdef.out"
         );
         assert_eq!(
             parse(&stt_assign(&t, &s)).unwrap(),

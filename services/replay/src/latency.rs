@@ -37,6 +37,7 @@ impl TurnLatency {
 /// Every turn of the call, in order.
 pub fn turns(log: &CallLog) -> Vec<TurnLatency> {
     let mut turns: BTreeMap<u32, TurnLatency> = BTreeMap::new();
+    let mut first_played: BTreeMap<u32, (u32, u32)> = BTreeMap::new();
     let first = |slot: &mut Option<u64>, at: u64| {
         *slot = Some(slot.map_or(at, |s| s.min(at)));
     };
@@ -62,7 +63,15 @@ pub fn turns(log: &CallLog) -> Vec<TurnLatency> {
                 first(&mut t.first_sentence, e.at);
                 t.fallback |= s.fallback;
             }
-            Body::TtsChunk(_) => first(&mut t.first_audio, e.at),
+            // The first chunk played, not the first stored: a later sentence can be
+            // ready first (a cache hit) and waits in the ingress' reorder buffer.
+            Body::TtsChunk(c) => {
+                let position = (c.sentence, c.chunk);
+                if first_played.get(&e.turn).is_none_or(|p| position < *p) {
+                    first_played.insert(e.turn, position);
+                    t.first_audio = Some(e.at);
+                }
+            }
             Body::BargeIn(_) => t.interrupted = true,
             _ => {}
         }
@@ -143,7 +152,7 @@ mod tests {
     }
 
     #[test]
-    fn waterfall_takes_the_first_of_each_step() {
+    fn waterfall_takes_the_first_of_each_step_and_the_first_chunk_played() {
         let transcript = Body::Transcript(Transcript {
             epoch: 1,
             text: "hours?".into(),
@@ -159,9 +168,9 @@ mod tests {
                 fallback: false,
             })
         };
-        let chunk = |c: u32| {
+        let chunk = |sentence: u32, c: u32| {
             Body::TtsChunk(TtsChunk {
-                sentence: 0,
+                sentence,
                 chunk: c,
                 last: false,
                 turn_last: false,
@@ -189,8 +198,11 @@ mod tests {
                 ),
                 at(1, 1_700_000, sentence(0)),
                 at(1, 1_900_000, sentence(1)),
-                at(1, 1_750_000, chunk(0)),
-                at(1, 1_800_000, chunk(1)),
+                // Sentence 1 was a cache hit, stored before sentence 0's first chunk: it
+                // waits for sentence 0, which is what the caller hears first.
+                at(1, 1_720_000, chunk(1, 0)),
+                at(1, 1_750_000, chunk(0, 0)),
+                at(1, 1_800_000, chunk(0, 1)),
             ],
             undecodable: 0,
         };

@@ -45,10 +45,24 @@ pub struct CallLog {
 impl CallLog {
     /// Reads every event of `sid` from `CALLS` and `AUDIO`.
     pub async fn load(js: &jetstream::Context, sid: &CallSid) -> Result<Self, ReplayError> {
+        Self::load_from(js, sid, subject::call_audio_filter(sid)).await
+    }
+
+    /// Every control event of `sid` and its bot audio only: enough for
+    /// [`latency::turns`](crate::latency::turns), without reading the caller's frames.
+    pub async fn load_turns(js: &jetstream::Context, sid: &CallSid) -> Result<Self, ReplayError> {
+        Self::load_from(js, sid, subject::call_audio_out_filter(sid)).await
+    }
+
+    async fn load_from(
+        js: &jetstream::Context,
+        sid: &CallSid,
+        audio_filter: String,
+    ) -> Result<Self, ReplayError> {
         let mut log = CallLog::default();
         for (stream, filter) in [
             (subject::CALLS_STREAM, subject::call_events_filter(sid)),
-            (subject::AUDIO_STREAM, subject::call_audio_filter(sid)),
+            (subject::AUDIO_STREAM, audio_filter),
         ] {
             read_stream(js, stream, &filter, &mut log).await?;
         }

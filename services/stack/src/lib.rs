@@ -4,6 +4,7 @@
 //! the stand-ins and services as child processes; [`stack`] starts all of it on free
 //! loopback ports. State: the child processes, killed on drop, and their log files.
 
+pub mod breakdown;
 pub mod demo;
 pub mod load;
 pub mod plot;

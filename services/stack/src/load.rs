@@ -18,6 +18,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use sb_sim::caller::{CallReport, CallerConfig, Scenario, place_call};
 
 use crate::{
+    breakdown,
     demo::CALLER_LINES,
     plot,
     process::Usage,
@@ -84,6 +85,8 @@ pub struct LoadResult {
     pub voice_to_voice_ms: Vec<f64>,
     pub overhead_ms: Vec<f64>,
     pub barge_in_ms: Vec<f64>,
+    /// Where the time of each answer went ([`breakdown::STEPS`]).
+    pub steps: breakdown::Samples,
     pub frames_sent: u64,
     pub frames_stored: u64,
     pub bot_late_frames: u64,
@@ -96,12 +99,13 @@ pub struct LoadResult {
 
 /// Switchboard's share of a voice-to-voice latency: the stand-ins' configured delays and
 /// the endpointing silence subtracted (the first sentence's tokens all stream before it
-/// is complete and can be spoken).
+/// is complete and can be spoken: the first after the first-token delay, each later one
+/// `llm_token_ms` after the one before).
 fn overhead(v2v_ms: u64, d: &Delays, first_sentence_tokens: u64) -> f64 {
     let providers = ENDPOINTING_MS
         + d.stt_final_ms
         + d.llm_ttft_ms
-        + first_sentence_tokens * d.llm_token_ms
+        + first_sentence_tokens.saturating_sub(1) * d.llm_token_ms
         + d.tts_first_byte_ms;
     v2v_ms as f64 - providers as f64
 }
@@ -190,6 +194,20 @@ pub async fn run(options: &LoadOptions) -> anyhow::Result<LoadResult> {
                 result.barge_in_ms.push(ms as f64);
             }
         }
+        if healthy {
+            let expected = breakdown::Expected {
+                delays: d,
+                endpointing_ms: ENDPOINTING_MS,
+            };
+            let tokens = |i: usize| {
+                LOAD_REPLIES
+                    .get(i - 1)
+                    .map_or(0, |r| first_sentence_tokens(r))
+            };
+            breakdown::add_call(&js, report, &expected, tokens, &mut result.steps)
+                .await
+                .with_context(|| format!("reading back call {}", report.call_sid))?;
+        }
         result.frames_sent += report.frames_sent;
         result.frames_stored += stored.get(&report.call_sid).copied().unwrap_or(0);
         result.bot_late_frames += report.late_frames;
@@ -260,7 +278,7 @@ pub fn table(r: &LoadResult, d: &Delays) -> String {
         let (p50, p95, p99) = percentiles(values);
         let _ = writeln!(
             out,
-            "  {name:<44} {p50:>8.1} {p95:>8.1} {p99:>8.1}   (n={})",
+            "  {name:<50} {p50:>8.1} {p95:>8.1} {p99:>8.1}   (n={})",
             values.len()
         );
     };
@@ -271,7 +289,7 @@ pub fn table(r: &LoadResult, d: &Delays) -> String {
     );
     let _ = writeln!(
         out,
-        "  {:<44} {:>8} {:>8} {:>8}",
+        "  {:<50} {:>8} {:>8} {:>8}",
         "latency (ms)", "p50", "p95", "p99"
     );
     row(
@@ -284,6 +302,9 @@ pub fn table(r: &LoadResult, d: &Delays) -> String {
         "Switchboard overhead (stand-in delays removed)",
         &r.overhead_ms,
     );
+    for (step, samples) in breakdown::STEPS.iter().zip(&r.steps) {
+        row(&mut out, &format!("  {step}"), samples);
+    }
     row(&mut out, "barge-in onset → clear", &r.barge_in_ms);
     let beyond: Vec<f64> = r
         .barge_in_ms
@@ -409,7 +430,7 @@ mod tests {
             llm_token_ms: 2,
             tts_first_byte_ms: 150,
         };
-        // 300 endpointing + 150 + 200 + 10 × 2 + 150 = 820.
-        assert_eq!(overhead(835, &d, 10), 15.0);
+        // 300 endpointing + 150 + 200 + 9 × 2 + 150 = 818.
+        assert_eq!(overhead(835, &d, 10), 17.0);
     }
 }

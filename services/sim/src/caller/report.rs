@@ -30,9 +30,10 @@ pub struct TurnReport {
     pub index: usize,
     /// What the caller said (`None` for the greeting turn).
     pub caller_text: Option<String>,
-    /// First frame of the caller's speech sent.
+    /// Start of the caller's speech. A frame is sent once its 20 ms have been spoken (as
+    /// Twilio sends them), so this is 20 ms before the utterance's first frame was sent.
     pub speech_start_ms: Option<u64>,
-    /// Last frame of the caller's speech sent.
+    /// End of the caller's speech: when its last frame was sent.
     pub speech_end_ms: u64,
     /// First bot `media` received after `speech_end_ms` (and before the next utterance).
     pub first_bot_audio_ms: Option<u64>,
@@ -81,6 +82,9 @@ pub struct CallReport {
     pub ended_by: EndedBy,
     /// From `start` to the end of the stream.
     pub duration_ms: u64,
+    /// Wall clock (µs since the Unix epoch) when `start` was sent: the zero of every
+    /// `*_ms` field, to line the caller's times up with the events' `at`.
+    pub started_at_us: u64,
     pub turns: Vec<TurnReport>,
     /// `media` messages the caller sent (one per 20 ms).
     pub frames_sent: u64,
@@ -139,6 +143,7 @@ impl CallReport {
             custom_parameters,
             ended_by: EndedBy::Caller,
             duration_ms: 0,
+            started_at_us: 0,
             turns: vec![greeting],
             frames_sent: 0,
             dtmf_sent: 0,

@@ -321,12 +321,17 @@ fn stream_response(steps: Vec<Step>) -> Response {
     let (mut sender, receiver) =
         futures::channel::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
     tokio::spawn(async move {
+        // Waits are kept on one clock from the request, so a vendor's pacing (first token
+        // after `ttft`, one token every `inter_token`) does not drift by the timer's
+        // rounding on every token.
+        let mut clock = tokio::time::Instant::now();
         for step in steps {
             let sent = match step {
                 Step::Send(bytes) => sender.send(Ok(bytes)).await,
                 Step::Wait(duration) => {
                     if !duration.is_zero() {
-                        tokio::time::sleep(duration).await;
+                        clock += duration;
+                        tokio::time::sleep_until(clock).await;
                     }
                     Ok(())
                 }

@@ -179,9 +179,12 @@ pub(crate) fn audio_response(
             .audio_bytes
             .fetch_add(audio.len() as u64, Ordering::Relaxed);
         let interval = Duration::from_millis(shared.config.chunk_interval_ms);
+        // One clock for the whole response: the pacing does not drift chunk by chunk.
+        let mut clock = tokio::time::Instant::now();
         for (index, chunk) in audio.chunks(shared.config.chunk_bytes.max(1)).enumerate() {
             if index > 0 && !interval.is_zero() {
-                tokio::time::sleep(interval).await;
+                clock += interval;
+                tokio::time::sleep_until(clock).await;
             }
             if sender
                 .send(Ok(Bytes::copy_from_slice(chunk)))

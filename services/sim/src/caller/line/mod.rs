@@ -215,6 +215,9 @@ impl<Si: Sink<Message> + Unpin> Line<Si> {
         })
         .await?;
         self.start = Instant::now();
+        self.report.started_at_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
         Ok(())
     }
 
@@ -268,7 +271,8 @@ impl<Si: Sink<Message> + Unpin> Line<Si> {
         if speech.sent >= speech.audio.len() {
             self.speaking = false;
             if let Some(turn) = self.report.turns.last_mut() {
-                turn.speech_end_ms = now + u64::from(sb_audio::FRAME_MS);
+                // Sent now, the frame's 20 ms have just been spoken: speech ends now.
+                turn.speech_end_ms = now;
             }
             if let Some(done) = speech.done.take() {
                 let _ = done.send(());
@@ -279,7 +283,10 @@ impl<Si: Sink<Message> + Unpin> Line<Si> {
         frame
     }
 
+    /// `now` is when the utterance's first frame is sent; like Twilio, the caller sends a
+    /// frame once its 20 ms have been spoken, so the speech began one frame earlier.
     fn on_speech_onset(&mut self, now: u64, text: &str) {
+        let now = now.saturating_sub(u64::from(sb_audio::FRAME_MS));
         self.speaking = true;
         let barge_in = self.playback.is_playing().then_some(BargeIn {
             onset_ms: now,
