@@ -55,6 +55,11 @@ pub fn call_audio_filter(sid: &CallSid) -> String {
     format!("audio.*.{sid}.>")
 }
 
+/// Every call's caller audio: for counting what was stored.
+pub fn all_audio_in_filter() -> &'static str {
+    "audio.*.*.in"
+}
+
 /// The bot audio of one call: for latency breakdowns that need no caller audio.
 pub fn call_audio_out_filter(sid: &CallSid) -> String {
     format!("audio.*.{sid}.out")
@@ -145,6 +150,12 @@ mod tests {
         )
     }
 
+    /// NATS token matching: `*` matches one token.
+    fn async_nats_wildcard_matches(filter: &str, subject: &str) -> bool {
+        let (f, s): (Vec<_>, Vec<_>) = (filter.split('.').collect(), subject.split('.').collect());
+        f.len() == s.len() && f.iter().zip(&s).all(|(f, s)| *f == "*" || f == s)
+    }
+
     #[test]
     fn builds_and_parses_every_kind() {
         let (t, s) = ids();
@@ -172,6 +183,10 @@ mod tests {
             event(&t, &s, Kind::TtsChunk),
             "audio.acme.CA0123456789abcdef0123456789abcdef.out"
         );
+        assert!(async_nats_wildcard_matches(
+            all_audio_in_filter(),
+            &event(&t, &s, Kind::Audio)
+        ));
         assert_eq!(
             call_audio_out_filter(&s),
             "audio.*.CA0123456789abcdef0123456789abcdef.out"

@@ -124,6 +124,10 @@ fn invalid(var: &'static str, reason: impl Into<String>) -> ConfigError {
     }
 }
 
+/// Silence past a tenant's endpointing during which caller frames are still sent one by
+/// one: covers the STT's own timing slack, so batching never delays the end of a turn.
+pub const BATCH_HOLD_MARGIN_MS: u32 = 300;
+
 /// Validated settings, shared by every request and socket.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -132,7 +136,7 @@ pub struct Settings {
     pub public_base: String,
     /// `wss://host[:port][/prefix]/twilio/media`: the TwiML stream URL.
     pub stream_url: String,
-    /// Twilio frames (20 ms) per `audio.in` event.
+    /// Twilio frames (20 ms) per `audio.in` event, at most (see [`Settings::batch_hold_frames`]).
     pub audio_batch_frames: usize,
     pub playback_lead: Duration,
     pub bargein_pending: Duration,
@@ -149,6 +153,13 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// Frames after voice that are still sent one by one, for a tenant whose STT ends a
+    /// turn after `endpointing_ms` of silence: the endpointing and [`BATCH_HOLD_MARGIN_MS`],
+    /// so the frame that ends a turn is never held back in a batch.
+    pub fn batch_hold_frames(&self, endpointing_ms: u32) -> u64 {
+        u64::from((endpointing_ms + BATCH_HOLD_MARGIN_MS).div_ceil(20))
+    }
+
     /// Checks every setting; the error names the environment variable to fix.
     pub fn from_config(config: &IngressConfig) -> Result<Self, ConfigError> {
         let token = config

@@ -90,7 +90,8 @@ async fn lifecycle_publishes_in_order() {
     );
 }
 
-/// With `AUDIO_BATCH_MS = 60` three frames make one event; the rest is flushed on stop.
+/// With `AUDIO_BATCH_MS = 60` three quiet frames make one event; the rest is flushed on
+/// stop. (Voice is never held back: see `voice_is_sent_at_once_despite_batching`.)
 #[tokio::test(start_paused = true)]
 async fn batches_caller_audio() {
     let mut config = config();
@@ -98,7 +99,7 @@ async fn batches_caller_audio() {
     let mut line = Line::open_with(&config, 2, "acme");
     line.start().await;
     for i in 0..7u8 {
-        line.media(&[i; 160]);
+        line.media(&[0xFF - i; 160]);
     }
     let backend = line.close().await;
     let batches: Vec<(u64, u64, usize)> = backend
@@ -110,6 +111,31 @@ async fn batches_caller_audio() {
         })
         .collect();
     assert_eq!(batches, [(0, 0, 480), (3, 60, 480), (6, 120, 160)]);
+}
+
+/// Batching never delays a live turn: a voiced frame goes out at once with the quiet
+/// frames waiting before it, and so does each frame of the endpointing silence after it.
+#[tokio::test(start_paused = true)]
+async fn voice_is_sent_at_once_despite_batching() {
+    let mut config = config();
+    config.audio_batch_ms = 100;
+    let mut line = Line::open_with(&config, 2, "acme");
+    line.start().await;
+    let voice = sb_audio::mulaw::encode_slice(&[4000, -4000].repeat(80));
+    line.media(&[0xFF; 160]);
+    line.media(&voice);
+    line.media(&[0xFF; 160]);
+    let backend = line.backend.clone();
+    until(|| backend.of_kind(Kind::Audio).len() == 2).await;
+    let batches: Vec<(u64, usize)> = backend
+        .of_kind(Kind::Audio)
+        .iter()
+        .map(|e| match &e.body {
+            Body::Audio(a) => (a.seq, a.payload.0.len()),
+            _ => unreachable!(),
+        })
+        .collect();
+    assert_eq!(batches, [(0, 320), (2, 160)]);
 }
 
 /// Bot audio arriving out of order plays strictly in (sentence, chunk) order, one 20 ms

@@ -6,6 +6,7 @@
 
 pub mod breakdown;
 pub mod demo;
+pub mod frames;
 pub mod load;
 pub mod plot;
 pub mod process;

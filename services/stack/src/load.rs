@@ -13,14 +13,14 @@ use std::{
 };
 
 use anyhow::Context as _;
-use futures::{TryStreamExt, stream::FuturesUnordered};
+use futures::stream::FuturesUnordered;
 use indicatif::{ProgressBar, ProgressStyle};
 use sb_sim::caller::{CallReport, CallerConfig, Scenario, place_call};
 
 use crate::{
     breakdown,
     demo::CALLER_LINES,
-    plot,
+    frames, plot,
     process::Usage,
     stack::{AUTH_TOKEN, Delays, PUBLIC_URL, Stack, StackConfig},
 };
@@ -74,6 +74,8 @@ pub struct LoadOptions {
     pub run_dir: PathBuf,
     /// Callers start over this long.
     pub ramp: Duration,
+    /// The ingress' `SB_AUDIO_BATCH_MS`: caller frames per stored batch × 20 ms.
+    pub audio_batch_ms: u64,
 }
 
 /// What one load run measured.
@@ -89,12 +91,21 @@ pub struct LoadResult {
     pub steps: breakdown::Samples,
     pub frames_sent: u64,
     pub frames_stored: u64,
+    /// Caller frames missing between stored batches (also counted as lost).
+    pub frame_gaps: u64,
     pub bot_late_frames: u64,
     pub bot_underrun_ms: u64,
     pub call_minutes: f64,
     /// Per process: name, CPU seconds used during the run, peak RSS (KiB), idle RSS before.
     pub processes: Vec<(String, f64, u64, u64)>,
     pub servers: Vec<(String, f64, u64, u64)>,
+}
+
+impl LoadResult {
+    /// Caller frames sent but not stored (missing batches included).
+    pub fn lost_frames(&self) -> u64 {
+        self.frames_sent.saturating_sub(self.frames_stored)
+    }
 }
 
 /// Switchboard's share of a voice-to-voice latency: the stand-ins' configured delays and
@@ -119,6 +130,10 @@ pub async fn run(options: &LoadOptions) -> anyhow::Result<LoadResult> {
         ("SB_STT_MAX_CALLS".into(), (options.calls + 10).to_string()),
         ("SB_STAGE_CONCURRENCY".into(), "256".into()),
         ("RUST_LOG".into(), "warn".into()),
+        (
+            "SB_AUDIO_BATCH_MS".into(),
+            options.audio_batch_ms.to_string(),
+        ),
     ];
     let stack = Stack::start(config)
         .await
@@ -167,7 +182,7 @@ pub async fn run(options: &LoadOptions) -> anyhow::Result<LoadResult> {
 
     let d = options.delays;
     let js = stack.jetstream().await?;
-    let stored = stored_frames(&js).await?;
+    let stored = frames::stored(&js).await?;
     for report in &reports {
         let healthy = report.protocol_errors.is_empty()
             && report
@@ -209,7 +224,9 @@ pub async fn run(options: &LoadOptions) -> anyhow::Result<LoadResult> {
                 .with_context(|| format!("reading back call {}", report.call_sid))?;
         }
         result.frames_sent += report.frames_sent;
-        result.frames_stored += stored.get(&report.call_sid).copied().unwrap_or(0);
+        let call = stored.get(&report.call_sid).copied().unwrap_or_default();
+        result.frames_stored += call.frames;
+        result.frame_gaps += call.gaps;
         result.bot_late_frames += report.late_frames;
         result.bot_underrun_ms += report.underrun_ms;
         result.call_minutes += report.duration_ms as f64 / 60_000.0;
@@ -233,23 +250,6 @@ pub async fn run(options: &LoadOptions) -> anyhow::Result<LoadResult> {
     stack.stop().await;
     println!("{} calls in {:.1} s", options.calls, elapsed.as_secs_f64());
     Ok(result)
-}
-
-/// Caller frames stored in JetStream, per call sid (`audio.*.{sid}.in`, 160 bytes a frame).
-async fn stored_frames(
-    js: &async_nats::jetstream::Context,
-) -> anyhow::Result<HashMap<String, u64>> {
-    let stream = js.get_stream("AUDIO").await?;
-    let counts: Vec<(String, usize)> = stream
-        .info_with_subjects("audio.*.*.in")
-        .await?
-        .try_collect()
-        .await?;
-    // Messages, not frames: with AUDIO_BATCH_MS = 20 (the default) one message is one frame.
-    Ok(counts
-        .into_iter()
-        .filter_map(|(subject, n)| Some((subject.split('.').nth(2)?.to_owned(), n as u64)))
-        .collect())
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -316,16 +316,18 @@ pub fn table(r: &LoadResult, d: &Delays) -> String {
         "barge-in beyond the stand-in's VAD (60 ms)",
         &beyond,
     );
-    let lost_in = r.frames_sent.saturating_sub(r.frames_stored);
+    let lost_in = r.lost_frames();
     let _ = writeln!(
         out,
-        "  calls: {} completed, {} failed of {}; caller→Switchboard frames: {} sent, {} lost; \
-         Switchboard→caller: {} late frames (> 40 ms), {} ms of playback gaps",
+        "  calls: {} completed, {} failed of {}; caller→Switchboard frames: {} sent, {} lost \
+         ({} in gaps between stored batches); Switchboard→caller: {} late frames (> 40 ms), \
+         {} ms of playback gaps",
         r.completed,
         r.failed.len(),
         r.calls,
         r.frames_sent,
         lost_in,
+        r.frame_gaps,
         r.bot_late_frames,
         r.bot_underrun_ms
     );
@@ -401,12 +403,7 @@ pub fn medians(results: &[LoadResult]) -> String {
         p50(|r| &r.overhead_ms),
         p99(|r| &r.overhead_ms),
         p99(|r| &r.barge_in_ms),
-        median(
-            results
-                .iter()
-                .map(|r| r.frames_sent.saturating_sub(r.frames_stored) as f64)
-                .collect()
-        ),
+        median(results.iter().map(|r| r.lost_frames() as f64).collect()),
         median(results.iter().map(|r| r.bot_late_frames as f64).collect()),
     )
 }

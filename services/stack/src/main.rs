@@ -53,6 +53,10 @@ enum Command {
         /// Seconds over which the calls start.
         #[arg(long, default_value_t = 10)]
         ramp_secs: u64,
+        /// The ingress' `SB_AUDIO_BATCH_MS`: caller audio stored in batches of this many ms
+        /// (20 = one frame per event; more = fewer messages, up to that much later).
+        #[arg(long, default_value_t = 20)]
+        audio_batch_ms: u64,
         /// Where logs and the plot go.
         #[arg(long, default_value = ".run/load")]
         run_dir: PathBuf,
@@ -76,6 +80,7 @@ async fn main() -> anyhow::Result<()> {
             runs,
             delays,
             ramp_secs,
+            audio_batch_ms,
             run_dir,
         } => {
             let delays = match delays.as_str() {
@@ -87,6 +92,7 @@ async fn main() -> anyhow::Result<()> {
                 delays,
                 run_dir: run_dir.clone(),
                 ramp: Duration::from_secs(ramp_secs),
+                audio_batch_ms,
             };
             let mut results = Vec::new();
             for run in 1..=runs.max(1) {

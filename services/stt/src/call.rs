@@ -1,7 +1,7 @@
 //! One owned call: provider connections over the call's audio, from lease to release.
 //!
-//! Consumes the call's caller audio (a per-call ordered consumer on `AUDIO`, filtered to
-//! `audio.{tenant}.{sid}.in`), its `end` event (a core subscription), the provider's events
+//! Consumes the call's caller audio (an [`AudioSource`]: live from a core subscription,
+//! caught up from `AUDIO`), its `end` event (a core subscription), the provider's events
 //! and the lease heartbeat's [`Signal`]s; produces, through [`crate::commit`], `speech`,
 //! `partial` and `transcript` events and the Redis checkpoint. A dropped provider stream
 //! is reopened with backoff from the checkpoint (the audio since the last final is sent
@@ -12,13 +12,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use futures::StreamExt as _;
 use sb_runtime::{Tenant, metrics::Metric};
-use sb_schemas::{Body, CallSid, Kind, decode, subject};
+use sb_schemas::{CallSid, Kind, subject};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::audio::{AudioSource, Batch, Skipped};
 use crate::commit::CommitError;
 use crate::lease::Ctx;
 use crate::provider::{Closed, SpeechToText, StreamOptions, SttCommand, SttEvent, SttStream};
@@ -70,7 +70,7 @@ impl From<CommitError> for Flow {
 /// One provider connection and the audio consumer feeding it.
 pub(crate) struct Conn {
     pub(crate) stream: SttStream,
-    pub(crate) audio: pull::Ordered,
+    pub(crate) audio: AudioSource,
     pub(crate) timeline: Timeline,
     pub(crate) assembler: Assembler,
     /// It produced an event (so the reconnect backoff starts over).
@@ -252,25 +252,17 @@ impl<S: SpeechToText> Call<S> {
         Ok(())
     }
 
-    async fn open_audio(&self) -> Result<pull::Ordered, async_nats::Error> {
-        let stream = self
-            .ctx
-            .runtime
-            .js
-            .get_stream_no_info(subject::AUDIO_STREAM)
-            .await?;
-        let deliver_policy = match self.resume {
-            Some(start_sequence) => DeliverPolicy::ByStartSequence { start_sequence },
-            None => DeliverPolicy::All,
-        };
-        let consumer = stream
-            .create_consumer(pull::OrderedConfig {
-                filter_subject: subject::audio_in(&self.tenant.id, &self.sid),
-                deliver_policy,
-                ..Default::default()
-            })
-            .await?;
-        Ok(consumer.messages().await?)
+    async fn open_audio(&self) -> Result<AudioSource, async_nats::Error> {
+        let runtime = &self.ctx.runtime;
+        let next = self.checkpoint.map_or(0, |c| c + 1);
+        AudioSource::open(
+            &runtime.nats,
+            &runtime.js,
+            (&self.tenant.id, &self.sid),
+            self.resume,
+            next,
+        )
+        .await
     }
 
     /// Moves audio to the provider and events to the commit path until something ends
@@ -357,26 +349,18 @@ impl<S: SpeechToText> Call<S> {
     pub(crate) async fn on_audio(
         &mut self,
         conn: &mut Conn,
-        message: Option<Result<async_nats::jetstream::Message, pull::OrderedError>>,
+        batch: Option<Result<Batch, Skipped>>,
     ) -> Flow {
-        let message = match message {
+        let batch = match batch {
             None => return Flow::Reconnect("audio_consumer"),
-            Some(Err(error)) => {
-                tracing::warn!(%error, "audio consumer error");
-                return Flow::Continue;
-            }
-            Some(Ok(message)) => message,
+            Some(Err(reason)) => return skip(reason),
+            Some(Ok(batch)) => batch,
         };
         self.last_audio = Instant::now();
-        let stream_seq = message.info().map(|i| i.stream_sequence).unwrap_or(0);
-        let (audio, at) = match decode(&message.payload) {
-            Ok(event) => match event.body {
-                Body::Audio(audio) => (audio, event.at),
-                _ => return skip("not_audio"),
-            },
-            Err(error) => return skip(error.kind()),
-        };
-        let Some(bytes) = conn.timeline.admit(&audio, at, stream_seq) else {
+        let Some(bytes) = conn
+            .timeline
+            .admit(&batch.audio, batch.at, batch.stream_seq)
+        else {
             return Flow::Continue;
         };
         match conn.stream.commands.send(SttCommand::Audio(bytes)).await {

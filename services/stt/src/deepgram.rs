@@ -20,7 +20,7 @@ use tokio_tungstenite::tungstenite::{
     self, Message,
     client::IntoClientRequest as _,
     http::{HeaderValue, header::AUTHORIZATION},
-    protocol::frame::coding::CloseCode,
+    protocol::{WebSocketConfig, frame::coding::CloseCode},
 };
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tracing::Instrument as _;
@@ -35,6 +35,8 @@ use crate::provider::{
 pub const PROVIDER: &str = "deepgram";
 /// Longest WebSocket handshake.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Socket read buffer: Deepgram's results are a few KiB at most.
+const READ_BUFFER_BYTES: usize = 8 * 1024;
 /// Longest wait for the server to close after `CloseStream`.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Commands (≈ 20 ms frames) buffered towards the socket.
@@ -94,7 +96,10 @@ impl Deepgram {
             value.set_sensitive(true);
             request.headers_mut().insert(AUTHORIZATION, value);
         }
-        let connect = tokio_tungstenite::connect_async(request);
+        // Small reads (tungstenite zero-fills its whole read buffer, 128 KiB by default,
+        // before every read; results are a few KiB) and no Nagle delay on audio writes.
+        let ws_config = WebSocketConfig::default().read_buffer_size(READ_BUFFER_BYTES);
+        let connect = tokio_tungstenite::connect_async_with_config(request, Some(ws_config), true);
         let (socket, response) = tokio::time::timeout(CONNECT_TIMEOUT, connect)
             .await
             .map_err(|_| SttError::Timeout)?

@@ -8,7 +8,6 @@
 
 use std::time::Duration;
 
-use futures::StreamExt as _;
 use tokio::time::Instant;
 
 use crate::call::{Call, Conn, Exit, Flow};

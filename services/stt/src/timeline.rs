@@ -29,8 +29,9 @@ struct Sent {
     len: u64,
     /// Producer clock (µs) when the batch was published: right after its last frame arrived.
     at_us: u64,
-    /// Its AUDIO stream sequence, to resume a reconnect from it.
-    stream_seq: u64,
+    /// Its AUDIO stream sequence, to resume a reconnect from it (`None`: it came live;
+    /// the newest sequence seen before it is the resume point then).
+    stream_seq: Option<u64>,
 }
 
 impl Sent {
@@ -54,7 +55,7 @@ pub struct Timeline {
     sent_bytes: u64,
     /// Frames at or before this seq are never sent (the checkpoint, then the last sent).
     floor: Option<u64>,
-    /// The stream sequence after the newest batch seen (sent or skipped).
+    /// The stream sequence after the newest stored batch seen (sent or skipped).
     next_stream_seq: Option<u64>,
 }
 
@@ -68,8 +69,11 @@ impl Timeline {
     }
 
     /// Records a batch and returns the bytes to send: `None` when nothing of it is new.
-    pub fn admit(&mut self, audio: &Audio, at_us: u64, stream_seq: u64) -> Option<Bytes> {
-        self.next_stream_seq = Some(stream_seq + 1);
+    pub fn admit(&mut self, audio: &Audio, at_us: u64, stream_seq: Option<u64>) -> Option<Bytes> {
+        let stream_seq = stream_seq.or(self.next_stream_seq.map(|s| s.saturating_sub(1)));
+        if let Some(seq) = stream_seq {
+            self.next_stream_seq = Some(seq + 1);
+        }
         let payload = &audio.payload.0;
         let skip_frames = match self.floor {
             Some(floor) if floor >= audio.seq => floor - audio.seq + 1,
@@ -177,7 +181,7 @@ impl Timeline {
             .iter()
             .find(|s| checkpoint.is_none_or(|c| s.last_seq() > c));
         match uncovered {
-            Some(batch) => Some(batch.stream_seq),
+            Some(batch) => batch.stream_seq.or(self.next_stream_seq),
             None if self.sent.is_empty() && checkpoint.is_none() => None,
             None => self.next_stream_seq,
         }
@@ -225,7 +229,7 @@ mod tests {
                 .enumerate()
                 .map(|(i, (seq, n))| {
                     timeline
-                        .admit(&audio(*seq, *n), 0, i as u64 + 1)
+                        .admit(&audio(*seq, *n), 0, Some(i as u64 + 1))
                         .map(|b| b.len())
                 })
                 .collect();
@@ -239,9 +243,9 @@ mod tests {
         // Resumed after frame 9: frames 10.. are sent; 5 single frames, then a batch of 3.
         let mut timeline = Timeline::new(Some(9));
         for seq in 10..15 {
-            timeline.admit(&audio(seq, 1), 1_000_000 + seq * 20_000, seq + 100);
+            timeline.admit(&audio(seq, 1), 1_000_000 + seq * 20_000, Some(seq + 100));
         }
-        timeline.admit(&audio(15, 3), 2_000_000, 200);
+        timeline.admit(&audio(15, 3), 2_000_000, Some(200));
         let covered: Vec<Option<u64>> = [0, 19, 20, 50, 100, 110, 150, 160, 10_000]
             .iter()
             .map(|ms| timeline.covered_through(*ms))
@@ -281,7 +285,7 @@ mod tests {
         assert_eq!(Timeline::new(None).resume_stream_seq(None), None);
         let mut timeline = Timeline::new(None);
         for seq in 0..4 {
-            timeline.admit(&audio(seq * 2, 2), 0, 50 + seq);
+            timeline.admit(&audio(seq * 2, 2), 0, Some(50 + seq));
         }
         assert_eq!(timeline.resume_stream_seq(None), Some(50));
         assert_eq!(timeline.resume_stream_seq(Some(2)), Some(51));
@@ -295,5 +299,20 @@ mod tests {
         assert_eq!(timeline.last_seq(), Some(7));
         assert_eq!(timeline.resume_stream_seq(Some(7)), Some(54));
         assert_eq!(Timeline::new(Some(3)).resume_stream_seq(Some(3)), None);
+    }
+
+    /// Live batches carry no stream sequence: a reconnect resumes from the newest stored
+    /// one seen before them (re-reading a little, cut by the floor), or from the start.
+    #[test]
+    fn live_batches_resume_from_the_last_stored_sequence() {
+        let mut timeline = Timeline::new(None);
+        timeline.admit(&audio(0, 2), 0, Some(70));
+        timeline.admit(&audio(2, 2), 0, None);
+        timeline.admit(&audio(4, 2), 0, None);
+        assert_eq!(timeline.resume_stream_seq(Some(3)), Some(70));
+        assert_eq!(timeline.resume_stream_seq(Some(5)), Some(71));
+        let mut live_only = Timeline::new(None);
+        live_only.admit(&audio(0, 2), 0, None);
+        assert_eq!(live_only.resume_stream_seq(None), None);
     }
 }

@@ -2,8 +2,11 @@
 //!
 //! Consumes decoded Twilio media payloads and pending publish acks; produces `Audio` bodies
 //! numbered from 0 (one per `frames_per_batch` frames) and counts failed or unchecked acks.
-//! State: the batch being filled, in the socket task; the acks in flight, in one task per
-//! process.
+//! Batching never delays a live turn: a frame with any voice in it, and every frame for
+//! `hold` after one (the STT's endpointing silence and a margin), flushes the batch at
+//! once, so barge-in and end-of-turn detection see audio as soon as it arrives; only the
+//! silence between turns waits to fill a batch. State: the batch being filled and the
+//! frames since voice, in the socket task; the acks in flight, in one task per process.
 
 use std::sync::Arc;
 
@@ -16,10 +19,40 @@ use tokio::sync::mpsc;
 
 use crate::BackendError;
 
+/// A frame at or above this level (dBFS) counts as voice for flushing: 10 dB more
+/// sensitive than a typical STT VAD (-40), so whatever a vendor could call speech is sent
+/// at once. Line noise above it only costs batching, never latency.
+const VOICE_DBFS: f64 = -50.0;
+
+/// Mean square of a 16-bit sample at [`VOICE_DBFS`].
+fn voice_mean_square() -> f64 {
+    let rms = 32768.0 * 10f64.powf(VOICE_DBFS / 20.0);
+    rms * rms
+}
+
+/// Whether a µ-law frame carries voice (its level reaches [`VOICE_DBFS`]).
+fn voiced(payload: &[u8]) -> bool {
+    if payload.is_empty() {
+        return false;
+    }
+    let energy: f64 = payload
+        .iter()
+        .map(|&b| {
+            let s = f64::from(sb_audio::mulaw::decode(b));
+            s * s
+        })
+        .sum();
+    energy / payload.len() as f64 >= voice_mean_square()
+}
+
 /// Groups Twilio frames into `audio.in` events.
 #[derive(Debug)]
 pub(crate) struct AudioBatch {
     frames_per_batch: usize,
+    /// Frames after a voiced one that are still sent at once.
+    hold_frames: u64,
+    /// Frames since the last voiced one (`None`: no voice yet).
+    since_voice: Option<u64>,
     /// Index of the next frame, counted from 0 per call.
     next_seq: u64,
     first_seq: u64,
@@ -29,9 +62,13 @@ pub(crate) struct AudioBatch {
 }
 
 impl AudioBatch {
-    pub(crate) fn new(frames_per_batch: usize) -> Self {
+    /// Batches of up to `frames_per_batch` frames; voice and the `hold_frames` after it
+    /// are flushed at once.
+    pub(crate) fn new(frames_per_batch: usize, hold_frames: u64) -> Self {
         Self {
             frames_per_batch: frames_per_batch.max(1),
+            hold_frames,
+            since_voice: None,
             next_seq: 0,
             first_seq: 0,
             first_timestamp_ms: 0,
@@ -40,7 +77,7 @@ impl AudioBatch {
         }
     }
 
-    /// Adds one frame; returns a full batch.
+    /// Adds one frame; returns a batch that is full or must not wait.
     pub(crate) fn push(&mut self, payload: Vec<u8>, timestamp_ms: u64) -> Option<Audio> {
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -51,13 +88,19 @@ impl AudioBatch {
                 payload: Mulaw(Bytes::from(payload)),
             });
         }
+        self.since_voice = if voiced(&payload) {
+            Some(0)
+        } else {
+            self.since_voice.map(|n| n + 1)
+        };
+        let urgent = self.since_voice.is_some_and(|n| n <= self.hold_frames);
         if self.frames == 0 {
             self.first_seq = seq;
             self.first_timestamp_ms = timestamp_ms;
         }
         self.buffer.extend_from_slice(&payload);
         self.frames += 1;
-        (self.frames >= self.frames_per_batch)
+        (urgent || self.frames >= self.frames_per_batch)
             .then(|| self.flush())
             .flatten()
     }
@@ -149,25 +192,25 @@ mod tests {
     use super::*;
 
     /// Frames are numbered from 0; batches carry their first frame's seq and timestamp;
-    /// the partial batch comes out on flush.
+    /// the partial batch comes out on flush. (Near-silent payloads: voice would flush.)
     #[test]
     fn batches_frames() {
-        let mut single = AudioBatch::new(1);
-        let a = single.push(vec![1; 160], 0).unwrap();
-        let b = single.push(vec![2; 160], 20).unwrap();
+        let mut single = AudioBatch::new(1, 0);
+        let a = single.push(vec![0xFF; 160], 0).unwrap();
+        let b = single.push(vec![0xFE; 160], 20).unwrap();
         assert_eq!((a.seq, b.seq, b.timestamp_ms), (0, 1, 20));
         assert_eq!(single.flush(), None);
 
-        let mut triple = AudioBatch::new(3);
-        assert_eq!(triple.push(vec![1; 160], 0), None);
-        assert_eq!(triple.push(vec![2; 160], 20), None);
-        let full = triple.push(vec![3; 160], 40).unwrap();
+        let mut triple = AudioBatch::new(3, 0);
+        assert_eq!(triple.push(vec![0xFF; 160], 0), None);
+        assert_eq!(triple.push(vec![0xFE; 160], 20), None);
+        let full = triple.push(vec![0xFD; 160], 40).unwrap();
         assert_eq!(
             (full.seq, full.timestamp_ms, full.payload.0.len()),
             (0, 0, 480)
         );
-        assert_eq!(&full.payload.0[160..320], &[2; 160]);
-        assert_eq!(triple.push(vec![4; 160], 60), None);
+        assert_eq!(&full.payload.0[160..320], &[0xFE; 160]);
+        assert_eq!(triple.push(vec![0xFC; 160], 60), None);
         let rest = triple.flush().unwrap();
         assert_eq!(
             (rest.seq, rest.timestamp_ms, rest.payload.0.len()),
@@ -175,5 +218,33 @@ mod tests {
         );
         assert_eq!(triple.flush(), None);
         assert_eq!(triple.frames(), 4);
+    }
+
+    /// Voice, and the `hold` frames after it, flush at once (with whatever silence was
+    /// waiting before them); later silence fills whole batches again.
+    #[test]
+    fn voice_and_the_silence_after_it_are_not_held_back() {
+        let silence = || vec![sb_audio::mulaw::SILENCE; 160];
+        let voice = || sb_audio::mulaw::encode_slice(&[3000, -3000].repeat(80));
+        let quiet_noise = || sb_audio::mulaw::encode_slice(&[40, -40].repeat(80));
+        assert!(voiced(&voice()) && !voiced(&silence()) && !voiced(&quiet_noise()));
+
+        let mut batch = AudioBatch::new(5, 2);
+        assert_eq!(batch.push(silence(), 0), None);
+        assert_eq!(batch.push(quiet_noise(), 20), None);
+        // Voice: the two waiting frames go out with it.
+        let first = batch.push(voice(), 40).unwrap();
+        assert_eq!((first.seq, first.payload.0.len()), (0, 480));
+        // The next two silent frames are within the hold: one by one.
+        for seq in [3, 4] {
+            let held = batch.push(silence(), seq * 20).unwrap();
+            assert_eq!((held.seq, held.payload.0.len()), (seq, 160));
+        }
+        // Past the hold, silence waits for a whole batch.
+        for seq in 5..9 {
+            assert_eq!(batch.push(silence(), seq * 20), None, "frame {seq}");
+        }
+        let full = batch.push(silence(), 180).unwrap();
+        assert_eq!((full.seq, full.payload.0.len()), (5, 800));
     }
 }

@@ -135,7 +135,10 @@ impl<B: Backend> Call<B> {
             }),
             playback: Playback::new(settings.playback_lead, settings.bargein_pending, now),
             detector: Detector::new(&tenant.barge_in),
-            batch: AudioBatch::new(settings.audio_batch_frames),
+            batch: AudioBatch::new(
+                settings.audio_batch_frames,
+                settings.batch_hold_frames(tenant.stt_endpointing_ms),
+            ),
             state: state.clone(),
             tenant,
             sid,

@@ -26,6 +26,7 @@ use sb_twilio::{IncomingCall, StatusCallback};
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 
 pub use report::{BargeIn, CallReport, EndedBy, MarkEcho, ProtocolError, TurnReport};
@@ -37,6 +38,8 @@ pub const DEFAULT_ACCOUNT_SID: &str = "AC00000000000000000000000000000000";
 const HTTP_TIMEOUT: Duration = Duration::from_secs(15);
 /// Twilio gives up on a Media Streams connection after this (error 31901).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Socket read buffer: bot `media` messages are ~350 bytes, `clear`/`mark` less.
+const WS_READ_BUFFER_BYTES: usize = 4 * 1024;
 
 /// Where and how to call.
 #[derive(Clone)]
@@ -280,7 +283,10 @@ async fn connect_media(
     let header =
         HeaderValue::from_str(&signature).map_err(|e| CallerError::WebSocket(e.to_string()))?;
     request.headers_mut().insert("X-Twilio-Signature", header);
-    let connect = tokio_tungstenite::connect_async(request);
+    // Small reads (tungstenite zero-fills its whole read buffer, 128 KiB by default, before
+    // every read) and no Nagle delay on the 20 ms frames.
+    let ws_config = WebSocketConfig::default().read_buffer_size(WS_READ_BUFFER_BYTES);
+    let connect = tokio_tungstenite::connect_async_with_config(request, Some(ws_config), true);
     match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
         Ok(Ok((socket, _response))) => Ok(socket),
         Ok(Err(error)) => Err(CallerError::WebSocket(error.to_string())),

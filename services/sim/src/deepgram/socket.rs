@@ -32,6 +32,8 @@ const CLOSE_NET_ERROR: u16 = 1011;
 const CLOSE_DATA_ERROR: u16 = 1008;
 /// How long to wait for the client's answer to our close frame.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// Socket read buffer: audio arrives in pieces of 20–1000 ms (160–8,000 bytes of µ-law).
+const READ_BUFFER_BYTES: usize = 16 * 1024;
 
 /// What the writer task does next.
 enum Outbound {
@@ -98,7 +100,10 @@ pub(crate) async fn listen(
         Script::new(script, shared.config.fallback_transcript.clone()),
         created,
     );
-    let mut response = upgrade.on_upgrade(move |socket| serve(socket, session, shared));
+    // tungstenite zero-fills its whole read buffer (128 KiB by default) before every read.
+    let mut response = upgrade
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .on_upgrade(move |socket| serve(socket, session, shared));
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("dg-request-id", value);
     }

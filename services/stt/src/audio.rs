@@ -1,0 +1,354 @@
+//! A call's caller audio for one provider connection: live from a core subscription, and
+//! from JetStream only to catch up.
+//!
+//! Why not only a JetStream consumer: an ordered consumer per call, filtered to one subject
+//! of the shared `AUDIO` stream, makes nats-server scan past every other call's messages to
+//! find each of this call's, so its cost grows with the square of the concurrent calls
+//! (measured: over half of nats-server's CPU at 300 calls). A core subscription is routed
+//! without touching the store.
+//!
+//! Consumes `audio.{tenant}.{sid}.in` as a core subscription (made first, so nothing
+//! published after it is missed) and, until the two join, an ordered consumer on the same
+//! subject from `resume` (the call's start, or a reconnect's resume point). Produces the
+//! call's batches in frame order, each once: stored ones until a live batch follows on
+//! from what was produced, then live ones only. Core delivery is at most once, so a gap in
+//! the live batches (a slow-consumer drop) reopens the catch-up from the last stream
+//! sequence seen. State: the live batches held back while catching up, the next frame
+//! expected ([`Merge`], pure), and the two subscriptions.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use async_nats::jetstream::{
+    self,
+    consumer::{DeliverPolicy, pull},
+};
+use futures::StreamExt as _;
+use sb_runtime::metrics::Metric;
+use sb_schemas::{Audio, Body, CallSid, TenantId, decode, subject};
+
+use crate::timeline::FRAME_BYTES;
+
+/// One batch of caller audio and where it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Batch {
+    pub(crate) audio: Audio,
+    /// The ingress' publish time (µs).
+    pub(crate) at: u64,
+    /// Its `AUDIO` stream sequence, when it came from the store.
+    pub(crate) stream_seq: Option<u64>,
+}
+
+impl Batch {
+    fn end(&self) -> u64 {
+        self.audio.seq + (self.audio.payload.0.len() as u64).div_ceil(FRAME_BYTES)
+    }
+}
+
+/// What a live batch did to the merge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Live {
+    /// It followed on from what was produced: the catch-up is no longer needed.
+    Joined,
+    /// It is ahead of what was produced: held until the frames before it arrive.
+    Held,
+    /// Nothing new in it.
+    Duplicate,
+}
+
+/// Orders batches from the two sources by frame and drops what was already produced.
+#[derive(Debug, Default)]
+pub(crate) struct Merge {
+    /// The next frame to produce.
+    next: u64,
+    held: BTreeMap<u64, Batch>,
+}
+
+impl Merge {
+    /// Produces from frame `next` on (frames before it were covered by the checkpoint).
+    pub(crate) fn new(next: u64) -> Self {
+        Self {
+            next,
+            held: BTreeMap::new(),
+        }
+    }
+
+    /// A stored batch: the store is in order and complete, so it is produced unless
+    /// already produced (frames the store lost are skipped over, not waited for).
+    pub(crate) fn stored(&mut self, batch: Batch, out: &mut VecDeque<Batch>) {
+        if batch.end() > self.next {
+            self.produce(batch, out);
+        }
+    }
+
+    /// A live batch.
+    pub(crate) fn live(&mut self, batch: Batch, out: &mut VecDeque<Batch>) -> Live {
+        if batch.end() <= self.next {
+            Live::Duplicate
+        } else if batch.audio.seq > self.next {
+            self.held.insert(batch.audio.seq, batch);
+            Live::Held
+        } else {
+            self.produce(batch, out);
+            Live::Joined
+        }
+    }
+
+    /// Whether live batches are waiting for earlier frames.
+    pub(crate) fn holding(&self) -> bool {
+        !self.held.is_empty()
+    }
+
+    fn produce(&mut self, batch: Batch, out: &mut VecDeque<Batch>) {
+        self.next = self.next.max(batch.end());
+        out.push_back(batch);
+        while let Some(entry) = self.held.first_entry() {
+            if *entry.key() > self.next {
+                break;
+            }
+            let batch = entry.remove();
+            if batch.end() > self.next {
+                self.next = batch.end();
+                out.push_back(batch);
+            }
+        }
+    }
+}
+
+/// Why one message was skipped (counted by the caller).
+pub(crate) type Skipped = &'static str;
+
+/// A message from one of the two sources.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "lives on the stack between one select and one match; boxing would allocate per message"
+)]
+enum Got {
+    Live(Option<async_nats::Message>),
+    Stored(Option<Result<jetstream::Message, pull::OrderedError>>),
+}
+
+/// The live subscription and, while needed, the catch-up consumer.
+pub(crate) struct AudioSource {
+    js: jetstream::Context,
+    subject: String,
+    live: async_nats::Subscriber,
+    catchup: Option<pull::Ordered>,
+    /// A live gap was seen: reopen the catch-up before reading on.
+    reopen: bool,
+    last_stream_seq: Option<u64>,
+    merge: Merge,
+    ready: VecDeque<Batch>,
+}
+
+impl AudioSource {
+    /// Subscribes live, then opens the catch-up from stream sequence `resume` (`None`: the
+    /// call's start), producing from frame `next` on.
+    pub(crate) async fn open(
+        nats: &async_nats::Client,
+        js: &jetstream::Context,
+        (tenant, sid): (&TenantId, &CallSid),
+        resume: Option<u64>,
+        next: u64,
+    ) -> Result<Self, async_nats::Error> {
+        let subject = subject::audio_in(tenant, sid);
+        let live = nats.subscribe(subject.clone()).await?;
+        let mut source = Self {
+            js: js.clone(),
+            subject,
+            live,
+            catchup: None,
+            reopen: false,
+            last_stream_seq: resume.map(|s| s.saturating_sub(1)),
+            merge: Merge::new(next),
+            ready: VecDeque::new(),
+        };
+        source.catchup = Some(open_catchup(js, &source.subject, resume).await?);
+        Ok(source)
+    }
+
+    /// The next batch in frame order; `Some(Err)` for a skipped message; `None` when the
+    /// live subscription ended (the NATS connection is gone) or the catch-up cannot reopen.
+    /// Cancel-safe: state changes only after a message is in hand.
+    pub(crate) async fn next(&mut self) -> Option<Result<Batch, Skipped>> {
+        loop {
+            if let Some(batch) = self.ready.pop_front() {
+                return Some(Ok(batch));
+            }
+            if self.reopen {
+                let from = self.last_stream_seq.map(|s| s + 1);
+                match open_catchup(&self.js, &self.subject, from).await {
+                    Ok(catchup) => self.catchup = Some(catchup),
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot reopen the audio catch-up");
+                        return None;
+                    }
+                }
+                self.reopen = false;
+            }
+            let got = match &mut self.catchup {
+                Some(catchup) => tokio::select! {
+                    message = self.live.next() => Got::Live(message),
+                    message = catchup.next() => Got::Stored(message),
+                },
+                None => Got::Live(self.live.next().await),
+            };
+            let skipped = match got {
+                Got::Live(message) => self.on_live(message?),
+                Got::Stored(message) => self.on_stored(message),
+            };
+            if let Some(reason) = skipped {
+                return Some(Err(reason));
+            }
+        }
+    }
+
+    fn on_live(&mut self, message: async_nats::Message) -> Option<Skipped> {
+        let batch = match batch(&message.payload, None) {
+            Ok(batch) => batch,
+            Err(reason) => return Some(reason),
+        };
+        match self.merge.live(batch, &mut self.ready) {
+            Live::Joined if !self.merge.holding() => self.catchup = None,
+            Live::Held if self.catchup.is_none() => {
+                metrics::counter!(Metric::StageSkipped.name(), "stage" => "stt", "reason" => "live_audio_gap")
+                    .increment(1);
+                tracing::warn!("live audio skipped frames; catching up from the stream");
+                self.reopen = true;
+            }
+            Live::Joined | Live::Held | Live::Duplicate => {}
+        }
+        None
+    }
+
+    fn on_stored(
+        &mut self,
+        message: Option<Result<jetstream::Message, pull::OrderedError>>,
+    ) -> Option<Skipped> {
+        let message = match message {
+            Some(Ok(message)) => message,
+            Some(Err(error)) => {
+                tracing::warn!(%error, "audio catch-up error");
+                return None;
+            }
+            None => {
+                // The consumer ended: read on live, reopening on the next gap.
+                self.catchup = None;
+                return None;
+            }
+        };
+        let info = message.info().ok();
+        let stream_seq = info.as_ref().map(|i| i.stream_sequence);
+        let caught_up = info.as_ref().is_some_and(|i| i.pending == 0);
+        self.last_stream_seq = stream_seq.or(self.last_stream_seq);
+        let batch = match batch(&message.payload, stream_seq) {
+            Ok(batch) => batch,
+            Err(reason) => return Some(reason),
+        };
+        self.merge.stored(batch, &mut self.ready);
+        if caught_up && !self.merge.holding() {
+            self.catchup = None;
+        }
+        None
+    }
+}
+
+/// An ordered consumer on `subject` from stream sequence `from` (`None`: the start).
+async fn open_catchup(
+    js: &jetstream::Context,
+    subject: &str,
+    from: Option<u64>,
+) -> Result<pull::Ordered, async_nats::Error> {
+    let stream = js.get_stream_no_info(subject::AUDIO_STREAM).await?;
+    let deliver_policy = match from {
+        Some(start_sequence) => DeliverPolicy::ByStartSequence { start_sequence },
+        None => DeliverPolicy::All,
+    };
+    let consumer = stream
+        .create_consumer(pull::OrderedConfig {
+            filter_subject: subject.to_owned(),
+            deliver_policy,
+            ..Default::default()
+        })
+        .await?;
+    Ok(consumer.messages().await?)
+}
+
+fn batch(payload: &[u8], stream_seq: Option<u64>) -> Result<Batch, Skipped> {
+    let event = decode(payload).map_err(|e| e.kind())?;
+    match event.body {
+        Body::Audio(audio) => Ok(Batch {
+            audio,
+            at: event.at,
+            stream_seq,
+        }),
+        _ => Err("not_audio"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use sb_schemas::Mulaw;
+
+    use super::*;
+
+    fn batch(seq: u64, frames: usize) -> Batch {
+        Batch {
+            audio: Audio {
+                seq,
+                timestamp_ms: seq * 20,
+                payload: Mulaw(Bytes::from(vec![0xFF; frames * FRAME_BYTES as usize])),
+            },
+            at: seq,
+            stream_seq: None,
+        }
+    }
+
+    fn seqs(out: &VecDeque<Batch>) -> Vec<u64> {
+        out.iter().map(|b| b.audio.seq).collect()
+    }
+
+    /// Live batches that arrive while the store is still catching up wait for it; the
+    /// first live batch that follows on joins the two, and the held ones follow in order.
+    #[test]
+    fn catch_up_then_join_live() {
+        let mut merge = Merge::new(0);
+        let mut out = VecDeque::new();
+        assert_eq!(merge.live(batch(4, 2), &mut out), Live::Held);
+        assert_eq!(merge.live(batch(6, 2), &mut out), Live::Held);
+        merge.stored(batch(0, 2), &mut out);
+        merge.stored(batch(2, 2), &mut out);
+        assert_eq!(
+            seqs(&out),
+            [0, 2, 4, 6],
+            "held live batches follow the store"
+        );
+        assert!(!merge.holding());
+        // The store catches up with what live already gave: nothing twice.
+        merge.stored(batch(4, 2), &mut out);
+        assert_eq!(merge.live(batch(6, 2), &mut out), Live::Duplicate);
+        assert_eq!(merge.live(batch(8, 1), &mut out), Live::Joined);
+        assert_eq!(seqs(&out), [0, 2, 4, 6, 8]);
+    }
+
+    /// After a checkpoint nothing at or before it is produced; a live batch after a lost
+    /// one is held (the caller reopens the catch-up), and the store fills the gap.
+    #[test]
+    fn checkpoint_floor_and_live_gap() {
+        let mut merge = Merge::new(10);
+        let mut out = VecDeque::new();
+        merge.stored(batch(6, 4), &mut out);
+        assert!(out.is_empty(), "frames 6..10 were covered");
+        assert_eq!(merge.live(batch(10, 2), &mut out), Live::Joined);
+        assert_eq!(
+            merge.live(batch(14, 2), &mut out),
+            Live::Held,
+            "12..14 lost"
+        );
+        merge.stored(batch(12, 2), &mut out);
+        assert_eq!(seqs(&out), [10, 12, 14]);
+        // A partial overlap still moves on: the timeline trims what was sent.
+        merge.stored(batch(15, 3), &mut out);
+        assert_eq!(seqs(&out), [10, 12, 14, 15]);
+    }
+}
