@@ -59,9 +59,14 @@ pub struct StackConfig {
     /// Real espeak-ng speech from the TTS stand-in, or a deterministic tone (faster).
     pub tts_speech: bool,
     pub stt_workers: usize,
-    /// Extra environment for every service (e.g. `SB_STAGE_CONCURRENCY`).
+    /// Extra environment for every service (e.g. `SB_STAGE_CONCURRENCY`); by default the
+    /// deployed caller-audio batching ([`DEPLOYED_AUDIO_BATCH_MS`]).
     pub service_env: Vec<(String, String)>,
 }
+
+/// `SB_AUDIO_BATCH_MS` as deploy/k8s/config.yaml sets it: the demo, the end-to-end tests
+/// and the load benchmark run what is deployed.
+pub const DEPLOYED_AUDIO_BATCH_MS: u64 = 200;
 
 impl StackConfig {
     pub fn new(run_dir: impl Into<PathBuf>) -> Self {
@@ -73,7 +78,10 @@ impl StackConfig {
             llm_args: Vec::new(),
             tts_speech: false,
             stt_workers: 1,
-            service_env: Vec::new(),
+            service_env: vec![(
+                "SB_AUDIO_BATCH_MS".into(),
+                DEPLOYED_AUDIO_BATCH_MS.to_string(),
+            )],
         }
     }
 }
@@ -386,4 +394,18 @@ pub fn ensure_built(release: bool) -> anyhow::Result<()> {
         bail!("cargo build failed ({status})");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// The stack runs what is deployed: its batching default is deploy/k8s/config.yaml's.
+    #[test]
+    fn audio_batching_matches_the_deployment() {
+        let config = include_str!("../../../deploy/k8s/config.yaml");
+        let deployed = format!("SB_AUDIO_BATCH_MS: \"{}\"", super::DEPLOYED_AUDIO_BATCH_MS);
+        assert!(
+            config.contains(&deployed),
+            "deploy/k8s/config.yaml lacks {deployed}"
+        );
+    }
 }

@@ -25,6 +25,7 @@ use async_nats::jetstream::{
 use futures::StreamExt as _;
 use sb_runtime::metrics::Metric;
 use sb_schemas::{Audio, Body, CallSid, TenantId, decode, subject};
+use tracing::Instrument as _;
 
 use crate::timeline::FRAME_BYTES;
 
@@ -133,6 +134,9 @@ pub(crate) struct AudioSource {
     subject: String,
     live: async_nats::Subscriber,
     catchup: Option<pull::Ordered>,
+    /// The catch-up consumer's name, to delete it once it is not needed: left alone, it
+    /// would keep matching this call's new messages until its pull request expires.
+    catchup_name: Option<String>,
     /// A live gap was seen: reopen the catch-up before reading on.
     reopen: bool,
     last_stream_seq: Option<u64>,
@@ -157,12 +161,14 @@ impl AudioSource {
             subject,
             live,
             catchup: None,
+            catchup_name: None,
             reopen: false,
             last_stream_seq: resume.map(|s| s.saturating_sub(1)),
             merge: Merge::new(next),
             ready: VecDeque::new(),
         };
-        source.catchup = Some(open_catchup(js, &source.subject, resume).await?);
+        let (catchup, name) = open_catchup(js, &source.subject, resume).await?;
+        (source.catchup, source.catchup_name) = (Some(catchup), Some(name));
         Ok(source)
     }
 
@@ -177,7 +183,10 @@ impl AudioSource {
             if self.reopen {
                 let from = self.last_stream_seq.map(|s| s + 1);
                 match open_catchup(&self.js, &self.subject, from).await {
-                    Ok(catchup) => self.catchup = Some(catchup),
+                    Ok((catchup, name)) => {
+                        self.catchup = Some(catchup);
+                        self.catchup_name = Some(name);
+                    }
                     Err(error) => {
                         tracing::warn!(%error, "cannot reopen the audio catch-up");
                         return None;
@@ -208,7 +217,7 @@ impl AudioSource {
             Err(reason) => return Some(reason),
         };
         match self.merge.live(batch, &mut self.ready) {
-            Live::Joined if !self.merge.holding() => self.catchup = None,
+            Live::Joined if !self.merge.holding() => self.end_catchup(),
             Live::Held if self.catchup.is_none() => {
                 metrics::counter!(Metric::StageSkipped.name(), "stage" => "stt", "reason" => "live_audio_gap")
                     .increment(1);
@@ -232,11 +241,17 @@ impl AudioSource {
             }
             None => {
                 // The consumer ended: read on live, reopening on the next gap.
-                self.catchup = None;
+                self.end_catchup();
                 return None;
             }
         };
         let info = message.info().ok();
+        if let Some(info) = &info
+            && self.catchup_name.as_deref() != Some(info.consumer)
+        {
+            // An ordered consumer recreates itself under a new name after a hiccup.
+            self.catchup_name = Some(info.consumer.to_owned());
+        }
         let stream_seq = info.as_ref().map(|i| i.stream_sequence);
         let caught_up = info.as_ref().is_some_and(|i| i.pending == 0);
         self.last_stream_seq = stream_seq.or(self.last_stream_seq);
@@ -246,18 +261,45 @@ impl AudioSource {
         };
         self.merge.stored(batch, &mut self.ready);
         if caught_up && !self.merge.holding() {
-            self.catchup = None;
+            self.end_catchup();
         }
         None
     }
+
+    /// Drops the catch-up and deletes its consumer on the server, off this task's path.
+    fn end_catchup(&mut self) {
+        self.catchup = None;
+        let Some(name) = self.catchup_name.take() else {
+            return;
+        };
+        let js = self.js.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let delete = async move {
+                if let Err(error) = js
+                    .delete_consumer_from_stream(&name, subject::AUDIO_STREAM)
+                    .await
+                {
+                    tracing::debug!(%error, consumer = %name, "catch-up consumer not deleted");
+                }
+            };
+            runtime.spawn(delete.instrument(tracing::Span::current()));
+        }
+    }
 }
 
-/// An ordered consumer on `subject` from stream sequence `from` (`None`: the start).
+impl Drop for AudioSource {
+    fn drop(&mut self) {
+        self.end_catchup();
+    }
+}
+
+/// An ordered consumer on `subject` from stream sequence `from` (`None`: the start), and
+/// its name.
 async fn open_catchup(
     js: &jetstream::Context,
     subject: &str,
     from: Option<u64>,
-) -> Result<pull::Ordered, async_nats::Error> {
+) -> Result<(pull::Ordered, String), async_nats::Error> {
     let stream = js.get_stream_no_info(subject::AUDIO_STREAM).await?;
     let deliver_policy = match from {
         Some(start_sequence) => DeliverPolicy::ByStartSequence { start_sequence },
@@ -270,7 +312,8 @@ async fn open_catchup(
             ..Default::default()
         })
         .await?;
-    Ok(consumer.messages().await?)
+    let name = consumer.cached_info().name.clone();
+    Ok((consumer.messages().await?, name))
 }
 
 fn batch(payload: &[u8], stream_seq: Option<u64>) -> Result<Batch, Skipped> {
