@@ -87,4 +87,4 @@ bench-stages *args:
 # Load benchmark: N concurrent scripted calls against the whole stack (release build).
 bench-load calls="100" *args:
     cargo build --release --quiet --bins
-    target/release/switchboard load {{calls}} "$@"
+    target/release/switchboard load "$@"

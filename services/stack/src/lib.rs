@@ -10,6 +10,7 @@ pub mod frames;
 pub mod load;
 pub mod plot;
 pub mod process;
+pub mod report;
 pub mod run;
 pub mod servers;
 pub mod stack;

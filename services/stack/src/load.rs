@@ -20,7 +20,7 @@ use sb_sim::caller::{CallReport, CallerConfig, Scenario, place_call};
 use crate::{
     breakdown,
     demo::CALLER_LINES,
-    frames, plot,
+    frames,
     process::Usage,
     stack::{AUTH_TOKEN, Delays, PUBLIC_URL, Stack, StackConfig},
 };
@@ -63,9 +63,9 @@ fn first_sentence_tokens(reply: &str) -> u64 {
 }
 
 /// The tenant's endpointing silence (deploy/tenants.toml, globex: the default).
-const ENDPOINTING_MS: u64 = 300;
+pub(crate) const ENDPOINTING_MS: u64 = 300;
 /// The Deepgram stand-in's VAD needs this much voiced audio before `SpeechStarted`.
-const VAD_MIN_SPEECH_MS: u64 = 60;
+pub(crate) const VAD_MIN_SPEECH_MS: u64 = 60;
 
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
@@ -99,6 +99,11 @@ pub struct LoadResult {
     /// Per process: name, CPU seconds used during the run, peak RSS (KiB), idle RSS before.
     pub processes: Vec<(String, f64, u64, u64)>,
     pub servers: Vec<(String, f64, u64, u64)>,
+    /// The stand-ins and the load generator (this process): not Switchboard, but on the
+    /// same two cores.
+    pub others: Vec<(String, f64, u64, u64)>,
+    /// From the first call placed to the stack stopped.
+    pub wall_secs: f64,
 }
 
 impl LoadResult {
@@ -121,6 +126,8 @@ fn overhead(v2v_ms: u64, d: &Delays, first_sentence_tokens: u64) -> f64 {
     v2v_ms as f64 - providers as f64
 }
 
+pub use crate::report::{medians, percentiles, table, write_plot};
+
 pub async fn run(options: &LoadOptions) -> anyhow::Result<LoadResult> {
     let mut config = StackConfig::new(&options.run_dir);
     config.delays = options.delays;
@@ -142,6 +149,11 @@ pub async fn run(options: &LoadOptions) -> anyhow::Result<LoadResult> {
         .service_usage()
         .into_iter()
         .chain(stack.server_usage())
+        .chain(stack.stand_in_usage())
+        .chain([(
+            "load generator".to_owned(),
+            crate::process::usage(std::process::id()),
+        )])
         .collect();
     let scenario = Scenario::from_toml(SCENARIO)?;
 
@@ -247,165 +259,16 @@ pub async fn run(options: &LoadOptions) -> anyhow::Result<LoadResult> {
     };
     result.processes = account(stack.service_usage());
     result.servers = account(stack.server_usage());
+    let mut others = stack.stand_in_usage();
+    others.push((
+        "load generator".to_owned(),
+        crate::process::usage(std::process::id()),
+    ));
+    result.others = account(others);
+    result.wall_secs = started.elapsed().as_secs_f64();
     stack.stop().await;
     println!("{} calls in {:.1} s", options.calls, elapsed.as_secs_f64());
     Ok(result)
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
-}
-
-/// (p50, p95, p99) of `values`.
-pub fn percentiles(values: &[f64]) -> (f64, f64, f64) {
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    (
-        percentile(&v, 0.50),
-        percentile(&v, 0.95),
-        percentile(&v, 0.99),
-    )
-}
-
-/// The table printed at the end.
-pub fn table(r: &LoadResult, d: &Delays) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::new();
-    let row = |out: &mut String, name: &str, values: &[f64]| {
-        let (p50, p95, p99) = percentiles(values);
-        let _ = writeln!(
-            out,
-            "  {name:<50} {p50:>8.1} {p95:>8.1} {p99:>8.1}   (n={})",
-            values.len()
-        );
-    };
-    let _ = writeln!(
-        out,
-        "stand-in delays: stt final +{} ms, LLM first token {} ms then {} ms/token, TTS first byte {} ms; endpointing {} ms",
-        d.stt_final_ms, d.llm_ttft_ms, d.llm_token_ms, d.tts_first_byte_ms, ENDPOINTING_MS
-    );
-    let _ = writeln!(
-        out,
-        "  {:<50} {:>8} {:>8} {:>8}",
-        "latency (ms)", "p50", "p95", "p99"
-    );
-    row(
-        &mut out,
-        "voice-to-voice (end of speech → bot audio)",
-        &r.voice_to_voice_ms,
-    );
-    row(
-        &mut out,
-        "Switchboard overhead (stand-in delays removed)",
-        &r.overhead_ms,
-    );
-    for (step, samples) in breakdown::STEPS.iter().zip(&r.steps) {
-        row(&mut out, &format!("  {step}"), samples);
-    }
-    row(&mut out, "barge-in onset → clear", &r.barge_in_ms);
-    let beyond: Vec<f64> = r
-        .barge_in_ms
-        .iter()
-        .map(|ms| ms - VAD_MIN_SPEECH_MS as f64)
-        .collect();
-    row(
-        &mut out,
-        "barge-in beyond the stand-in's VAD (60 ms)",
-        &beyond,
-    );
-    let lost_in = r.lost_frames();
-    let _ = writeln!(
-        out,
-        "  calls: {} completed, {} failed of {}; caller→Switchboard frames: {} sent, {} lost \
-         ({} in gaps between stored batches); Switchboard→caller: {} late frames (> 40 ms), \
-         {} ms of playback gaps",
-        r.completed,
-        r.failed.len(),
-        r.calls,
-        r.frames_sent,
-        lost_in,
-        r.frame_gaps,
-        r.bot_late_frames,
-        r.bot_underrun_ms
-    );
-    let _ = writeln!(
-        out,
-        "  {:<14} {:>12} {:>14} {:>12} {:>16}",
-        "process", "cpu s", "cpu s/call-min", "peak RSS MB", "RSS/call KB"
-    );
-    let mut total_peak = 0u64;
-    let mut total_idle = 0u64;
-    for (name, cpu, peak, idle) in r.processes.iter().chain(r.servers.iter()) {
-        let per_min = cpu / r.call_minutes.max(1e-9);
-        let per_call = peak.saturating_sub(*idle) as f64 / r.calls.max(1) as f64;
-        let _ = writeln!(
-            out,
-            "  {name:<14} {cpu:>12.1} {per_min:>14.2} {:>12.1} {per_call:>16.0}",
-            *peak as f64 / 1024.0
-        );
-        if r.processes.iter().any(|p| &p.0 == name) {
-            total_peak += peak;
-            total_idle += idle;
-        }
-    }
-    let _ = writeln!(
-        out,
-        "  Switchboard processes: {:.1} MB peak RSS in all, {:.0} KB per concurrent call above idle",
-        total_peak as f64 / 1024.0,
-        total_peak.saturating_sub(total_idle) as f64 / r.calls.max(1) as f64
-    );
-    for failure in r.failed.iter().take(5) {
-        let _ = writeln!(
-            out,
-            "  failed: {}",
-            failure.chars().take(300).collect::<String>()
-        );
-    }
-    out
-}
-
-/// Writes the plot next to the logs; returns its path.
-pub fn write_plot(r: &LoadResult, dir: &std::path::Path) -> anyhow::Result<PathBuf> {
-    let path = dir.join(format!("bench-load-{}.svg", r.calls));
-    let series = [
-        ("voice-to-voice", &r.voice_to_voice_ms),
-        ("Switchboard overhead", &r.overhead_ms),
-        ("barge-in → clear", &r.barge_in_ms),
-    ];
-    std::fs::write(
-        &path,
-        plot::cdf_svg(&format!("{} concurrent calls", r.calls), &series),
-    )?;
-    Ok(path)
-}
-
-/// The medians over several runs of the headline figures.
-pub fn medians(results: &[LoadResult]) -> String {
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-    };
-    let p99 = |f: fn(&LoadResult) -> &Vec<f64>| {
-        median(results.iter().map(|r| percentiles(f(r)).2).collect())
-    };
-    let p50 = |f: fn(&LoadResult) -> &Vec<f64>| {
-        median(results.iter().map(|r| percentiles(f(r)).0).collect())
-    };
-    format!(
-        "medians of {} runs: voice-to-voice p50 {:.1} / p99 {:.1} ms; overhead p50 {:.1} / p99 {:.1} ms; \
-         barge-in → clear p99 {:.1} ms; lost caller frames {}; late bot frames {}\n",
-        results.len(),
-        p50(|r| &r.voice_to_voice_ms),
-        p99(|r| &r.voice_to_voice_ms),
-        p50(|r| &r.overhead_ms),
-        p99(|r| &r.overhead_ms),
-        p99(|r| &r.barge_in_ms),
-        median(results.iter().map(|r| r.lost_frames() as f64).collect()),
-        median(results.iter().map(|r| r.bot_late_frames as f64).collect()),
-    )
 }
 
 #[cfg(test)]

@@ -285,6 +285,14 @@ impl Stack {
         ]
     }
 
+    /// The stand-ins' usage (they share the machine in a load run).
+    pub fn stand_in_usage(&self) -> Vec<(String, Usage)> {
+        [&self.deepgram, &self.llm, &self.tts_sim, &self.twilio]
+            .into_iter()
+            .map(|p| (p.name.clone(), p.usage()))
+            .collect()
+    }
+
     /// Stops the services gracefully (SIGTERM), then everything else.
     pub async fn stop(self) {
         let grace = Duration::from_secs(10);
