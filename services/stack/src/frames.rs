@@ -17,6 +17,8 @@ use sb_schemas::{Body, decode, subject};
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stored {
     pub frames: u64,
+    /// Messages (batches) they were stored in.
+    pub messages: u64,
     /// Frames skipped between stored batches (never stored, or stored out of order).
     pub gaps: u64,
     next_seq: u64,
@@ -28,6 +30,7 @@ impl Stored {
         let frames = payload_bytes.div_ceil(FRAME_BYTES) as u64;
         self.gaps += seq.saturating_sub(self.next_seq);
         self.frames += frames;
+        self.messages += 1;
         self.next_seq = self.next_seq.max(seq + frames);
     }
 }
@@ -82,6 +85,6 @@ mod tests {
         call.add(3, 3 * FRAME_BYTES);
         // Frames 6..8 never arrived.
         call.add(8, FRAME_BYTES);
-        assert_eq!((call.frames, call.gaps), (7, 2));
+        assert_eq!((call.frames, call.gaps, call.messages), (7, 2, 3));
     }
 }

@@ -93,6 +93,8 @@ pub struct LoadResult {
     pub frames_stored: u64,
     /// Caller frames missing between stored batches (also counted as lost).
     pub frame_gaps: u64,
+    /// Messages the stored caller frames took (`AUDIO_BATCH_MS` batches).
+    pub audio_messages: u64,
     pub bot_late_frames: u64,
     pub bot_underrun_ms: u64,
     pub call_minutes: f64,
@@ -239,6 +241,7 @@ pub async fn run(options: &LoadOptions) -> anyhow::Result<LoadResult> {
         let call = stored.get(&report.call_sid).copied().unwrap_or_default();
         result.frames_stored += call.frames;
         result.frame_gaps += call.gaps;
+        result.audio_messages += call.messages;
         result.bot_late_frames += report.late_frames;
         result.bot_underrun_ms += report.underrun_ms;
         result.call_minutes += report.duration_ms as f64 / 60_000.0;

@@ -80,14 +80,15 @@ pub fn table(r: &LoadResult, d: &Delays) -> String {
     let _ = writeln!(
         out,
         "  calls: {} completed, {} failed of {}; caller→Switchboard frames: {} sent, {} lost \
-         ({} in gaps between stored batches); Switchboard→caller: {} late frames (> 40 ms), \
-         {} ms of playback gaps",
+         ({} in gaps between stored batches), stored in {} messages; Switchboard→caller: {} \
+         late frames (> 40 ms), {} ms of playback gaps",
         r.completed,
         r.failed.len(),
         r.calls,
         r.frames_sent,
         lost_in,
         r.frame_gaps,
+        r.audio_messages,
         r.bot_late_frames,
         r.bot_underrun_ms
     );
