@@ -312,14 +312,23 @@ async fn transcribes_a_call_then_releases_the_lease_at_the_end() {
     worker.task.await.unwrap().unwrap();
 }
 
-/// A killed stt worker's call is taken over by another replica after `ack_wait`: the new
-/// owner (epoch 2) resumes from the checkpoint, publishes the utterance spoken while no one
-/// owned the call exactly once, as turn 2, and does not transcribe utterance 1 again.
-#[tokio::test]
-async fn a_crashed_workers_call_is_taken_over_without_losing_an_utterance() {
+/// A call whose owner (worker A, epoch 1) transcribed and checkpointed "utterance one",
+/// then crashed without a word; worker B (a runtime and a Deepgram stand-in that will hear
+/// `second_line`) is ready but not started. The lease's `ack_wait` is 2 s.
+struct Crashed {
+    env: TestEnv,
+    sid: CallSid,
+    events: Events,
+    caller: Caller,
+    first: Transcript,
+    sim_b: SimServer,
+    runtime_b: Runtime,
+}
+
+async fn crash_after_utterance_one(n: u32, second_line: &str) -> Crashed {
     let env = TestEnv::start().await.unwrap();
     let (sim_a, _) = deepgram_sim(&["utterance one"]).await;
-    let (sim_b, _) = deepgram_sim(&["utterance two"]).await;
+    let (sim_b, _) = deepgram_sim(&[second_line]).await;
     let (runtime_a, runtime_b) = (
         env.runtime("stt").await.unwrap(),
         env.runtime("stt").await.unwrap(),
@@ -327,9 +336,8 @@ async fn a_crashed_workers_call_is_taken_over_without_losing_an_utterance() {
     set_lease_ack_wait(&env, Duration::from_secs(2)).await;
     // One slot: once A owns the call it has no pull in flight that could catch the lease.
     let worker_a = spawn_worker(runtime_a, &sim_a, 1);
-    let sid = sid(2);
+    let sid = sid(n);
     let events = Events::watch(&env, &sid).await;
-
     let mut caller = Caller::start(&env, sid.clone()).await;
     caller.utterance("utterance one").await;
     let (_, first) = events.transcript_with_epoch(1).await;
@@ -338,11 +346,44 @@ async fn a_crashed_workers_call_is_taken_over_without_losing_an_utterance() {
     })
     .await
     .unwrap();
-
     // Crash: no NAK, no goodbye; the lease stays un-acked until ack_wait runs out.
     worker_a.task.abort();
     assert!(worker_a.task.await.unwrap_err().is_cancelled());
     drop(worker_a.runtime);
+    Crashed {
+        env,
+        sid,
+        events,
+        caller,
+        first,
+        sim_b,
+        runtime_b,
+    }
+}
+
+/// Every transcript so far as (epoch, turn, text).
+fn epochs_turns_texts(events: &Events) -> Vec<(u64, u32, String)> {
+    events
+        .transcripts()
+        .into_iter()
+        .map(|(turn, t)| (t.epoch, turn, t.text))
+        .collect()
+}
+
+/// A killed stt worker's call is taken over by another replica after `ack_wait`: the new
+/// owner (epoch 2) resumes from the checkpoint, publishes the utterance spoken while no one
+/// owned the call exactly once, as turn 2, and does not transcribe utterance 1 again.
+#[tokio::test]
+async fn a_crashed_workers_call_is_taken_over_without_losing_an_utterance() {
+    let Crashed {
+        env,
+        sid,
+        events,
+        mut caller,
+        first,
+        sim_b,
+        runtime_b,
+    } = crash_after_utterance_one(2, "utterance two").await;
     let last_speech = caller.utterance("utterance two").await;
 
     let worker_b = spawn_worker(runtime_b, &sim_b, 4);
@@ -356,13 +397,8 @@ async fn a_crashed_workers_call_is_taken_over_without_losing_an_utterance() {
 
     caller.end().await;
     wait_for_no_leases(&env).await;
-    let texts: Vec<(u64, u32, String)> = events
-        .transcripts()
-        .into_iter()
-        .map(|(turn, t)| (t.epoch, turn, t.text))
-        .collect();
     assert_eq!(
-        texts,
+        epochs_turns_texts(&events),
         [
             (1, 1, "utterance one".to_owned()),
             (2, 2, "utterance two".to_owned())
@@ -592,39 +628,22 @@ async fn a_lease_for_an_unknown_tenant_is_dead_lettered() {
 /// caller's last words), then acks the lease.
 #[tokio::test]
 async fn a_call_that_ended_while_unowned_still_gets_its_last_words() {
-    let env = TestEnv::start().await.unwrap();
-    let (sim_a, _) = deepgram_sim(&["utterance one"]).await;
-    let (sim_b, _) = deepgram_sim(&["goodbye then"]).await;
-    let (runtime_a, runtime_b) = (
-        env.runtime("stt").await.unwrap(),
-        env.runtime("stt").await.unwrap(),
-    );
-    set_lease_ack_wait(&env, Duration::from_secs(2)).await;
-    let worker_a = spawn_worker(runtime_a, &sim_a, 1);
-    let sid = sid(8);
-    let events = Events::watch(&env, &sid).await;
-    let mut caller = Caller::start(&env, sid.clone()).await;
-    caller.utterance("utterance one").await;
-    let (_, first) = events.transcript_with_epoch(1).await;
-    eventually("utterance 1 checkpointed", WAIT, || async {
-        (checkpoint(&env, &sid).await == (1, Some(first.audio_seq))).then_some(())
-    })
-    .await
-    .unwrap();
-    worker_a.task.abort();
-    let _ = worker_a.task.await;
+    let Crashed {
+        env,
+        sid: _,
+        events,
+        mut caller,
+        first: _,
+        sim_b,
+        runtime_b,
+    } = crash_after_utterance_one(8, "goodbye then").await;
 
     caller.utterance("goodbye then").await;
     caller.end().await;
     let worker_b = spawn_worker(runtime_b, &sim_b, 4);
     wait_for_no_leases(&env).await;
-    let texts: Vec<(u64, u32, String)> = events
-        .transcripts()
-        .into_iter()
-        .map(|(turn, t)| (t.epoch, turn, t.text))
-        .collect();
     assert_eq!(
-        texts,
+        epochs_turns_texts(&events),
         [
             (1, 1, "utterance one".to_owned()),
             (2, 2, "goodbye then".to_owned())
