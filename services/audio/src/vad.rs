@@ -50,11 +50,21 @@ pub enum VadEvent {
 
 /// RMS level of `samples` in dBFS (`-inf` for digital silence or an empty slice).
 pub fn frame_dbfs(samples: &[i16]) -> f32 {
-    if samples.is_empty() {
+    dbfs(samples.iter().copied())
+}
+
+/// RMS level of µ-law `bytes` in dBFS, decoded on the fly (no buffer).
+pub fn mulaw_dbfs(bytes: &[u8]) -> f32 {
+    dbfs(bytes.iter().map(|&b| mulaw::decode(b)))
+}
+
+fn dbfs(samples: impl ExactSizeIterator<Item = i16>) -> f32 {
+    let n = samples.len();
+    if n == 0 {
         return f32::NEG_INFINITY;
     }
-    let energy: f64 = samples.iter().map(|&s| f64::from(s) * f64::from(s)).sum();
-    let rms = (energy / samples.len() as f64).sqrt();
+    let energy: f64 = samples.map(|s| f64::from(s) * f64::from(s)).sum();
+    let rms = (energy / n as f64).sqrt();
     (20.0 * (rms / 32768.0).log10()) as f32
 }
 
@@ -204,6 +214,14 @@ mod tests {
 
     fn concat(parts: &[Vec<i16>]) -> Vec<i16> {
         parts.concat()
+    }
+
+    /// The µ-law level is the level of the decoded samples.
+    #[test]
+    fn mulaw_level_is_the_decoded_level() {
+        let bytes = mulaw::encode_slice(&[3000, -3000, 120, -7].repeat(40));
+        assert_eq!(mulaw_dbfs(&bytes), frame_dbfs(&mulaw::decode_slice(&bytes)));
+        assert_eq!(mulaw_dbfs(&[]), f32::NEG_INFINITY);
     }
 
     /// Digital silence and low noise (-60 dBFS) never trigger speech.

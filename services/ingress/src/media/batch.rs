@@ -22,27 +22,11 @@ use crate::BackendError;
 /// A frame at or above this level (dBFS) counts as voice for flushing: 10 dB more
 /// sensitive than a typical STT VAD (-40), so whatever a vendor could call speech is sent
 /// at once. Line noise above it only costs batching, never latency.
-const VOICE_DBFS: f64 = -50.0;
-
-/// Mean square of a 16-bit sample at [`VOICE_DBFS`].
-fn voice_mean_square() -> f64 {
-    let rms = 32768.0 * 10f64.powf(VOICE_DBFS / 20.0);
-    rms * rms
-}
+const VOICE_DBFS: f32 = -50.0;
 
 /// Whether a µ-law frame carries voice (its level reaches [`VOICE_DBFS`]).
 fn voiced(payload: &[u8]) -> bool {
-    if payload.is_empty() {
-        return false;
-    }
-    let energy: f64 = payload
-        .iter()
-        .map(|&b| {
-            let s = f64::from(sb_audio::mulaw::decode(b));
-            s * s
-        })
-        .sum();
-    energy / payload.len() as f64 >= voice_mean_square()
+    sb_audio::vad::mulaw_dbfs(payload) >= VOICE_DBFS
 }
 
 /// Groups Twilio frames into `audio.in` events.
