@@ -128,15 +128,19 @@ enum Got {
     Stored(Option<Result<jetstream::Message, pull::OrderedError>>),
 }
 
+/// The catch-up consumer and its name, to delete it once it is not needed: left alone, it
+/// would keep matching this call's new messages until its pull request expires.
+struct Catchup {
+    messages: pull::Ordered,
+    name: String,
+}
+
 /// The live subscription and, while needed, the catch-up consumer.
 pub(crate) struct AudioSource {
     js: jetstream::Context,
     subject: String,
     live: async_nats::Subscriber,
-    catchup: Option<pull::Ordered>,
-    /// The catch-up consumer's name, to delete it once it is not needed: left alone, it
-    /// would keep matching this call's new messages until its pull request expires.
-    catchup_name: Option<String>,
+    catchup: Option<Catchup>,
     /// A live gap was seen: reopen the catch-up before reading on.
     reopen: bool,
     last_stream_seq: Option<u64>,
@@ -161,14 +165,12 @@ impl AudioSource {
             subject,
             live,
             catchup: None,
-            catchup_name: None,
             reopen: false,
             last_stream_seq: resume.map(|s| s.saturating_sub(1)),
             merge: Merge::new(next),
             ready: VecDeque::new(),
         };
-        let (catchup, name) = open_catchup(js, &source.subject, resume).await?;
-        (source.catchup, source.catchup_name) = (Some(catchup), Some(name));
+        source.catchup = Some(open_catchup(js, &source.subject, resume).await?);
         Ok(source)
     }
 
@@ -183,10 +185,7 @@ impl AudioSource {
             if self.reopen {
                 let from = self.last_stream_seq.map(|s| s + 1);
                 match open_catchup(&self.js, &self.subject, from).await {
-                    Ok((catchup, name)) => {
-                        self.catchup = Some(catchup);
-                        self.catchup_name = Some(name);
-                    }
+                    Ok(catchup) => self.catchup = Some(catchup),
                     Err(error) => {
                         tracing::warn!(%error, "cannot reopen the audio catch-up");
                         return None;
@@ -197,7 +196,7 @@ impl AudioSource {
             let got = match &mut self.catchup {
                 Some(catchup) => tokio::select! {
                     message = self.live.next() => Got::Live(message),
-                    message = catchup.next() => Got::Stored(message),
+                    message = catchup.messages.next() => Got::Stored(message),
                 },
                 None => Got::Live(self.live.next().await),
             };
@@ -246,11 +245,11 @@ impl AudioSource {
             }
         };
         let info = message.info().ok();
-        if let Some(info) = &info
-            && self.catchup_name.as_deref() != Some(info.consumer)
+        if let (Some(info), Some(catchup)) = (&info, &mut self.catchup)
+            && catchup.name != info.consumer
         {
             // An ordered consumer recreates itself under a new name after a hiccup.
-            self.catchup_name = Some(info.consumer.to_owned());
+            info.consumer.clone_into(&mut catchup.name);
         }
         let stream_seq = info.as_ref().map(|i| i.stream_sequence);
         let caught_up = info.as_ref().is_some_and(|i| i.pending == 0);
@@ -268,8 +267,7 @@ impl AudioSource {
 
     /// Drops the catch-up and deletes its consumer on the server, off this task's path.
     fn end_catchup(&mut self) {
-        self.catchup = None;
-        let Some(name) = self.catchup_name.take() else {
+        let Some(Catchup { name, .. }) = self.catchup.take() else {
             return;
         };
         let js = self.js.clone();
@@ -293,13 +291,12 @@ impl Drop for AudioSource {
     }
 }
 
-/// An ordered consumer on `subject` from stream sequence `from` (`None`: the start), and
-/// its name.
+/// An ordered consumer on `subject` from stream sequence `from` (`None`: the start).
 async fn open_catchup(
     js: &jetstream::Context,
     subject: &str,
     from: Option<u64>,
-) -> Result<(pull::Ordered, String), async_nats::Error> {
+) -> Result<Catchup, async_nats::Error> {
     let stream = js.get_stream_no_info(subject::AUDIO_STREAM).await?;
     let deliver_policy = match from {
         Some(start_sequence) => DeliverPolicy::ByStartSequence { start_sequence },
@@ -313,7 +310,10 @@ async fn open_catchup(
         })
         .await?;
     let name = consumer.cached_info().name.clone();
-    Ok((consumer.messages().await?, name))
+    Ok(Catchup {
+        messages: consumer.messages().await?,
+        name,
+    })
 }
 
 fn batch(payload: &[u8], stream_seq: Option<u64>) -> Result<Batch, Skipped> {

@@ -29,8 +29,9 @@ struct Sent {
     len: u64,
     /// Producer clock (µs) when the batch was published: right after its last frame arrived.
     at_us: u64,
-    /// Its AUDIO stream sequence, to resume a reconnect from it (`None`: it came live;
-    /// the newest sequence seen before it is the resume point then).
+    /// Its AUDIO stream sequence, to resume a reconnect from it; for a batch that came
+    /// live, the newest stored one seen before it (resuming there re-reads a little).
+    /// `None`: no stored batch was seen yet (resume from the call's start).
     stream_seq: Option<u64>,
 }
 
@@ -181,7 +182,7 @@ impl Timeline {
             .iter()
             .find(|s| checkpoint.is_none_or(|c| s.last_seq() > c));
         match uncovered {
-            Some(batch) => batch.stream_seq.or(self.next_stream_seq),
+            Some(batch) => batch.stream_seq,
             None if self.sent.is_empty() && checkpoint.is_none() => None,
             None => self.next_stream_seq,
         }
