@@ -47,6 +47,11 @@ impl Expected {
         ]
         .map(|ms| ms as f64)
     }
+
+    /// Every configured delay of a turn together.
+    pub fn total_ms(&self, tokens: u64) -> f64 {
+        self.per_step(tokens).iter().sum()
+    }
 }
 
 /// Adds the steps of every answered caller turn of `report` to `samples`; `tokens(i)` is

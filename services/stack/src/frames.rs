@@ -9,7 +9,7 @@ use std::{collections::HashMap, time::Duration};
 
 use anyhow::Context as _;
 use async_nats::jetstream::{self, consumer::pull};
-use futures::StreamExt as _;
+use futures::{StreamExt as _, TryStreamExt as _};
 use sb_audio::FRAME_BYTES;
 use sb_schemas::{Body, decode, subject};
 
@@ -42,10 +42,7 @@ pub async fn stored(js: &jetstream::Context) -> anyhow::Result<HashMap<String, S
     let total: usize = stream
         .info_with_subjects(filter)
         .await?
-        .map(|entry| entry.map(|(_, n)| n))
-        .fold(Ok(0usize), |sum, n| async move {
-            Ok::<_, anyhow::Error>(sum? + n?)
-        })
+        .try_fold(0, |sum, (_, n)| async move { Ok(sum + n) })
         .await?;
     let mut per_call: HashMap<String, Stored> = HashMap::new();
     if total == 0 {

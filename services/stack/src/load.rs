@@ -120,12 +120,32 @@ impl LoadResult {
 /// is complete and can be spoken: the first after the first-token delay, each later one
 /// `llm_token_ms` after the one before).
 fn overhead(v2v_ms: u64, d: &Delays, first_sentence_tokens: u64) -> f64 {
-    let providers = ENDPOINTING_MS
-        + d.stt_final_ms
-        + d.llm_ttft_ms
-        + first_sentence_tokens.saturating_sub(1) * d.llm_token_ms
-        + d.tts_first_byte_ms;
-    v2v_ms as f64 - providers as f64
+    v2v_ms as f64 - expected(d).total_ms(first_sentence_tokens)
+}
+
+/// The configured delays of the load benchmark's turns.
+fn expected(d: &Delays) -> breakdown::Expected {
+    breakdown::Expected {
+        delays: *d,
+        endpointing_ms: ENDPOINTING_MS,
+    }
+}
+
+/// Stand-in tokens of the first sentence answering caller turn `i` (1-based).
+fn reply_tokens(i: usize) -> u64 {
+    LOAD_REPLIES
+        .get(i - 1)
+        .map_or(0, |r| first_sentence_tokens(r))
+}
+
+/// The stand-ins' and the load generator's (this process') usage.
+fn other_usage(stack: &Stack) -> Vec<(String, Usage)> {
+    let mut others = stack.stand_in_usage();
+    others.push((
+        "load generator".to_owned(),
+        crate::process::usage(std::process::id()),
+    ));
+    others
 }
 
 pub use crate::report::{medians, percentiles, table, write_plot};
@@ -151,11 +171,7 @@ pub async fn run(options: &LoadOptions) -> anyhow::Result<LoadResult> {
         .service_usage()
         .into_iter()
         .chain(stack.server_usage())
-        .chain(stack.stand_in_usage())
-        .chain([(
-            "load generator".to_owned(),
-            crate::process::usage(std::process::id()),
-        )])
+        .chain(other_usage(&stack))
         .collect();
     let scenario = Scenario::from_toml(SCENARIO)?;
 
@@ -213,27 +229,15 @@ pub async fn run(options: &LoadOptions) -> anyhow::Result<LoadResult> {
         }
         for (i, turn) in report.turns.iter().enumerate().skip(1) {
             if let Some(v2v) = turn.voice_to_voice_ms {
-                let tokens = LOAD_REPLIES
-                    .get(i - 1)
-                    .map_or(0, |r| first_sentence_tokens(r));
                 result.voice_to_voice_ms.push(v2v as f64);
-                result.overhead_ms.push(overhead(v2v, &d, tokens));
+                result.overhead_ms.push(overhead(v2v, &d, reply_tokens(i)));
             }
             if let Some(ms) = turn.barge_in.as_ref().and_then(|b| b.latency_ms) {
                 result.barge_in_ms.push(ms as f64);
             }
         }
         if healthy {
-            let expected = breakdown::Expected {
-                delays: d,
-                endpointing_ms: ENDPOINTING_MS,
-            };
-            let tokens = |i: usize| {
-                LOAD_REPLIES
-                    .get(i - 1)
-                    .map_or(0, |r| first_sentence_tokens(r))
-            };
-            breakdown::add_call(&js, report, &expected, tokens, &mut result.steps)
+            breakdown::add_call(&js, report, &expected(&d), reply_tokens, &mut result.steps)
                 .await
                 .with_context(|| format!("reading back call {}", report.call_sid))?;
         }
@@ -262,12 +266,7 @@ pub async fn run(options: &LoadOptions) -> anyhow::Result<LoadResult> {
     };
     result.processes = account(stack.service_usage());
     result.servers = account(stack.server_usage());
-    let mut others = stack.stand_in_usage();
-    others.push((
-        "load generator".to_owned(),
-        crate::process::usage(std::process::id()),
-    ));
-    result.others = account(others);
+    result.others = account(other_usage(&stack));
     result.wall_secs = started.elapsed().as_secs_f64();
     stack.stop().await;
     println!("{} calls in {:.1} s", options.calls, elapsed.as_secs_f64());
