@@ -98,6 +98,13 @@ pub trait Backend: Clone + Send + Sync + 'static {
         event: &Envelope,
     ) -> impl Future<Output = Result<Self::Ack, BackendError>> + Send;
 
+    /// Publishes caller audio without asking for a store ack (see
+    /// [`sb_runtime::Publisher::send_unconfirmed`]).
+    fn send_unconfirmed(
+        &self,
+        event: &Envelope,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send;
+
     /// Publishes the call's STT lease (the `start` event on `assign.stt.…`) and waits.
     fn publish_lease(
         &self,
@@ -252,6 +259,10 @@ impl Backend for Live {
             Ok(())
         }
         .boxed())
+    }
+
+    async fn send_unconfirmed(&self, event: &Envelope) -> Result<(), BackendError> {
+        Ok(self.publisher.send_unconfirmed(event).await?)
     }
 
     async fn publish_lease(&self, start: &Envelope) -> Result<(), BackendError> {

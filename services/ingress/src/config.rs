@@ -55,6 +55,13 @@ pub struct IngressConfig {
     #[arg(long, env = "SB_AUDIO_ACKS_IN_FLIGHT", default_value_t = 8192)]
     pub audio_acks_in_flight: usize,
 
+    /// Every Nth `audio.in` event of a call (and the partial batch flushed when it ends) asks
+    /// JetStream for a store ack, checked off the socket's path; the events between are plain
+    /// publishes on the same connection, which the stream stores in order with them. 1 = an
+    /// ack for every event.
+    #[arg(long, env = "SB_AUDIO_ACK_EVERY", default_value_t = 10)]
+    pub audio_ack_every: u32,
+
     /// What a caller hears when the dialled number belongs to no tenant.
     #[arg(
         long,
@@ -100,6 +107,7 @@ impl IngressConfig {
             ws_max_message_bytes: 16 * 1024,
             max_form_bytes: 32 * 1024,
             audio_acks_in_flight: 8192,
+            audio_ack_every: 10,
             unknown_number_text: "Sorry, this number is not in service. Goodbye.".to_owned(),
             rate_limited_text: "Sorry, all our lines are busy right now. Goodbye.".to_owned(),
             voice_path: "/twilio/voice".to_owned(),
@@ -143,6 +151,8 @@ pub struct Settings {
     pub ws_max_message_bytes: usize,
     pub max_form_bytes: usize,
     pub audio_acks_in_flight: usize,
+    /// A call's `audio.in` events per store ack requested (see [`IngressConfig::audio_ack_every`]).
+    pub audio_ack_every: u64,
     /// `<Say>…</Say><Hangup/>` for numbers without a tenant.
     pub unknown_number_twiml: String,
     /// `<Say>…</Say><Hangup/>` for calls over the tenant's rate limit.
@@ -216,6 +226,9 @@ impl Settings {
         if config.audio_acks_in_flight == 0 {
             return Err(invalid("SB_AUDIO_ACKS_IN_FLIGHT", "must be at least 1"));
         }
+        if !(1..=1000).contains(&config.audio_ack_every) {
+            return Err(invalid("SB_AUDIO_ACK_EVERY", "must be between 1 and 1000"));
+        }
         let stream_url = format!(
             "{}{}",
             sb_twilio::signature::websocket_url(&public_base),
@@ -235,6 +248,7 @@ impl Settings {
             ws_max_message_bytes: config.ws_max_message_bytes,
             max_form_bytes: config.max_form_bytes,
             audio_acks_in_flight: config.audio_acks_in_flight,
+            audio_ack_every: u64::from(config.audio_ack_every),
             unknown_number_twiml: twiml::say_and_hang_up(&config.unknown_number_text),
             rate_limited_twiml: twiml::say_and_hang_up(&config.rate_limited_text),
             voice_path: config.voice_path.clone(),
@@ -315,6 +329,7 @@ mod tests {
             ),
             ("SB_AUDIO_BATCH_MS", Box::new(|c| c.audio_batch_ms = 30)),
             ("SB_AUDIO_BATCH_MS", Box::new(|c| c.audio_batch_ms = 0)),
+            ("SB_AUDIO_ACK_EVERY", Box::new(|c| c.audio_ack_every = 0)),
             ("SB_MEDIA_PATH", Box::new(|c| c.media_path = "media".into())),
             (
                 "SB_WS_MAX_MESSAGE_BYTES",

@@ -26,6 +26,8 @@ struct State {
     /// `session:{sid}` → (tenant, barge-in token).
     sessions: HashMap<CallSid, (TenantId, u64)>,
     published: Vec<Envelope>,
+    /// Per published event: whether it asked for a store ack.
+    acked: Vec<bool>,
     leases: Vec<Envelope>,
     subscribers: HashMap<CallSid, mpsc::UnboundedSender<Envelope>>,
     fail_publish: bool,
@@ -53,6 +55,11 @@ impl MemoryBackend {
     /// Every event published (not leases), in order.
     pub fn published(&self) -> Vec<Envelope> {
         self.lock().published.clone()
+    }
+
+    /// Per [`Self::published`] event, in order: whether it asked for a store ack.
+    pub fn acked(&self) -> Vec<bool> {
+        self.lock().acked.clone()
     }
 
     /// The kinds of [`Self::published`], in order.
@@ -115,12 +122,13 @@ impl MemoryBackend {
         Ok(state)
     }
 
-    fn record(&self, event: &Envelope) -> Result<(), BackendError> {
+    fn record(&self, event: &Envelope, acked: bool) -> Result<(), BackendError> {
         let mut state = self.lock();
         if state.fail_publish {
             return Err(BackendError::Injected("publish"));
         }
         state.published.push(event.clone());
+        state.acked.push(acked);
         Ok(())
     }
 }
@@ -176,12 +184,16 @@ impl Backend for MemoryBackend {
     }
 
     async fn publish(&self, event: &Envelope) -> Result<(), BackendError> {
-        self.record(event)
+        self.record(event, true)
     }
 
     async fn send(&self, event: &Envelope) -> Result<Self::Ack, BackendError> {
-        self.record(event)?;
+        self.record(event, true)?;
         Ok(std::future::ready(Ok(())))
+    }
+
+    async fn send_unconfirmed(&self, event: &Envelope) -> Result<(), BackendError> {
+        self.record(event, false)
     }
 
     async fn publish_lease(&self, start: &Envelope) -> Result<(), BackendError> {

@@ -113,6 +113,35 @@ async fn batches_caller_audio() {
     assert_eq!(batches, [(0, 0, 480), (3, 60, 480), (6, 120, 160)]);
 }
 
+/// With `AUDIO_ACK_EVERY = 3`, every third `audio.in` event and the partial batch flushed
+/// on stop ask for a store ack; the others are plain publishes. Other events always do.
+#[tokio::test(start_paused = true)]
+async fn samples_caller_audio_acks() {
+    let mut config = config();
+    config.audio_batch_ms = 40;
+    config.audio_ack_every = 3;
+    let mut line = Line::open_with(&config, 2, "acme");
+    line.start().await;
+    // Quiet frames: 13 make six whole batches and a partial one.
+    for _ in 0..13 {
+        line.media(&[0xFF; 160]);
+    }
+    let backend = line.close().await;
+    let audio: Vec<bool> = backend
+        .kinds()
+        .into_iter()
+        .zip(backend.acked())
+        .filter_map(|(kind, acked)| (kind == Kind::Audio).then_some(acked))
+        .collect();
+    assert_eq!(audio, [false, false, true, false, false, true, true]);
+    let others_acked = backend
+        .kinds()
+        .into_iter()
+        .zip(backend.acked())
+        .all(|(kind, acked)| kind == Kind::Audio || acked);
+    assert!(others_acked, "{:?}", backend.kinds());
+}
+
 /// Batching never delays a live turn: a voiced frame goes out at once with the quiet
 /// frames waiting before it, and so does each frame of the endpointing silence after it.
 #[tokio::test(start_paused = true)]

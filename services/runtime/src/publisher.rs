@@ -3,8 +3,9 @@
 //! Consumes [`Envelope`]s; produces messages on the subject their kind names (via
 //! `sb_schemas::subject`). Control events carry `Nats-Msg-Id` = the event id, so a repeated
 //! publish within the stream's duplicate window is stored once; audio events do not (per
-//! frame dedup costs ~40 % throughput; their sequence numbers suffice). State: none beyond
-//! the JetStream context.
+//! frame dedup costs ~40 % throughput; their sequence numbers suffice), and caller audio may
+//! go without a store ack ([`Publisher::send_unconfirmed`]). State: none beyond the JetStream
+//! context.
 
 use std::sync::Arc;
 
@@ -56,6 +57,8 @@ impl PendingAck {
 #[derive(Clone)]
 pub struct Publisher {
     js: jetstream::Context,
+    /// The context's connection, for plain publishes.
+    client: async_nats::Client,
     /// `switchboard_events_published_total{kind}` handles, resolved once (per event a
     /// labelled lookup would allocate and hash).
     published: Arc<[metrics::Counter; Kind::ALL.len()]>,
@@ -73,7 +76,11 @@ impl Publisher {
             Kind::ALL
                 .map(|k| metrics::counter!(Metric::EventsPublished.name(), "kind" => k.as_str())),
         );
-        Self { js, published }
+        Self {
+            client: js.client(),
+            js,
+            published,
+        }
     }
 
     pub fn jetstream(&self) -> &jetstream::Context {
@@ -94,6 +101,26 @@ impl Publisher {
         };
         self.published[kind.index()].increment(1);
         Ok(PendingAck { subject, kind, ack })
+    }
+
+    /// Publishes without asking for a store ack: a plain publish on the event's subject,
+    /// which its stream captures and stores in order with the acked publishes around it on
+    /// this connection. For caller audio between the ingress' sampled acks only: a control
+    /// event always waits for its ack (and carries its `Nats-Msg-Id`).
+    pub async fn send_unconfirmed(&self, event: &Envelope) -> Result<(), PublishError> {
+        let kind = event.kind();
+        debug_assert!(kind.is_audio(), "{kind:?} published without an ack");
+        let subject = subject::for_envelope(event);
+        let payload = Bytes::from(encode(event));
+        if let Err(source) = self.client.publish(subject.clone(), payload).await {
+            let source = jetstream::context::PublishError::with_source(
+                jetstream::context::PublishErrorKind::BrokenPipe,
+                source,
+            );
+            return Err(failed(subject, kind, source));
+        }
+        self.published[kind.index()].increment(1);
+        Ok(())
     }
 
     /// Publishes the call's STT lease (DESIGN §5): the `start` event itself, on

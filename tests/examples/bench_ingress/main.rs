@@ -83,6 +83,10 @@ pub(crate) struct Args {
     /// Length of the media phase, seconds (the first second is warm-up, not measured).
     #[arg(long, default_value_t = 8)]
     pub(crate) media_seconds: u64,
+    /// The ingress' `SB_AUDIO_ACK_EVERY`: every Nth audio event of a call asks for a store
+    /// ack (1: every event, as before sampling).
+    #[arg(long, default_value_t = 10)]
+    pub(crate) audio_ack_every: u32,
     /// Worker threads of the ingress' runtime.
     #[arg(long, default_value_t = 2)]
     pub(crate) ingress_threads: usize,
@@ -130,14 +134,15 @@ pub(crate) struct RunResult {
 
 async fn bench(args: Args) -> anyhow::Result<()> {
     println!(
-        "bench-ingress: {} runs; webhooks: {} closed-loop on {} connections, {} s at each of {:?}/s; media: {} sockets x {} s",
+        "bench-ingress: {} runs; webhooks: {} closed-loop on {} connections, {} s at each of {:?}/s; media: {} sockets x {} s, a store ack every {} audio events",
         args.runs,
         args.webhooks,
         args.connections,
         args.seconds,
         args.rates,
         args.sockets,
-        args.media_seconds
+        args.media_seconds,
+        args.audio_ack_every
     );
     let mut results = Vec::new();
     for run in 0..args.runs {

@@ -97,11 +97,12 @@ async fn stack(args: &Args) -> anyhow::Result<Stack> {
         .thread_name(INGRESS_THREADS)
         .enable_all()
         .build()?;
+    let mut ingress_config = IngressConfig::for_tests(TOKEN, PUBLIC);
+    ingress_config.audio_ack_every = args.audio_ack_every;
     let (runtime, ingress) = ingress_rt
         .spawn(async move {
             let runtime = Runtime::start("ingress", config).await?;
-            let ingress =
-                sb_ingress::start(&runtime, &IngressConfig::for_tests(TOKEN, PUBLIC)).await?;
+            let ingress = sb_ingress::start(&runtime, &ingress_config).await?;
             anyhow::Ok((runtime, ingress))
         })
         .await??;

@@ -66,6 +66,8 @@ pub(crate) struct Call<B: Backend> {
     /// The highest STT epoch seen: events of a stale STT owner are ignored.
     max_epoch: u64,
     send_failures: u64,
+    /// `audio.in` events sent so far: every `audio_ack_every`th asks for a store ack.
+    audio_events: u64,
 }
 
 impl<B: Backend> Call<B> {
@@ -148,6 +150,7 @@ impl<B: Backend> Call<B> {
             latest_turn: 0,
             max_epoch: 0,
             send_failures: 0,
+            audio_events: 0,
         })
     }
 
@@ -159,13 +162,33 @@ impl<B: Backend> Call<B> {
     async fn send(&mut self, event: Envelope) {
         match self.state.backend.send(&event).await {
             Ok(ack) => self.state.acks().push(ack, &self.tag),
-            Err(error) => {
-                self.send_failures += 1;
-                if self.send_failures.is_power_of_two() {
-                    let _entered = self.span.enter();
-                    tracing::warn!(failures = self.send_failures, error = %error, "publish failed");
-                }
-            }
+            Err(error) => self.send_failed(&error),
+        }
+    }
+
+    fn send_failed(&mut self, error: &crate::BackendError) {
+        self.send_failures += 1;
+        if self.send_failures.is_power_of_two() {
+            let _entered = self.span.enter();
+            tracing::warn!(failures = self.send_failures, error = %error, "publish failed");
+        }
+    }
+
+    /// Caller audio: every `audio_ack_every`th event of the call, and the `last` batch
+    /// flushed at its end, with a checked store ack; the rest as plain publishes, which the
+    /// stream stores in order with the acked ones (a failing ack is logged for the call).
+    async fn send_audio(&mut self, audio: sb_schemas::Audio, last: bool) {
+        self.audio_events += 1;
+        let event = self.event(0, Body::Audio(audio));
+        if last
+            || self
+                .audio_events
+                .is_multiple_of(self.state.settings.audio_ack_every)
+        {
+            return self.send(event).await;
+        }
+        if let Err(error) = self.state.backend.send_unconfirmed(&event).await {
+            self.send_failed(&error);
         }
     }
 
@@ -181,8 +204,7 @@ impl<B: Backend> Call<B> {
     pub(crate) async fn on_audio(&mut self, payload: Vec<u8>, timestamp_ms: u64) {
         self.state.meters().frames_in.increment(1);
         if let Some(audio) = self.batch.push(payload, timestamp_ms) {
-            let event = self.event(0, Body::Audio(audio));
-            self.send(event).await;
+            self.send_audio(audio, false).await;
         }
     }
 
@@ -320,8 +342,7 @@ impl<B: Backend> Call<B> {
         let span = self.span.clone();
         async move {
             if let Some(audio) = self.batch.flush() {
-                let event = self.event(0, Body::Audio(audio));
-                self.send(event).await;
+                self.send_audio(audio, true).await;
             }
             let backend = &self.state.backend;
             let first = backend.claim_end(&self.sid).await.unwrap_or_else(|error| {
