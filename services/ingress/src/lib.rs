@@ -97,8 +97,14 @@ impl<B: Backend> IngressState<B> {
 pub fn app<B: Backend>(state: IngressState<B>) -> Router {
     let settings = &state.settings;
     Router::new()
-        .route(&settings.voice_path, post(webhook::voice::<B>))
-        .route(&settings.status_callback_path, post(webhook::status::<B>))
+        .route(
+            &settings.voice_path,
+            post(webhook::handle::<B, sb_twilio::IncomingCall>),
+        )
+        .route(
+            &settings.status_callback_path,
+            post(webhook::handle::<B, sb_twilio::StatusCallback>),
+        )
         .route(&settings.media_path, get(media::upgrade::<B>))
         .layer(DefaultBodyLimit::max(settings.max_form_bytes))
         .with_state(state)

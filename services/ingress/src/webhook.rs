@@ -15,7 +15,7 @@ use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use sb_runtime::{Tenant, metrics::Metric};
 use sb_schemas::{Body, CallSid, End, EndReason, Envelope, Webhook};
-use sb_twilio::form::parse_form;
+use sb_twilio::form::{FormError, parse_form};
 use sb_twilio::rest::CallStatus;
 use sb_twilio::twiml::ConnectStream;
 use sb_twilio::{IncomingCall, StatusCallback};
@@ -29,7 +29,7 @@ pub(crate) const SIGNATURE_HEADER: &str = "x-twilio-signature";
 const MAX_PARAMETER_VALUE: usize = 128;
 
 /// How one webhook ended: a metric label and the response.
-struct Answer {
+pub(crate) struct Answer {
     outcome: &'static str,
     response: Response,
 }
@@ -99,36 +99,12 @@ fn forbidden() -> Answer {
     )
 }
 
-/// `POST /twilio/voice`.
-pub(crate) async fn voice<B: Backend>(
-    State(state): State<IngressState<B>>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let started = Instant::now();
-    let answer = incoming_call(&state, &uri, &headers, &body).await;
-    finish("voice", started, answer)
-}
-
+/// `POST /twilio/voice`: a new call, admitted once.
 async fn incoming_call<B: Backend>(
     state: &IngressState<B>,
-    uri: &Uri,
-    headers: &HeaderMap,
-    body: &[u8],
+    call: IncomingCall,
+    sid: CallSid,
 ) -> Answer {
-    let params = match signed_form(state, "voice", uri, headers, body) {
-        Ok(params) => params,
-        Err(answer) => return *answer,
-    };
-    let call = match IncomingCall::from_params(params) {
-        Ok(call) => call,
-        Err(error) => return bad_request(error.kind(), error),
-    };
-    let sid = match call_sid(&call.call_sid) {
-        Ok(sid) => sid,
-        Err(answer) => return *answer,
-    };
     let Some(tenant) = state.tenants.by_number(&call.to) else {
         tracing::info!(call_sid = %sid, to = %call.to, "call to a number without a tenant");
         return twiml(
@@ -233,40 +209,90 @@ fn signed_form<B: Backend>(
     Ok(params)
 }
 
-fn call_sid(raw: &str) -> Result<CallSid, Box<Answer>> {
-    CallSid::parse(raw).map_err(|error| Box::new(bad_request("bad_call_sid", error)))
+/// A webhook about one call: its route label, typed parameters and answer.
+pub(crate) trait CallWebhook: Sized + Send {
+    /// The `route` label of its metrics and log lines.
+    const ROUTE: &'static str;
+    fn parse(params: Vec<(String, String)>) -> Result<Self, FormError>;
+    fn call_sid(&self) -> &str;
+    /// The answer, once the signature and the parameters are good.
+    fn answer<B: Backend>(
+        self,
+        state: &IngressState<B>,
+        sid: CallSid,
+    ) -> impl Future<Output = Answer> + Send;
 }
 
-/// `POST /twilio/status`.
-pub(crate) async fn status<B: Backend>(
+impl CallWebhook for IncomingCall {
+    const ROUTE: &'static str = "voice";
+    fn parse(params: Vec<(String, String)>) -> Result<Self, FormError> {
+        Self::from_params(params)
+    }
+    fn call_sid(&self) -> &str {
+        &self.call_sid
+    }
+    fn answer<B: Backend>(
+        self,
+        state: &IngressState<B>,
+        sid: CallSid,
+    ) -> impl Future<Output = Answer> + Send {
+        incoming_call(state, self, sid)
+    }
+}
+
+impl CallWebhook for StatusCallback {
+    const ROUTE: &'static str = "status";
+    fn parse(params: Vec<(String, String)>) -> Result<Self, FormError> {
+        Self::from_params(params)
+    }
+    fn call_sid(&self) -> &str {
+        &self.call_sid
+    }
+    fn answer<B: Backend>(
+        self,
+        state: &IngressState<B>,
+        sid: CallSid,
+    ) -> impl Future<Output = Answer> + Send {
+        status_callback(state, self, sid)
+    }
+}
+
+/// Every call webhook (`POST /twilio/voice`, `/twilio/status`): the signed form as `T` and
+/// its call sid (400 or 403 otherwise, as [`signed_form`]), then `T`'s answer; the outcome
+/// and latency are recorded.
+pub(crate) async fn handle<B: Backend, T: CallWebhook>(
     State(state): State<IngressState<B>>,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let started = Instant::now();
-    let answer = status_callback(&state, &uri, &headers, &body).await;
-    finish("status", started, answer)
+    let answer = match signed_call::<B, T>(&state, &uri, &headers, &body) {
+        Ok((params, sid)) => params.answer(&state, sid).await,
+        Err(answer) => *answer,
+    };
+    finish(T::ROUTE, started, answer)
 }
 
-async fn status_callback<B: Backend>(
+fn signed_call<B: Backend, T: CallWebhook>(
     state: &IngressState<B>,
     uri: &Uri,
     headers: &HeaderMap,
     body: &[u8],
+) -> Result<(T, CallSid), Box<Answer>> {
+    let params = signed_form(state, T::ROUTE, uri, headers, body)?;
+    let typed = T::parse(params).map_err(|error| Box::new(bad_request(error.kind(), error)))?;
+    let sid = CallSid::parse(typed.call_sid())
+        .map_err(|error| Box::new(bad_request("bad_call_sid", error)))?;
+    Ok((typed, sid))
+}
+
+/// `POST /twilio/status`: `end` once per call on a final status.
+async fn status_callback<B: Backend>(
+    state: &IngressState<B>,
+    callback: StatusCallback,
+    sid: CallSid,
 ) -> Answer {
-    let params = match signed_form(state, "status", uri, headers, body) {
-        Ok(params) => params,
-        Err(answer) => return *answer,
-    };
-    let callback = match StatusCallback::from_params(params) {
-        Ok(callback) => callback,
-        Err(error) => return bad_request(error.kind(), error),
-    };
-    let sid = match call_sid(&callback.call_sid) {
-        Ok(sid) => sid,
-        Err(answer) => return *answer,
-    };
     // Progress callbacks (and late ones after the end) change nothing.
     let Some(reason) = end_reason(callback.call_status) else {
         return answer("ignored", StatusCode::NO_CONTENT);
