@@ -450,3 +450,70 @@ async fn admission_in_one_round_trip() {
         "idempotency key ttl {idem_ttl}"
     );
 }
+
+/// POSTs a form signed as Twilio signs it (over the public URL) over plain HTTP/1.1; the
+/// status code and body.
+async fn post_signed(addr: SocketAddr, path: &str, params: &[(String, String)]) -> (u16, String) {
+    let signature = sb_twilio::signature::sign(TOKEN, &format!("{PUBLIC}{path}"), params);
+    let body = sb_twilio::form::encode_form(params);
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: ingress\r\nConnection: close\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nX-Twilio-Signature: {signature}\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Redis down: the ingress cannot tell a retried webhook from a new one and admits both
+/// (a call is never refused for it), and both status callbacks of a call claim its `end`.
+/// The `webhook` and `end` ids are derived from the call, so the stream stores each once.
+#[tokio::test]
+async fn retries_while_redis_is_down_are_stored_once() {
+    let env = TestEnv::start().await.unwrap();
+    let (_runtime, ingress) = start(&env).await;
+    let sid = CallSid::parse(&new_sid("CA")).unwrap();
+    let call = sb_twilio::IncomingCall::ringing(
+        sb_sim::caller::DEFAULT_ACCOUNT_SID,
+        sid.as_str(),
+        "+15005550100",
+        "+15005550006",
+        "inbound",
+    );
+    let completed =
+        sb_twilio::StatusCallback::completed(&call, 3, 0, "Mon, 23 Nov 2026 10:00:00 +0000");
+    drop(env.redis);
+
+    for attempt in 1..=2 {
+        let (status, body) = post_signed(ingress.addr, "/twilio/voice", &call.params).await;
+        assert_eq!(status, 200, "attempt {attempt}: {body}");
+        assert!(
+            body.contains("<Stream"),
+            "attempt {attempt} connects: {body}"
+        );
+        let (status, _) = post_signed(ingress.addr, "/twilio/status", &completed.params).await;
+        assert_eq!(status, 204, "attempt {attempt}");
+    }
+    for kind in [Kind::Webhook, Kind::End] {
+        let subject = format!("call.acme.{sid}.{}", kind.as_str());
+        assert_eq!(
+            support::stored(&env.js, "CALLS", &subject).await,
+            1,
+            "{subject}"
+        );
+    }
+    ingress.shutdown().await;
+}

@@ -125,7 +125,8 @@ async fn admit<B: Backend>(
     let admission = match state.backend.admit(sid, tenant, SystemTime::now()).await {
         Ok(admission) => admission,
         Err(error) => {
-            // Redis down: let the call through rather than fail it (a retry may publish twice).
+            // Redis down: let the call through rather than fail it. A retry publishes the
+            // `webhook` again, under the same id (`Envelope::once`), so it is stored once.
             tracing::warn!(error = %error, "admission check failed; admitting the call");
             Admission::Admitted
         }
@@ -136,7 +137,7 @@ async fn admit<B: Backend>(
     };
     match admission {
         Admission::Admitted => {
-            let event = Envelope::new(
+            let event = Envelope::once(
                 tenant.id.clone(),
                 sid.clone(),
                 0,
@@ -323,7 +324,8 @@ async fn end_call<B: Backend>(
     if !first {
         return answer("duplicate", StatusCode::NO_CONTENT);
     }
-    let event = Envelope::new(tenant.id.clone(), sid, 0, Body::End(End { reason }));
+    // The same id as the socket's `end`: if Redis could not arbitrate, the stream does.
+    let event = Envelope::once(tenant.id.clone(), sid, 0, Body::End(End { reason }));
     match state.backend.publish(&event).await {
         Ok(()) => {
             tracing::info!(reason = ?reason, "call ended (status callback)");

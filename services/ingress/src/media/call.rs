@@ -350,7 +350,11 @@ impl<B: Backend> Call<B> {
                 true
             });
             if first {
-                let event = self.event(
+                // One id per call's `end` (`Envelope::once`): should Redis have failed to
+                // arbitrate with the status callback, the stream stores one of the two.
+                let event = Envelope::once(
+                    self.tenant.id.clone(),
+                    self.sid.clone(),
                     self.latest_turn,
                     Body::End(End {
                         reason: EndReason::Stop,
