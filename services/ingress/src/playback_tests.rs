@@ -27,120 +27,124 @@ impl Sent {
     fn audio(&self) -> Vec<u8> {
         self.media.iter().flat_map(|(_, a, _)| a.to_vec()).collect()
     }
+    fn mark_names(&self) -> Vec<&str> {
+        self.marks.iter().map(|(_, name)| name.as_str()).collect()
+    }
     fn late(&self) -> usize {
         self.media.iter().filter(|(_, _, late)| *late).count()
     }
 }
 
-/// Polls and sleeps until nothing more is due before `until` (paused time).
-async fn drive(playback: &mut Playback, start: Instant, until: Instant, sent: &mut Sent) {
-    loop {
-        let now = Instant::now();
-        let at = now.duration_since(start).as_millis() as u64;
-        while let Some(output) = playback.poll(now) {
-            match output {
-                Output::Media { audio, late } => sent.media.push((at, audio, late)),
-                Output::Mark(name) => sent.marks.push((at, name)),
-            }
-        }
-        match playback.next_wake() {
-            Some(wake) if wake <= until => tokio::time::sleep_until(wake.max(now)).await,
-            _ => break,
-        }
-    }
+/// A playback on paused time and what it sent; time zero is `start`.
+struct Rig {
+    start: Instant,
+    playback: Playback,
+    sent: Sent,
 }
 
-fn new(now: Instant) -> Playback {
-    Playback::new(LEAD, GRACE, now)
+impl Rig {
+    fn new() -> Self {
+        let start = Instant::now();
+        Self {
+            start,
+            playback: Playback::new(LEAD, GRACE, start),
+            sent: Sent::default(),
+        }
+    }
+
+    /// Pushes `chunk` of `turn` now; the playback's verdict.
+    fn push(&mut self, turn: u32, chunk: TtsChunk) -> Result<usize, Dropped> {
+        self.playback.push(turn, chunk, Instant::now())
+    }
+
+    /// Sends what falls due until `start + until`, sleeping between frames.
+    async fn play_until(&mut self, until: Duration) {
+        self.play_to(self.start + until).await;
+    }
+
+    /// Sends what falls due during the next `span`.
+    async fn play_for(&mut self, span: Duration) {
+        self.play_to(Instant::now() + span).await;
+    }
+
+    async fn play_to(&mut self, until: Instant) {
+        loop {
+            let now = Instant::now();
+            let at = now.duration_since(self.start).as_millis() as u64;
+            while let Some(output) = self.playback.poll(now) {
+                match output {
+                    Output::Media { audio, late } => self.sent.media.push((at, audio, late)),
+                    Output::Mark(name) => self.sent.marks.push((at, name)),
+                }
+            }
+            match self.playback.next_wake() {
+                Some(wake) if wake <= until => tokio::time::sleep_until(wake.max(now)).await,
+                _ => break,
+            }
+        }
+    }
 }
 
 /// Chunks arriving in any order play strictly in (sentence, chunk) order, each sentence
 /// followed by its mark.
 #[tokio::test(start_paused = true)]
 async fn plays_out_of_order_chunks_in_order() {
-    let start = Instant::now();
-    let mut playback = new(start);
-    let mut sent = Sent::default();
+    let mut rig = Rig::new();
     for (s, c, last, turn_last) in [
         (1, 1, true, true),
         (0, 1, true, false),
         (1, 0, false, false),
         (0, 0, false, false),
     ] {
-        playback
-            .push(0, chunk(s, c, 2, last, turn_last), start)
-            .unwrap();
+        rig.push(0, chunk(s, c, 2, last, turn_last)).unwrap();
     }
-    drive(
-        &mut playback,
-        start,
-        start + Duration::from_secs(5),
-        &mut sent,
-    )
-    .await;
+    rig.play_until(Duration::from_secs(5)).await;
     let expected: Vec<u8> = [(0, 0), (0, 1), (1, 0), (1, 1)]
         .iter()
         .flat_map(|&(s, c)| vec![(s * 16 + c + 1) as u8; 2 * FRAME_BYTES])
         .collect();
-    assert_eq!(sent.audio(), expected);
-    assert_eq!(sent.media.len(), 8, "one message per 20 ms frame");
-    let names: Vec<&str> = sent.marks.iter().map(|(_, n)| n.as_str()).collect();
-    assert_eq!(names, ["0:0", "0:1"]);
+    assert_eq!(rig.sent.audio(), expected);
+    assert_eq!(rig.sent.media.len(), 8, "one message per 20 ms frame");
+    assert_eq!(rig.sent.mark_names(), ["0:0", "0:1"]);
     // Each mark follows its sentence's last frame: 4 frames of sentence 0, sent by 20 ms.
-    let sentence0_last = sent.media[3].0;
-    assert!(sent.marks[0].0 >= sentence0_last && sent.marks[0].0 < sent.media[4].0 + 1);
-    assert_eq!(sent.late(), 0);
+    let sentence0_last = rig.sent.media[3].0;
+    assert!(rig.sent.marks[0].0 >= sentence0_last && rig.sent.marks[0].0 < rig.sent.media[4].0 + 1);
+    assert_eq!(rig.sent.late(), 0);
 }
 
 /// A chunk that fills a gap releases everything buffered behind it, and nothing plays
 /// before the gap is filled.
 #[tokio::test(start_paused = true)]
 async fn waits_for_the_missing_chunk() {
-    let start = Instant::now();
-    let mut playback = new(start);
-    playback.push(0, chunk(0, 1, 1, true, true), start).unwrap();
-    assert_eq!(playback.poll(start), None);
-    assert_eq!(playback.next_wake(), None, "nothing to send until chunk 0");
-    playback
-        .push(0, chunk(0, 0, 1, false, false), start)
-        .unwrap();
-    let mut sent = Sent::default();
-    drive(
-        &mut playback,
-        start,
-        start + Duration::from_secs(1),
-        &mut sent,
-    )
-    .await;
-    assert_eq!(sent.audio()[..FRAME_BYTES], [1; FRAME_BYTES]);
-    assert_eq!(sent.audio()[FRAME_BYTES..], [2; FRAME_BYTES]);
+    let mut rig = Rig::new();
+    rig.push(0, chunk(0, 1, 1, true, true)).unwrap();
+    assert_eq!(rig.playback.poll(rig.start), None);
+    assert_eq!(
+        rig.playback.next_wake(),
+        None,
+        "nothing to send until chunk 0"
+    );
+    rig.push(0, chunk(0, 0, 1, false, false)).unwrap();
+    rig.play_until(Duration::from_secs(1)).await;
+    assert_eq!(rig.sent.audio()[..FRAME_BYTES], [1; FRAME_BYTES]);
+    assert_eq!(rig.sent.audio()[FRAME_BYTES..], [2; FRAME_BYTES]);
 }
 
 /// One second of audio goes out at real time: frame `i` is sent at `i * 20 ms - lead`, so
 /// Twilio never holds more than the lead plus one frame.
 #[tokio::test(start_paused = true)]
 async fn paces_at_real_time_with_a_small_lead() {
-    let start = Instant::now();
-    let mut playback = new(start);
-    playback
-        .push(0, chunk(0, 0, 50, true, true), start)
-        .unwrap();
-    let mut sent = Sent::default();
-    drive(
-        &mut playback,
-        start,
-        start + Duration::from_secs(5),
-        &mut sent,
-    )
-    .await;
-    assert_eq!(sent.media.len(), 50);
-    for (i, (at, _, late)) in sent.media.iter().enumerate() {
+    let mut rig = Rig::new();
+    rig.push(0, chunk(0, 0, 50, true, true)).unwrap();
+    rig.play_until(Duration::from_secs(5)).await;
+    assert_eq!(rig.sent.media.len(), 50);
+    for (i, (at, _, late)) in rig.sent.media.iter().enumerate() {
         let due = (i as u64 * 20).saturating_sub(LEAD.as_millis() as u64);
         assert_eq!(*at, due, "frame {i}");
         assert!(!late);
     }
     assert_eq!(
-        sent.marks,
+        rig.sent.marks,
         [(920, "0:0".to_owned())],
         "right after the last frame"
     );
@@ -150,111 +154,62 @@ async fn paces_at_real_time_with_a_small_lead() {
 /// frame of a new sentence after a pause is not.
 #[tokio::test(start_paused = true)]
 async fn counts_late_frames_mid_sentence_only() {
-    let start = Instant::now();
-    let mut playback = new(start);
-    let mut sent = Sent::default();
-    playback
-        .push(0, chunk(0, 0, 2, false, false), start)
-        .unwrap();
-    drive(
-        &mut playback,
-        start,
-        start + Duration::from_secs(1),
-        &mut sent,
-    )
-    .await;
+    let mut rig = Rig::new();
+    rig.push(0, chunk(0, 0, 2, false, false)).unwrap();
+    rig.play_until(Duration::from_secs(1)).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    playback
-        .push(0, chunk(0, 1, 2, true, false), Instant::now())
-        .unwrap();
-    drive(
-        &mut playback,
-        start,
-        start + Duration::from_secs(2),
-        &mut sent,
-    )
-    .await;
-    assert_eq!(sent.late(), 1, "only the frame after the gap");
-    assert!(sent.media[2].2);
+    rig.push(0, chunk(0, 1, 2, true, false)).unwrap();
+    rig.play_until(Duration::from_secs(2)).await;
+    assert_eq!(rig.sent.late(), 1, "only the frame after the gap");
+    assert!(rig.sent.media[2].2);
 
     tokio::time::sleep(Duration::from_millis(300)).await;
-    playback
-        .push(0, chunk(1, 0, 2, true, true), Instant::now())
-        .unwrap();
-    drive(
-        &mut playback,
-        start,
-        start + Duration::from_secs(3),
-        &mut sent,
-    )
-    .await;
-    assert_eq!(sent.late(), 1, "a new sentence after a pause is not late");
+    rig.push(0, chunk(1, 0, 2, true, true)).unwrap();
+    rig.play_until(Duration::from_secs(3)).await;
+    assert_eq!(
+        rig.sent.late(),
+        1,
+        "a new sentence after a pause is not late"
+    );
 }
 
 /// A newer turn supersedes the older one: its unsent chunks are discarded and later chunks
 /// of the old turn are dropped.
 #[tokio::test(start_paused = true)]
 async fn newer_turn_supersedes_older() {
-    let start = Instant::now();
-    let mut playback = new(start);
-    let mut sent = Sent::default();
-    playback
-        .push(1, chunk(0, 0, 10, false, false), start)
-        .unwrap();
-    playback.push(1, chunk(0, 2, 1, true, true), start).unwrap();
-    drive(
-        &mut playback,
-        start,
-        start + Duration::from_millis(40),
-        &mut sent,
-    )
-    .await;
-    let before = sent.media.len();
+    let mut rig = Rig::new();
+    rig.push(1, chunk(0, 0, 10, false, false)).unwrap();
+    rig.push(1, chunk(0, 2, 1, true, true)).unwrap();
+    rig.play_until(Duration::from_millis(40)).await;
+    let before = rig.sent.media.len();
     assert!(before > 0 && before < 10, "turn 1 is mid-chunk");
+    assert_eq!(rig.push(2, chunk(0, 0, 1, true, true)), Ok(2));
     assert_eq!(
-        playback.push(2, chunk(0, 0, 1, true, true), Instant::now()),
-        Ok(2)
-    );
-    assert_eq!(
-        playback.push(1, chunk(0, 1, 1, false, false), Instant::now()),
+        rig.push(1, chunk(0, 1, 1, false, false)),
         Err(Dropped::Superseded)
     );
-    drive(
-        &mut playback,
-        start,
-        start + Duration::from_secs(1),
-        &mut sent,
-    )
-    .await;
-    assert_eq!(sent.media.len(), before + 1);
-    assert_eq!(sent.media[before].1[0], 1, "turn 2's sentence 0 chunk 0");
-    let names: Vec<&str> = sent.marks.iter().map(|(_, n)| n.as_str()).collect();
-    assert_eq!(names, ["2:0"]);
+    rig.play_until(Duration::from_secs(1)).await;
+    assert_eq!(rig.sent.media.len(), before + 1);
+    assert_eq!(
+        rig.sent.media[before].1[0], 1,
+        "turn 2's sentence 0 chunk 0"
+    );
+    assert_eq!(rig.sent.mark_names(), ["2:0"]);
 }
 
 /// Repeated chunks (a redelivery) are dropped, whether buffered or already played.
 #[tokio::test(start_paused = true)]
 async fn drops_duplicates() {
-    let start = Instant::now();
-    let mut playback = new(start);
-    playback.push(0, chunk(0, 1, 1, true, true), start).unwrap();
+    let mut rig = Rig::new();
+    rig.push(0, chunk(0, 1, 1, true, true)).unwrap();
     assert_eq!(
-        playback.push(0, chunk(0, 1, 1, true, true), start),
+        rig.push(0, chunk(0, 1, 1, true, true)),
         Err(Dropped::Duplicate)
     );
-    playback
-        .push(0, chunk(0, 0, 1, false, false), start)
-        .unwrap();
-    let mut sent = Sent::default();
-    drive(
-        &mut playback,
-        start,
-        start + Duration::from_secs(1),
-        &mut sent,
-    )
-    .await;
+    rig.push(0, chunk(0, 0, 1, false, false)).unwrap();
+    rig.play_until(Duration::from_secs(1)).await;
     assert_eq!(
-        playback.push(0, chunk(0, 0, 1, false, false), start),
+        rig.push(0, chunk(0, 0, 1, false, false)),
         Err(Dropped::Duplicate)
     );
 }
@@ -263,33 +218,19 @@ async fn drops_duplicates() {
 /// `clear` are not heard, the cut turn's later chunks are stale, and a new turn plays.
 #[tokio::test(start_paused = true)]
 async fn marks_played_and_cleared() {
-    let start = Instant::now();
-    let mut playback = new(start);
-    let mut sent = Sent::default();
-    playback
-        .push(0, chunk(0, 0, 1, true, false), start)
-        .unwrap();
-    playback
-        .push(0, chunk(1, 0, 1, true, false), start)
-        .unwrap();
-    playback
-        .push(0, chunk(2, 0, 25, false, false), start)
-        .unwrap();
-    drive(
-        &mut playback,
-        start,
-        start + Duration::from_millis(100),
-        &mut sent,
-    )
-    .await;
+    let mut rig = Rig::new();
+    rig.push(0, chunk(0, 0, 1, true, false)).unwrap();
+    rig.push(0, chunk(1, 0, 1, true, false)).unwrap();
+    rig.push(0, chunk(2, 0, 25, false, false)).unwrap();
+    rig.play_until(Duration::from_millis(100)).await;
     assert_eq!(
-        playback.on_echo("0:0"),
+        rig.playback.on_echo("0:0"),
         Echo::Played {
             turn: 0,
             sentence: 0
         }
     );
-    let cut = playback.barge_in(Instant::now()).unwrap();
+    let cut = rig.playback.barge_in(Instant::now()).unwrap();
     assert_eq!(
         cut,
         Cut {
@@ -298,54 +239,31 @@ async fn marks_played_and_cleared() {
             dropped: 1
         }
     );
-    assert_eq!(playback.on_echo("0:1"), Echo::Cleared);
-    assert_eq!(playback.on_echo("0:1"), Echo::Unknown, "each echo once");
-    assert_eq!(playback.on_echo("bogus"), Echo::Unknown);
+    assert_eq!(rig.playback.on_echo("0:1"), Echo::Cleared);
+    assert_eq!(rig.playback.on_echo("0:1"), Echo::Unknown, "each echo once");
+    assert_eq!(rig.playback.on_echo("bogus"), Echo::Unknown);
+    assert_eq!(rig.push(0, chunk(2, 1, 1, true, true)), Err(Dropped::Stale));
     assert_eq!(
-        playback.push(0, chunk(2, 1, 1, true, true), Instant::now()),
-        Err(Dropped::Stale)
-    );
-    assert_eq!(
-        playback.barge_in(Instant::now()),
+        rig.playback.barge_in(Instant::now()),
         None,
         "nothing left to cut"
     );
-    assert_eq!(
-        playback.push(1, chunk(0, 0, 1, true, true), Instant::now()),
-        Ok(0)
-    );
-    let mut after = Sent::default();
-    drive(
-        &mut playback,
-        start,
-        start + Duration::from_secs(1),
-        &mut after,
-    )
-    .await;
-    assert_eq!(after.marks.last().map(|(_, n)| n.as_str()), Some("1:0"));
+    assert_eq!(rig.push(1, chunk(0, 0, 1, true, true)), Ok(0));
+    rig.play_until(Duration::from_secs(1)).await;
+    assert_eq!(rig.sent.mark_names().last(), Some(&"1:0"));
 }
 
 /// Barge-in needs bot audio pending or playing: not before any audio, not after a finished
 /// turn has played out, but yes between sentences of an unfinished turn (within the grace).
 #[tokio::test(start_paused = true)]
 async fn barge_in_only_while_audio_is_pending() {
-    let start = Instant::now();
-    let mut playback = new(start);
-    assert_eq!(playback.barge_in(start), None);
+    let mut rig = Rig::new();
+    assert_eq!(rig.playback.barge_in(rig.start), None);
 
-    let mut sent = Sent::default();
-    playback
-        .push(0, chunk(0, 0, 2, true, false), start)
-        .unwrap();
-    drive(
-        &mut playback,
-        start,
-        start + Duration::from_secs(1),
-        &mut sent,
-    )
-    .await;
+    rig.push(0, chunk(0, 0, 2, true, false)).unwrap();
+    rig.play_until(Duration::from_secs(1)).await;
     assert_eq!(
-        playback.on_echo("0:0"),
+        rig.playback.on_echo("0:0"),
         Echo::Played {
             turn: 0,
             sentence: 0
@@ -353,35 +271,35 @@ async fn barge_in_only_while_audio_is_pending() {
     );
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(
-        playback.playing_turn(Instant::now()),
+        rig.playback.playing_turn(Instant::now()),
         Some(0),
         "more sentences may come"
     );
     tokio::time::sleep(GRACE).await;
-    assert_eq!(playback.playing_turn(Instant::now()), None, "grace over");
-
-    playback
-        .push(1, chunk(0, 0, 2, true, true), Instant::now())
-        .unwrap();
-    drive(
-        &mut playback,
-        start,
-        Instant::now() + Duration::from_secs(1),
-        &mut sent,
-    )
-    .await;
     assert_eq!(
-        playback.playing_turn(Instant::now()),
+        rig.playback.playing_turn(Instant::now()),
+        None,
+        "grace over"
+    );
+
+    rig.push(1, chunk(0, 0, 2, true, true)).unwrap();
+    rig.play_for(Duration::from_secs(1)).await;
+    assert_eq!(
+        rig.playback.playing_turn(Instant::now()),
         Some(1),
         "mark not echoed yet"
     );
     assert_eq!(
-        playback.on_echo("1:0"),
+        rig.playback.on_echo("1:0"),
         Echo::Played {
             turn: 1,
             sentence: 0
         }
     );
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assert_eq!(playback.barge_in(Instant::now()), None, "the turn is over");
+    assert_eq!(
+        rig.playback.barge_in(Instant::now()),
+        None,
+        "the turn is over"
+    );
 }
