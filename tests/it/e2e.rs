@@ -64,6 +64,22 @@ fn sentences(log: &CallLog, turn: u32) -> Vec<(String, bool)> {
         .collect()
 }
 
+/// A call to the demo tenant: wait for the greeting, ask each question and wait for its
+/// answer (the last wait `last_wait_ms`), hang up.
+fn asking(questions: &[&str], last_wait_ms: u64) -> String {
+    let mut toml = String::from("to = \"+15005550006\"\ntones = true\n");
+    toml += "[[steps]]\nwait_for_bot = 20000\n";
+    for (i, question) in questions.iter().enumerate() {
+        let wait = if i + 1 == questions.len() {
+            last_wait_ms
+        } else {
+            20_000
+        };
+        toml += &format!("[[steps]]\nsay = \"{question}\"\n[[steps]]\nwait_for_bot = {wait}\n");
+    }
+    toml + "[[steps]]\nhangup = true\n"
+}
+
 const CONVERSATION: &str = r#"
 from = "+14155551234"
 to = "+15005550006"
@@ -210,22 +226,7 @@ async fn a_conversation_with_a_barge_in() {
 async fn a_dead_llm_gives_the_fallback_phrase() {
     let (stack, _dir) =
         stack(|c| c.llm_args = vec!["--unavailable-share".into(), "1".into()]).await;
-    let report = call(
-        &stack,
-        r#"
-        to = "+15005550006"
-        tones = true
-        [[steps]]
-        wait_for_bot = 20000
-        [[steps]]
-        say = "What are your opening hours?"
-        [[steps]]
-        wait_for_bot = 20000
-        [[steps]]
-        hangup = true
-        "#,
-    )
-    .await;
+    let report = call(&stack, &asking(&["What are your opening hours?"], 20_000)).await;
     assert!(
         report.turns[1].voice_to_voice_ms.is_some(),
         "an answer was heard: {report}"
@@ -248,25 +249,12 @@ async fn a_dead_llm_gives_the_fallback_phrase() {
 #[tokio::test]
 async fn a_killed_stt_worker_is_replaced_mid_call() {
     let (mut stack, _dir) = stack(|_| {}).await;
-    let scenario = Scenario::from_toml(
-        r#"
-        to = "+15005550006"
-        tones = true
-        [[steps]]
-        wait_for_bot = 20000
-        [[steps]]
-        say = "What are your opening hours?"
-        [[steps]]
-        wait_for_bot = 20000
-        [[steps]]
-        say = "Do you have any offers at the moment?"
-        [[steps]]
-        wait_for_bot = 40000
-        [[steps]]
-        hangup = true
-        "#,
-    )
-    .unwrap();
+    let questions = [
+        "What are your opening hours?",
+        "Do you have any offers at the moment?",
+    ];
+    // The last answer waits out the lease expiry and the new worker's catch-up.
+    let scenario = Scenario::from_toml(&asking(&questions, 40_000)).unwrap();
     let js = stack.jetstream().await.unwrap();
     let caller = CallerConfig::new(stack.ingress_url(), PUBLIC_URL, AUTH_TOKEN);
     let placed = tokio::spawn(async move { place_call(caller, &scenario).await });
