@@ -100,6 +100,7 @@ pub fn table(r: &LoadResult, d: &Delays) -> String {
     let mut total_peak = 0u64;
     let mut total_idle = 0u64;
     let mut total_cpu = 0.0;
+    let mut switchboard_cpu = 0.0;
     let rows = r.processes.iter().chain(&r.servers).chain(&r.others);
     for (i, (name, cpu, peak, idle)) in rows.enumerate() {
         if i == r.processes.len() + r.servers.len() {
@@ -113,6 +114,9 @@ pub fn table(r: &LoadResult, d: &Delays) -> String {
             *peak as f64 / 1024.0
         );
         total_cpu += cpu;
+        if i < r.processes.len() + r.servers.len() {
+            switchboard_cpu += cpu;
+        }
         if i < r.processes.len() {
             total_peak += peak;
             total_idle += idle;
@@ -124,6 +128,12 @@ pub fn table(r: &LoadResult, d: &Delays) -> String {
         "  the box: {total_cpu:.1} CPU-s used of {:.1} ({cores} cores × {:.1} s)",
         cores as f64 * r.wall_secs,
         r.wall_secs
+    );
+    let budget = Budget::of(total_cpu, switchboard_cpu, r.call_minutes);
+    let _ = writeln!(
+        out,
+        "  CPU per call-second: {:.2} ms on the box, {:.2} ms of it in Switchboard and its servers",
+        budget.box_ms, budget.switchboard_ms
     );
     let _ = writeln!(
         out,
@@ -139,6 +149,26 @@ pub fn table(r: &LoadResult, d: &Delays) -> String {
         );
     }
     out
+}
+
+/// What one second of one call cost in CPU over the run. It falls as load rises (fixed
+/// costs spread over more calls, more work per wake-up), so it does not extrapolate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Budget {
+    /// Milliseconds of CPU per call-second, every process on the box.
+    box_ms: f64,
+    /// The same for Switchboard's processes and its servers (NATS, Redis) only.
+    switchboard_ms: f64,
+}
+
+impl Budget {
+    fn of(box_cpu_s: f64, switchboard_cpu_s: f64, call_minutes: f64) -> Self {
+        let call_seconds = (call_minutes * 60.0).max(1e-9);
+        Self {
+            box_ms: box_cpu_s * 1e3 / call_seconds,
+            switchboard_ms: switchboard_cpu_s * 1e3 / call_seconds,
+        }
+    }
 }
 
 /// Writes the plot next to the logs; returns its path.
@@ -180,4 +210,18 @@ pub fn medians(results: &[LoadResult]) -> String {
         median(results.iter().map(|r| r.lost_frames() as f64).collect()),
         median(results.iter().map(|r| r.bot_late_frames as f64).collect()),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 83 CPU-s over 200 call-minutes (12,000 call-seconds) is 6.92 ms per call-second,
+    /// 57 of them 4.75 ms.
+    #[test]
+    fn budget_per_call_second() {
+        let budget = Budget::of(83.0, 57.0, 200.0);
+        assert!((budget.box_ms - 83_000.0 / 12_000.0).abs() < 1e-9);
+        assert!((budget.switchboard_ms - 4.75).abs() < 1e-9);
+    }
 }
