@@ -87,7 +87,7 @@ async fn call(stack: &Stack, run_dir: &std::path::Path) -> anyhow::Result<CallRe
         let said = turn.caller_text.as_deref().unwrap_or("(greeting)");
         match (turn.voice_to_voice_ms, &turn.barge_in) {
             (_, Some(b)) => println!(
-                "  interrupted the bot saying “{said}”: the bot's audio was cleared {} ms after the caller started",
+                "  “{said}”, said over the bot → its audio was cleared {} ms after the caller started",
                 b.latency_ms.map_or("-".into(), |ms| ms.to_string())
             ),
             (Some(ms), None) => {
