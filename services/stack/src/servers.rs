@@ -78,7 +78,7 @@ impl NatsServer {
             .stderr(Stdio::null());
         // The server shares this box's cores with every process of the stack and the load
         // generator. With one Go P (as a 1-CPU pod would get) its idle threads stop spinning
-        // for work: at 500 calls it used ~20 % less CPU (BENCHMARKS.md). `GOMAXPROCS` in
+        // for work: at 500 calls it used ~15 % less CPU (BENCHMARKS.md). `GOMAXPROCS` in
         // the environment wins.
         if std::env::var_os("GOMAXPROCS").is_none() {
             command.env("GOMAXPROCS", "1");
