@@ -238,6 +238,18 @@ async fn checkpoint(env: &TestEnv, sid: &CallSid) -> (u64, Option<u64>) {
         .unwrap_or_default()
 }
 
+/// Waits until the session's `(stt_epoch, stt_checkpoint)` is `expected`. The stt stores a
+/// transcript before it moves the checkpoint (a crash in between repeats the utterance
+/// rather than losing it), so seeing the transcript does not mean the checkpoint is there.
+async fn wait_for_checkpoint(env: &TestEnv, sid: &CallSid, expected: (u64, Option<u64>)) {
+    let what = format!("(stt_epoch, stt_checkpoint) == {expected:?}");
+    eventually(&what, WAIT, || async {
+        (checkpoint(env, sid).await == expected).then_some(())
+    })
+    .await
+    .unwrap();
+}
+
 /// A call's speech yields `speech`, `partial`s and one `transcript` with turn 1, epoch 1,
 /// the scripted words and the audio it covers; the session's checkpoint is that frame; the
 /// call's `end` acks the lease (STT_ASSIGN is empty) and closes the provider stream.
@@ -289,10 +301,7 @@ async fn transcribes_a_call_then_releases_the_lease_at_the_end() {
             .all(|p| p.epoch == 1 && line.starts_with(&p.text)),
         "{partials:?}"
     );
-    assert_eq!(
-        checkpoint(&env, &sid).await,
-        (1, Some(transcript.audio_seq))
-    );
+    wait_for_checkpoint(&env, &sid, (1, Some(transcript.audio_seq))).await;
     assert_eq!(
         leases(&env).await,
         1,
@@ -341,11 +350,7 @@ async fn crash_after_utterance_one(n: u32, second_line: &str) -> Crashed {
     let mut caller = Caller::start(&env, sid.clone()).await;
     caller.utterance("utterance one").await;
     let (_, first) = events.transcript_with_epoch(1).await;
-    eventually("utterance 1 checkpointed", WAIT, || async {
-        (checkpoint(&env, &sid).await == (1, Some(first.audio_seq))).then_some(())
-    })
-    .await
-    .unwrap();
+    wait_for_checkpoint(&env, &sid, (1, Some(first.audio_seq))).await;
     // Crash: no NAK, no goodbye; the lease stays un-acked until ack_wait runs out.
     worker_a.task.abort();
     assert!(worker_a.task.await.unwrap_err().is_cancelled());
@@ -393,7 +398,7 @@ async fn a_crashed_workers_call_is_taken_over_without_losing_an_utterance() {
         second.audio_seq > first.audio_seq && second.audio_seq >= last_speech,
         "{second:?} after {first:?}, speech ended at frame {last_speech}"
     );
-    assert_eq!(checkpoint(&env, &sid).await, (2, Some(second.audio_seq)));
+    wait_for_checkpoint(&env, &sid, (2, Some(second.audio_seq))).await;
 
     caller.end().await;
     wait_for_no_leases(&env).await;
@@ -479,11 +484,7 @@ async fn a_stale_owners_transcript_is_refused_by_the_checkpoint() {
     let mut caller = Caller::start(&env, sid.clone()).await;
     caller.utterance("hello there").await;
     let (_, first) = events.transcript_with_epoch(1).await;
-    eventually("utterance 1 checkpointed", WAIT, || async {
-        (checkpoint(&env, &sid).await == (1, Some(first.audio_seq))).then_some(())
-    })
-    .await
-    .unwrap();
+    wait_for_checkpoint(&env, &sid, (1, Some(first.audio_seq))).await;
 
     // What a replica that took the lease over (epoch 2) writes first.
     let redis = env.redis().await.unwrap();
@@ -517,12 +518,16 @@ async fn a_stale_owners_transcript_is_refused_by_the_checkpoint() {
         (2, Some(first.audio_seq)),
         "the refused checkpoint did not move"
     );
+    // The lease is settled (and counted) after the provider stream is dropped.
+    eventually("the lease settled as stale", WAIT, || async {
+        let render = worker.runtime.metrics.render();
+        render
+            .contains("switchboard_stt_leases_total{event=\"stale\"}")
+            .then_some(())
+    })
+    .await
+    .unwrap();
     assert_eq!(leases(&env).await, 1, "a stale owner never acks the lease");
-    let render = worker.runtime.metrics.render();
-    assert!(
-        render.contains("switchboard_stt_leases_total{event=\"stale\"}"),
-        "{render}"
-    );
 
     worker.runtime.shutdown.trigger();
     worker.task.await.unwrap().unwrap();
