@@ -2,12 +2,14 @@
 //! (`../../shared/PROTOCOLS.md` §1–4): [`signature`] (`X-Twilio-Signature`, computing and
 //! validating), [`media`] (Media Streams WebSocket messages), [`twiml`] (the
 //! `<Connect><Stream>` answer and a parser), [`rest`] and [`resource`] (the Calls API),
-//! [`status`] (incoming-call webhook and status callbacks) and [`form`] (form bodies with
-//! repeated keys).
+//! [`status`] (incoming-call webhook and status callbacks), [`form`] (form bodies with
+//! repeated keys) and [`credential`] (Switchboard's per-call media-socket credential,
+//! carried through Twilio as a TwiML `<Parameter>`).
 //!
 //! Consumes wire text; produces typed values and wire text. Stateless: nothing here does
 //! I/O or keeps state between calls.
 
+pub mod credential;
 pub mod form;
 pub mod media;
 pub mod resource;
@@ -16,6 +18,7 @@ pub mod signature;
 pub mod status;
 pub mod twiml;
 
+pub use credential::{CallBinding, CallCredentials, CredentialError};
 pub use media::{InboundMessage, MediaError, OutboundMessage, parse_inbound, parse_outbound};
 pub use resource::CallResource;
 pub use rest::{ApiError, CallStatus, CallTarget, CreateCall, UpdateCall};
