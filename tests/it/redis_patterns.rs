@@ -1,4 +1,4 @@
-//! The five Redis patterns of DESIGN §6 against a real redis-server.
+//! The Redis patterns of DESIGN §6, and the live-socket claim, against a real redis-server.
 
 use std::{
     sync::Arc,
@@ -7,7 +7,8 @@ use std::{
 
 use futures::future::join_all;
 use sb_runtime::redis::{
-    idempotency::IDEMPOTENCY_TTL,
+    idempotency::{AdmissionRecord, IDEMPOTENCY_TTL},
+    live_socket::LIVE_SOCKET_TTL,
     session::{MAX_TURNS, Role, Turn},
     tts_cache::TTS_CACHE_TTL,
 };
@@ -147,6 +148,64 @@ async fn idempotency_admits_one_caller() {
     );
     let mut raw = env.redis_raw().await.unwrap();
     assert!((290..=300).contains(&ttl(&mut raw, &redis.keys().idempotency(&call, None)).await));
+}
+
+/// The live-socket claim: of 20 concurrent claimers exactly one wins and the key expires
+/// with `LIVE_SOCKET_TTL`; only the holder refreshes it (which also keeps the admission
+/// record alive, re-taking a claim Redis lost) or releases it; then it can be claimed again.
+#[tokio::test]
+async fn live_socket_has_one_holder() {
+    let env = TestEnv::start().await.unwrap();
+    let redis = env.redis().await.unwrap();
+    let call = sid(5);
+    let mut raw = env.redis_raw().await.unwrap();
+    let record = AdmissionRecord::Admitted(tenant());
+    let idem = redis.keys().idempotency(&call, None);
+    let live = redis.keys().live_socket(&call);
+    let _: () = redis::cmd("SET")
+        .arg(&idem)
+        .arg(record.encode())
+        .arg("EX")
+        .arg(5)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(redis.admission(&call).await.unwrap(), Some(record));
+    assert_eq!(redis.admission(&sid(6)).await.unwrap(), None);
+
+    let owners: Vec<String> = (0..20).map(|i| format!("owner-{i}")).collect();
+    let wins = join_all(owners.iter().map(|o| redis.live_claim(&call, o))).await;
+    let winners: Vec<&String> = owners
+        .iter()
+        .zip(wins)
+        .filter_map(|(o, won)| won.unwrap().then_some(o))
+        .collect();
+    assert_eq!(winners.len(), 1, "{winners:?}");
+    let holder = winners[0].as_str();
+    let lease = LIVE_SOCKET_TTL.as_secs() as i64;
+    assert!((lease - 2..=lease).contains(&ttl(&mut raw, &live).await));
+    assert!(
+        ttl(&mut raw, &idem).await > 290,
+        "the claim keeps the record alive"
+    );
+
+    let other = if holder == "owner-0" {
+        "owner-1"
+    } else {
+        "owner-0"
+    };
+    assert!(!redis.live_refresh(&call, other).await.unwrap());
+    redis.live_release(&call, other).await.unwrap();
+    assert!(!redis.live_claim(&call, other).await.unwrap(), "still held");
+    let _: () = redis::cmd("DEL")
+        .arg(&live)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert!(redis.live_refresh(&call, holder).await.unwrap(), "re-taken");
+    assert!(!redis.live_claim(&call, other).await.unwrap());
+    redis.live_release(&call, holder).await.unwrap();
+    assert!(redis.live_claim(&call, other).await.unwrap(), "free again");
 }
 
 /// 50 concurrent callers making 200 requests in one window against a limit of 120: exactly

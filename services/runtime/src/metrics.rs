@@ -56,6 +56,10 @@ pub enum Metric {
     IngressRejectedMessages,
     /// Ingress: caller-audio publishes whose ack was not checked (too many in flight).
     IngressAcksUnchecked,
+    /// Ingress: media sockets refused at `start` (closed with 1008, nothing published).
+    /// Labels: reason (no_credential, bad_credential, expired, not_admitted,
+    /// tenant_mismatch, already_live).
+    IngressSocketsRefused,
     /// Time from a provider request to its first useful byte (LLM: first token; TTS: first
     /// audio). Labels: provider (llm, azure, espeak).
     ProviderTtfbSeconds,
@@ -116,6 +120,7 @@ impl Metric {
             Metric::IngressBargeIns => "switchboard_ingress_bargeins_total",
             Metric::IngressRejectedMessages => "switchboard_ingress_rejected_messages_total",
             Metric::IngressAcksUnchecked => "switchboard_ingress_acks_unchecked_total",
+            Metric::IngressSocketsRefused => "switchboard_ingress_sockets_refused_total",
             Metric::ProviderTtfbSeconds => "switchboard_provider_ttfb_seconds",
             Metric::ProviderErrors => "switchboard_provider_errors_total",
             Metric::StageLatencySeconds => "switchboard_stage_latency_seconds",
@@ -178,6 +183,7 @@ mod tests {
             Metric::PublishFailures,
             Metric::RedisErrors,
             Metric::LifecycleDraining,
+            Metric::IngressSocketsRefused,
         ];
         for m in all {
             let name = m.name();

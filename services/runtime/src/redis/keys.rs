@@ -1,7 +1,8 @@
 //! Every Redis key name, in one place, with a configurable prefix.
 //!
-//! Produces key strings for the five patterns of DESIGN §6. Callers pass validated ids
-//! (`TenantId`, `CallSid`), so no input can forge another tenant's key. State: the prefix.
+//! Produces key strings for the patterns of DESIGN §6 and the live-socket claim. Callers
+//! pass validated ids (`TenantId`, `CallSid`), so no input can forge another tenant's key.
+//! State: the prefix.
 
 use sb_schemas::{CallSid, TenantId};
 use sha2::{Digest, Sha256};
@@ -31,6 +32,12 @@ impl Keys {
             None => format!("{}idem:{sid}", self.prefix),
             Some(scope) => format!("{}idem:{sid}:{}", self.prefix, sanitise(scope)),
         }
+    }
+
+    /// `live:{call_sid}`: the one media socket serving the call (a random owner token, with
+    /// a TTL its socket keeps refreshing).
+    pub fn live_socket(&self, sid: &CallSid) -> String {
+        format!("{}live:{sid}", self.prefix)
     }
 
     /// `rl:{tenant}:{window}`, where `window` is the window's index since the epoch.
@@ -154,6 +161,10 @@ mod tests {
             "p:idem:CA0123456789abcdef0123456789abcdef:status:completed__x_"
         );
         assert_eq!(k.rate_limit(&t, 42), "p:rl:acme:42");
+        assert_eq!(
+            k.live_socket(&sid),
+            "p:live:CA0123456789abcdef0123456789abcdef"
+        );
         assert_eq!(k.campaign_queue(&t), "p:queue:campaigns:acme");
     }
 }
