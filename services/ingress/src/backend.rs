@@ -2,8 +2,8 @@
 //! limits, sessions, barge-in tokens) and NATS (publishing events, subscribing to one call's
 //! bot audio and speech events), behind one small trait.
 //!
-//! Consumes events and call identities; produces Redis writes, JetStream publishes and a
-//! stream of the call's incoming events. [`Live`] is the production implementation on the
+//! Consumes events and call identities; produces Redis writes (the admission record, the
+//! live-socket claim, …), JetStream publishes and a stream of the call's incoming events. [`Live`] is the production implementation on the
 //! runtime's handles; `testing::MemoryBackend` (cargo feature `testing`) stands in for
 //! router and socket tests. State: connections only.
 
@@ -16,7 +16,10 @@ use sb_runtime::{
     Publisher, Runtime, Tenant,
     metrics::Metric,
     publisher::PublishError,
-    redis::{Redis, RedisError, idempotency::IDEMPOTENCY_TTL},
+    redis::{
+        Redis, RedisError,
+        idempotency::{AdmissionRecord, IDEMPOTENCY_TTL},
+    },
 };
 use sb_schemas::{CallSid, Envelope, TenantId, decode, subject};
 
@@ -64,7 +67,8 @@ pub trait Backend: Clone + Send + Sync + 'static {
     /// One call's incoming events: bot audio (`audio.out`), `speech`, `partial`.
     type Events: Stream<Item = Envelope> + Send + Unpin + 'static;
 
-    /// Claims `idem:{sid}` and counts the call against the tenant's rate limit.
+    /// Claims `idem:{sid}` with the answer as the call's admission record and counts the
+    /// call against the tenant's rate limit.
     fn admit(
         &self,
         sid: &CallSid,
@@ -74,6 +78,34 @@ pub trait Backend: Clone + Send + Sync + 'static {
 
     /// Claims the call's one `end` event (`idem:{sid}:end`): `true` for the first caller.
     fn claim_end(&self, sid: &CallSid) -> impl Future<Output = Result<bool, BackendError>> + Send;
+
+    /// The call's admission record (`idem:{sid}`); `None` when no webhook of it was answered.
+    fn admission(
+        &self,
+        sid: &CallSid,
+    ) -> impl Future<Output = Result<Option<AdmissionRecord>, BackendError>> + Send;
+
+    /// Claims the call's live socket (`live:{sid}`) for `owner`: `false` when another
+    /// socket holds it.
+    fn live_claim(
+        &self,
+        sid: &CallSid,
+        owner: &str,
+    ) -> impl Future<Output = Result<bool, BackendError>> + Send;
+
+    /// Refreshes `owner`'s live-socket claim: `false` when another socket holds it.
+    fn live_refresh(
+        &self,
+        sid: &CallSid,
+        owner: &str,
+    ) -> impl Future<Output = Result<bool, BackendError>> + Send;
+
+    /// Releases `owner`'s live-socket claim (someone else's is left alone).
+    fn live_release(
+        &self,
+        sid: &CallSid,
+        owner: &str,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send;
 
     /// Creates the call's session.
     fn session_start(
@@ -173,11 +205,11 @@ impl Backend for Live {
     type Ack = BoxFuture<'static, Result<(), BackendError>>;
     type Events = LiveEvents;
 
-    /// One round trip: `SET idem:{sid} 1 NX EX … GET` (the claim, returning an earlier
-    /// answer), `INCR rl:{tenant}:{window}` and `EXPIRE … NX` (the window counter, as
+    /// One round trip: `SET idem:{sid} admitted:{tenant} NX EX … GET` (the claim and
+    /// admission record, returning an earlier answer), `INCR rl:{tenant}:{window}` and `EXPIRE … NX` (the window counter, as
     /// `Redis::rate_limit` keeps it). The rare cases take a second trip: a retry gives its
     /// count back (`DECR`), and a declined call records `0` as its answer, so its retry is
-    /// declined too.
+    /// declined too (and its socket and status callback find no admitted tenant).
     async fn admit(
         &self,
         sid: &CallSid,
@@ -193,7 +225,7 @@ impl Backend for Live {
         let (prior, count): (Option<String>, u64) = redis::pipe()
             .cmd("SET")
             .arg(&claim)
-            .arg(1)
+            .arg(AdmissionRecord::Admitted(tenant.id.clone()).encode())
             .arg("NX")
             .arg("EX")
             .arg(IDEMPOTENCY_TTL.as_secs())
@@ -213,9 +245,9 @@ impl Backend for Live {
                 .query_async::<i64>(&mut conn)
                 .await
                 .map_err(admission_failed)?;
-            // `claim_once` stores "1" too: a key it claimed reads as admitted.
+            // `claim_once` stores "1": a key it claimed reads as admitted.
             return Ok(Admission::Duplicate {
-                admitted: prior != "0",
+                admitted: AdmissionRecord::decode(&prior).connected(),
             });
         }
         if count <= u64::from(tenant.tier.webhook_rate_limit) {
@@ -223,7 +255,7 @@ impl Backend for Live {
         }
         redis::cmd("SET")
             .arg(&claim)
-            .arg(0)
+            .arg(AdmissionRecord::Declined.encode())
             .arg("XX")
             .arg("KEEPTTL")
             .query_async::<()>(&mut conn)
@@ -237,6 +269,22 @@ impl Backend for Live {
             .redis
             .claim_once(sid, Some("end"), IDEMPOTENCY_TTL)
             .await?)
+    }
+
+    async fn admission(&self, sid: &CallSid) -> Result<Option<AdmissionRecord>, BackendError> {
+        Ok(self.redis.admission(sid).await?)
+    }
+
+    async fn live_claim(&self, sid: &CallSid, owner: &str) -> Result<bool, BackendError> {
+        Ok(self.redis.live_claim(sid, owner).await?)
+    }
+
+    async fn live_refresh(&self, sid: &CallSid, owner: &str) -> Result<bool, BackendError> {
+        Ok(self.redis.live_refresh(sid, owner).await?)
+    }
+
+    async fn live_release(&self, sid: &CallSid, owner: &str) -> Result<(), BackendError> {
+        Ok(self.redis.live_release(sid, owner).await?)
     }
 
     async fn session_start(&self, sid: &CallSid, tenant: &TenantId) -> Result<(), BackendError> {

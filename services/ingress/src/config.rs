@@ -2,14 +2,18 @@
 //! their validated form.
 //!
 //! Consumes [`IngressConfig`] (flattened into the binary's `Config` next to the runtime's
-//! settings); produces [`Settings`]: the signature validator, the public URLs Twilio signs,
-//! the TwiML answers that never change, and the media limits. Invalid values fail at
+//! settings); produces [`Settings`]: the signature validator, the call credentials, the
+//! public URLs Twilio signs, the TwiML answers that never change, and the media limits. Invalid values fail at
 //! start-up with a message naming the environment variable. State: none.
 
 use std::time::Duration;
 
 use sb_runtime::Secret;
-use sb_twilio::{RequestValidator, twiml};
+use sb_runtime::redis::idempotency::IDEMPOTENCY_TTL;
+use sb_twilio::{CallCredentials, RequestValidator, twiml};
+
+/// The shortest call-credential secret accepted (32 random bytes in hex are 64).
+const MIN_CREDENTIAL_SECRET_CHARS: usize = 32;
 
 /// Settings of the Twilio-facing service.
 #[derive(Debug, Clone, clap::Args)]
@@ -25,6 +29,19 @@ pub struct IngressConfig {
     /// is built from it. Required.
     #[arg(long, env = "SB_PUBLIC_URL")]
     pub public_url: Option<String>,
+
+    /// Secret that signs each call's media-socket credential (HMAC-SHA256 over the call
+    /// sid, tenant, stream URL and expiry), which the webhook's TwiML hands Twilio and the
+    /// socket's `start` must bring back. At least 32 characters (e.g. `openssl rand -hex
+    /// 32`), the same on every ingress replica. Required. Never printed.
+    #[arg(long, env = "SB_CALL_CREDENTIAL_SECRET", hide_env_values = true)]
+    pub call_credential_secret: Option<Secret>,
+
+    /// How long a call's credential is good for after its webhook, in seconds (a real
+    /// call's socket starts within seconds). At most 300: the admission record a socket is
+    /// checked against lives that long.
+    #[arg(long, env = "SB_CALL_CREDENTIAL_TTL_SECS", default_value_t = 300)]
+    pub call_credential_ttl_secs: u64,
 
     /// Caller audio per published `audio.in` event, in ms: a multiple of 20 (one Twilio frame).
     #[arg(long, env = "SB_AUDIO_BATCH_MS", default_value_t = 20)]
@@ -96,11 +113,14 @@ pub struct IngressConfig {
 }
 
 impl IngressConfig {
-    /// Defaults as in production, with the given token and public URL.
+    /// Defaults as in production, with the given token and public URL (and a fixed call
+    /// credential secret, [`Self::TEST_CREDENTIAL_SECRET`]).
     pub fn for_tests(auth_token: &str, public_url: &str) -> Self {
         Self {
             twilio_auth_token: Some(Secret::new(auth_token)),
             public_url: Some(public_url.to_owned()),
+            call_credential_secret: Some(Secret::new(Self::TEST_CREDENTIAL_SECRET)),
+            call_credential_ttl_secs: 300,
             audio_batch_ms: 20,
             playback_lead_ms: 80,
             bargein_pending_ms: 1500,
@@ -115,6 +135,11 @@ impl IngressConfig {
             media_path: "/twilio/media".to_owned(),
         }
     }
+}
+
+impl IngressConfig {
+    /// The call credential secret of [`Self::for_tests`] (tests forge with it).
+    pub const TEST_CREDENTIAL_SECRET: &str = "test-call-credential-secret-0123456789";
 }
 
 /// A setting that cannot work, named by its environment variable.
@@ -140,6 +165,8 @@ pub const BATCH_HOLD_MARGIN_MS: u32 = 300;
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub validator: RequestValidator,
+    /// Issues each admitted call's media-socket credential and checks it at `start`.
+    pub credentials: CallCredentials,
     /// `https://host[:port][/prefix]`, no trailing slash.
     pub public_base: String,
     /// `wss://host[:port][/prefix]/twilio/media`: the TwiML stream URL.
@@ -177,6 +204,7 @@ impl Settings {
             .as_ref()
             .filter(|t| !t.is_empty())
             .ok_or_else(|| invalid("SB_TWILIO_AUTH_TOKEN", "required: the Twilio auth token"))?;
+        let credentials = credentials(config)?;
         let public_base = public_base(config.public_url.as_deref())?;
         let paths = [
             ("SB_VOICE_PATH", &config.voice_path),
@@ -240,6 +268,7 @@ impl Settings {
             .map_err(|e| invalid("SB_PUBLIC_URL", e.to_string()))?;
         Ok(Self {
             validator: RequestValidator::new(token.expose()),
+            credentials,
             public_base,
             stream_url,
             audio_batch_frames: (config.audio_batch_ms / 20) as usize,
@@ -266,6 +295,32 @@ impl Settings {
     }
 }
 
+fn credentials(config: &IngressConfig) -> Result<CallCredentials, ConfigError> {
+    const VAR: &str = "SB_CALL_CREDENTIAL_SECRET";
+    let secret = config
+        .call_credential_secret
+        .as_ref()
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| invalid(VAR, "required: the secret signing call credentials"))?;
+    if secret.expose().chars().count() < MIN_CREDENTIAL_SECRET_CHARS {
+        return Err(invalid(
+            VAR,
+            format!("must be at least {MIN_CREDENTIAL_SECRET_CHARS} characters"),
+        ));
+    }
+    let ttl = config.call_credential_ttl_secs;
+    if !(1..=IDEMPOTENCY_TTL.as_secs()).contains(&ttl) {
+        return Err(invalid(
+            "SB_CALL_CREDENTIAL_TTL_SECS",
+            format!("must be between 1 and {}", IDEMPOTENCY_TTL.as_secs()),
+        ));
+    }
+    Ok(CallCredentials::new(
+        secret.expose().as_bytes(),
+        Duration::from_secs(ttl),
+    ))
+}
+
 fn public_base(raw: Option<&str>) -> Result<String, ConfigError> {
     const VAR: &str = "SB_PUBLIC_URL";
     let raw = raw
@@ -289,67 +344,5 @@ fn public_base(raw: Option<&str>) -> Result<String, ConfigError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Good settings validate; every bad one names its variable.
-    #[test]
-    fn validation_names_the_variable() {
-        let good = IngressConfig::for_tests("tok", "https://agent.example.com/");
-        let settings = Settings::from_config(&good).unwrap();
-        assert_eq!(settings.public_base, "https://agent.example.com");
-        assert_eq!(settings.stream_url, "wss://agent.example.com/twilio/media");
-        assert_eq!(
-            settings.public_url_for("/twilio/voice?x=1"),
-            "https://agent.example.com/twilio/voice?x=1"
-        );
-
-        type Breaker = Box<dyn Fn(&mut IngressConfig)>;
-        let cases: Vec<(&str, Breaker)> = vec![
-            (
-                "SB_TWILIO_AUTH_TOKEN",
-                Box::new(|c| c.twilio_auth_token = None),
-            ),
-            (
-                "SB_TWILIO_AUTH_TOKEN",
-                Box::new(|c| c.twilio_auth_token = Some(Secret::new(""))),
-            ),
-            ("SB_PUBLIC_URL", Box::new(|c| c.public_url = None)),
-            (
-                "SB_PUBLIC_URL",
-                Box::new(|c| c.public_url = Some("http://a.example".into())),
-            ),
-            (
-                "SB_PUBLIC_URL",
-                Box::new(|c| c.public_url = Some("https://a.example/?q=1".into())),
-            ),
-            (
-                "SB_PUBLIC_URL",
-                Box::new(|c| c.public_url = Some("https://".into())),
-            ),
-            ("SB_AUDIO_BATCH_MS", Box::new(|c| c.audio_batch_ms = 30)),
-            ("SB_AUDIO_BATCH_MS", Box::new(|c| c.audio_batch_ms = 0)),
-            ("SB_AUDIO_ACK_EVERY", Box::new(|c| c.audio_ack_every = 0)),
-            ("SB_MEDIA_PATH", Box::new(|c| c.media_path = "media".into())),
-            (
-                "SB_WS_MAX_MESSAGE_BYTES",
-                Box::new(|c| c.ws_max_message_bytes = 10),
-            ),
-        ];
-        for (var, break_it) in cases {
-            let mut config = good.clone();
-            break_it(&mut config);
-            let error = Settings::from_config(&config).unwrap_err();
-            assert_eq!(error.var, var, "{error}");
-        }
-    }
-
-    /// The token never reaches `Debug` output.
-    #[test]
-    fn token_is_not_printed() {
-        let config = IngressConfig::for_tests("hunter2", "https://a.example");
-        assert!(!format!("{config:?}").contains("hunter2"));
-        let settings = Settings::from_config(&config).unwrap();
-        assert!(!format!("{settings:?}").contains("hunter2"));
-    }
-}
+#[path = "config_tests.rs"]
+mod tests;

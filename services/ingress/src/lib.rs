@@ -7,8 +7,9 @@
 //! Produces TwiML, the call's events (`webhook`, `start` and the STT lease, caller audio on
 //! `audio.{t}.{sid}.in`, `dtmf`, `played`, `bargein`, `end`), paced bot audio, marks and
 //! `clear`s to Twilio, and Redis writes (idempotency, rate limits, sessions, the barge-in
-//! token). State: per socket, in its task (the playback buffer, the audio batch); nothing
-//! that outlives a call. The routes are [`app`]; [`start`] serves them in-process (tests,
+//! token, the admission record, the live-socket claim). A socket serves a call only with
+//! the credential its webhook issued (`media::gate`). State: per socket, in its task (the
+//! playback buffer, the audio batch); nothing that outlives a call. The routes are [`app`]; [`start`] serves them in-process (tests,
 //! benchmarks) and [`run`] is the binary's life cycle, draining sockets on SIGTERM.
 
 pub mod backend;
@@ -31,7 +32,7 @@ use sb_runtime::{Runtime, Shutdown, StartError, Tenants, http::HttpServer};
 
 pub use backend::{Admission, Backend, BackendError, Live};
 pub use config::{ConfigError, IngressConfig, Settings};
-pub use media::Incoming;
+pub use media::{Incoming, Outgoing};
 
 /// Everything a request or socket handler needs. Cheap to clone.
 pub struct IngressState<B: Backend> {

@@ -1,5 +1,6 @@
 //! An in-memory [`Backend`] for router and socket tests (rings 1 and 2): Redis semantics
-//! (claims, fixed-window rate limits, sessions, the barge-in token) in a map, publishes
+//! (claims and admission records, live-socket claims, fixed-window rate limits, sessions,
+//! the barge-in token) in a map, publishes
 //! recorded in order, and per-call event channels a test pushes bot audio and speech into.
 //!
 //! Consumes what the ingress does; produces a record a test can assert on. State: one shared
@@ -12,14 +13,17 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures::channel::mpsc;
 use sb_runtime::Tenant;
+use sb_runtime::redis::idempotency::AdmissionRecord;
 use sb_schemas::{CallSid, Envelope, Kind, TenantId};
 
 use crate::backend::{Admission, Backend, BackendError};
 
 #[derive(Default)]
 struct State {
-    /// `idem:{sid}` → whether the first answer admitted the call.
-    admissions: HashMap<CallSid, bool>,
+    /// `idem:{sid}`: the first answer.
+    admissions: HashMap<CallSid, AdmissionRecord>,
+    /// `live:{sid}` → the owner of the call's live socket.
+    live: HashMap<CallSid, String>,
     /// `idem:{sid}:end`.
     ends: HashSet<CallSid>,
     /// `rl:{tenant}:{window}` → count.
@@ -88,6 +92,21 @@ impl MemoryBackend {
         self.lock().sessions.get(sid).cloned()
     }
 
+    /// The call's admission record, if its webhook was answered.
+    pub fn admission(&self, sid: &CallSid) -> Option<AdmissionRecord> {
+        self.lock().admissions.get(sid).cloned()
+    }
+
+    /// Records an answered webhook, as [`Backend::admit`] would.
+    pub fn record_admission(&self, sid: &CallSid, record: AdmissionRecord) {
+        self.lock().admissions.insert(sid.clone(), record);
+    }
+
+    /// The owner token of the call's live socket, while one holds it.
+    pub fn live_owner(&self, sid: &CallSid) -> Option<String> {
+        self.lock().live.get(sid).cloned()
+    }
+
     /// Whether the call's events are subscribed to.
     pub fn is_subscribed(&self, sid: &CallSid) -> bool {
         self.lock()
@@ -145,9 +164,9 @@ impl Backend for MemoryBackend {
         now: SystemTime,
     ) -> Result<Admission, BackendError> {
         let mut state = self.redis()?;
-        if let Some(admitted) = state.admissions.get(sid) {
+        if let Some(record) = state.admissions.get(sid) {
             return Ok(Admission::Duplicate {
-                admitted: *admitted,
+                admitted: record.connected(),
             });
         }
         let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
@@ -155,7 +174,12 @@ impl Backend for MemoryBackend {
         let count = state.rates.entry((tenant.id.clone(), window)).or_default();
         *count += 1;
         let admitted = *count <= u64::from(tenant.tier.webhook_rate_limit);
-        state.admissions.insert(sid.clone(), admitted);
+        let record = if admitted {
+            AdmissionRecord::Admitted(tenant.id.clone())
+        } else {
+            AdmissionRecord::Declined
+        };
+        state.admissions.insert(sid.clone(), record);
         Ok(if admitted {
             Admission::Admitted
         } else {
@@ -165,6 +189,36 @@ impl Backend for MemoryBackend {
 
     async fn claim_end(&self, sid: &CallSid) -> Result<bool, BackendError> {
         Ok(self.redis()?.ends.insert(sid.clone()))
+    }
+
+    async fn admission(&self, sid: &CallSid) -> Result<Option<AdmissionRecord>, BackendError> {
+        Ok(self.redis()?.admissions.get(sid).cloned())
+    }
+
+    async fn live_claim(&self, sid: &CallSid, owner: &str) -> Result<bool, BackendError> {
+        let mut state = self.redis()?;
+        if state.live.contains_key(sid) {
+            return Ok(false);
+        }
+        state.live.insert(sid.clone(), owner.to_owned());
+        Ok(true)
+    }
+
+    async fn live_refresh(&self, sid: &CallSid, owner: &str) -> Result<bool, BackendError> {
+        let mut state = self.redis()?;
+        let holder = state
+            .live
+            .entry(sid.clone())
+            .or_insert_with(|| owner.to_owned());
+        Ok(holder == owner)
+    }
+
+    async fn live_release(&self, sid: &CallSid, owner: &str) -> Result<(), BackendError> {
+        let mut state = self.redis()?;
+        if state.live.get(sid).is_some_and(|holder| holder == owner) {
+            state.live.remove(sid);
+        }
+        Ok(())
     }
 
     async fn session_start(&self, sid: &CallSid, tenant: &TenantId) -> Result<(), BackendError> {

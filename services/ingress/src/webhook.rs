@@ -1,11 +1,13 @@
 //! Twilio's HTTP webhooks: the incoming call (`POST /twilio/voice`) and the call status
 //! callback (`POST /twilio/status`).
 //!
-//! Consumes signed form bodies. Produces TwiML (connect the media stream, or a polite
-//! `<Say>…<Hangup/>` for unknown numbers and rate-limited calls), the `webhook` event once
-//! per call and the `end` event once per call (shared with the socket's `stop`), and the
-//! outcome metrics. Bad signatures get 403 and nothing is published; bad bodies get 400.
-//! State: none here; idempotency and rate limits live in Redis (via the [`Backend`]).
+//! Consumes signed form bodies. Produces TwiML (connect the media stream, with the call's
+//! media-socket credential among its `<Parameter>`s, or a polite `<Say>…<Hangup/>` for
+//! unknown numbers and rate-limited calls), the `webhook` event once per call and the `end`
+//! event once per admitted call (shared with the socket's `stop`), and the outcome metrics.
+//! Bad signatures get 403 and nothing is published; bad bodies get 400; a status callback
+//! for a call no webhook admitted publishes nothing. State: none here; idempotency, the
+//! admission record and rate limits live in Redis (via the [`Backend`]).
 
 use std::time::{Instant, SystemTime};
 
@@ -13,12 +15,13 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
+use sb_runtime::redis::idempotency::AdmissionRecord;
 use sb_runtime::{Tenant, metrics::Metric};
 use sb_schemas::{Body, CallSid, End, EndReason, Envelope, Webhook};
 use sb_twilio::form::{FormError, parse_form};
 use sb_twilio::rest::CallStatus;
 use sb_twilio::twiml::ConnectStream;
-use sb_twilio::{IncomingCall, StatusCallback};
+use sb_twilio::{CallBinding, IncomingCall, StatusCallback, credential};
 use tracing::Instrument as _;
 
 use crate::{Admission, Backend, IngressState, Settings};
@@ -131,7 +134,7 @@ async fn admit<B: Backend>(
             Admission::Admitted
         }
     };
-    let connect = || match connect_twiml(&state.settings, tenant, call) {
+    let connect = || match connect_twiml(&state.settings, tenant, sid, call) {
         Some(xml) => twiml("accepted", xml),
         None => answer("twiml_error", StatusCode::INTERNAL_SERVER_ERROR),
     };
@@ -178,14 +181,29 @@ async fn admit<B: Backend>(
     }
 }
 
-/// `<Connect><Stream url="wss://…/twilio/media">` with the tenant and the call's numbers as
+/// `<Connect><Stream url="wss://…/twilio/media">` with the tenant, the call's numbers and
+/// its media-socket credential (bound to the call, the tenant and the stream URL) as
 /// `<Parameter>`s (Twilio echoes them in `start.customParameters`).
-fn connect_twiml(settings: &Settings, tenant: &Tenant, call: &IncomingCall) -> Option<String> {
+fn connect_twiml(
+    settings: &Settings,
+    tenant: &Tenant,
+    sid: &CallSid,
+    call: &IncomingCall,
+) -> Option<String> {
     let clip = |value: &str| value.chars().take(MAX_PARAMETER_VALUE).collect::<String>();
+    let binding = CallBinding {
+        call_sid: sid.as_str(),
+        tenant: tenant.id.as_str(),
+        stream_url: &settings.stream_url,
+    };
     let stream = ConnectStream::new(settings.stream_url.clone())
         .parameter("tenant", tenant.id.as_str())
         .parameter("from", clip(&call.from))
-        .parameter("to", clip(&call.to));
+        .parameter("to", clip(&call.to))
+        .parameter(
+            credential::PARAMETER,
+            settings.credentials.issue(&binding, SystemTime::now()),
+        );
     match stream.to_twiml() {
         Ok(xml) => Some(xml),
         Err(error) => {
@@ -288,7 +306,8 @@ fn signed_call<B: Backend, T: CallWebhook>(
     Ok((typed, sid))
 }
 
-/// `POST /twilio/status`: `end` once per call on a final status.
+/// `POST /twilio/status`: `end` once per admitted call on a final status, under the tenant
+/// its webhook admitted it for.
 async fn status_callback<B: Backend>(
     state: &IngressState<B>,
     callback: StatusCallback,
@@ -299,10 +318,28 @@ async fn status_callback<B: Backend>(
         return answer("ignored", StatusCode::NO_CONTENT);
     };
     // Inbound calls are to the tenant's number; calls it placed are from it.
-    let tenant = state
-        .tenants
-        .by_number(&callback.to)
-        .or_else(|| state.tenants.by_number(&callback.from));
+    let by_number = || {
+        state
+            .tenants
+            .by_number(&callback.to)
+            .or_else(|| state.tenants.by_number(&callback.from))
+    };
+    let tenant = match state.backend.admission(&sid).await {
+        Ok(Some(AdmissionRecord::Admitted(id))) => state.tenants.by_id(&id),
+        // Claimed without a tenant (`claim_once`, an older ingress): the number's tenant.
+        Ok(Some(AdmissionRecord::Unattributed)) => by_number(),
+        Ok(None | Some(AdmissionRecord::Declined)) => {
+            // Nothing of a call no webhook admitted is published, its `end` included.
+            tracing::warn!(call_sid = %sid, "status callback for a call never admitted");
+            return answer("not_admitted", StatusCode::NO_CONTENT);
+        }
+        Err(error) => {
+            // Redis down: end the call rather than lose its `end`, as `admit` connects it;
+            // the `end` id is derived from the call, so the stream stores it once.
+            tracing::warn!(call_sid = %sid, error = %error, "admission record unreadable; ending the call");
+            by_number()
+        }
+    };
     let Some(tenant) = tenant else {
         tracing::info!(call_sid = %sid, "status callback for a number without a tenant");
         return answer("unknown_tenant", StatusCode::NO_CONTENT);

@@ -458,17 +458,6 @@ async fn bad_input_is_rejected_one_message_at_a_time() {
     }
 }
 
-/// A `start` for no known tenant closes the socket without publishing anything.
-#[tokio::test(start_paused = true)]
-async fn unknown_tenant_is_refused() {
-    let mut line = Line::open(9, "acme");
-    let start = line.start_message("nobody");
-    line.send(start);
-    line.task.await.unwrap();
-    assert!(line.backend.published().is_empty());
-    assert!(line.backend.leases().is_empty());
-}
-
 /// At the drain deadline (`abort`) a live socket is closed and its call ended; before it,
 /// shutdown alone (`stopping`) leaves the socket playing.
 #[tokio::test(start_paused = true)]

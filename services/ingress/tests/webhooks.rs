@@ -1,5 +1,6 @@
-//! Router tests (oneshot) for every webhook path: signatures (the PROTOCOLS §2.5 vectors),
-//! retries, rate limits, unknown tenants, bad bodies, status callbacks, the media upgrade.
+//! Router tests (oneshot) for the incoming-call webhook and the media upgrade: signatures
+//! (the PROTOCOLS §2.5 vectors), the stream TwiML and its credential, retries, rate limits,
+//! unknown tenants, bad bodies. Status callbacks are in `status.rs`.
 
 #![allow(clippy::unwrap_used)]
 
@@ -10,39 +11,14 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use common::*;
 use sb_ingress::testing::MemoryBackend;
-use sb_ingress::{IngressConfig, app};
-use sb_schemas::{Body as Event, EndReason, Kind};
-use sb_twilio::form::encode_form;
+use sb_ingress::{IngressConfig, Settings, app};
+use sb_runtime::redis::idempotency::AdmissionRecord;
+use sb_schemas::{Body as Event, Kind};
+use sb_twilio::IncomingCall;
 use sb_twilio::signature::{sign, sign_url};
 use sb_twilio::twiml;
-use sb_twilio::{IncomingCall, StatusCallback};
-use tower::ServiceExt as _;
 
 const ACCOUNT: &str = "AC0123456789abcdef0123456789abcdef";
-
-fn request(path: &str, params: &[(String, String)], signature: Option<&str>) -> Request<Body> {
-    let mut builder =
-        Request::post(path).header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
-    if let Some(signature) = signature {
-        builder = builder.header("X-Twilio-Signature", signature);
-    }
-    builder.body(Body::from(encode_form(params))).unwrap()
-}
-
-/// A request signed like Twilio signs it: over `public` + `path`, every parameter.
-fn signed(public: &str, path: &str, params: &[(String, String)]) -> Request<Body> {
-    let signature = sign(TOKEN, &format!("{public}{path}"), params);
-    request(path, params, Some(&signature))
-}
-
-async fn send(app: &Router, request: Request<Body>) -> (StatusCode, String) {
-    let response = app.clone().oneshot(request).await.unwrap();
-    let status = response.status();
-    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
-        .await
-        .unwrap();
-    (status, String::from_utf8_lossy(&body).into_owned())
-}
 
 fn ringing(n: u128, to: &str) -> IncomingCall {
     IncomingCall::ringing(ACCOUNT, sid(n).as_str(), CALLER, to, "inbound")
@@ -53,8 +29,20 @@ fn setup() -> (Router, MemoryBackend) {
     (app(state), backend)
 }
 
+/// The stream's `<Parameter>`s without the credential, and the credential.
+fn split_credential(stream: &twiml::ConnectStream) -> (Vec<(String, String)>, String) {
+    let (credential, rest): (Vec<_>, Vec<_>) = stream
+        .parameters
+        .iter()
+        .cloned()
+        .partition(|(name, _)| name == sb_twilio::credential::PARAMETER);
+    assert_eq!(credential.len(), 1, "{:?}", stream.parameters);
+    (rest, credential[0].1.clone())
+}
+
 /// A correctly signed webhook for a tenant's number is answered with `<Connect><Stream>` to
-/// the public wss URL carrying the tenant and numbers, and publishes one `webhook` event.
+/// the public wss URL carrying the tenant, the numbers and a credential for exactly this
+/// call, tenant and stream URL; it records the admitted tenant and publishes one `webhook`.
 #[tokio::test]
 async fn accepted_call_connects_the_stream() {
     let (app, backend) = setup();
@@ -64,9 +52,31 @@ async fn accepted_call_connects_the_stream() {
     let response = twiml::parse(&body).unwrap();
     let stream = response.connect_stream().unwrap();
     assert_eq!(stream.url, "wss://agent.example.com/twilio/media");
+    let (parameters, credential) = split_credential(stream);
     assert_eq!(
-        stream.parameters,
+        parameters,
         pairs(&[("tenant", "acme"), ("from", CALLER), ("to", ACME)])
+    );
+    let credentials = Settings::from_config(&config()).unwrap().credentials;
+    let call_sid = sid(1);
+    let binding = |tenant| sb_twilio::CallBinding {
+        call_sid: call_sid.as_str(),
+        tenant,
+        stream_url: "wss://agent.example.com/twilio/media",
+    };
+    let now = std::time::SystemTime::now();
+    assert_eq!(
+        credentials.verify(&credential, &binding("acme"), now),
+        Ok(())
+    );
+    assert!(
+        credentials
+            .verify(&credential, &binding("globex"), now)
+            .is_err()
+    );
+    assert_eq!(
+        backend.admission(&sid(1)),
+        Some(AdmissionRecord::Admitted(tenant("acme")))
     );
     let published = backend.published();
     assert_eq!(published.len(), 1);
@@ -88,7 +98,8 @@ async fn accepted_call_connects_the_stream() {
     );
 }
 
-/// A Twilio retry gets the same TwiML and publishes nothing new.
+/// A Twilio retry gets the same TwiML (with a credential of its own) and publishes nothing
+/// new.
 #[tokio::test]
 async fn retried_webhook_is_answered_again_but_not_reprocessed() {
     let (app, backend) = setup();
@@ -96,7 +107,12 @@ async fn retried_webhook_is_answered_again_but_not_reprocessed() {
     let (_, first) = send(&app, signed(PUBLIC, "/twilio/voice", &call.params)).await;
     let (status, second) = send(&app, signed(PUBLIC, "/twilio/voice", &call.params)).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(first, second);
+    let parameters = |body: &str| {
+        let response = twiml::parse(body).unwrap();
+        let stream = response.connect_stream().unwrap().clone();
+        (stream.url.clone(), split_credential(&stream).0)
+    };
+    assert_eq!(parameters(&first), parameters(&second));
     assert_eq!(backend.kinds(), [Kind::Webhook]);
 }
 
@@ -321,87 +337,6 @@ async fn bad_bodies_are_rejected() {
     let (status, _) = send(&app, signed(PUBLIC, "/twilio/voice", &huge)).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     assert!(backend.published().is_empty());
-}
-
-fn status_params(n: u128, to: &str, status: &str, sequence: u64) -> Vec<(String, String)> {
-    let call = ringing(n, to);
-    let mut callback =
-        StatusCallback::completed(&call, 42, sequence, "Tue, 31 Aug 2010 20:36:44 +0000");
-    callback
-        .params
-        .iter_mut()
-        .find(|(k, _)| k == "CallStatus")
-        .unwrap()
-        .1 = status.into();
-    callback.params
-}
-
-/// A final status publishes `end` once per call whatever arrives after it (repeats, other
-/// final statuses, late progress callbacks); progress statuses publish nothing.
-#[tokio::test]
-async fn status_callbacks_end_the_call_once() {
-    let (app, backend) = setup();
-    let post = |params: Vec<(String, String)>| signed(PUBLIC, "/twilio/status", &params);
-    let (status, _) = send(&app, post(status_params(20, ACME, "in-progress", 1))).await;
-    assert_eq!(status, StatusCode::NO_CONTENT);
-    assert!(backend.published().is_empty());
-    for (callback, sequence) in [
-        ("completed", 3),
-        ("completed", 3),
-        ("busy", 4),
-        ("ringing", 0),
-    ] {
-        let (status, _) = send(&app, post(status_params(20, ACME, callback, sequence))).await;
-        assert_eq!(status, StatusCode::NO_CONTENT);
-    }
-    let ends = backend.of_kind(Kind::End);
-    assert_eq!(ends.len(), 1);
-    assert_eq!(
-        ends[0].body,
-        Event::End(sb_schemas::End {
-            reason: EndReason::Completed
-        })
-    );
-    assert_eq!(ends[0].call_sid, sid(20));
-}
-
-/// A call the tenant placed (its number in `From`) ends under that tenant; `no-answer`
-/// maps to its reason; bad signatures and bodies are refused.
-#[tokio::test]
-async fn status_callback_for_outbound_and_bad_requests() {
-    let (app, backend) = setup();
-    let call = IncomingCall::ringing(ACCOUNT, sid(21).as_str(), GLOBEX, CALLER, "outbound-api");
-    let mut callback = StatusCallback::completed(&call, 0, 2, "Tue, 31 Aug 2010 20:36:44 +0000");
-    callback
-        .params
-        .iter_mut()
-        .find(|(k, _)| k == "CallStatus")
-        .unwrap()
-        .1 = "no-answer".into();
-    let (status, _) = send(&app, signed(PUBLIC, "/twilio/status", &callback.params)).await;
-    assert_eq!(status, StatusCode::NO_CONTENT);
-    let ends = backend.of_kind(Kind::End);
-    assert_eq!(ends.len(), 1);
-    assert_eq!(ends[0].tenant.as_str(), "globex");
-    assert_eq!(
-        ends[0].body,
-        Event::End(sb_schemas::End {
-            reason: EndReason::NoAnswer
-        })
-    );
-
-    let params = status_params(22, ACME, "completed", 1);
-    let unsigned = request("/twilio/status", &params, Some("AAAA"));
-    assert_eq!(send(&app, unsigned).await.0, StatusCode::FORBIDDEN);
-    let mut missing = params.clone();
-    missing.retain(|(k, _)| k != "CallStatus");
-    assert_eq!(
-        send(&app, signed(PUBLIC, "/twilio/status", &missing))
-            .await
-            .0,
-        StatusCode::BAD_REQUEST
-    );
-    assert_eq!(backend.of_kind(Kind::End).len(), 1);
 }
 
 /// The media upgrade is refused with 403 before upgrading unless signed over the `wss://`

@@ -90,6 +90,8 @@ impl StackConfig {
 pub const AUTH_TOKEN: &str = "local-stack-auth-token";
 pub const ACCOUNT_SID: &str = "AC00000000000000000000000000000001";
 pub const VENDOR_KEY: &str = "local-stack-vendor-key";
+/// Signs the local ingress' call credentials (`SB_CALL_CREDENTIAL_SECRET`).
+pub const CALL_CREDENTIAL_SECRET: &str = "local-stack-call-credential-secret-0123456789";
 /// What the ingress believes its public URL is; the caller signs against it.
 pub const PUBLIC_URL: &str = "https://switchboard.local";
 
@@ -330,6 +332,7 @@ impl Env<'_> {
             "ingress" => vec![
                 ("SB_TWILIO_AUTH_TOKEN", AUTH_TOKEN.into()),
                 ("SB_PUBLIC_URL", PUBLIC_URL.into()),
+                ("SB_CALL_CREDENTIAL_SECRET", CALL_CREDENTIAL_SECRET.into()),
             ],
             "stt" => vec![
                 ("SB_DEEPGRAM_URL", format!("ws://{}", self.deepgram)),

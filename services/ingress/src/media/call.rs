@@ -1,25 +1,27 @@
 //! One live call on a media socket, from Twilio's `start` to its end.
 //!
-//! Consumes the `start` metadata, caller audio, key presses and mark echoes from the socket,
-//! and the call's bot audio and STT events from NATS. Produces the `start` event and STT
-//! lease (after subscribing, so no bot audio is missed), `audio.in` batches, `dtmf`,
-//! `played`, `bargein` and `end` events, and the outbound messages for Twilio (paced media,
-//! marks, `clear`). State: the playback buffer, the audio batch and counters, in memory for
-//! the call's lifetime; the session and barge-in token live in Redis.
+//! Consumes the `start` metadata (once the gate admitted it), caller audio, key presses and
+//! mark echoes from the socket, and the call's bot audio and STT events from NATS. Produces
+//! the `start` event and STT lease (after subscribing, so no bot audio is missed),
+//! `audio.in` batches, `dtmf`, `played`, `bargein` and `end` events, and the outbound
+//! messages for Twilio (paced media, marks, `clear`). State: the playback buffer, the audio
+//! batch and counters, in memory for the call's lifetime; the session, the barge-in token
+//! and the live-socket claim live in Redis.
 
 use std::sync::Arc;
 
 use futures::StreamExt as _;
 use sb_runtime::{Tenant, metrics::Metric};
 use sb_schemas::{
-    BargeIn, BargeInTrigger, Body, CallSid, Dtmf, End, EndReason, Envelope, Played, Start, TenantId,
+    BargeIn, BargeInTrigger, Body, CallSid, Dtmf, End, EndReason, Envelope, Played, Start,
 };
-use sb_twilio::OutboundMessage;
 use sb_twilio::media::StartMeta;
+use sb_twilio::{OutboundMessage, credential};
 use tokio::time::Instant;
 use tracing::Instrument as _;
 
 use super::batch::{AudioBatch, CallTag};
+use super::gate::{self, LiveClaim, Refusal};
 use crate::bargein::Detector;
 use crate::playback::{Echo, Output, Playback};
 use crate::{Backend, IngressState};
@@ -33,7 +35,7 @@ pub(crate) enum EndCause {
     Closed,
     /// The drain deadline passed during shutdown.
     Drained,
-    /// The stream could not be served (unknown tenant).
+    /// The gate refused the `start` (see [`gate`]).
     Refused,
 }
 
@@ -54,6 +56,8 @@ pub(crate) struct Call<B: Backend> {
     sid: CallSid,
     pub(crate) stream_sid: String,
     pub(crate) span: tracing::Span,
+    /// This socket's claim on the call, released when it ends.
+    live: LiveClaim<B>,
     /// `None` when the subscription failed or ended: the call goes on without bot audio.
     events: Option<B::Events>,
     playback: Playback,
@@ -71,22 +75,19 @@ pub(crate) struct Call<B: Backend> {
 }
 
 impl<B: Backend> Call<B> {
-    /// Handles `start`: session, subscriptions, then the `start` event and the STT lease.
-    /// `Err` is the rejection reason.
+    /// Handles `start`: the gate (nothing is written or published for a refused one), then
+    /// session, subscriptions, the `start` event and the STT lease, all under the tenant the
+    /// call's webhook admitted.
     pub(crate) async fn begin(
         state: &IngressState<B>,
         start: StartMeta,
         stream_sid: String,
-    ) -> Result<Self, &'static str> {
-        let sid = CallSid::parse(&start.call_sid).map_err(|_| "bad_call_sid")?;
-        let params = &start.custom_parameters;
-        let tenant = params
-            .get("tenant")
-            .and_then(|id| TenantId::parse(id).ok())
-            .and_then(|id| state.tenants.by_id(&id))
-            .or_else(|| params.get("to").and_then(|to| state.tenants.by_number(to)))
-            .cloned()
-            .ok_or("unknown_tenant")?;
+    ) -> Result<Self, Refusal> {
+        let gate::Admitted { sid, tenant, live } = gate::admit(state, &start).await?;
+        let mut custom_parameters = start.custom_parameters;
+        // It opens this call's socket: not for the event log.
+        custom_parameters.remove(credential::PARAMETER);
+        let params = &custom_parameters;
         let span = tracing::info_span!("call", tenant = %tenant.id, call_sid = %sid);
         let backend = &state.backend;
         let events = async {
@@ -112,7 +113,7 @@ impl<B: Backend> Call<B> {
                 account_sid: start.account_sid.clone(),
                 from: params.get("from").cloned().unwrap_or_default(),
                 to: params.get("to").cloned().unwrap_or_default(),
-                custom_parameters: start.custom_parameters.clone(),
+                custom_parameters: custom_parameters.clone(),
             }),
         );
         async {
@@ -146,6 +147,7 @@ impl<B: Backend> Call<B> {
             sid,
             stream_sid,
             span,
+            live,
             events,
             latest_turn: 0,
             max_epoch: 0,
@@ -364,6 +366,7 @@ impl<B: Backend> Call<B> {
                     tracing::error!(error = %error, "end event not stored");
                 }
             }
+            self.live.release().await;
             tracing::info!(
                 cause = cause.as_str(),
                 frames_in = self.batch.frames(),

@@ -1,19 +1,25 @@
 //! The Media Streams WebSocket (`GET /twilio/media`): the upgrade and its socket task.
 //!
 //! Consumes the signed upgrade request (signature over the `wss://` public URL; 403 before
-//! upgrading on a mismatch) and then the socket's frames. Produces the socket task, tracked
-//! in the runtime's `Shutdown` tracker (axum's graceful shutdown does not wait for upgraded
-//! sockets), which runs [`serve`] over a `Sink`/`Stream` of text messages so tests drive it
-//! through channels. State: per socket, in [`session`] and [`call`].
+//! upgrading on a mismatch) and then the socket's frames. The signature is the same for
+//! every call, so it only says the socket comes from Twilio; which call it may serve, for
+//! which tenant, is decided at `start` by [`gate`]. Produces the socket task, tracked in the
+//! runtime's `Shutdown` tracker (axum's graceful shutdown does not wait for upgraded
+//! sockets), which runs [`serve`] over a `Sink` of [`Outgoing`] messages and a `Stream` of
+//! [`Incoming`] frames so tests drive it through channels. State: per socket, in
+//! [`session`], [`call`] and [`gate`].
 
 mod batch;
 mod call;
 mod fast;
+mod gate;
 mod session;
 
 use axum::extract::State;
 pub use axum::extract::ws::Utf8Bytes;
-use axum::extract::ws::{Message, WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
+use axum::extract::ws::{
+    CloseFrame, Message, WebSocketUpgrade, rejection::WebSocketUpgradeRejection,
+};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use futures::{SinkExt as _, StreamExt as _, future};
@@ -42,6 +48,18 @@ pub enum Incoming {
     Closed,
     /// The transport failed (reset, protocol error, frame over the hard limit).
     Failed(String),
+}
+
+/// WebSocket close code of a socket refused at `start` (RFC 6455: policy violation).
+pub const CLOSE_POLICY_VIOLATION: u16 = 1008;
+
+/// What the socket task sends Twilio.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outgoing {
+    /// A text frame: one JSON message.
+    Text(String),
+    /// A close frame, the last thing sent (a refused `start`).
+    Close { code: u16, reason: &'static str },
 }
 
 /// `GET /twilio/media`: validates the signature, then upgrades.
@@ -78,8 +96,14 @@ pub(crate) async fn upgrade<B: Backend>(
         .on_upgrade(move |socket| async move {
             let _tracked = tracked;
             let (sink, stream) = socket.split();
-            let sink = sink.with(|text: String| {
-                future::ready(Ok::<_, axum::Error>(Message::Text(text.into())))
+            let sink = sink.with(|out: Outgoing| {
+                future::ready(Ok::<_, axum::Error>(match out {
+                    Outgoing::Text(text) => Message::Text(text.into()),
+                    Outgoing::Close { code, reason } => Message::Close(Some(CloseFrame {
+                        code,
+                        reason: reason.into(),
+                    })),
+                }))
             });
             let stream = stream.filter_map(|message| future::ready(incoming(message)));
             serve(state, sink, stream).await;

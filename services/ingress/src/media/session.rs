@@ -1,12 +1,13 @@
-//! The socket loop: one Media Streams connection, written over a generic `Sink` of text
-//! messages and a `Stream` of [`Incoming`] frames so tests drive it through channels.
+//! The socket loop: one Media Streams connection, written over a generic `Sink` of
+//! [`Outgoing`] messages and a `Stream` of [`Incoming`] frames so tests drive it through
+//! channels.
 //!
 //! Consumes Twilio's messages (`connected`, `start`, `media`, `dtmf`, `mark`, `stop`; every
 //! bad one — malformed, oversized, unknown, binary, before `start`, a second `start`, wrong
-//! stream — is rejected on its own, counted and logged, and the call goes on), the call's
-//! NATS events, the pacing clock and the drain deadline. Produces the outbound messages
-//! (sent as soon as due) and, through [`Call`], the call's events. State: this task's
-//! memory; it ends with the socket.
+//! stream — is rejected on its own, counted and logged, and the call goes on; a `start` the
+//! gate refuses closes the socket with 1008), the call's NATS events, the pacing clock and
+//! the drain deadline. Produces the outbound messages (sent as soon as due) and, through
+//! [`Call`], the call's events. State: this task's memory; it ends with the socket.
 
 use futures::{Sink, SinkExt as _, Stream, StreamExt as _};
 use sb_runtime::metrics::Metric;
@@ -15,7 +16,7 @@ use sb_twilio::media::{InboundMessage, decode_payload, parse_inbound};
 use tokio::time::Instant;
 
 use super::call::{Call, EndCause};
-use super::{Incoming, fast};
+use super::{CLOSE_POLICY_VIOLATION, Incoming, Outgoing, fast};
 use crate::{Backend, IngressState};
 
 /// Rejections logged per socket before only every 100th is (they are all counted).
@@ -49,12 +50,13 @@ struct Socket<B: Backend> {
     rejected: u64,
 }
 
-/// Serves one media socket until Twilio stops, the socket closes or the drain deadline
-/// passes; then publishes the call's end and closes the sink.
+/// Serves one media socket until Twilio stops, the socket closes, the drain deadline passes
+/// or its `start` is refused; then publishes the call's end (if it had one) and closes the
+/// sink (after a 1008 close frame, if refused).
 pub async fn serve<B, Si, St>(state: IngressState<B>, mut sink: Si, mut stream: St)
 where
     B: Backend,
-    Si: Sink<String> + Unpin,
+    Si: Sink<Outgoing> + Unpin,
     St: Stream<Item = Incoming> + Unpin,
 {
     let _active = Active::new();
@@ -86,6 +88,13 @@ where
     };
     if let Some(call) = socket.call.take() {
         call.finish(cause).await;
+    }
+    if cause == EndCause::Refused {
+        let close = Outgoing::Close {
+            code: CLOSE_POLICY_VIOLATION,
+            reason: "call not admitted on this socket",
+        };
+        let _ = sink.send(close).await;
     }
     let _ = sink.close().await;
 }
@@ -207,11 +216,8 @@ impl<B: Backend> Socket<B> {
                     self.call = Some(call);
                     Step::Go
                 }
-                Err(reason) => {
-                    self.reject(reason);
-                    // No tenant, no call: closing ends the stream (Twilio hangs up).
-                    Step::End(EndCause::Refused)
-                }
+                // Counted and logged by the gate; closing ends the stream (Twilio hangs up).
+                Err(_) => Step::End(EndCause::Refused),
             };
         }
         let Some(call) = self.call.as_mut() else {
@@ -235,7 +241,7 @@ impl<B: Backend> Socket<B> {
     }
 
     /// An event from NATS: bot audio is buffered; speech may barge in (`clear` at once).
-    async fn on_event<Si: Sink<String> + Unpin>(
+    async fn on_event<Si: Sink<Outgoing> + Unpin>(
         &mut self,
         event: Option<Envelope>,
         sink: &mut Si,
@@ -247,7 +253,7 @@ impl<B: Backend> Socket<B> {
             return Step::Go;
         };
         if let Some(clear) = call.barge_in(trigger)
-            && sink.send(clear).await.is_err()
+            && sink.send(Outgoing::Text(clear)).await.is_err()
         {
             return Step::End(EndCause::Closed);
         }
@@ -255,14 +261,14 @@ impl<B: Backend> Socket<B> {
     }
 
     /// Sends every outbound message that is due now.
-    async fn pump<Si: Sink<String> + Unpin>(&mut self, sink: &mut Si) -> Step {
+    async fn pump<Si: Sink<Outgoing> + Unpin>(&mut self, sink: &mut Si) -> Step {
         let Some(call) = self.call.as_mut() else {
             return Step::Go;
         };
         let now = Instant::now();
         let mut fed = false;
         while let Some(message) = call.poll_output(now) {
-            if sink.feed(message).await.is_err() {
+            if sink.feed(Outgoing::Text(message)).await.is_err() {
                 return Step::End(EndCause::Closed);
             }
             fed = true;

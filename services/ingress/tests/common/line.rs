@@ -1,4 +1,6 @@
-//! Twilio's side of one media socket, driven by a test through channels (paused time).
+//! Twilio's side of one media socket, driven by a test through channels (paused time). The
+//! call is admitted in the backend as its webhook would have, and `start` brings the
+//! credential that webhook would have issued.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -7,12 +9,13 @@ use bytes::Bytes;
 use futures::StreamExt as _;
 use futures::channel::mpsc;
 use sb_ingress::testing::MemoryBackend;
-use sb_ingress::{Incoming, IngressConfig, IngressState, media::serve};
+use sb_ingress::{Incoming, IngressConfig, IngressState, Outgoing, media::serve};
+use sb_runtime::redis::idempotency::AdmissionRecord;
 use sb_schemas::{Body, CallSid, Envelope, Kind, Mulaw, TtsChunk};
 use sb_twilio::media::{
     InboundMedia, InboundMessage, Mark, MediaFormat, StartMeta, StopMeta, encode_payload,
 };
-use sb_twilio::{OutboundMessage, parse_outbound};
+use sb_twilio::{CallBinding, OutboundMessage, credential, parse_outbound};
 use tokio::time::Instant;
 
 use super::*;
@@ -22,7 +25,7 @@ pub const STREAM: &str = "MZ00000000000000000000000000000001";
 /// Twilio's side of one socket, driven by the test.
 pub struct Line {
     pub to_ingress: mpsc::UnboundedSender<Incoming>,
-    pub from_ingress: mpsc::UnboundedReceiver<String>,
+    pub from_ingress: mpsc::UnboundedReceiver<Outgoing>,
     pub task: tokio::task::JoinHandle<()>,
     pub backend: MemoryBackend,
     pub state: IngressState<MemoryBackend>,
@@ -33,8 +36,28 @@ pub struct Line {
 }
 
 impl Line {
+    /// A socket for call `n`, admitted for `tenant` (as its webhook would have).
     pub fn open_with(config: &IngressConfig, n: u128, tenant: &'static str) -> Self {
-        let (state, backend) = state_with(config);
+        let line = Self::unadmitted(config, n, tenant);
+        if let Ok(id) = sb_schemas::TenantId::parse(tenant) {
+            line.backend
+                .record_admission(&line.sid, AdmissionRecord::Admitted(id));
+        }
+        line
+    }
+
+    /// A socket for call `n` on a fresh ingress where no webhook admitted it.
+    pub fn unadmitted(config: &IngressConfig, n: u128, tenant: &'static str) -> Self {
+        let (state, _) = state_with(config);
+        Self::on(state, sid(n), tenant)
+    }
+
+    /// Another socket for the same call on the same ingress (and backend).
+    pub fn another(&self) -> Self {
+        Self::on(self.state.clone(), self.sid.clone(), self.tenant)
+    }
+
+    fn on(state: IngressState<MemoryBackend>, sid: CallSid, tenant: &'static str) -> Self {
         let (to_ingress, incoming) = mpsc::unbounded();
         let (outgoing, from_ingress) = mpsc::unbounded();
         let task = tokio::spawn(serve(state.clone(), outgoing, incoming));
@@ -42,9 +65,9 @@ impl Line {
             to_ingress,
             from_ingress,
             task,
-            backend,
+            backend: state.backend.clone(),
             state,
-            sid: sid(n),
+            sid,
             tenant,
             sequence: 0,
             chunk: 0,
@@ -80,17 +103,40 @@ impl Line {
         until(|| !backend.of_kind(Kind::Start).is_empty()).await;
     }
 
+    /// The credential the webhook issues for this call and `tenant`, valid from now.
+    pub fn credential(&self, tenant: &str) -> String {
+        let binding = CallBinding {
+            call_sid: self.sid.as_str(),
+            tenant,
+            stream_url: &self.state.settings.stream_url,
+        };
+        self.state
+            .settings
+            .credentials
+            .issue(&binding, std::time::SystemTime::now())
+    }
+
+    /// `start` as Twilio sends it for TwiML naming `tenant`, with its credential.
     pub fn start_message(&mut self, tenant: &str) -> InboundMessage {
+        let credential = self.credential(tenant);
+        self.start_with(tenant, Some(&credential))
+    }
+
+    /// `start` with the `tenant` parameter and this `credential` (or none).
+    pub fn start_with(&mut self, tenant: &str, credential: Option<&str>) -> InboundMessage {
         let to = match tenant {
             "globex" => GLOBEX,
             "acme" => ACME,
             _ => "+19999999999",
         };
-        let parameters: BTreeMap<String, String> =
+        let mut parameters: BTreeMap<String, String> =
             [("tenant", tenant), ("from", CALLER), ("to", to)]
                 .into_iter()
                 .map(|(k, v)| (k.to_owned(), v.to_owned()))
                 .collect();
+        if let Some(credential) = credential {
+            parameters.insert(credential::PARAMETER.to_owned(), credential.to_owned());
+        }
         InboundMessage::Start {
             sequence_number: self.next_sequence(),
             start: StartMeta {
@@ -166,11 +212,15 @@ impl Line {
         );
     }
 
-    /// The next message to Twilio and when it came; `None` when the socket closed.
+    /// The next message to Twilio and when it came; `None` when the socket closed (with or
+    /// without a close frame).
     pub async fn next(&mut self) -> Option<(Instant, OutboundMessage)> {
-        let text = tokio::time::timeout(Duration::from_secs(30), self.from_ingress.next())
+        let out = tokio::time::timeout(Duration::from_secs(30), self.from_ingress.next())
             .await
             .expect("the ingress said something within 30 s")?;
+        let Outgoing::Text(text) = out else {
+            return None;
+        };
         let message = parse_outbound(&text).expect("the ingress sends valid messages");
         assert_eq!(message.stream_sid(), STREAM);
         Some((Instant::now(), message))
@@ -187,6 +237,23 @@ impl Line {
                 return out;
             }
         }
+    }
+
+    /// The close code the ingress ended the socket with (`None`: closed without one), once
+    /// the socket has closed (within 30 s); text messages before it are skipped.
+    pub async fn closed_with(&mut self) -> Option<u16> {
+        let mut code = None;
+        let drained = async {
+            while let Some(out) = self.from_ingress.next().await {
+                if let Outgoing::Close { code: sent, .. } = out {
+                    code = Some(sent);
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), drained)
+            .await
+            .expect("the ingress closed the socket within 30 s");
+        code
     }
 
     pub async fn close(mut self) -> MemoryBackend {

@@ -6,10 +6,13 @@ pub mod line;
 
 use std::sync::Arc;
 
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
 use sb_ingress::testing::MemoryBackend;
 use sb_ingress::{IngressConfig, IngressState, Settings};
 use sb_runtime::{Shutdown, Tenants};
 use sb_schemas::{CallSid, TenantId};
+use tower::ServiceExt as _;
 
 pub const TOKEN: &str = "test-auth-token";
 pub const PUBLIC: &str = "https://agent.example.com";
@@ -102,4 +105,41 @@ pub fn pairs(raw: &[(&str, &str)]) -> Vec<(String, String)> {
     raw.iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect()
+}
+
+/// A form POST to `path`, with `X-Twilio-Signature: signature` if given.
+pub fn request(path: &str, params: &[(String, String)], signature: Option<&str>) -> Request<Body> {
+    let mut builder =
+        Request::post(path).header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+    if let Some(signature) = signature {
+        builder = builder.header("X-Twilio-Signature", signature);
+    }
+    builder
+        .body(Body::from(sb_twilio::form::encode_form(params)))
+        .expect("a valid request")
+}
+
+/// A request signed like Twilio signs it: over `public` + `path`, every parameter.
+pub fn signed(public: &str, path: &str, params: &[(String, String)]) -> Request<Body> {
+    let signature = sb_twilio::signature::sign(TOKEN, &format!("{public}{path}"), params);
+    request(path, params, Some(&signature))
+}
+
+/// Sends `request` to `app`; the status and body.
+pub async fn send(app: &axum::Router, request: Request<Body>) -> (StatusCode, String) {
+    let response = app.clone().oneshot(request).await.expect("infallible");
+    let status = response.status();
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .expect("a small body");
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// POSTs `params` to `path` on `app`, signed as Twilio signs them; the status and body.
+pub async fn post_signed(
+    app: &axum::Router,
+    path: &str,
+    params: &[(String, String)],
+) -> (StatusCode, String) {
+    send(app, signed(PUBLIC, path, params)).await
 }
