@@ -21,8 +21,8 @@ bootstrap:
 demo: bootstrap build
     target/debug/switchboard demo
 
-# Run against the real vendors: needs SB_TWILIO_AUTH_TOKEN, SB_PUBLIC_URL, SB_DEEPGRAM_API_KEY,
-# SB_LLM_API_KEY (and SB_AZURE_TTS_KEY + SB_AZURE_TTS_REGION, else espeak-ng speaks).
+# Run against the real vendors: needs SB_TWILIO_AUTH_TOKEN, SB_CALL_CREDENTIAL_SECRET, SB_PUBLIC_URL,
+# SB_DEEPGRAM_API_KEY, SB_LLM_API_KEY (and SB_AZURE_TTS_KEY + SB_AZURE_TTS_REGION, else espeak-ng speaks).
 run: bootstrap build up
     target/debug/switchboard run
 

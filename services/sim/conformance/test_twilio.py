@@ -281,6 +281,7 @@ def real_ingress(tmp_path):
         env = dict(os.environ, SB_NATS_URL=f"nats://127.0.0.1:{nats_port}",
                    SB_REDIS_URL=f"redis://127.0.0.1:{redis_port}", SB_HTTP_ADDR=f"127.0.0.1:{http_port}",
                    SB_TENANTS_FILE=str(ROOT / "deploy" / "tenants.toml"), SB_TWILIO_AUTH_TOKEN=TOKEN,
+                   SB_CALL_CREDENTIAL_SECRET="conformance-call-credential-secret-0123",
                    SB_PUBLIC_URL=PUBLIC, SB_LOG_FORMAT="json")
         procs.append(subprocess.Popen([str(INGRESS)], env=env, stdout=subprocess.DEVNULL))
         url = f"http://127.0.0.1:{http_port}"
@@ -326,7 +327,9 @@ def test_real_ingress_accepts_official_signatures(real_ingress, sim_bin, tmp_pat
     stream = ElementTree.fromstring(body).find("./Connect/Stream")
     assert stream.get("url") == "wss://agent.example.com/twilio/media"
     parameters = {p.get("name"): p.get("value") for p in stream.findall("Parameter")}
+    credential = parameters.pop("credential")
     assert parameters == {"tenant": "acme", "from": "+14155551234", "to": ACME}
+    assert credential.startswith("v1.") and len(credential) < 100, credential
     # The same request signed for another URL, or with another token, is refused.
     for bad in (validator.compute_signature(PUBLIC + "/twilio/other", params),
                 RequestValidator("wrong").compute_signature(PUBLIC + "/twilio/voice", params)):
@@ -347,3 +350,4 @@ def test_real_ingress_accepts_official_signatures(real_ingress, sim_bin, tmp_pat
     assert report["ended_by"] == "caller" and report["status_callback"] == 204
     assert report["protocol_errors"] == [] and report["frames_sent"] > 0
     assert report["custom_parameters"]["tenant"] == "acme"
+    assert report["custom_parameters"]["credential"].startswith("v1."), "echoed as Twilio echoes it"

@@ -1,7 +1,7 @@
 //! `just run`: Switchboard against the real vendors, on this machine.
 //!
-//! Consumes the `SB_*` environment (Twilio auth token and public URL, Deepgram key, LLM
-//! base URL and key, Azure key and region) and a running NATS + Redis (`just up`);
+//! Consumes the `SB_*` environment (Twilio auth token and public URL, the call credential
+//! secret, Deepgram key, LLM base URL and key, Azure key and region) and a running NATS + Redis (`just up`);
 //! checks every required setting first and names what is missing, then starts the
 //! ingress, stt, agent and tts as processes and runs until Ctrl-C. State: the processes.
 
@@ -12,10 +12,14 @@ use anyhow::bail;
 use crate::{process::Process, stack::binaries_dir};
 
 /// Settings without which a real call cannot work, and why.
-const REQUIRED: [(&str, &str); 4] = [
+const REQUIRED: [(&str, &str); 5] = [
     (
         "SB_TWILIO_AUTH_TOKEN",
         "validates Twilio's webhook signatures",
+    ),
+    (
+        "SB_CALL_CREDENTIAL_SECRET",
+        "signs each call's media-socket credential: 32+ random characters, e.g. `openssl rand -hex 32`",
     ),
     (
         "SB_PUBLIC_URL",
@@ -116,6 +120,7 @@ mod tests {
         let problems = check(&[]);
         for name in [
             "SB_TWILIO_AUTH_TOKEN",
+            "SB_CALL_CREDENTIAL_SECRET",
             "SB_PUBLIC_URL",
             "SB_DEEPGRAM_API_KEY",
             "SB_LLM_API_KEY",
@@ -131,6 +136,7 @@ mod tests {
     fn malformed_and_half_configured_settings_are_named() {
         let base = [
             ("SB_TWILIO_AUTH_TOKEN", "t"),
+            ("SB_CALL_CREDENTIAL_SECRET", "s"),
             ("SB_DEEPGRAM_API_KEY", "d"),
             ("SB_LLM_API_KEY", "l"),
         ];

@@ -1,16 +1,41 @@
 //! The media phase: concurrent Media Streams sockets at 50 frames/s each; latency from a
-//! frame's send to a core subscriber seeing it on `audio.{t}.{sid}.in`.
+//! frame's send to a core subscriber seeing it on `audio.{t}.{sid}.in`. Each call is
+//! admitted first, as its webhook would (not measured), and its `start` brings the
+//! credential that webhook would have put in the TwiML.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
+use anyhow::Context as _;
 use futures::StreamExt as _;
-use sb_schemas::{Body, decode};
+use sb_ingress::{Backend as _, IngressConfig, Live, Settings};
+use sb_schemas::{Body, CallSid, decode};
 use sb_twilio::media::{InboundMedia, InboundMessage, MediaFormat, StartMeta, StopMeta};
+use sb_twilio::{CallBinding, credential};
 
 use crate::clients::Ws;
 use crate::stack::{Cpu, Stack};
 use crate::webhooks::call_sid;
-use crate::{ACCOUNT, Args, CALLER, NUMBER, RunResult, SOCKETS_PER_CLOCK, percentiles};
+use crate::{
+    ACCOUNT, Args, CALLER, NUMBER, PUBLIC, RunResult, SOCKETS_PER_CLOCK, TOKEN, percentiles,
+};
+
+/// Admits call `sid` as its webhook would; the credential its TwiML would carry.
+async fn admit(
+    backend: &Live,
+    settings: &Settings,
+    tenant: &sb_runtime::Tenant,
+    sid: &str,
+) -> anyhow::Result<String> {
+    backend
+        .admit(&CallSid::parse(sid)?, tenant, SystemTime::now())
+        .await?;
+    let binding = CallBinding {
+        call_sid: sid,
+        tenant: tenant.id.as_str(),
+        stream_url: &settings.stream_url,
+    };
+    Ok(settings.credentials.issue(&binding, SystemTime::now()))
+}
 
 /// `--sockets` sockets streaming 50 frames/s each; frame → `audio.in` latency.
 pub(crate) async fn media(
@@ -63,9 +88,18 @@ pub(crate) async fn media(
     });
 
     let frames_per_socket = args.media_seconds as usize * 50;
+    let backend = Live::connect(&stack.runtime).await?;
+    let settings = Settings::from_config(&IngressConfig::for_tests(TOKEN, PUBLIC))?;
+    let tenant = stack
+        .runtime
+        .tenants
+        .by_number(NUMBER)
+        .context("bench tenant")?
+        .clone();
     let mut sockets = Vec::new();
     for k in 0..args.sockets {
-        sockets.push((k, Ws::connect(stack.addr).await?));
+        let credential = admit(&backend, &settings, &tenant, &call_sid(run, 3, k)).await?;
+        sockets.push((k, credential, Ws::connect(stack.addr).await?));
     }
     let cpu = Cpu::now(stack);
     let begin = tokio::time::Instant::now() + Duration::from_millis(200);
@@ -76,28 +110,29 @@ pub(crate) async fn media(
     let mut tasks = Vec::new();
     let mut sockets = sockets.into_iter();
     for g in 0..groups {
-        let mut group: Vec<(usize, Ws)> = sockets.by_ref().take(group_size).collect();
+        let mut group: Vec<(usize, String, Ws)> = sockets.by_ref().take(group_size).collect();
         let offset = Duration::from_micros(20_000 * g as u64 / groups as u64);
         tasks.push(tokio::spawn(async move {
             let mut streams = Vec::new();
-            for (k, ws) in &mut group {
+            for (k, credential, ws) in &mut group {
                 let sid = call_sid(run, 3, *k);
                 let stream_sid = format!("MZ{k:032x}");
-                ws.send(&start_message(&sid, &stream_sid)).await?;
+                ws.send(&start_message(&sid, &stream_sid, credential))
+                    .await?;
                 streams.push((sid, stream_sid));
             }
             let mut tick = tokio::time::interval_at(begin + offset, Duration::from_millis(20));
             let mut payload = vec![0x55u8; 160];
             for i in 0..frames_per_socket {
                 tick.tick().await;
-                for ((_, ws), (_, stream_sid)) in group.iter_mut().zip(&streams) {
+                for ((_, _, ws), (_, stream_sid)) in group.iter_mut().zip(&streams) {
                     let sent = epoch.elapsed().as_nanos() as u64;
                     payload[..8].copy_from_slice(&sent.to_le_bytes());
                     ws.send(&media_message(stream_sid, i as u64, &payload))
                         .await?;
                 }
             }
-            for ((_, mut ws), (sid, stream_sid)) in group.into_iter().zip(streams) {
+            for ((_, _, mut ws), (sid, stream_sid)) in group.into_iter().zip(streams) {
                 let stop = stop_message(&sid, &stream_sid, frames_per_socket as u64 + 2);
                 ws.send(&stop).await?;
                 let _ = tokio::time::timeout(Duration::from_secs(5), ws.reader).await;
@@ -124,11 +159,16 @@ pub(crate) async fn media(
     Ok(())
 }
 
-fn start_message(sid: &str, stream_sid: &str) -> String {
-    let parameters = [("tenant", "acme"), ("from", CALLER), ("to", NUMBER)]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
+fn start_message(sid: &str, stream_sid: &str, credential: &str) -> String {
+    let parameters = [
+        ("tenant", "acme"),
+        ("from", CALLER),
+        ("to", NUMBER),
+        (credential::PARAMETER, credential),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
     InboundMessage::Start {
         sequence_number: 1,
         start: StartMeta {
