@@ -22,6 +22,9 @@ use tokio::sync::watch;
 
 use crate::{PUBLIC, TOKEN};
 
+/// An opaque parameter in the shape of Switchboard's call credential: echoed untouched.
+pub(crate) const CREDENTIAL: &str = "v1.1700000300.q-Z_09aZ-Xy_8bCdEfGhIjKlMnOpQrStUvWxYz0123456";
+
 #[derive(Clone, Copy, PartialEq)]
 pub(crate) enum Mode {
     Converse,
@@ -106,6 +109,7 @@ async fn voice(State(fake): State<Fake>, headers: HeaderMap, body: Bytes) -> Res
         _ => ConnectStream::new("wss://agent.example.com/twilio/media")
             .parameter("tenant", "acme")
             .parameter("callerE164", from)
+            .parameter("credential", CREDENTIAL)
             .to_twiml()
             .unwrap(),
     };

@@ -54,8 +54,8 @@ fn stream_messages(seen: &[Seen]) -> Vec<InboundMessage> {
 }
 
 /// Every request carries a valid signature (webhook over the public URL, upgrade over the
-/// `wss://` URL, status callback); the stream runs connected → start (sequence 1, the
-/// TwiML's parameters, the webhook's CallSid) → media with sequenceNumber, chunk and
+/// `wss://` URL, status callback); the stream runs connected → start (sequence 1, exactly
+/// the TwiML's parameters — a credential among them — the webhook's CallSid) → media with sequenceNumber, chunk and
 /// timestamp counting up (160-byte payloads) → mark echoes and dtmf → stop, and the
 /// completed status callback comes last.
 #[tokio::test]
@@ -105,8 +105,19 @@ async fn call_follows_protocol() {
     assert!(sb_twilio::rest::is_sid(stream_sid, "MZ"));
     assert_eq!(start.account_sid, call.account_sid);
     assert_eq!(start.tracks, ["inbound"]);
-    assert_eq!(start.custom_parameters["tenant"], "acme");
-    assert_eq!(start.custom_parameters["callerE164"], "+14155551234");
+    let echoed: Vec<(&str, &str)> = start
+        .custom_parameters
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(
+        echoed,
+        [
+            ("callerE164", "+14155551234"),
+            ("credential", fake_ingress::CREDENTIAL),
+            ("tenant", "acme")
+        ]
+    );
 
     let mut sequence = 1;
     let mut chunk = 0;
