@@ -19,10 +19,11 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::support;
 
-const TOKEN: &str = "it-auth-token";
-const PUBLIC: &str = "https://agent.example.com";
+pub(crate) const TOKEN: &str = "it-auth-token";
+pub(crate) const PUBLIC: &str = "https://agent.example.com";
 
-async fn start(env: &TestEnv) -> (sb_runtime::Runtime, Ingress) {
+/// The ingress in-process on `env`'s servers, as in production but for the token and URL.
+pub(crate) async fn start(env: &TestEnv) -> (sb_runtime::Runtime, Ingress) {
     let runtime = env.runtime("ingress").await.unwrap();
     let config = IngressConfig::for_tests(TOKEN, PUBLIC);
     let ingress = sb_ingress::start(&runtime, &config).await.unwrap();
@@ -453,7 +454,11 @@ async fn admission_in_one_round_trip() {
 
 /// POSTs a form signed as Twilio signs it (over the public URL) over plain HTTP/1.1; the
 /// status code and body.
-async fn post_signed(addr: SocketAddr, path: &str, params: &[(String, String)]) -> (u16, String) {
+pub(crate) async fn post_signed(
+    addr: SocketAddr,
+    path: &str,
+    params: &[(String, String)],
+) -> (u16, String) {
     let signature = sb_twilio::signature::sign(TOKEN, &format!("{PUBLIC}{path}"), params);
     let body = sb_twilio::form::encode_form(params);
     let request = format!(
