@@ -1,7 +1,7 @@
 //! The event contract every Switchboard service speaks.
 //!
 //! Consumes nothing and produces nothing on its own: it defines the [`Envelope`] and its
-//! [`Body`] kinds (DESIGN §3), the one module that builds and parses every subject
+//! [`Body`] kinds (ARCHITECTURE §3), the one module that builds and parses every subject
 //! ([`subject`]), validated identifiers ([`TenantId`], [`CallSid`]), the MessagePack
 //! encoding with its limits ([`encode`], [`decode`]) and the dead-letter record. No I/O and
 //! no state; golden fixtures under `schemas/fixtures/` pin the wire format.

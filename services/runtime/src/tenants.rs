@@ -1,4 +1,4 @@
-//! Tenant configuration (DESIGN §2a): who the customers are and how each is served.
+//! Tenant configuration (ARCHITECTURE §2a): who the customers are and how each is served.
 //!
 //! Consumes `tenants.toml` (a ConfigMap in Kubernetes); produces validated [`Tenant`]s,
 //! looked up by id or by the called number. Errors name the tenant and the field. State:
