@@ -19,9 +19,10 @@ use uuid::Uuid;
 
 use crate::meter::StageMeter;
 use crate::outbox::{Outbox, Stored};
+use crate::progress::Stale;
 use crate::publisher::PublishError;
 use crate::stage::StageError;
-use crate::state::{Sessions, Stale};
+use crate::state::Sessions;
 
 /// How many outputs may wait for their acks before `emit` waits for the oldest. Bounds
 /// memory and keeps a long streaming handle from holding every in-flight publish permit.
@@ -120,7 +121,7 @@ impl Emitter {
     }
 
     /// Whether the input's turn is still worth working on: false once the caller barged in
-    /// on it or a newer turn superseded it ([`crate::state::Progress::stale`], read from the
+    /// on it or a newer turn superseded it ([`crate::progress::Progress::stale`], read from the
     /// stage's [`crate::Stage::sessions`]). Fails open: a failed read keeps the turn wanted
     /// (a Redis hiccup must not silence the caller). The first `false` is counted
     /// (`switchboard_bargein_cancellations_total{stage}`) and logged; later calls answer

@@ -6,9 +6,10 @@
 //! stage contract ([`stage`], [`emitter`] over an [`outbox`], [`meter`]) and its runner
 //! ([`runner`]) with dead letters ([`dead_letter`]), a stage binary's whole `main`
 //! ([`stage_main`]), graceful shutdown ([`shutdown`]), the health/metrics HTTP server
-//! ([`http`]), tenant configuration ([`tenants`]), every Redis pattern ([`redis`]) and the
-//! call state stages use behind traits ([`state`]); in-memory doubles of those seams for
-//! ring-2 tests in `testing` (feature `testing`). [`Runtime`] wires them for a binary.
+//! ([`http`]), tenant configuration ([`tenants`]), every Redis pattern ([`redis`]), the call
+//! state stages use behind traits ([`state`]) with the one staleness rule ([`progress`]),
+//! and in-memory doubles of those seams for ring-2 tests (`testing`, feature `testing`).
+//! [`Runtime`] wires them for a binary.
 //! State: connections and handles only; no call state lives here.
 
 #[cfg(feature = "mimalloc")]
@@ -23,6 +24,7 @@ pub mod meter;
 pub mod metrics;
 pub mod nats;
 pub mod outbox;
+pub mod progress;
 pub mod publisher;
 pub mod redis;
 pub mod runner;

@@ -1,11 +1,8 @@
 //! The call state a stage reads and writes, behind two small traits: [`Sessions`] (the
 //! conversation, the turn counter, the barge-in token, a pending action) and
 //! [`AudioCache`] (synthesised speech). Production uses [`Redis`] for both; ring-2 tests
-//! use the in-memory doubles of [`crate::testing`].
-//!
-//! Also the one definition of a stale turn ([`Progress::stale`]): the work of turn `t` is
-//! unwanted once the caller barged in on it or a newer turn started. Every stage asks it
-//! through [`crate::Emitter::still_wanted`]. State: none here; it lives behind the traits.
+//! use the in-memory doubles of `crate::testing`. [`Progress`] (what makes a turn stale)
+//! is re-exported from [`crate::progress`]. State: none here; it lives behind the traits.
 
 use std::time::Duration;
 
@@ -17,45 +14,7 @@ use crate::redis::session::{Session, Turn};
 use crate::redis::tts_cache::Speech;
 use crate::redis::{Redis, RedisError};
 
-/// Why a turn's work is no longer wanted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stale {
-    /// The caller barged in on this turn (or a later one).
-    Interrupted,
-    /// A newer turn started (the caller said something else first).
-    Superseded,
-}
-
-impl Stale {
-    /// The metric label (`interrupted`, `superseded`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Stale::Interrupted => "interrupted",
-            Stale::Superseded => "superseded",
-        }
-    }
-}
-
-/// A call's latest turn and barge-in token (one past the highest interrupted turn).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Progress {
-    pub turn: u32,
-    pub bargein: u64,
-}
-
-impl Progress {
-    /// Whether the work of `turn` is stale, and why. The ingress drops the same audio
-    /// (barge-in token, newest turn seen), so a stage that stops here loses nothing heard.
-    pub fn stale(&self, turn: u32) -> Option<Stale> {
-        if u64::from(turn) < self.bargein {
-            Some(Stale::Interrupted)
-        } else if self.turn > turn {
-            Some(Stale::Superseded)
-        } else {
-            None
-        }
-    }
-}
+pub use crate::progress::{Progress, Stale};
 
 /// A call's session, as the stages use it. Every method is one Redis round trip in
 /// production; a missing session reads as `None` (or the default), never an error.
@@ -174,35 +133,5 @@ impl AudioCache for Redis {
         ttl: Duration,
     ) -> BoxFuture<'a, Result<(), RedisError>> {
         Box::pin(self.tts_put(speech, audio, ttl))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The one staleness rule, as a table: (latest turn, barge-in token, turn asked) → verdict.
-    #[test]
-    fn stale_table() {
-        let cases = [
-            // Nothing happened: the greeting and the current turn are wanted.
-            (0, 0, 0, None),
-            (3, 0, 3, None),
-            // A barge-in on turn 3 makes 3 and everything before it stale.
-            (3, 4, 3, Some(Stale::Interrupted)),
-            (3, 4, 0, Some(Stale::Interrupted)),
-            // A barge-in on the greeting (token 1) leaves turn 1 wanted.
-            (1, 1, 1, None),
-            // A newer turn supersedes an older, uninterrupted one.
-            (4, 0, 3, Some(Stale::Superseded)),
-            // Interrupted wins over superseded when both hold.
-            (5, 4, 3, Some(Stale::Interrupted)),
-            // A turn ahead of the counter (a stage racing the stt) is wanted.
-            (2, 0, 3, None),
-        ];
-        for (turn, bargein, asked, expected) in cases {
-            let progress = Progress { turn, bargein };
-            assert_eq!(progress.stale(asked), expected, "{progress:?} turn {asked}");
-        }
     }
 }

@@ -14,7 +14,7 @@ use sb_schemas::{CallSid, TenantId};
 use serde::{Deserialize, Serialize};
 
 use super::{Redis, RedisError, failed};
-use crate::state::Progress;
+use crate::progress::Progress;
 
 /// How many turns a session keeps.
 pub const MAX_TURNS: usize = 8;
