@@ -30,6 +30,7 @@ use futures::{StreamExt as _, future::join_all};
 use rand::Rng as _;
 use sb_agent::{Agent, AgentConfig};
 use sb_runtime::{Publisher, RunnerConfig, Runtime, Secret, Shutdown, run_stage};
+use sb_schemas::testing::{sid, tenant_id};
 use sb_schemas::{Body, CallSid, Envelope, Sentence, TenantId, Transcript, decode, now_micros};
 use sb_sim::{llm, tts};
 use sb_tests::{TestEnv, cpu_time};
@@ -214,7 +215,7 @@ impl Bench {
             shutdown,
             stages,
             watchers,
-            tenant: TenantId::parse("bench")?,
+            tenant: tenant_id("bench"),
         })
     }
 
@@ -261,10 +262,7 @@ impl Bench {
     }
 
     async fn call_turns(&self, n: usize, args: &Args) -> anyhow::Result<Vec<Sample>> {
-        let sid = CallSid::parse(&format!(
-            "CA{:032x}",
-            rand::rng().random::<u64>() as u128 * 1_000 + n as u128
-        ))?;
+        let sid = sid(rand::rng().random::<u64>() as u128 * 1_000 + n as u128);
         self.runtime.redis.session_start(&sid, &self.tenant).await?;
         let think = |scale: f64| Duration::from_secs_f64(args.think_ms as f64 / 1e3 * scale);
         if !args.burst {
@@ -365,7 +363,7 @@ impl Bench {
     }
 
     async fn cache_hits(&self, samples: usize) -> anyhow::Result<Vec<f64>> {
-        let sid = CallSid::parse("CA0000000000000000000000000000beef")?;
+        let sid = sid(0xbeef);
         self.runtime.redis.session_start(&sid, &self.tenant).await?;
         let mut out = Vec::new();
         for _ in 0..samples {

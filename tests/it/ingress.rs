@@ -9,9 +9,10 @@ use bytes::Bytes;
 use futures::StreamExt as _;
 use sb_ingress::{Ingress, IngressConfig};
 use sb_runtime::Publisher;
+use sb_schemas::testing::{sid, tenant};
 use sb_schemas::{
-    BargeIn, BargeInTrigger, Body, CallSid, Envelope, Kind, Mulaw, Partial, Played, TenantId,
-    TtsChunk, decode, subject,
+    BargeIn, BargeInTrigger, Body, CallSid, Envelope, Kind, Mulaw, Partial, Played, TtsChunk,
+    decode, subject,
 };
 use sb_sim::caller::{CallReport, CallerConfig, Scenario, new_sid, place_call};
 use sb_tests::{TestEnv, eventually};
@@ -36,10 +37,6 @@ fn caller(addr: SocketAddr, sid: &CallSid) -> CallerConfig {
     config
 }
 
-fn acme() -> TenantId {
-    TenantId::parse("acme").unwrap()
-}
-
 /// A bot chunk of turn 0 whose bytes are all `0x10 + 8 * sentence + chunk`.
 fn chunk(
     sid: &CallSid,
@@ -51,7 +48,7 @@ fn chunk(
 ) -> Envelope {
     let byte = 0x10 + 8 * sentence as u8 + index as u8;
     Envelope::new(
-        acme(),
+        tenant(),
         sid.clone(),
         0,
         Body::TtsChunk(TtsChunk {
@@ -67,7 +64,7 @@ fn chunk(
 /// Waits for the call's `start` on CALLS (core subscription), as the agent would.
 async fn wait_for_start(client: &async_nats::Client, sid: &CallSid) -> async_nats::Subscriber {
     client
-        .subscribe(subject::event(&acme(), sid, Kind::Start))
+        .subscribe(subject::event(&tenant(), sid, Kind::Start))
         .await
         .unwrap()
 }
@@ -200,7 +197,7 @@ async fn call_events_land_in_order_and_bot_audio_plays_in_order() {
             ),
         ]
     );
-    let lease = subject::stt_assign(&acme(), &sid);
+    let lease = subject::stt_assign(&tenant(), &sid);
     assert_eq!(
         support::stored(&env.js, "STT_ASSIGN", &lease).await,
         1,
@@ -212,7 +209,7 @@ async fn call_events_land_in_order_and_bot_audio_plays_in_order() {
         Duration::from_secs(10),
         || async {
             let audio =
-                support::payloads(&env.js, "AUDIO", &subject::audio_in(&acme(), &sid)).await;
+                support::payloads(&env.js, "AUDIO", &subject::audio_in(&tenant(), &sid)).await;
             (audio.len() as u64 == report.frames_sent).then_some(audio)
         },
     )
@@ -233,7 +230,7 @@ async fn call_events_land_in_order_and_bot_audio_plays_in_order() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(session.tenant, Some(acme()));
+    assert_eq!(session.tenant, Some(tenant()));
     ingress.shutdown().await;
 }
 
@@ -250,7 +247,7 @@ async fn barge_in_clears_little_because_playback_is_paced() {
     let mut starts = wait_for_start(&env.client, &sid).await;
     let mut played = env
         .client
-        .subscribe(subject::event(&acme(), &sid, Kind::Played))
+        .subscribe(subject::event(&tenant(), &sid, Kind::Played))
         .await
         .unwrap();
     let publisher = Publisher::new(env.js.clone());
@@ -268,7 +265,7 @@ async fn barge_in_clears_little_because_playback_is_paced() {
         // Once the caller has heard sentence 0, the STT hears them say something real.
         played.next().await.unwrap();
         let partial = Envelope::new(
-            acme(),
+            tenant(),
             bot_sid.clone(),
             0,
             Body::Partial(Partial {
@@ -409,9 +406,9 @@ async fn admission_in_one_round_trip() {
     .unwrap();
     let tiny = tenants.by_number("+15005550099").unwrap();
     let now = SystemTime::now();
-    let admit = |n: u32| {
+    let admit = |n: u128| {
         let live = live.clone();
-        async move { live.admit(&support::sid(n), tiny, now).await.unwrap() }
+        async move { live.admit(&sid(n), tiny, now).await.unwrap() }
     };
     assert_eq!(admit(1).await, Admission::Admitted);
     assert_eq!(admit(1).await, Admission::Duplicate { admitted: true });
@@ -419,7 +416,7 @@ async fn admission_in_one_round_trip() {
     assert_eq!(admit(3).await, Admission::RateLimited);
     assert_eq!(admit(3).await, Admission::Duplicate { admitted: false });
     let redis = env.redis().await.unwrap();
-    let claimed = support::sid(4);
+    let claimed = sid(4);
     assert!(
         redis
             .claim_once(
@@ -441,7 +438,7 @@ async fn admission_in_one_round_trip() {
         .unwrap();
     assert!((3500..=3601).contains(&ttl), "rate-limit key ttl {ttl}");
     let idem_ttl: i64 = redis::cmd("TTL")
-        .arg(format!("idem:{}", support::sid(1)))
+        .arg(format!("idem:{}", sid(1)))
         .query_async(&mut raw)
         .await
         .unwrap();

@@ -12,23 +12,15 @@ use std::{
 
 use futures::StreamExt as _;
 use sb_runtime::{Publisher, Runtime, Topology};
+use sb_schemas::testing::{sid, tenant, tenant_id};
 use sb_schemas::{
-    Audio, Body, CallSid, End, EndReason, Envelope, Mulaw, Start, TenantId, Transcript, decode,
-    subject,
+    Audio, Body, CallSid, End, EndReason, Envelope, Mulaw, Start, Transcript, decode, subject,
 };
 use sb_sim::{SimServer, deepgram};
 use sb_stt::{Deepgram, RunError, SttConfig};
 use sb_tests::{TestEnv, eventually};
 
 const WAIT: Duration = Duration::from_secs(15);
-
-fn tenant() -> TenantId {
-    TenantId::parse("acme").unwrap()
-}
-
-fn sid(n: u32) -> CallSid {
-    CallSid::parse(&format!("CA{n:032x}")).unwrap()
-}
 
 /// A Deepgram stand-in whose connections each hear `script`, then `EXTRA` for any further
 /// utterance (so a duplicate is visible).
@@ -334,7 +326,7 @@ struct Crashed {
     runtime_b: Runtime,
 }
 
-async fn crash_after_utterance_one(n: u32, second_line: &str) -> Crashed {
+async fn crash_after_utterance_one(n: u128, second_line: &str) -> Crashed {
     let env = TestEnv::start().await.unwrap();
     let (sim_a, _) = deepgram_sim(&["utterance one"]).await;
     let (sim_b, _) = deepgram_sim(&[second_line]).await;
@@ -587,7 +579,7 @@ async fn a_lease_for_an_unknown_tenant_is_dead_lettered() {
     let (sim, _) = deepgram_sim(&["still here"]).await;
     let worker = spawn_worker(env.runtime("stt").await.unwrap(), &sim, 4);
     let stranger = Envelope::new(
-        TenantId::parse("initech").unwrap(),
+        tenant_id("initech"),
         sid(6),
         0,
         Body::Start(Start {

@@ -9,9 +9,11 @@ use std::{
 use async_nats::jetstream::{self, consumer::pull};
 use futures::{TryStreamExt, future::BoxFuture};
 use sb_runtime::{Emitter, Stage, StageError, Topology, topology::ConsumerDef};
-use sb_schemas::{Body, CallSid, Envelope, Sentence, TenantId, Transcript};
+use sb_schemas::{Body, Envelope, Sentence, Transcript};
 use uuid::Uuid;
 
+// The agent/tts tests take the id builders from here.
+pub(crate) use sb_schemas::testing::{sid, tenant};
 /// The consumer the test stage reads: transcripts on CALLS, settings per test.
 pub(crate) const CONSUMER: &str = "itest";
 
@@ -88,19 +90,10 @@ impl Stage for TestStage {
     }
 }
 
-pub(crate) fn tenant() -> TenantId {
-    TenantId::parse("acme").unwrap()
-}
-
-/// A fresh call sid from a number.
-pub(crate) fn sid(n: u32) -> CallSid {
-    CallSid::parse(&format!("CA{n:032x}")).unwrap()
-}
-
 pub(crate) fn transcript(call: u32, text: &str) -> Envelope {
     Envelope::new(
         tenant(),
-        sid(call),
+        sid(call.into()),
         1,
         Body::Transcript(Transcript {
             epoch: 1,

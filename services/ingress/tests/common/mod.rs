@@ -9,7 +9,7 @@ use std::sync::Arc;
 use sb_ingress::testing::MemoryBackend;
 use sb_ingress::{IngressConfig, IngressState, Settings};
 use sb_runtime::{Shutdown, Tenants};
-use sb_schemas::{CallSid, TenantId};
+pub use sb_schemas::testing::sid;
 
 pub const TOKEN: &str = "test-auth-token";
 pub const PUBLIC: &str = "https://agent.example.com";
@@ -86,15 +86,6 @@ pub fn state_with(config: &IngressConfig) -> (IngressState<MemoryBackend>, Memor
 
 pub fn state() -> (IngressState<MemoryBackend>, MemoryBackend) {
     state_with(&config())
-}
-
-pub fn tenant(id: &str) -> TenantId {
-    TenantId::parse(id).expect("valid tenant id")
-}
-
-/// The call sid `CA` + `n` as 32 hex digits.
-pub fn sid(n: u128) -> CallSid {
-    CallSid::parse(&format!("CA{n:032x}")).expect("valid sid")
 }
 
 /// Form pairs from `&str` pairs.
