@@ -9,7 +9,7 @@ use std::{
 use async_nats::jetstream::{self, consumer::pull};
 use futures::{TryStreamExt, future::BoxFuture};
 use sb_runtime::{Emitter, Stage, StageError, Topology, topology::ConsumerDef};
-use sb_schemas::{Body, Envelope, Sentence, Transcript};
+use sb_schemas::{Body, CallSid, Envelope, Sentence, Transcript};
 use uuid::Uuid;
 
 // The agent/tts tests take the id builders from here.
@@ -90,16 +90,18 @@ impl Stage for TestStage {
     }
 }
 
-pub(crate) fn transcript(call: u32, text: &str) -> Envelope {
+/// The caller's words on `call` as the stt publishes them: a `transcript` of `turn` (epoch 1,
+/// confidence 0.9, covering frame 10).
+pub(crate) fn transcript(call: &CallSid, turn: u32, text: &str) -> Envelope {
     Envelope::new(
         tenant(),
-        sid(call.into()),
-        1,
+        call.clone(),
+        turn,
         Body::Transcript(Transcript {
             epoch: 1,
             text: text.into(),
             confidence: 0.9,
-            audio_seq: 0,
+            audio_seq: 10,
             speech_ended_at: 0,
         }),
     )
