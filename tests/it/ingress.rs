@@ -381,29 +381,18 @@ async fn shutdown_lets_live_calls_finish() {
 #[tokio::test]
 async fn admission_in_one_round_trip() {
     use sb_ingress::{Admission, Backend as _, Live};
+    use sb_runtime::tenants::testing::TenantToml;
     use std::time::SystemTime;
 
     let env = TestEnv::start().await.unwrap();
     let runtime = env.runtime("ingress").await.unwrap();
     let live = Live::connect(&runtime).await.unwrap();
-    let tenants = sb_runtime::Tenants::parse(
-        r#"
-        [tiers.tiny]
-        llm_concurrency = 1
-        webhook_rate_limit = 2
-        rate_window_secs = 3600
-        [[tenant]]
-        id = "tiny"
-        numbers = ["+15005550099"]
-        system_prompt = "p"
-        greeting = "g"
-        fallback_phrase = "f"
-        voice = "v"
-        llm_model = "m"
-        tier = "tiny"
-        "#,
-    )
-    .unwrap();
+    let tenants = TenantToml::new()
+        .tier("tiny", 1, 2)
+        .tier_set("tiny", "rate_window_secs", 3600)
+        .tenant("tiny", "+15005550099", "tiny")
+        .parse()
+        .unwrap();
     let tiny = tenants.by_number("+15005550099").unwrap();
     let now = SystemTime::now();
     let admit = |n: u128| {
