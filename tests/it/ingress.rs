@@ -16,7 +16,6 @@ use sb_schemas::{
 };
 use sb_sim::caller::{CallReport, CallerConfig, Scenario, new_sid, place_call};
 use sb_tests::{TestEnv, eventually};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::support;
 
@@ -317,18 +316,10 @@ async fn barge_in_clears_little_because_playback_is_paced() {
     ingress.shutdown().await;
 }
 
-/// `GET path` over plain HTTP/1.1; the status code.
+/// `GET path`; the status code.
 async fn http_status(addr: SocketAddr, path: &str) -> u16 {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: ingress\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    response
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
+    let response = reqwest::get(format!("http://{addr}{path}")).await.unwrap();
+    response.status().as_u16()
 }
 
 /// SIGTERM during a call: `/ready` turns 503 at once, but the live socket keeps playing (bot
@@ -437,31 +428,19 @@ async fn admission_in_one_round_trip() {
     );
 }
 
-/// POSTs a form signed as Twilio signs it (over the public URL) over plain HTTP/1.1; the
-/// status code and body.
+/// POSTs a form signed as Twilio signs it (over the public URL); the status code and body.
 async fn post_signed(addr: SocketAddr, path: &str, params: &[(String, String)]) -> (u16, String) {
     let signature = sb_twilio::signature::sign(TOKEN, &format!("{PUBLIC}{path}"), params);
-    let body = sb_twilio::form::encode_form(params);
-    let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: ingress\r\nConnection: close\r\n\
-         Content-Type: application/x-www-form-urlencoded\r\nX-Twilio-Signature: {signature}\r\n\
-         Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    let status = response
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    let response = reqwest::Client::new()
+        .post(format!("http://{addr}{path}"))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .header("X-Twilio-Signature", signature)
+        .body(sb_twilio::form::encode_form(params))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
 }
 
 /// Redis down: the ingress cannot tell a retried webhook from a new one and admits both
