@@ -52,6 +52,14 @@ struct Worker {
     task: tokio::task::JoinHandle<Result<(), RunError>>,
 }
 
+impl Worker {
+    /// Stops it as SIGTERM would; it returns once its calls are handed back.
+    async fn stop(self) {
+        self.runtime.shutdown.trigger();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
 fn spawn_worker(runtime: Runtime, sim: &SimServer, max_calls: u32) -> Worker {
     let mut config = SttConfig::for_tests(&sim.ws_url(), Some("test-key"));
     config.max_calls = max_calls;
@@ -309,8 +317,7 @@ async fn transcribes_a_call_then_releases_the_lease_at_the_end() {
     .unwrap();
     assert_eq!(events.transcripts().len(), 1, "{:?}", events.transcripts());
 
-    worker.runtime.shutdown.trigger();
-    worker.task.await.unwrap().unwrap();
+    worker.stop().await;
 }
 
 /// A call whose owner (worker A, epoch 1) transcribed and checkpointed "utterance one",
@@ -401,8 +408,7 @@ async fn a_crashed_workers_call_is_taken_over_without_losing_an_utterance() {
             (2, 2, "utterance two".to_owned())
         ]
     );
-    worker_b.runtime.shutdown.trigger();
-    worker_b.task.await.unwrap().unwrap();
+    worker_b.stop().await;
 }
 
 /// A stopping worker (SIGTERM) NAKs its lease at once: the other replica takes the call
@@ -455,8 +461,7 @@ async fn a_stopping_worker_hands_its_calls_off_at_once() {
     caller.end().await;
     wait_for_no_leases(&env).await;
     assert_eq!(events.transcripts().len(), 2, "{:?}", events.transcripts());
-    worker_b.runtime.shutdown.trigger();
-    worker_b.task.await.unwrap().unwrap();
+    worker_b.stop().await;
 }
 
 /// Fencing: once a newer epoch owns the call in the session, the old owner's next
@@ -521,8 +526,7 @@ async fn a_stale_owners_transcript_is_refused_by_the_checkpoint() {
     .unwrap();
     assert_eq!(leases(&env).await, 1, "a stale owner never acks the lease");
 
-    worker.runtime.shutdown.trigger();
-    worker.task.await.unwrap().unwrap();
+    worker.stop().await;
 }
 
 /// A dropped provider connection (the stand-in closes 1011 `NET-0001` after 500 ms without
@@ -567,8 +571,7 @@ async fn a_dropped_provider_connection_is_reopened_without_losing_the_call() {
     caller.end().await;
     wait_for_no_leases(&env).await;
     assert_eq!(events.transcripts().len(), 2, "{:?}", events.transcripts());
-    worker.runtime.shutdown.trigger();
-    worker.task.await.unwrap().unwrap();
+    worker.stop().await;
 }
 
 /// A lease that can never be served (a tenant nobody configured) is dead-lettered with its
@@ -616,8 +619,7 @@ async fn a_lease_for_an_unknown_tenant_is_dead_lettered() {
     assert_eq!(events.transcript_with_epoch(1).await.1.text, "still here");
     caller.end().await;
     wait_for_no_leases(&env).await;
-    worker.runtime.shutdown.trigger();
-    worker.task.await.unwrap().unwrap();
+    worker.stop().await;
 }
 
 /// A call that ends while no one owns it (its worker crashed) is still finished by the
@@ -646,6 +648,5 @@ async fn a_call_that_ended_while_unowned_still_gets_its_last_words() {
             (2, 2, "goodbye then".to_owned())
         ]
     );
-    worker_b.runtime.shutdown.trigger();
-    worker_b.task.await.unwrap().unwrap();
+    worker_b.stop().await;
 }
