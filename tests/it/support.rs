@@ -1,4 +1,6 @@
-//! Shared pieces of the integration tests: a scriptable stage and stream inspection.
+//! Shared pieces of the integration tests: a scriptable stage, event builders (the caller's
+//! `transcript`, a `sentence`; the ids come from `sb_schemas::testing`) and stream
+//! inspection. State: none beyond what each test's stage records.
 
 use std::{
     collections::HashMap,

@@ -1,8 +1,10 @@
 //! Real nats-server and redis-server child processes on loopback.
 //!
 //! Each server gets a free port (NATS, via `-p -1` and its ports file) or a unix socket
-//! (Redis) and a temp dir, and is killed on `Drop`. Used by the ring-3 tests, the demo and
-//! the load benchmark alike. State: the child processes and their temp dirs.
+//! (Redis) and a temp dir, and is killed on `Drop`; [`eventually`] is the one poll that
+//! waits for them (and for every condition a ring-3 test waits on). Used by the ring-3
+//! tests, the demo and the load benchmark alike. State: the child processes and their temp
+//! dirs.
 
 use std::{
     path::{Path, PathBuf},
