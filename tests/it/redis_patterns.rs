@@ -13,10 +13,9 @@ use sb_runtime::redis::{
     tts_cache::{Speech, TTS_CACHE_TTL},
 };
 use sb_runtime::state::Stale;
-use sb_schemas::{CallSid, TenantId};
+use sb_schemas::CallSid;
+use sb_schemas::testing::{sid, tenant, tenant_id};
 use sb_tests::{TestEnv, eventually};
-
-use crate::support::{sid, tenant};
 
 async fn ttl(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> i64 {
     redis::cmd("TTL").arg(key).query_async(conn).await.unwrap()
@@ -236,7 +235,7 @@ async fn queue_pops_by_priority_then_fifo() {
 async fn blocking_pop_wakes_on_push() {
     let env = TestEnv::start().await.unwrap();
     let redis = env.redis().await.unwrap();
-    let other = TenantId::parse("globex").unwrap();
+    let other = tenant_id("globex");
     let mut popper = redis.queue_popper().await.unwrap();
     let tenants = [tenant(), other.clone()];
     let waiting = tokio::spawn(async move { popper.pop(&tenants, Duration::from_secs(30)).await });

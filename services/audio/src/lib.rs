@@ -6,8 +6,8 @@
 //! [`vad::Vad`] a caller owns and a cached answer to "is espeak-ng installed".
 //!
 //! The phone leg is 8 kHz mono µ-law in 20 ms frames of 160 bytes ([`SAMPLE_RATE`],
-//! [`FRAME_MS`], [`FRAME_BYTES`]); every stand-in, the scripted caller and the TTS stage use
-//! these constants rather than their own.
+//! [`FRAME_MS`], [`FRAME_BYTES`]); the ingress, the stt and TTS stages, every stand-in and
+//! the scripted caller use these constants rather than their own.
 
 pub mod mulaw;
 pub mod resample;

@@ -249,8 +249,6 @@ mod tests {
         assert!(speechlike("  ...  ").is_empty());
         assert_eq!(count_syllables("table"), 2);
         assert_eq!(count_syllables("123"), 3);
-        // Loud enough to be speech to the VAD.
-        assert!(crate::vad::frame_dbfs(&short[400..560]) > -25.0);
     }
 
     /// espeak-ng (when installed) speaks at 8 kHz, longer text giving longer audio; an unknown

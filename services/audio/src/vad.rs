@@ -320,6 +320,8 @@ mod tests {
     /// speech are each detected as one utterance, starting near their first sound.
     #[tokio::test]
     async fn synthetic_speech_is_speech() {
+        // A syllable of the stand-in is loud enough to be speech.
+        assert!(frame_dbfs(&synth::speechlike("Hello.")[400..560]) > -25.0);
         let mut audio = synth::silence(300);
         audio.extend(synth::speechlike(
             "Hello there, I would like to book a table. For two, please!",

@@ -4,8 +4,8 @@
 //!
 //! Consumes events and call identities; produces Redis writes, JetStream publishes and a
 //! stream of the call's incoming events. [`Live`] is the production implementation on the
-//! runtime's handles; [`crate::testing::MemoryBackend`] stands in for router and socket
-//! tests. State: connections only.
+//! runtime's handles; `testing::MemoryBackend` (cargo feature `testing`) stands in for
+//! router and socket tests. State: connections only.
 
 use std::future::Future;
 use std::pin::Pin;

@@ -17,6 +17,7 @@ pub mod config;
 pub mod media;
 mod meters;
 pub mod playback;
+#[cfg(feature = "testing")]
 pub mod testing;
 mod webhook;
 

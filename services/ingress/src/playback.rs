@@ -12,11 +12,10 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use bytes::Bytes;
+use sb_audio::FRAME_BYTES;
 use sb_schemas::TtsChunk;
 use tokio::time::Instant;
 
-/// Bytes of one 20 ms µ-law frame: the unit sent to Twilio.
-pub const FRAME_BYTES: usize = 160;
 /// Bot audio buffered per call at most (about 4 minutes); beyond it chunks are dropped.
 const MAX_BUFFERED_BYTES: usize = 2 * 1024 * 1024;
 /// Marks awaiting their echo at most; the oldest is forgotten beyond it.

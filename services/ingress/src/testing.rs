@@ -3,7 +3,8 @@
 //! recorded in order, and per-call event channels a test pushes bot audio and speech into.
 //!
 //! Consumes what the ingress does; produces a record a test can assert on. State: one shared
-//! `Mutex`, per backend value (clones share it). Never used in production.
+//! `Mutex`, per backend value (clones share it). Built only with the cargo feature
+//! `testing` (the crate's own tests turn it on), never into the service.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use sb_audio::{SAMPLE_RATE, mulaw};
+use sb_audio::{FRAME_BYTES, FRAME_MS, SAMPLE_RATE, mulaw};
 use sb_schemas::Body;
 
 use crate::CallLog;
@@ -25,8 +25,10 @@ pub fn render(log: &CallLog) -> Vec<u8> {
     for e in log.envelopes() {
         match &e.body {
             Body::Audio(a) => {
-                let zero = *first_frame_at.get_or_insert(e.at - a.seq * 20_000);
-                let at = offset(zero) + (a.seq as usize) * 160;
+                let frame_us = u64::from(FRAME_MS) * 1_000;
+                let zero = *first_frame_at.get_or_insert(e.at - a.seq * frame_us);
+                // One sample per µ-law byte.
+                let at = offset(zero) + (a.seq as usize) * FRAME_BYTES;
                 place(&mut caller, at, &mulaw::decode_slice(&a.payload.0));
             }
             Body::TtsChunk(c) => {

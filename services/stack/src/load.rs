@@ -1,10 +1,11 @@
 //! `just bench-load N`: N concurrent scripted calls against the whole stack on this machine.
 //!
 //! Consumes the stack (every service a process, stand-ins with fixed delays) and N callers
-//! ramped in over a few seconds; produces a table and an SVG plot of voice-to-voice latency,
-//! Switchboard's own overhead (latency minus the stand-ins' configured delays and the
-//! endpointing silence), barge-in onset → `clear`, frames late or lost each way, calls
-//! completed/failed, and CPU and peak RSS per process. State: the reports of the calls.
+//! ramped in over a few seconds; produces a `LoadResult` (which `report` shows as a table
+//! and an SVG plot): voice-to-voice latency, Switchboard's own overhead (latency minus the
+//! stand-ins' configured delays and the endpointing silence), barge-in onset → `clear`,
+//! frames late or lost each way, calls completed/failed, and CPU and peak RSS per process.
+//! State: the reports of the calls.
 
 use std::{
     collections::HashMap,
@@ -147,8 +148,6 @@ fn other_usage(stack: &Stack) -> Vec<(String, Usage)> {
     ));
     others
 }
-
-pub use crate::report::{medians, percentiles, table, write_plot};
 
 pub async fn run(options: &LoadOptions) -> anyhow::Result<LoadResult> {
     let mut config = StackConfig::new(&options.run_dir);

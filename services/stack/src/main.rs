@@ -9,6 +9,7 @@ use clap::Parser;
 use sb_stack::{
     Delays,
     load::{self, LoadOptions},
+    report,
 };
 
 /// Run Switchboard end to end on this machine.
@@ -115,12 +116,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             for run in 1..=runs.max(1) {
                 println!("bench-load: run {run} of {runs}, {calls} concurrent calls");
                 let result = load::run(&options).await?;
-                print!("{}", load::table(&result, &delays));
-                println!("plot: {}", load::write_plot(&result, &run_dir)?.display());
+                print!("{}", report::table(&result, &delays));
+                println!("plot: {}", report::write_plot(&result, &run_dir)?.display());
                 results.push(result);
             }
             if results.len() > 1 {
-                print!("{}", load::medians(&results));
+                print!("{}", report::medians(&results));
             }
         }
     }

@@ -27,7 +27,7 @@ use sb_runtime::metrics::Metric;
 use sb_schemas::{Audio, Body, CallSid, TenantId, decode, subject};
 use tracing::Instrument as _;
 
-use crate::timeline::FRAME_BYTES;
+use sb_audio::FRAME_BYTES;
 
 /// One batch of caller audio and where it came from.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,7 +41,7 @@ pub(crate) struct Batch {
 
 impl Batch {
     fn end(&self) -> u64 {
-        self.audio.seq + (self.audio.payload.0.len() as u64).div_ceil(FRAME_BYTES)
+        self.audio.seq + self.audio.payload.0.len().div_ceil(FRAME_BYTES) as u64
     }
 }
 
@@ -340,7 +340,7 @@ mod tests {
             audio: Audio {
                 seq,
                 timestamp_ms: seq * 20,
-                payload: Mulaw(Bytes::from(vec![0xFF; frames * FRAME_BYTES as usize])),
+                payload: Mulaw(Bytes::from(vec![0xFF; frames * FRAME_BYTES])),
             },
             at: seq,
             stream_seq: None,

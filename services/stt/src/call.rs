@@ -19,11 +19,10 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::audio::{AudioSource, Batch, Skipped};
-use crate::commit::CommitError;
-use crate::lease::Ctx;
-use crate::provider::{Closed, SpeechToText, StreamOptions, SttCommand, SttEvent, SttStream};
+use crate::ctx::Ctx;
+use crate::provider::{SpeechToText, StreamOptions, SttCommand, SttStream};
 use crate::timeline::Timeline;
-use crate::utterance::{Assembled, Assembler};
+use crate::utterance::Assembler;
 
 /// Connection attempts to finish an already ended call before its last audio is given up.
 const ENDED_ATTEMPTS: u32 = 3;
@@ -58,15 +57,6 @@ pub(crate) enum Flow {
     Exit(Exit),
 }
 
-impl From<CommitError> for Flow {
-    fn from(error: CommitError) -> Self {
-        match error {
-            CommitError::Stale => Flow::Exit(Exit::Stale),
-            CommitError::Failed(kind) => Flow::Reconnect(kind),
-        }
-    }
-}
-
 /// One provider connection and the audio consumer feeding it.
 pub(crate) struct Conn {
     pub(crate) stream: SttStream,
@@ -74,7 +64,7 @@ pub(crate) struct Conn {
     pub(crate) timeline: Timeline,
     pub(crate) assembler: Assembler,
     /// It produced an event (so the reconnect backoff starts over).
-    useful: bool,
+    pub(crate) useful: bool,
 }
 
 /// The call this worker owns.
@@ -314,36 +304,6 @@ impl<S: SpeechToText> Call<S> {
             }
             Some(Signal::SessionGone) | None => Flow::Continue,
         }
-    }
-
-    pub(crate) async fn on_event(&mut self, conn: &mut Conn, event: Option<SttEvent>) -> Flow {
-        let Some(event) = event else {
-            return Flow::Reconnect("closed");
-        };
-        conn.useful = true;
-        let result = match event {
-            SttEvent::SpeechStarted { at_ms } => {
-                let offset_ms = conn.timeline.call_offset_ms(at_ms).unwrap_or(0);
-                self.publish_speech(offset_ms).await;
-                Ok(())
-            }
-            SttEvent::Result(result) => match conn.assembler.on_result(&result) {
-                Some(Assembled::Partial(text)) => {
-                    self.publish_partial(text).await;
-                    Ok(())
-                }
-                Some(Assembled::Utterance(utterance)) => self.commit(conn, utterance).await,
-                Some(Assembled::Silence { end_ms }) => self.silence(conn, end_ms).await,
-                None => Ok(()),
-            },
-            SttEvent::UtteranceEnd { .. } => match conn.assembler.on_utterance_end() {
-                Some(Assembled::Utterance(utterance)) => self.commit(conn, utterance).await,
-                _ => Ok(()),
-            },
-            SttEvent::Closed(Closed::Normal) => return Flow::Reconnect("closed"),
-            SttEvent::Closed(Closed::Dropped { kind, .. }) => return Flow::Reconnect(kind),
-        };
-        result.map_or_else(Flow::from, |()| Flow::Continue)
     }
 
     pub(crate) async fn on_audio(

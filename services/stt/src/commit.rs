@@ -1,12 +1,13 @@
 //! Publishing what the provider heard, and the checkpoint that makes it durable.
 //!
-//! Consumes assembled output of the open connection; produces `speech` and `partial`
-//! events (the session's current turn) and, per utterance, a `transcript` with a new turn
-//! (`session_next_turn`), then the session checkpoint (the last `Audio.seq` the utterance
-//! covers, fenced by the epoch). The transcript is stored before the checkpoint moves, so a
-//! crash in between repeats an utterance rather than losing it. Silence (a final without
-//! words, nothing open) moves the checkpoint too, so a takeover resends little audio.
-//! State: the call's turn and checkpoint (mirrors of the session).
+//! Consumes the provider's events on the open connection (assembled into partials,
+//! utterances and silence); produces `speech` and `partial` events (the session's current
+//! turn) and, per utterance, a `transcript` with a new turn (`session_next_turn`), then the
+//! session checkpoint (the last `Audio.seq` the utterance covers, fenced by the epoch). The
+//! transcript is stored before the checkpoint moves, so a crash in between repeats an
+//! utterance rather than losing it. Silence (a final without words, nothing open) moves the
+//! checkpoint too, so a takeover resends little audio. State: the call's turn and
+//! checkpoint (mirrors of the session).
 
 use std::future::Future;
 use std::time::Duration;
@@ -14,9 +15,9 @@ use std::time::Duration;
 use sb_runtime::metrics::Metric;
 use sb_schemas::{Body, Envelope, Partial, Speech, Transcript, now_micros};
 
-use crate::call::{Call, Conn};
-use crate::provider::SpeechToText;
-use crate::utterance::Utterance;
+use crate::call::{Call, Conn, Exit, Flow};
+use crate::provider::{Closed, SpeechToText, SttEvent};
+use crate::utterance::{Assembled, Utterance};
 
 /// Attempts of a Redis or NATS write before the connection is restarted from the checkpoint.
 const ATTEMPTS: u32 = 3;
@@ -32,7 +33,48 @@ pub(crate) enum CommitError {
     Failed(&'static str),
 }
 
+impl From<CommitError> for Flow {
+    fn from(error: CommitError) -> Self {
+        match error {
+            CommitError::Stale => Flow::Exit(Exit::Stale),
+            CommitError::Failed(kind) => Flow::Reconnect(kind),
+        }
+    }
+}
+
 impl<S: SpeechToText> Call<S> {
+    /// One provider event: `speech`, a `partial`, an utterance committed or silence
+    /// checkpointed; a closed stream (or a failed commit) asks for a reconnect.
+    pub(crate) async fn on_event(&mut self, conn: &mut Conn, event: Option<SttEvent>) -> Flow {
+        let Some(event) = event else {
+            return Flow::Reconnect("closed");
+        };
+        conn.useful = true;
+        let result = match event {
+            SttEvent::SpeechStarted { at_ms } => {
+                let offset_ms = conn.timeline.call_offset_ms(at_ms).unwrap_or(0);
+                self.publish_speech(offset_ms).await;
+                Ok(())
+            }
+            SttEvent::Result(result) => match conn.assembler.on_result(&result) {
+                Some(Assembled::Partial(text)) => {
+                    self.publish_partial(text).await;
+                    Ok(())
+                }
+                Some(Assembled::Utterance(utterance)) => self.commit(conn, utterance).await,
+                Some(Assembled::Silence { end_ms }) => self.silence(conn, end_ms).await,
+                None => Ok(()),
+            },
+            SttEvent::UtteranceEnd { .. } => match conn.assembler.on_utterance_end() {
+                Some(Assembled::Utterance(utterance)) => self.commit(conn, utterance).await,
+                _ => Ok(()),
+            },
+            SttEvent::Closed(Closed::Normal) => return Flow::Reconnect("closed"),
+            SttEvent::Closed(Closed::Dropped { kind, .. }) => return Flow::Reconnect(kind),
+        };
+        result.map_or_else(Flow::from, |()| Flow::Continue)
+    }
+
     fn event(&self, turn: u32, body: Body) -> Envelope {
         Envelope::new(self.tenant.id.clone(), self.sid.clone(), turn, body)
     }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::call::{Call, Conn, Exit, Flow};
+use crate::commit::CommitError;
 use crate::provider::{SpeechToText, SttCommand, SttEvent};
 
 /// Audio is drained until none arrived for this long (a backlog replays much faster)…
@@ -37,8 +38,8 @@ impl<S: SpeechToText> Call<S> {
         if let Some(utterance) = conn.assembler.take() {
             match self.commit(&mut conn, utterance).await {
                 Ok(()) => {}
-                Err(crate::commit::CommitError::Stale) => return Flow::Exit(Exit::Stale),
-                Err(crate::commit::CommitError::Failed(kind)) => {
+                Err(CommitError::Stale) => return Flow::Exit(Exit::Stale),
+                Err(CommitError::Failed(kind)) => {
                     tracing::error!(kind, "the call's last utterance could not be published");
                 }
             }

@@ -24,6 +24,7 @@ use tracing::Instrument as _;
 
 use crate::call::{Call, Exit, Signal};
 use crate::config::SttConfig;
+use crate::ctx::Ctx;
 use crate::provider::SpeechToText;
 
 /// The durable consumer the leases are pulled from.
@@ -34,15 +35,6 @@ const PULL_EXPIRES: Duration = Duration::from_secs(2);
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Redelivery delay of a lease handed back because the call could not be set up here.
 const RETRY_DELAY: Duration = Duration::from_secs(1);
-
-/// What every call task shares.
-pub(crate) struct Ctx<S> {
-    pub(crate) runtime: Runtime,
-    pub(crate) stt: S,
-    pub(crate) config: SttConfig,
-    /// Progress-ack period: a third of the consumer's ack_wait.
-    pub(crate) heartbeat: Duration,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {

@@ -2,11 +2,13 @@
 //! `speech`, `partial` and `transcript` events (ARCHITECTURE §2.3, §5).
 //!
 //! Not a per-message stage: a small supervisor over the runtime's pieces. [`lease`] pulls
-//! one lease at a time while a slot is free and keeps, hands off or releases it; [`call`]
-//! serves one call (live audio, caught up from JetStream by [`audio`] → provider stream,
-//! reconnects from the checkpoint), [`commit`] publishes and checkpoints, [`finish`] ends a call; [`utterance`]
-//! assembles final pieces into utterances and [`timeline`] maps provider times back to
-//! call frames (both pure); [`deepgram`] is the live client behind [`SpeechToText`].
+//! one lease at a time while a slot is free and keeps, hands off or releases it, sharing a
+//! [`ctx`] with its call tasks; [`call`] serves one call (live audio, caught up from
+//! JetStream by [`audio`] → provider stream, reconnects from the checkpoint), [`commit`]
+//! turns provider events into published results and checkpoints, [`finish`] ends a call;
+//! [`utterance`] assembles final pieces into utterances and [`timeline`] maps provider
+//! times back to call frames (both pure); [`deepgram`] is the live client behind
+//! [`SpeechToText`].
 //! State: only what JetStream (the lease, the audio) and Redis (turn, checkpoint, epoch)
 //! can rebuild; a replacement worker resumes from the checkpoint.
 
@@ -14,6 +16,7 @@ mod audio;
 mod call;
 mod commit;
 pub mod config;
+mod ctx;
 pub mod deepgram;
 mod finish;
 mod lease;

@@ -12,12 +12,12 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 use sb_schemas::Audio;
 
-/// Bytes in one 20 ms frame of 8 kHz µ-law.
-pub const FRAME_BYTES: u64 = 160;
-/// Milliseconds in one frame.
-pub const FRAME_MS: u64 = 20;
-/// µ-law bytes per millisecond.
-const BYTES_PER_MS: u64 = 8;
+/// [`sb_audio::FRAME_BYTES`] as a byte offset on this connection.
+const FRAME_BYTES: u64 = sb_audio::FRAME_BYTES as u64;
+/// [`sb_audio::FRAME_MS`] as a time on this connection.
+const FRAME_MS: u64 = sb_audio::FRAME_MS as u64;
+/// µ-law bytes per millisecond (one byte per sample).
+const BYTES_PER_MS: u64 = FRAME_BYTES / FRAME_MS;
 
 /// One batch sent on this connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -199,7 +199,7 @@ mod tests {
         Audio {
             seq,
             timestamp_ms: seq * FRAME_MS,
-            payload: Mulaw(Bytes::from(vec![0xFF; frames * FRAME_BYTES as usize])),
+            payload: Mulaw(Bytes::from(vec![0xFF; frames * sb_audio::FRAME_BYTES])),
         }
     }
 
