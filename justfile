@@ -31,7 +31,7 @@ smoke: build
     target/debug/sb-smoke
 
 # Run every test: unit, per-service, real-server integration, vendor conformance.
-test: bootstrap lint
+test: bootstrap lint docs-check
     cargo build --workspace --all-targets --quiet
     cargo nextest run --workspace --no-fail-fast --cargo-quiet
     just conformance
@@ -46,6 +46,10 @@ conformance:
     if ((${#files[@]} == 0)); then echo "conformance: no suites yet"; exit 0; fi
     cargo build --quiet --bins
     .venv/bin/python -m pytest -q "${files[@]}"
+
+# Every section reference (ARCHITECTURE §, PROTOCOLS §) and relative link resolves inside the repo.
+docs-check:
+    .ci/docs-check
 
 # Validate deploy/: YAML lint, Kubernetes schemas, alert rules name real metrics.
 deploy-check:

@@ -1,4 +1,4 @@
-//! The body kinds of an event (DESIGN §3), one struct each.
+//! The body kinds of an event (ARCHITECTURE §3), one struct each.
 //!
 //! Encoded as MessagePack maps with named fields, externally tagged by kind
 //! (`{"transcript": {...}}`), so readers ignore fields they do not know and reject kinds

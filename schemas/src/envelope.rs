@@ -79,11 +79,8 @@ pub fn now_micros() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::{sid, tenant};
     use crate::{Dtmf, End, EndReason};
-
-    fn sid(n: u8) -> CallSid {
-        CallSid::parse(&format!("CA{:032x}", n)).unwrap()
-    }
 
     fn end(reason: EndReason) -> Body {
         Body::End(End { reason })
@@ -92,7 +89,7 @@ mod tests {
     /// `once` ids depend on the call and the kind only; `new` ids are fresh every time.
     #[test]
     fn once_ids_name_the_call_and_the_kind() {
-        let acme = TenantId::parse("acme").unwrap();
+        let acme = tenant();
         let first = Envelope::once(acme.clone(), sid(1), 0, end(EndReason::Stop));
         let again = Envelope::once(acme.clone(), sid(1), 4, end(EndReason::Completed));
         assert_eq!(first.id, again.id, "a second attempt keeps the id");

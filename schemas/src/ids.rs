@@ -1,7 +1,7 @@
 //! Validated identifiers: tenant ids and Twilio call sids.
 //!
 //! Both end up as subject tokens and Redis key parts, so anything that is not exactly the
-//! documented shape is rejected here, before it can reach a subject (DESIGN §3).
+//! documented shape is rejected here, before it can reach a subject (ARCHITECTURE §3).
 
 use std::fmt;
 

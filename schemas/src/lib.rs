@@ -1,10 +1,11 @@
 //! The event contract every Switchboard service speaks.
 //!
 //! Consumes nothing and produces nothing on its own: it defines the [`Envelope`] and its
-//! [`Body`] kinds (DESIGN §3), the one module that builds and parses every subject
+//! [`Body`] kinds (ARCHITECTURE §3), the one module that builds and parses every subject
 //! ([`subject`]), validated identifiers ([`TenantId`], [`CallSid`]), the MessagePack
 //! encoding with its limits ([`encode`], [`decode`]) and the dead-letter record. No I/O and
-//! no state; golden fixtures under `schemas/fixtures/` pin the wire format.
+//! no state; golden fixtures under `schemas/fixtures/` pin the wire format. With the cargo
+//! feature `testing`, `testing` builds ids for tests.
 
 mod body;
 mod codec;
@@ -12,6 +13,8 @@ mod dead_letter;
 mod envelope;
 mod ids;
 pub mod subject;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use body::{
     Audio, BargeIn, BargeInTrigger, Body, Dtmf, End, EndReason, Kind, Mulaw, Partial, Played,

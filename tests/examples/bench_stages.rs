@@ -29,7 +29,9 @@ use clap::Parser;
 use futures::{StreamExt as _, future::join_all};
 use rand::Rng as _;
 use sb_agent::{Agent, AgentConfig};
+use sb_runtime::tenants::testing::TenantToml;
 use sb_runtime::{Publisher, RunnerConfig, Runtime, Secret, Shutdown, run_stage};
+use sb_schemas::testing::{sid, tenant_id};
 use sb_schemas::{Body, CallSid, Envelope, Sentence, TenantId, Transcript, decode, now_micros};
 use sb_sim::{llm, tts};
 use sb_tests::{TestEnv, cpu_time};
@@ -67,22 +69,19 @@ struct Args {
     runs: usize,
 }
 
-const TENANTS: &str = r#"
-[tiers.bench]
-llm_concurrency = 2000
-webhook_rate_limit = 100000
-
-[[tenant]]
-id = "bench"
-numbers = ["+15005550099"]
-system_prompt = "You are a concise phone agent."
-greeting = "Thanks for calling. How can I help you today?"
-fallback_phrase = "Sorry, could you say that again?"
-voice = "en-US-JennyNeural"
-llm_model = "llama-3.1-8b-instant"
-tier = "bench"
-prewarm = ["Thanks for calling. How can I help you today?"]
-"#;
+/// The one tenant every benchmark call belongs to; its greeting is in the TTS cache.
+fn tenants_toml() -> TenantToml {
+    let greeting = "Thanks for calling. How can I help you today?";
+    TenantToml::new()
+        .tier("bench", 2000, 100_000)
+        .tenant("bench", "+15005550099", "bench")
+        .set("system_prompt", "You are a concise phone agent.")
+        .set("greeting", greeting)
+        .set("fallback_phrase", "Sorry, could you say that again?")
+        .set("voice", "en-US-JennyNeural")
+        .set("llm_model", "llama-3.1-8b-instant")
+        .set("prewarm", vec![greeting])
+}
 
 /// The turn's first sentence's `at` (µs) and who waits for its first chunk, by (call, turn).
 #[derive(Default)]
@@ -128,7 +127,7 @@ impl Bench {
         };
         let (tts_base, tts_sim) = serve(tts::router(tts::Shared::new(tts_config))).await?;
         let tenants = dir.join("tenants.toml");
-        std::fs::write(&tenants, TENANTS)?;
+        std::fs::write(&tenants, tenants_toml().to_string())?;
         let mut runtime_config = env.runtime_config();
         runtime_config.tenants_file = tenants;
         let runtime = Runtime::start("bench", runtime_config).await?;
@@ -214,7 +213,7 @@ impl Bench {
             shutdown,
             stages,
             watchers,
-            tenant: TenantId::parse("bench")?,
+            tenant: tenant_id("bench"),
         })
     }
 
@@ -261,10 +260,7 @@ impl Bench {
     }
 
     async fn call_turns(&self, n: usize, args: &Args) -> anyhow::Result<Vec<Sample>> {
-        let sid = CallSid::parse(&format!(
-            "CA{:032x}",
-            rand::rng().random::<u64>() as u128 * 1_000 + n as u128
-        ))?;
+        let sid = sid(rand::rng().random::<u64>() as u128 * 1_000 + n as u128);
         self.runtime.redis.session_start(&sid, &self.tenant).await?;
         let think = |scale: f64| Duration::from_secs_f64(args.think_ms as f64 / 1e3 * scale);
         if !args.burst {
@@ -365,7 +361,7 @@ impl Bench {
     }
 
     async fn cache_hits(&self, samples: usize) -> anyhow::Result<Vec<f64>> {
-        let sid = CallSid::parse("CA0000000000000000000000000000beef")?;
+        let sid = sid(0xbeef);
         self.runtime.redis.session_start(&sid, &self.tenant).await?;
         let mut out = Vec::new();
         for _ in 0..samples {

@@ -6,6 +6,8 @@
 mod harness;
 
 use sb_runtime::redis::session::{Role, Turn};
+use sb_runtime::redis::tts_cache::Speech;
+use sb_runtime::state::Progress;
 use sb_schemas::{
     BargeIn, BargeInTrigger, Body, CallSid, Envelope, Played, TenantId, TtsChunk,
     decode_dead_letter, subject,
@@ -299,12 +301,13 @@ async fn cache_hit_serves_audio_without_calling_the_provider() {
         .iter()
         .flat_map(|c| c.payload.0.to_vec())
         .collect();
-    let cached = p
-        .redis
-        .tts_get("en-US-JennyNeural", GREETING)
-        .await
-        .unwrap()
-        .unwrap();
+    let greeting = Speech {
+        engine: "azure",
+        format: sb_tts::azure::OUTPUT_FORMAT,
+        voice: "en-US-JennyNeural",
+        text: GREETING,
+    };
+    let cached = p.redis.tts_get(&greeting).await.unwrap().unwrap();
     assert_eq!(audio, cached.to_vec(), "exactly the cached audio");
     assert!(metric("switchboard_tts_cache_requests_total{result=\"hit\"}") >= 1.0);
 
@@ -484,11 +487,15 @@ async fn session_truncate_progress_and_action() {
     let env = TestEnv::start().await.unwrap();
     let redis = env.redis().await.unwrap();
     let call = sid(501);
-    assert_eq!(redis.session_progress(&call).await.unwrap(), (0, 0));
+    let progress = |turn, bargein| Progress { turn, bargein };
+    assert_eq!(redis.session_progress(&call).await.unwrap(), progress(0, 0));
     redis.session_start(&call, &tenant()).await.unwrap();
     let turn = redis.session_next_turn(&call).await.unwrap();
     redis.session_interrupt(&call, 0).await.unwrap();
-    assert_eq!(redis.session_progress(&call).await.unwrap(), (turn, 1));
+    assert_eq!(
+        redis.session_progress(&call).await.unwrap(),
+        progress(turn, 1)
+    );
 
     assert!(
         !redis.session_truncate_turn(&call, turn, "x").await.unwrap(),

@@ -9,13 +9,13 @@ use bytes::Bytes;
 use futures::StreamExt as _;
 use sb_ingress::{Ingress, IngressConfig};
 use sb_runtime::Publisher;
+use sb_schemas::testing::{sid, tenant};
 use sb_schemas::{
-    BargeIn, BargeInTrigger, Body, CallSid, Envelope, Kind, Mulaw, Partial, Played, TenantId,
-    TtsChunk, decode, subject,
+    BargeIn, BargeInTrigger, Body, CallSid, Envelope, Kind, Mulaw, Partial, Played, TtsChunk,
+    decode, subject,
 };
 use sb_sim::caller::{CallReport, CallerConfig, Scenario, new_sid, place_call};
 use sb_tests::{TestEnv, eventually};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::support;
 
@@ -37,10 +37,6 @@ fn caller(addr: SocketAddr, sid: &CallSid) -> CallerConfig {
     config
 }
 
-fn acme() -> TenantId {
-    TenantId::parse("acme").unwrap()
-}
-
 /// A bot chunk of turn 0 whose bytes are all `0x10 + 8 * sentence + chunk`.
 fn chunk(
     sid: &CallSid,
@@ -52,7 +48,7 @@ fn chunk(
 ) -> Envelope {
     let byte = 0x10 + 8 * sentence as u8 + index as u8;
     Envelope::new(
-        acme(),
+        tenant(),
         sid.clone(),
         0,
         Body::TtsChunk(TtsChunk {
@@ -68,7 +64,7 @@ fn chunk(
 /// Waits for the call's `start` on CALLS (core subscription), as the agent would.
 async fn wait_for_start(client: &async_nats::Client, sid: &CallSid) -> async_nats::Subscriber {
     client
-        .subscribe(subject::event(&acme(), sid, Kind::Start))
+        .subscribe(subject::event(&tenant(), sid, Kind::Start))
         .await
         .unwrap()
 }
@@ -201,7 +197,7 @@ async fn call_events_land_in_order_and_bot_audio_plays_in_order() {
             ),
         ]
     );
-    let lease = subject::stt_assign(&acme(), &sid);
+    let lease = subject::stt_assign(&tenant(), &sid);
     assert_eq!(
         support::stored(&env.js, "STT_ASSIGN", &lease).await,
         1,
@@ -213,7 +209,7 @@ async fn call_events_land_in_order_and_bot_audio_plays_in_order() {
         Duration::from_secs(10),
         || async {
             let audio =
-                support::payloads(&env.js, "AUDIO", &subject::audio_in(&acme(), &sid)).await;
+                support::payloads(&env.js, "AUDIO", &subject::audio_in(&tenant(), &sid)).await;
             (audio.len() as u64 == report.frames_sent).then_some(audio)
         },
     )
@@ -234,7 +230,7 @@ async fn call_events_land_in_order_and_bot_audio_plays_in_order() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(session.tenant, Some(acme()));
+    assert_eq!(session.tenant, Some(tenant()));
     ingress.shutdown().await;
 }
 
@@ -251,7 +247,7 @@ async fn barge_in_clears_little_because_playback_is_paced() {
     let mut starts = wait_for_start(&env.client, &sid).await;
     let mut played = env
         .client
-        .subscribe(subject::event(&acme(), &sid, Kind::Played))
+        .subscribe(subject::event(&tenant(), &sid, Kind::Played))
         .await
         .unwrap();
     let publisher = Publisher::new(env.js.clone());
@@ -269,7 +265,7 @@ async fn barge_in_clears_little_because_playback_is_paced() {
         // Once the caller has heard sentence 0, the STT hears them say something real.
         played.next().await.unwrap();
         let partial = Envelope::new(
-            acme(),
+            tenant(),
             bot_sid.clone(),
             0,
             Body::Partial(Partial {
@@ -316,23 +312,15 @@ async fn barge_in_clears_little_because_playback_is_paced() {
         })
     );
     let redis = env.redis().await.unwrap();
-    assert!(redis.session_is_stale(&sid, 0).await.unwrap());
-    assert!(!redis.session_is_stale(&sid, 1).await.unwrap());
+    let progress = redis.session_progress(&sid).await.unwrap();
+    assert_eq!(progress.bargein, 1, "the greeting was interrupted");
     ingress.shutdown().await;
 }
 
-/// `GET path` over plain HTTP/1.1; the status code.
+/// `GET path`; the status code.
 async fn http_status(addr: SocketAddr, path: &str) -> u16 {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: ingress\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    response
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
+    let response = reqwest::get(format!("http://{addr}{path}")).await.unwrap();
+    response.status().as_u16()
 }
 
 /// SIGTERM during a call: `/ready` turns 503 at once, but the live socket keeps playing (bot
@@ -385,34 +373,23 @@ async fn shutdown_lets_live_calls_finish() {
 #[tokio::test]
 async fn admission_in_one_round_trip() {
     use sb_ingress::{Admission, Backend as _, Live};
+    use sb_runtime::tenants::testing::TenantToml;
     use std::time::SystemTime;
 
     let env = TestEnv::start().await.unwrap();
     let runtime = env.runtime("ingress").await.unwrap();
     let live = Live::connect(&runtime).await.unwrap();
-    let tenants = sb_runtime::Tenants::parse(
-        r#"
-        [tiers.tiny]
-        llm_concurrency = 1
-        webhook_rate_limit = 2
-        rate_window_secs = 3600
-        [[tenant]]
-        id = "tiny"
-        numbers = ["+15005550099"]
-        system_prompt = "p"
-        greeting = "g"
-        fallback_phrase = "f"
-        voice = "v"
-        llm_model = "m"
-        tier = "tiny"
-        "#,
-    )
-    .unwrap();
+    let tenants = TenantToml::new()
+        .tier("tiny", 1, 2)
+        .tier_set("tiny", "rate_window_secs", 3600)
+        .tenant("tiny", "+15005550099", "tiny")
+        .parse()
+        .unwrap();
     let tiny = tenants.by_number("+15005550099").unwrap();
     let now = SystemTime::now();
-    let admit = |n: u32| {
+    let admit = |n: u128| {
         let live = live.clone();
-        async move { live.admit(&support::sid(n), tiny, now).await.unwrap() }
+        async move { live.admit(&sid(n), tiny, now).await.unwrap() }
     };
     assert_eq!(admit(1).await, Admission::Admitted);
     assert_eq!(admit(1).await, Admission::Duplicate { admitted: true });
@@ -420,7 +397,7 @@ async fn admission_in_one_round_trip() {
     assert_eq!(admit(3).await, Admission::RateLimited);
     assert_eq!(admit(3).await, Admission::Duplicate { admitted: false });
     let redis = env.redis().await.unwrap();
-    let claimed = support::sid(4);
+    let claimed = sid(4);
     assert!(
         redis
             .claim_once(
@@ -442,7 +419,7 @@ async fn admission_in_one_round_trip() {
         .unwrap();
     assert!((3500..=3601).contains(&ttl), "rate-limit key ttl {ttl}");
     let idem_ttl: i64 = redis::cmd("TTL")
-        .arg(format!("idem:{}", support::sid(1)))
+        .arg(format!("idem:{}", sid(1)))
         .query_async(&mut raw)
         .await
         .unwrap();
@@ -452,35 +429,23 @@ async fn admission_in_one_round_trip() {
     );
 }
 
-/// POSTs a form signed as Twilio signs it (over the public URL) over plain HTTP/1.1; the
-/// status code and body.
+/// POSTs a form signed as Twilio signs it (over the public URL); the status code and body.
 pub(crate) async fn post_signed(
     addr: SocketAddr,
     path: &str,
     params: &[(String, String)],
 ) -> (u16, String) {
     let signature = sb_twilio::signature::sign(TOKEN, &format!("{PUBLIC}{path}"), params);
-    let body = sb_twilio::form::encode_form(params);
-    let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: ingress\r\nConnection: close\r\n\
-         Content-Type: application/x-www-form-urlencoded\r\nX-Twilio-Signature: {signature}\r\n\
-         Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    let status = response
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    let response = reqwest::Client::new()
+        .post(format!("http://{addr}{path}"))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .header("X-Twilio-Signature", signature)
+        .body(sb_twilio::form::encode_form(params))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
 }
 
 /// Redis down: the ingress cannot tell a retried webhook from a new one and admits both

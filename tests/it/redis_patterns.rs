@@ -1,4 +1,5 @@
-//! The Redis patterns of DESIGN §6, and the live-socket claim, against a real redis-server.
+//! The Redis patterns of ARCHITECTURE §6, and the live-socket claim, against a real
+//! redis-server.
 
 use std::{
     sync::Arc,
@@ -7,15 +8,16 @@ use std::{
 
 use futures::future::join_all;
 use sb_runtime::redis::{
+    Redis,
     idempotency::{AdmissionRecord, IDEMPOTENCY_TTL},
     live_socket::LIVE_SOCKET_TTL,
     session::{MAX_TURNS, Role, Turn},
-    tts_cache::TTS_CACHE_TTL,
+    tts_cache::{Speech, TTS_CACHE_TTL},
 };
-use sb_schemas::TenantId;
+use sb_runtime::state::Stale;
+use sb_schemas::CallSid;
+use sb_schemas::testing::{sid, tenant, tenant_id};
 use sb_tests::{TestEnv, eventually};
-
-use crate::support::{sid, tenant};
 
 async fn ttl(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> i64 {
     redis::cmd("TTL").arg(key).query_async(conn).await.unwrap()
@@ -84,17 +86,24 @@ async fn session_ttl_is_set_refreshed_and_shortened() {
     assert!((50..=60).contains(&ttl(&mut raw, &key).await));
 }
 
-/// Turn numbers, barge-in tokens (never lowered) and the fenced STT checkpoint.
+/// Whether the stages' one staleness rule, read from Redis, finds `turn` interrupted.
+async fn interrupted(redis: &Redis, call: &CallSid, turn: u32) -> bool {
+    let progress = redis.session_progress(call).await.unwrap();
+    progress.stale(turn) == Some(Stale::Interrupted)
+}
+
+/// Turn numbers, barge-in tokens (never lowered) and the fenced STT checkpoint, read back
+/// through the stages' staleness rule.
 #[tokio::test]
 async fn session_counters_and_checkpoint_fencing() {
     let env = TestEnv::start().await.unwrap();
     let redis = env.redis().await.unwrap();
     let call = sid(2);
-    assert_eq!(redis.session_bargein(&call).await.unwrap(), 0);
+    assert_eq!(redis.session_progress(&call).await.unwrap().bargein, 0);
     assert_eq!(redis.session_next_turn(&call).await.unwrap(), 1);
     assert_eq!(redis.session_next_turn(&call).await.unwrap(), 2);
     assert!(
-        !redis.session_is_stale(&call, 0).await.unwrap(),
+        !interrupted(&redis, &call, 0).await,
         "nothing interrupted yet"
     );
     assert_eq!(
@@ -102,16 +111,16 @@ async fn session_counters_and_checkpoint_fencing() {
         1,
         "the greeting interrupted"
     );
-    assert!(redis.session_is_stale(&call, 0).await.unwrap());
-    assert!(!redis.session_is_stale(&call, 1).await.unwrap());
+    assert!(interrupted(&redis, &call, 0).await);
+    assert!(!interrupted(&redis, &call, 1).await);
     assert_eq!(redis.session_interrupt(&call, 2).await.unwrap(), 3);
     assert_eq!(
         redis.session_interrupt(&call, 1).await.unwrap(),
         3,
         "a late, older barge-in"
     );
-    assert!(redis.session_is_stale(&call, 2).await.unwrap());
-    assert!(!redis.session_is_stale(&call, 3).await.unwrap());
+    assert!(interrupted(&redis, &call, 2).await);
+    assert!(!interrupted(&redis, &call, 3).await);
 
     assert!(redis.session_checkpoint(&call, 2, 500).await.unwrap());
     assert!(
@@ -286,7 +295,7 @@ async fn queue_pops_by_priority_then_fifo() {
 async fn blocking_pop_wakes_on_push() {
     let env = TestEnv::start().await.unwrap();
     let redis = env.redis().await.unwrap();
-    let other = TenantId::parse("globex").unwrap();
+    let other = tenant_id("globex");
     let mut popper = redis.queue_popper().await.unwrap();
     let tenants = [tenant(), other.clone()];
     let waiting = tokio::spawn(async move { popper.pop(&tenants, Duration::from_secs(30)).await });
@@ -306,7 +315,7 @@ async fn blocking_pop_wakes_on_push() {
     .await
     .unwrap();
     assert_eq!(
-        redis.session_bargein(&sid(9)).await.unwrap(),
+        redis.session_progress(&sid(9)).await.unwrap().bargein,
         0,
         "shared connection still serves"
     );
@@ -323,24 +332,31 @@ async fn blocking_pop_wakes_on_push() {
 }
 
 /// The TTS cache stores audio for 24 h under a key that case, spacing and punctuation
-/// variants share.
+/// variants share, and that another voice or another engine never hits.
 #[tokio::test]
 async fn tts_cache_round_trips_with_ttl() {
     let env = TestEnv::start().await.unwrap();
     let redis = env.redis().await.unwrap();
-    assert_eq!(redis.tts_get("jenny", "Hello there!").await.unwrap(), None);
+    let speech = |engine, voice, text| Speech {
+        engine,
+        format: "raw-8khz-8bit-mono-mulaw",
+        voice,
+        text,
+    };
+    let azure = speech("azure", "jenny", "Hello there!");
+    assert_eq!(redis.tts_get(&azure).await.unwrap(), None);
     redis
-        .tts_put("jenny", "Hello there!", &[0xff, 0x7f, 0x00], TTS_CACHE_TTL)
+        .tts_put(&azure, &[0xff, 0x7f, 0x00], TTS_CACHE_TTL)
         .await
         .unwrap();
-    let hit = redis
-        .tts_get("jenny", "  hello THERE. ")
-        .await
-        .unwrap()
-        .unwrap();
+    let variant = speech("azure", "jenny", "  hello THERE. ");
+    let hit = redis.tts_get(&variant).await.unwrap().unwrap();
     assert_eq!(&hit[..], &[0xff, 0x7f, 0x00]);
-    assert_eq!(redis.tts_get("guy", "Hello there!").await.unwrap(), None);
+    let other_voice = speech("azure", "guy", "Hello there!");
+    assert_eq!(redis.tts_get(&other_voice).await.unwrap(), None);
+    let other_engine = speech("espeak", "jenny", "Hello there!");
+    assert_eq!(redis.tts_get(&other_engine).await.unwrap(), None);
     let mut raw = env.redis_raw().await.unwrap();
-    let t = ttl(&mut raw, &redis.keys().tts("jenny", "hello there")).await;
+    let t = ttl(&mut raw, &redis.keys().tts(&variant)).await;
     assert!((86_390..=86_400).contains(&t), "{t}");
 }

@@ -4,12 +4,11 @@
 use bytes::Bytes;
 use sb_replay::{CallLog, latency, timeline, wav};
 use sb_runtime::Publisher;
+use sb_schemas::testing::{sid, tenant};
 use sb_schemas::*;
 use sb_tests::TestEnv;
 
-use crate::support::{sid, tenant};
-
-fn event(call: u32, turn: u32, at: u64, body: Body) -> Envelope {
+fn event(call: u128, turn: u32, at: u64, body: Body) -> Envelope {
     let mut e = Envelope::new(tenant(), sid(call), turn, body);
     e.at = at;
     e

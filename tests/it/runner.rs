@@ -5,6 +5,7 @@ use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use sb_runtime::{Publisher, RunnerConfig, Shutdown, StageError, run_stage};
+use sb_schemas::testing::sid;
 use sb_schemas::{decode, decode_dead_letter, encode, subject};
 use sb_tests::{TestEnv, eventually};
 
@@ -50,7 +51,7 @@ async fn retryable_errors_back_off_then_dead_letter() {
     });
     let (shutdown, task) = spawn(&env, stage.clone(), runner(100));
 
-    let input = support::transcript(1, "hello");
+    let input = support::transcript(&sid(1), 1, "hello");
     let input_subject = subject::for_envelope(&input);
     Publisher::new(env.js.clone())
         .publish(&input)
@@ -119,8 +120,8 @@ async fn poison_input_is_dead_lettered_at_once() {
     });
     let (shutdown, task) = spawn(&env, stage.clone(), runner(100));
 
-    let good = support::transcript(2, "");
-    let garbage_subject = subject::for_envelope(&support::transcript(3, "x"));
+    let good = support::transcript(&sid(2), 1, "");
+    let garbage_subject = subject::for_envelope(&support::transcript(&sid(3), 1, "x"));
     env.js
         .publish(
             garbage_subject.clone(),
@@ -182,7 +183,7 @@ async fn outputs_are_stored_once_across_redeliveries() {
         }
     });
     let (shutdown, task) = spawn(&env, stage.clone(), runner(10));
-    let input = support::transcript(4, "what time is it");
+    let input = support::transcript(&sid(4), 1, "what time is it");
     Publisher::new(env.js.clone())
         .publish(&input)
         .await
@@ -207,7 +208,7 @@ async fn outputs_are_stored_once_across_redeliveries() {
 
     // A repeated publish of one event is acked as a duplicate and stored once.
     let publisher = Publisher::new(env.js.clone());
-    let event = support::transcript(5, "again");
+    let event = support::transcript(&sid(5), 1, "again");
     assert!(!publisher.publish(&event).await.unwrap().duplicate);
     assert!(publisher.publish(&event).await.unwrap().duplicate);
     let subject = subject::for_envelope(&event);

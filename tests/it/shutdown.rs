@@ -5,6 +5,7 @@ use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use futures::future::join_all;
 use sb_runtime::{Publisher, RunnerConfig, Shutdown, run_stage};
+use sb_schemas::testing::sid;
 use sb_schemas::{Body, decode};
 use sb_tests::{TestEnv, eventually};
 use uuid::Uuid;
@@ -17,7 +18,7 @@ const INPUTS: u32 = 300;
 async fn publish_load(env: &TestEnv) -> HashSet<Uuid> {
     let publisher = Publisher::new(env.js.clone());
     let events: Vec<_> = (0..INPUTS)
-        .map(|i| support::transcript(i, &format!("utterance {i}")))
+        .map(|i| support::transcript(&sid(i.into()), 1, &format!("utterance {i}")))
         .collect();
     let pending = join_all(events.iter().map(|e| publisher.send(e))).await;
     for ack in pending {

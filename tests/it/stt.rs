@@ -2,253 +2,25 @@
 //! call, lease release at the end, crash takeover without losing an utterance, graceful
 //! hand-off, and epoch fencing of a stale owner.
 //!
-//! Each test plays the ingress itself: the session, the `start` event and its lease, then
-//! the caller's audio as `Audio` frames (speech-like bursts and silence) and finally `end`.
+//! Each test plays the ingress itself ([`harness::Caller`]): the session, the `start` event
+//! and its lease, then the caller's audio as `Audio` frames (speech-like bursts and
+//! silence) and finally `end`.
 
-use std::{
-    sync::{Arc, Mutex, atomic::Ordering},
-    time::Duration,
-};
+mod harness;
 
-use futures::StreamExt as _;
-use sb_runtime::{Publisher, Runtime, Topology};
-use sb_schemas::{
-    Audio, Body, CallSid, End, EndReason, Envelope, Mulaw, Start, TenantId, Transcript, decode,
-    subject,
-};
-use sb_sim::{SimServer, deepgram};
-use sb_stt::{Deepgram, RunError, SttConfig};
+use std::{sync::atomic::Ordering, time::Duration};
+
+use sb_runtime::Publisher;
+use sb_schemas::testing::{sid, tenant_id};
+use sb_schemas::{Body, Envelope, Start, subject};
+use sb_sim::deepgram;
 use sb_tests::{TestEnv, eventually};
 
-const WAIT: Duration = Duration::from_secs(15);
-
-fn tenant() -> TenantId {
-    TenantId::parse("acme").unwrap()
-}
-
-fn sid(n: u32) -> CallSid {
-    CallSid::parse(&format!("CA{n:032x}")).unwrap()
-}
-
-/// A Deepgram stand-in whose connections each hear `script`, then `EXTRA` for any further
-/// utterance (so a duplicate is visible).
-async fn deepgram_sim(script: &[&str]) -> (SimServer, Arc<deepgram::Shared>) {
-    deepgram_sim_with(deepgram::Config {
-        script: script.iter().map(|s| (*s).to_owned()).collect(),
-        fallback_transcript: Some(EXTRA.into()),
-        ..Default::default()
-    })
-    .await
-}
-
-async fn deepgram_sim_with(config: deepgram::Config) -> (SimServer, Arc<deepgram::Shared>) {
-    let shared = deepgram::Shared::new(config);
-    let server = SimServer::spawn(
-        "127.0.0.1:0".parse().unwrap(),
-        deepgram::router(shared.clone()),
-    )
-    .await
-    .unwrap();
-    (server, shared)
-}
-
-const EXTRA: &str = "an utterance nobody said";
-
-/// A worker running in this process; `task` ends when it stops (or is aborted: a crash).
-struct Worker {
-    runtime: Runtime,
-    task: tokio::task::JoinHandle<Result<(), RunError>>,
-}
-
-fn spawn_worker(runtime: Runtime, sim: &SimServer, max_calls: u32) -> Worker {
-    let mut config = SttConfig::for_tests(&sim.ws_url(), Some("test-key"));
-    config.max_calls = max_calls;
-    spawn_worker_with(runtime, config)
-}
-
-fn spawn_worker_with(runtime: Runtime, config: SttConfig) -> Worker {
-    let client = Deepgram::new(&config.deepgram).unwrap();
-    let task = tokio::spawn(sb_stt::run(runtime.clone(), client, config));
-    Worker { runtime, task }
-}
-
-/// Applies the shipped `stt` lease consumer with another `ack_wait` (after every runtime
-/// has started: `Runtime::start` re-applies the shipped definition).
-async fn set_lease_ack_wait(env: &TestEnv, ack_wait: Duration) {
-    let mut config = Topology::embedded()
-        .unwrap()
-        .consumer("stt")
-        .unwrap()
-        .config
-        .clone();
-    config.ack_wait = ack_wait;
-    let stream = env.js.get_stream(subject::STT_ASSIGN_STREAM).await.unwrap();
-    stream.create_consumer(config).await.unwrap();
-}
-
-/// Every control event of one call, as published (a core subscription).
-#[derive(Clone, Default)]
-struct Events(Arc<Mutex<Vec<Envelope>>>);
-
-impl Events {
-    async fn watch(env: &TestEnv, sid: &CallSid) -> Self {
-        let events = Self::default();
-        let mut sub = env
-            .client
-            .subscribe(subject::call_events_filter(sid))
-            .await
-            .unwrap();
-        env.client.flush().await.unwrap();
-        let sink = events.0.clone();
-        tokio::spawn(async move {
-            while let Some(message) = sub.next().await {
-                if let Ok(event) = decode(&message.payload) {
-                    sink.lock().unwrap().push(event);
-                }
-            }
-        });
-        events
-    }
-
-    fn all(&self) -> Vec<Envelope> {
-        self.0.lock().unwrap().clone()
-    }
-
-    /// `(turn, transcript)` in publish order.
-    fn transcripts(&self) -> Vec<(u32, Transcript)> {
-        self.all()
-            .into_iter()
-            .filter_map(|e| match e.body {
-                Body::Transcript(t) => Some((e.turn, t)),
-                _ => None,
-            })
-            .collect()
-    }
-
-    async fn transcript_with_epoch(&self, epoch: u64) -> (u32, Transcript) {
-        eventually("a transcript", WAIT, || async {
-            self.transcripts()
-                .into_iter()
-                .find(|(_, t)| t.epoch == epoch)
-        })
-        .await
-        .unwrap()
-    }
-}
-
-/// Plays the ingress for one call: session, `start` and lease, audio frames, `end`.
-struct Caller {
-    publisher: Publisher,
-    sid: CallSid,
-    next_seq: u64,
-}
-
-impl Caller {
-    async fn start(env: &TestEnv, sid: CallSid) -> Self {
-        let redis = env.redis().await.unwrap();
-        redis.session_start(&sid, &tenant()).await.unwrap();
-        let publisher = Publisher::new(env.js.clone());
-        let start = Envelope::new(
-            tenant(),
-            sid.clone(),
-            0,
-            Body::Start(Start {
-                stream_sid: "MZ0123".into(),
-                account_sid: "AC0123".into(),
-                from: "+15005550001".into(),
-                to: "+15005550006".into(),
-                custom_parameters: Default::default(),
-            }),
-        );
-        publisher.publish(&start).await.unwrap();
-        publisher.publish_lease(&start).await.unwrap();
-        Self {
-            publisher,
-            sid,
-            next_seq: 0,
-        }
-    }
-
-    /// Publishes `pcm` as 20 ms frames; returns the seq of its last frame.
-    async fn say(&mut self, pcm: &[i16]) -> u64 {
-        let bytes = sb_audio::mulaw::encode_slice(pcm);
-        let mut pending = Vec::new();
-        for frame in bytes.chunks(sb_audio::FRAME_BYTES) {
-            let seq = self.next_seq;
-            self.next_seq += 1;
-            let event = Envelope::new(
-                tenant(),
-                self.sid.clone(),
-                0,
-                Body::Audio(Audio {
-                    seq,
-                    timestamp_ms: seq * 20,
-                    payload: Mulaw(bytes::Bytes::copy_from_slice(frame)),
-                }),
-            );
-            pending.push(self.publisher.send(&event).await.unwrap());
-        }
-        for ack in pending {
-            ack.stored().await.unwrap();
-        }
-        self.next_seq - 1
-    }
-
-    /// Silence, speech-like audio of `text`, silence (long enough to end the utterance).
-    /// Returns the seq of the last speech frame.
-    async fn utterance(&mut self, text: &str) -> u64 {
-        self.say(&sb_audio::synth::silence(300)).await;
-        let last_speech = self.say(&sb_audio::synth::speechlike(text)).await;
-        self.say(&sb_audio::synth::silence(800)).await;
-        last_speech
-    }
-
-    async fn end(&self) {
-        let end = Envelope::new(
-            tenant(),
-            self.sid.clone(),
-            0,
-            Body::End(End {
-                reason: EndReason::Stop,
-            }),
-        );
-        self.publisher.publish(&end).await.unwrap();
-    }
-}
-
-/// Messages left in STT_ASSIGN (the work queue removes an acked lease).
-async fn leases(env: &TestEnv) -> u64 {
-    let mut stream = env.js.get_stream(subject::STT_ASSIGN_STREAM).await.unwrap();
-    stream.info().await.unwrap().state.messages
-}
-
-async fn wait_for_no_leases(env: &TestEnv) {
-    eventually("the lease acked", WAIT, || async {
-        (leases(env).await == 0).then_some(())
-    })
-    .await
-    .unwrap();
-}
-
-/// `(stt_epoch, stt_checkpoint)` of the session.
-async fn checkpoint(env: &TestEnv, sid: &CallSid) -> (u64, Option<u64>) {
-    let session = env.redis().await.unwrap().session_load(sid).await.unwrap();
-    session
-        .map(|s| (s.stt_epoch, s.stt_checkpoint))
-        .unwrap_or_default()
-}
-
-/// Waits until the session's `(stt_epoch, stt_checkpoint)` is `expected`. The stt stores a
-/// transcript before it moves the checkpoint (a crash in between repeats the utterance
-/// rather than losing it), so seeing the transcript does not mean the checkpoint is there.
-async fn wait_for_checkpoint(env: &TestEnv, sid: &CallSid, expected: (u64, Option<u64>)) {
-    let what = format!("(stt_epoch, stt_checkpoint) == {expected:?}");
-    eventually(&what, WAIT, || async {
-        (checkpoint(env, sid).await == expected).then_some(())
-    })
-    .await
-    .unwrap();
-}
+use harness::{
+    Caller, Crashed, EXTRA, Events, WAIT, checkpoint, crash_after_utterance_one, deepgram_sim,
+    deepgram_sim_with, epochs_turns_texts, leases, set_lease_ack_wait, spawn_worker,
+    wait_for_checkpoint, wait_for_no_leases,
+};
 
 /// A call's speech yields `speech`, `partial`s and one `transcript` with turn 1, epoch 1,
 /// the scripted words and the audio it covers; the session's checkpoint is that frame; the
@@ -317,62 +89,7 @@ async fn transcribes_a_call_then_releases_the_lease_at_the_end() {
     .unwrap();
     assert_eq!(events.transcripts().len(), 1, "{:?}", events.transcripts());
 
-    worker.runtime.shutdown.trigger();
-    worker.task.await.unwrap().unwrap();
-}
-
-/// A call whose owner (worker A, epoch 1) transcribed and checkpointed "utterance one",
-/// then crashed without a word; worker B (a runtime and a Deepgram stand-in that will hear
-/// `second_line`) is ready but not started. The lease's `ack_wait` is 2 s.
-struct Crashed {
-    env: TestEnv,
-    sid: CallSid,
-    events: Events,
-    caller: Caller,
-    first: Transcript,
-    sim_b: SimServer,
-    runtime_b: Runtime,
-}
-
-async fn crash_after_utterance_one(n: u32, second_line: &str) -> Crashed {
-    let env = TestEnv::start().await.unwrap();
-    let (sim_a, _) = deepgram_sim(&["utterance one"]).await;
-    let (sim_b, _) = deepgram_sim(&[second_line]).await;
-    let (runtime_a, runtime_b) = (
-        env.runtime("stt").await.unwrap(),
-        env.runtime("stt").await.unwrap(),
-    );
-    set_lease_ack_wait(&env, Duration::from_secs(2)).await;
-    // One slot: once A owns the call it has no pull in flight that could catch the lease.
-    let worker_a = spawn_worker(runtime_a, &sim_a, 1);
-    let sid = sid(n);
-    let events = Events::watch(&env, &sid).await;
-    let mut caller = Caller::start(&env, sid.clone()).await;
-    caller.utterance("utterance one").await;
-    let (_, first) = events.transcript_with_epoch(1).await;
-    wait_for_checkpoint(&env, &sid, (1, Some(first.audio_seq))).await;
-    // Crash: no NAK, no goodbye; the lease stays un-acked until ack_wait runs out.
-    worker_a.task.abort();
-    assert!(worker_a.task.await.unwrap_err().is_cancelled());
-    drop(worker_a.runtime);
-    Crashed {
-        env,
-        sid,
-        events,
-        caller,
-        first,
-        sim_b,
-        runtime_b,
-    }
-}
-
-/// Every transcript so far as (epoch, turn, text).
-fn epochs_turns_texts(events: &Events) -> Vec<(u64, u32, String)> {
-    events
-        .transcripts()
-        .into_iter()
-        .map(|(turn, t)| (t.epoch, turn, t.text))
-        .collect()
+    worker.stop().await;
 }
 
 /// A killed stt worker's call is taken over by another replica after `ack_wait`: the new
@@ -409,8 +126,7 @@ async fn a_crashed_workers_call_is_taken_over_without_losing_an_utterance() {
             (2, 2, "utterance two".to_owned())
         ]
     );
-    worker_b.runtime.shutdown.trigger();
-    worker_b.task.await.unwrap().unwrap();
+    worker_b.stop().await;
 }
 
 /// A stopping worker (SIGTERM) NAKs its lease at once: the other replica takes the call
@@ -463,8 +179,7 @@ async fn a_stopping_worker_hands_its_calls_off_at_once() {
     caller.end().await;
     wait_for_no_leases(&env).await;
     assert_eq!(events.transcripts().len(), 2, "{:?}", events.transcripts());
-    worker_b.runtime.shutdown.trigger();
-    worker_b.task.await.unwrap().unwrap();
+    worker_b.stop().await;
 }
 
 /// Fencing: once a newer epoch owns the call in the session, the old owner's next
@@ -529,8 +244,7 @@ async fn a_stale_owners_transcript_is_refused_by_the_checkpoint() {
     .unwrap();
     assert_eq!(leases(&env).await, 1, "a stale owner never acks the lease");
 
-    worker.runtime.shutdown.trigger();
-    worker.task.await.unwrap().unwrap();
+    worker.stop().await;
 }
 
 /// A dropped provider connection (the stand-in closes 1011 `NET-0001` after 500 ms without
@@ -575,8 +289,7 @@ async fn a_dropped_provider_connection_is_reopened_without_losing_the_call() {
     caller.end().await;
     wait_for_no_leases(&env).await;
     assert_eq!(events.transcripts().len(), 2, "{:?}", events.transcripts());
-    worker.runtime.shutdown.trigger();
-    worker.task.await.unwrap().unwrap();
+    worker.stop().await;
 }
 
 /// A lease that can never be served (a tenant nobody configured) is dead-lettered with its
@@ -587,7 +300,7 @@ async fn a_lease_for_an_unknown_tenant_is_dead_lettered() {
     let (sim, _) = deepgram_sim(&["still here"]).await;
     let worker = spawn_worker(env.runtime("stt").await.unwrap(), &sim, 4);
     let stranger = Envelope::new(
-        TenantId::parse("initech").unwrap(),
+        tenant_id("initech"),
         sid(6),
         0,
         Body::Start(Start {
@@ -624,8 +337,7 @@ async fn a_lease_for_an_unknown_tenant_is_dead_lettered() {
     assert_eq!(events.transcript_with_epoch(1).await.1.text, "still here");
     caller.end().await;
     wait_for_no_leases(&env).await;
-    worker.runtime.shutdown.trigger();
-    worker.task.await.unwrap().unwrap();
+    worker.stop().await;
 }
 
 /// A call that ends while no one owns it (its worker crashed) is still finished by the
@@ -654,6 +366,5 @@ async fn a_call_that_ended_while_unowned_still_gets_its_last_words() {
             (2, 2, "goodbye then".to_owned())
         ]
     );
-    worker_b.runtime.shutdown.trigger();
-    worker_b.task.await.unwrap().unwrap();
+    worker_b.stop().await;
 }

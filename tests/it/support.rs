@@ -1,4 +1,6 @@
-//! Shared pieces of the integration tests: a scriptable stage and stream inspection.
+//! Shared pieces of the integration tests: a scriptable stage, event builders (the caller's
+//! `transcript`, a `sentence`; the ids come from `sb_schemas::testing`) and stream
+//! inspection. State: none beyond what each test's stage records.
 
 use std::{
     collections::HashMap,
@@ -9,9 +11,11 @@ use std::{
 use async_nats::jetstream::{self, consumer::pull};
 use futures::{TryStreamExt, future::BoxFuture};
 use sb_runtime::{Emitter, Stage, StageError, Topology, topology::ConsumerDef};
-use sb_schemas::{Body, CallSid, Envelope, Sentence, TenantId, Transcript};
+use sb_schemas::{Body, CallSid, Envelope, Sentence, Transcript};
 use uuid::Uuid;
 
+// The agent/tts tests take the id builders from here.
+pub(crate) use sb_schemas::testing::{sid, tenant};
 /// The consumer the test stage reads: transcripts on CALLS, settings per test.
 pub(crate) const CONSUMER: &str = "itest";
 
@@ -88,25 +92,18 @@ impl Stage for TestStage {
     }
 }
 
-pub(crate) fn tenant() -> TenantId {
-    TenantId::parse("acme").unwrap()
-}
-
-/// A fresh call sid from a number.
-pub(crate) fn sid(n: u32) -> CallSid {
-    CallSid::parse(&format!("CA{n:032x}")).unwrap()
-}
-
-pub(crate) fn transcript(call: u32, text: &str) -> Envelope {
+/// The caller's words on `call` as the stt publishes them: a `transcript` of `turn` (epoch 1,
+/// confidence 0.9, covering frame 10).
+pub(crate) fn transcript(call: &CallSid, turn: u32, text: &str) -> Envelope {
     Envelope::new(
         tenant(),
-        sid(call),
-        1,
+        call.clone(),
+        turn,
         Body::Transcript(Transcript {
             epoch: 1,
             text: text.into(),
             confidence: 0.9,
-            audio_seq: 0,
+            audio_seq: 10,
             speech_ended_at: 0,
         }),
     )

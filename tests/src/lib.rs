@@ -1,12 +1,13 @@
 //! The ring-3 test harness: real `nats-server` and `redis-server` as child processes
 //! (from `sb-stack`), and [`TestEnv`], which starts both and applies the JetStream topology
-//! from the same `nats/` files production uses. Never a mock.
+//! from the same `nats/` files production uses. Never a mock. Also [`eventually`], the one
+//! way a ring-3 test waits: on a condition, never on time. State: the servers of one test,
+//! killed when its [`TestEnv`] drops.
 
-pub use sb_stack::servers::{NatsServer, RedisServer, cpu_time, workspace_root};
+pub use sb_stack::servers::{NatsServer, RedisServer, cpu_time, eventually, workspace_root};
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::bail;
 use async_nats::jetstream;
 use sb_runtime::{
     Runtime, RuntimeConfig, Topology,
@@ -64,23 +65,5 @@ impl TestEnv {
         Ok(redis::Client::open(self.redis.url.as_str())?
             .get_multiplexed_async_connection()
             .await?)
-    }
-}
-
-/// Polls `check` every 10 ms until it returns `Some`, failing after `timeout`.
-pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check().await {
-            return Ok(value);
-        }
-        if Instant::now() > deadline {
-            bail!("timed out after {timeout:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

@@ -1,4 +1,4 @@
-//! The global AIMD limit on concurrent LLM requests (DESIGN §7).
+//! The global AIMD limit on concurrent LLM requests (ARCHITECTURE §7).
 //!
 //! Consumes request outcomes; produces permits. The limit grows by one per successful
 //! request and halves on a 429 (once per congestion event: a 429 from a request that

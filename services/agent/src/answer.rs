@@ -14,14 +14,14 @@ use futures::{FutureExt as _, StreamExt as _};
 use sb_runtime::metrics::Metric;
 use sb_runtime::redis::session::{Role, Turn};
 use sb_runtime::{Emitter, StageError, Tenant};
-use sb_schemas::{Envelope, Transcript};
+use sb_schemas::{CallSid, Envelope, Transcript};
 use tokio::time::Instant;
 
 use crate::actions::{self, Action, Requested};
 use crate::limits::LlmPermit;
 use crate::openai::{ChatRequest, LlmError, LlmEvent, LlmStream, Message};
 use crate::speaker::{Batching, Speaker};
-use crate::{Agent, redis_retry, skipped};
+use crate::{Agent, redis_retry};
 
 /// How the LLM part of an answer ended.
 enum Generated {
@@ -45,25 +45,21 @@ impl Agent {
         let (sid, turn) = (&input.call_sid, input.turn);
         let text = transcript.text.trim();
         if text.is_empty() {
-            skipped("empty_transcript");
+            out.skip("empty_transcript");
             return Ok(());
         }
         let session = self
-            .redis
-            .session_load(sid)
+            .sessions
+            .load(sid)
             .await
             .map_err(redis_retry)?
             .unwrap_or_default();
         if transcript.epoch < session.stt_epoch {
-            skipped("stale_stt_epoch");
+            out.skip("stale_stt_epoch");
             return Ok(());
         }
-        if u64::from(turn) < session.bargein {
-            skipped("interrupted");
-            return Ok(());
-        }
-        if session.turn > turn {
-            skipped("superseded");
+        if let Some(stale) = session.progress().stale(turn) {
+            out.skip(stale.as_str());
             return Ok(());
         }
         let has = |role: Role| {
@@ -73,7 +69,7 @@ impl Agent {
                 .any(|t| t.role == role && t.turn == turn)
         };
         if has(Role::Assistant) {
-            skipped("already_answered");
+            out.skip("already_answered");
             return Ok(());
         }
         let mut messages = vec![Message {
@@ -107,7 +103,7 @@ impl Agent {
         // critical path); both finish before anything is said.
         let push = async {
             match &user {
-                Some(user) => self.redis.session_push_turn(sid, user).await,
+                Some(user) => self.sessions.push_turn(sid, user).await,
                 None => Ok(()),
             }
         };
@@ -118,12 +114,13 @@ impl Agent {
             wait: Duration::from_millis(self.config.token_batch_ms),
         };
         let min_first = self.config.min_first_sentence_chars;
-        let mut speaker = Speaker::new(&self.redis, sid, turn, min_first, batching, input.at);
+        let mut speaker = Speaker::new(turn, min_first, batching);
         let generated = match opened {
             Ok((permit, stream)) => speak(permit, stream, &mut speaker, out).await?,
             Err(reason) => Generated::Failed { reason },
         };
-        self.conclude(generated, tenant, &mut speaker, out).await?;
+        self.conclude(generated, tenant, sid, &mut speaker, out)
+            .await?;
         let assistant = Turn {
             role: Role::Assistant,
             // One line per sentence, so a barge-in can keep exactly the sentences heard.
@@ -131,8 +128,8 @@ impl Agent {
             turn,
             interrupted: speaker.stopped().is_some(),
         };
-        self.redis
-            .session_push_turn(sid, &assistant)
+        self.sessions
+            .push_turn(sid, &assistant)
             .await
             .map_err(redis_retry)
     }
@@ -143,13 +140,14 @@ impl Agent {
         &self,
         generated: Generated,
         tenant: &Tenant,
-        speaker: &mut Speaker<'_>,
+        sid: &CallSid,
+        speaker: &mut Speaker,
         out: &mut Emitter,
     ) -> Result<(), StageError> {
         let calls = match generated {
             Generated::Stopped => return Ok(()),
             Generated::Failed { reason } => {
-                fallback(reason);
+                out.fallback(reason);
                 return speaker.fail(&tenant.fallback_phrase, out).await;
             }
             Generated::Done { calls } => calls,
@@ -158,7 +156,7 @@ impl Agent {
         let requested = actions::requested(&calls, self.telephony.is_some(), transfer_number);
         let Some(requested) = requested else {
             if !speaker.has_spoken() {
-                fallback("empty_answer");
+                out.fallback("empty_answer");
                 return speaker.fail(&tenant.fallback_phrase, out).await;
             }
             let finals = speaker.finals(None);
@@ -178,8 +176,8 @@ impl Agent {
         };
         // Stored before the sentence exists, so its `played` always finds it.
         tracing::info!(action = action.name(), "action pending until played");
-        self.redis
-            .session_set_action(speaker.call(), Some(&action.encode()))
+        self.sessions
+            .set_action(sid, Some(&action.encode()))
             .await
             .map_err(redis_retry)?;
         speaker.finish(finals, out).await
@@ -235,7 +233,7 @@ impl Agent {
 async fn speak(
     permit: LlmPermit,
     mut stream: LlmStream,
-    speaker: &mut Speaker<'_>,
+    speaker: &mut Speaker,
     out: &mut Emitter,
 ) -> Result<Generated, StageError> {
     let mut calls = Vec::new();
@@ -305,11 +303,6 @@ fn history_message(turn: &Turn) -> Option<Message> {
 
 fn provider_error(error: &LlmError) {
     metrics::counter!(Metric::ProviderErrors.name(), "provider" => "llm", "kind" => error.kind())
-        .increment(1);
-}
-
-fn fallback(reason: &'static str) {
-    metrics::counter!(Metric::Fallbacks.name(), "stage" => "agent", "reason" => reason)
         .increment(1);
 }
 

@@ -12,7 +12,7 @@ use sb_runtime::{Emitter, StageError, Tenant};
 use sb_schemas::{BargeIn, Body, Envelope, Played, Sentence};
 
 use crate::actions::Action;
-use crate::{Agent, redis_retry, skipped};
+use crate::{Agent, redis_retry};
 
 /// A barge-in that arrives before its answer was stored is retried this often, this far
 /// apart (the answer's handler stores it as soon as it notices the barge-in).
@@ -28,18 +28,19 @@ impl Agent {
         out: &mut Emitter,
     ) -> Result<(), StageError> {
         let sid = &input.call_sid;
-        let session = self.redis.session_load(sid).await.map_err(redis_retry)?;
+        let session = self.sessions.load(sid).await.map_err(redis_retry)?;
         let session = session.unwrap_or_default();
         if session
             .turns
             .iter()
             .any(|t| t.role == Role::Assistant && t.turn == 0)
         {
-            skipped("already_greeted");
+            out.skip("already_greeted");
             return Ok(());
         }
-        if session.bargein > 0 {
-            skipped("interrupted");
+        // Interrupted, or the caller already started a turn of their own.
+        if let Some(stale) = session.progress().stale(0) {
+            out.skip(stale.as_str());
             return Ok(());
         }
         let mut event = out.event(Body::Sentence(Sentence {
@@ -56,8 +57,8 @@ impl Agent {
             turn: 0,
             interrupted: false,
         };
-        self.redis
-            .session_push_turn(sid, &greeting)
+        self.sessions
+            .push_turn(sid, &greeting)
             .await
             .map_err(redis_retry)
     }
@@ -70,8 +71,8 @@ impl Agent {
         out: &mut Emitter,
     ) -> Result<(), StageError> {
         let sid = &input.call_sid;
-        let Some(session) = self.redis.session_load(sid).await.map_err(redis_retry)? else {
-            skipped("no_session");
+        let Some(session) = self.sessions.load(sid).await.map_err(redis_retry)? else {
+            out.skip("no_session");
             return Ok(());
         };
         let answer = session
@@ -87,19 +88,19 @@ impl Agent {
                     BARGEIN_RETRY,
                 ));
             }
-            skipped("bargein_answer_missing");
+            out.skip("bargein_answer_missing");
             return Ok(());
         };
         let heard = usize::try_from(bargein.sentences_heard).unwrap_or(usize::MAX);
         let kept: Vec<&str> = answer.text.split('\n').take(heard).collect();
         let kept = kept.join("\n");
         let found = self
-            .redis
-            .session_truncate_turn(sid, input.turn, &kept)
+            .sessions
+            .truncate_turn(sid, input.turn, &kept)
             .await
             .map_err(redis_retry)?;
         if !found {
-            skipped("bargein_answer_missing");
+            out.skip("bargein_answer_missing");
         }
         tracing::info!(heard, "interrupted answer truncated");
         Ok(())
@@ -108,7 +109,7 @@ impl Agent {
     /// `played`: if a pending hang-up or transfer waited for this sentence, do it now.
     pub(crate) async fn played(&self, input: &Envelope, played: &Played) -> Result<(), StageError> {
         let sid = &input.call_sid;
-        let Some(raw) = self.redis.session_action(sid).await.map_err(redis_retry)? else {
+        let Some(raw) = self.sessions.action(sid).await.map_err(redis_retry)? else {
             return Ok(());
         };
         let Some(action) = Action::decode(&raw) else {
@@ -143,8 +144,8 @@ impl Agent {
     }
 
     async fn clear_action(&self, input: &Envelope) -> Result<(), StageError> {
-        self.redis
-            .session_set_action(&input.call_sid, None)
+        self.sessions
+            .set_action(&input.call_sid, None)
             .await
             .map_err(redis_retry)
     }
@@ -152,8 +153,8 @@ impl Agent {
     /// `end`: keep the session a little longer for late events, then let it expire.
     pub(crate) async fn ended(&self, input: &Envelope) -> Result<(), StageError> {
         let keep = Duration::from_secs(self.config.ended_session_ttl_secs);
-        self.redis
-            .session_end(&input.call_sid, keep)
+        self.sessions
+            .end(&input.call_sid, keep)
             .await
             .map_err(redis_retry)
     }

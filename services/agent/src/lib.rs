@@ -7,8 +7,9 @@
 //! silence). It stops generating the moment the caller barges in (the token in Redis is
 //! checked before every event), stores the interrupted answer truncated to what was heard,
 //! and carries out the model's `end_call` / `transfer_call` once the last sentence was
-//! played. State: none of its own; the conversation lives in the Redis session (DESIGN §6),
-//! the concurrency limits ([`limits`]) in process memory.
+//! played. State: none of its own; the conversation lives in the session (Redis in
+//! production, behind `sb_runtime::state::Sessions`; ARCHITECTURE §6), the concurrency limits
+//! ([`limits`]) in process memory.
 //!
 //! Code map: [`answer`] (a transcript → an answer), [`speaker`] (events with barge-in
 //! checks), [`splitter`] (sentences), [`openai`] + [`sse`] (the LLM client), [`aimd`] +
@@ -30,10 +31,10 @@ pub mod telephony;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sb_runtime::metrics::Metric;
-use sb_runtime::redis::{Redis, RedisError};
-use sb_runtime::{Emitter, Runtime, Stage, StageError, Tenants};
-use sb_schemas::{Body, Envelope};
+use sb_runtime::redis::RedisError;
+use sb_runtime::state::Sessions;
+use sb_runtime::{Emitter, Runtime, Stage, StageError, StageMain, Tenants};
+use sb_schemas::{Body, Envelope, Kind};
 
 pub use config::AgentConfig;
 
@@ -54,7 +55,7 @@ pub enum SetupError {
 /// The agent stage. Build it with [`Agent::new`] (real providers from the config) or
 /// [`Agent::with_providers`].
 pub struct Agent {
-    redis: Redis,
+    sessions: Arc<dyn Sessions>,
     tenants: Arc<Tenants>,
     llm: Arc<dyn Llm>,
     telephony: Option<Arc<dyn Telephony>>,
@@ -86,7 +87,7 @@ impl Agent {
                 }
             };
         Ok(Self::with_providers(
-            runtime.redis.clone(),
+            Arc::new(runtime.redis.clone()),
             runtime.tenants.clone(),
             Arc::new(llm),
             telephony,
@@ -96,7 +97,7 @@ impl Agent {
 
     /// The agent with the given providers (tests, other LLMs).
     pub fn with_providers(
-        redis: Redis,
+        sessions: Arc<dyn Sessions>,
         tenants: Arc<Tenants>,
         llm: Arc<dyn Llm>,
         telephony: Option<Arc<dyn Telephony>>,
@@ -109,7 +110,7 @@ impl Agent {
         };
         Self {
             limits: Limits::new(&tenants, bounds),
-            redis,
+            sessions,
             tenants,
             llm,
             telephony,
@@ -125,6 +126,12 @@ impl Agent {
 
 impl Stage for Agent {
     const CONSUMER: &'static str = "agent";
+    /// The agent's latency is to its first sentence (what the tts can start on).
+    const FIRST_OUTPUT: Option<Kind> = Some(Kind::Sentence);
+
+    fn sessions(&self) -> Option<Arc<dyn Sessions>> {
+        Some(self.sessions.clone())
+    }
 
     async fn handle(&self, input: Envelope, out: &mut Emitter) -> Result<(), StageError> {
         let tenant = self.tenants.for_input(&input.tenant)?;
@@ -143,14 +150,21 @@ impl Stage for Agent {
     }
 }
 
+impl StageMain for Agent {
+    type Config = AgentConfig;
+    const ABOUT: &'static str =
+        "Switchboard agent: answers callers with a streaming LLM, sentence by sentence.";
+
+    fn check(config: &AgentConfig) -> Result<(), String> {
+        config.validate()
+    }
+
+    async fn build(runtime: &Runtime, config: AgentConfig) -> Result<Self, String> {
+        Agent::new(runtime, config).map_err(|e| e.to_string())
+    }
+}
+
 /// A Redis failure: retried (the runner backs off), never a crash.
 fn redis_retry(error: RedisError) -> StageError {
     StageError::retry("redis", error)
-}
-
-/// Counts an input skipped on purpose.
-fn skipped(reason: &'static str) {
-    metrics::counter!(Metric::StageSkipped.name(), "stage" => "agent", "reason" => reason)
-        .increment(1);
-    tracing::info!(reason, "skipped");
 }

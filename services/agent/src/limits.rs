@@ -104,37 +104,25 @@ impl Limits {
 mod tests {
     use std::time::Duration;
 
+    use sb_runtime::tenants::testing::TenantToml;
+
     use super::*;
 
-    const TENANTS: &str = r#"
-        [tiers.small]
-        llm_concurrency = 1
-        webhook_rate_limit = 10
-        [[tenant]]
-        id = "a"
-        numbers = ["+15005550001"]
-        system_prompt = "p"
-        greeting = "g"
-        fallback_phrase = "f"
-        voice = "v"
-        llm_model = "m"
-        tier = "small"
-        [[tenant]]
-        id = "b"
-        numbers = ["+15005550002"]
-        system_prompt = "p"
-        greeting = "g"
-        fallback_phrase = "f"
-        voice = "v"
-        llm_model = "m"
-        tier = "small"
-    "#;
+    /// Tenants `a` and `b` on a tier of one concurrent LLM request.
+    fn tenants() -> Tenants {
+        TenantToml::new()
+            .tier("small", 1, 10)
+            .tenant("a", "+15005550001", "small")
+            .tenant("b", "+15005550002", "small")
+            .parse()
+            .unwrap()
+    }
 
     /// A tenant at its tier's limit waits (and times out) without blocking another tenant;
     /// an unknown tenant gets no permit.
     #[tokio::test(start_paused = true)]
     async fn tenants_are_limited_separately() {
-        let tenants = Tenants::parse(TENANTS).unwrap();
+        let tenants = tenants();
         let limits = Limits::new(
             &tenants,
             AimdBounds {

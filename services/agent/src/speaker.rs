@@ -1,32 +1,22 @@
 //! Speaking one answer: LLM text in, `token` and `sentence` events out, each only after the
-//! turn was found still current.
+//! turn was found still wanted.
 //!
 //! Consumes the answer's text deltas; produces `Token` events (deltas grouped, at most
 //! `token_batch` per event or `token_batch_ms` old) and `Sentence` events (index 0, 1, …,
 //! the final one `last: true`) the moment the [`Splitter`] completes them. Before every
-//! event it reads the call's turn and barge-in token from Redis in one round trip: once
-//! the caller interrupted this turn (or a newer turn started) nothing more is emitted and
-//! the cancellation is counted. State: the splitter, the pending token group and the
+//! event it asks the emitter whether the turn is still wanted (one Redis round trip: once
+//! the caller interrupted this turn or a newer turn started, nothing more is emitted; the
+//! emitter counts the cancellation). State: the splitter, the pending token group and the
 //! sentences said so far, for one delivery.
 
 use std::time::Duration;
 
-use sb_runtime::metrics::Metric;
-use sb_runtime::redis::Redis;
+use sb_runtime::state::Stale;
 use sb_runtime::{Emitter, StageError};
-use sb_schemas::{Body, CallSid, Sentence, Token, now_micros};
+use sb_schemas::{Body, Sentence, Token};
 use tokio::time::Instant;
 
 use crate::splitter::Splitter;
-
-/// Why a turn stopped being spoken.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stop {
-    /// The caller barged in on this turn (or a later one).
-    Interrupted,
-    /// A newer turn started (the caller said something else first).
-    Superseded,
-}
 
 /// Grouping of token events.
 #[derive(Debug, Clone, Copy)]
@@ -35,9 +25,7 @@ pub struct Batching {
     pub wait: Duration,
 }
 
-pub struct Speaker<'a> {
-    redis: &'a Redis,
-    sid: &'a CallSid,
+pub struct Speaker {
     turn: u32,
     splitter: Splitter,
     batching: Batching,
@@ -47,23 +35,12 @@ pub struct Speaker<'a> {
     token_index: u32,
     /// Every sentence emitted, in index order (possibly an empty closing one).
     sentences: Vec<String>,
-    stopped: Option<Stop>,
-    /// The input's publish time (µs), for the stage latency.
-    input_at: u64,
+    stopped: Option<Stale>,
 }
 
-impl<'a> Speaker<'a> {
-    pub fn new(
-        redis: &'a Redis,
-        sid: &'a CallSid,
-        turn: u32,
-        min_first_chars: usize,
-        batching: Batching,
-        input_at: u64,
-    ) -> Self {
+impl Speaker {
+    pub fn new(turn: u32, min_first_chars: usize, batching: Batching) -> Self {
         Self {
-            redis,
-            sid,
             turn,
             splitter: Splitter::new(min_first_chars),
             batching,
@@ -73,7 +50,6 @@ impl<'a> Speaker<'a> {
             token_index: 0,
             sentences: Vec::new(),
             stopped: None,
-            input_at,
         }
     }
 
@@ -82,13 +58,8 @@ impl<'a> Speaker<'a> {
         self.turn
     }
 
-    /// The call.
-    pub fn call(&self) -> &CallSid {
-        self.sid
-    }
-
     /// Why the turn stopped, if it did.
-    pub fn stopped(&self) -> Option<Stop> {
+    pub fn stopped(&self) -> Option<Stale> {
         self.stopped
     }
 
@@ -113,13 +84,13 @@ impl<'a> Speaker<'a> {
         let complete = self.splitter.push(delta);
         if complete.is_empty() {
             let full = self.group_deltas >= self.batching.deltas;
-            if (full || since.elapsed() >= self.batching.wait) && self.current().await {
+            if (full || since.elapsed() >= self.batching.wait) && self.current(out).await {
                 self.send_tokens(out).await?;
             }
             return Ok(());
         }
         for sentence in complete {
-            if !self.current().await {
+            if !self.current(out).await {
                 return Ok(());
             }
             self.send_tokens(out).await?;
@@ -170,7 +141,7 @@ impl<'a> Speaker<'a> {
     ) -> Result<(), StageError> {
         let count = finals.len();
         for (i, sentence) in finals.into_iter().enumerate() {
-            if self.stopped.is_some() || !self.current().await {
+            if self.stopped.is_some() || !self.current(out).await {
                 return Ok(());
             }
             self.send_tokens(out).await?;
@@ -180,37 +151,17 @@ impl<'a> Speaker<'a> {
         Ok(())
     }
 
-    /// Whether the turn is still the one to speak; counts the cancellation once if not.
-    async fn current(&mut self) -> bool {
+    /// Whether the turn is still wanted (the emitter's one check); remembers why not.
+    async fn current(&mut self, out: &mut Emitter) -> bool {
         if self.stopped.is_some() {
             return false;
         }
-        let (latest, bargein) = match self.redis.session_progress(self.sid).await {
-            Ok(progress) => progress,
-            Err(error) => {
-                // A failed check must not silence the caller: keep speaking.
-                tracing::warn!(%error, "barge-in check failed; continuing");
-                return true;
-            }
-        };
-        let stop = if u64::from(self.turn) < bargein {
-            Some(Stop::Interrupted)
-        } else if latest > self.turn {
-            Some(Stop::Superseded)
-        } else {
-            None
-        };
-        if let Some(stop) = stop {
-            self.stopped = Some(stop);
-            metrics::counter!(Metric::BargeInCancellations.name(), "stage" => "agent").increment(1);
-            tracing::info!(
-                ?stop,
-                sentences = self.sentences.len(),
-                "generation cancelled"
-            );
-            return false;
+        if out.still_wanted().await {
+            return true;
         }
-        true
+        self.stopped = out.stale();
+        tracing::info!(sentences = self.sentences.len(), "generation cancelled");
+        false
     }
 
     async fn send_tokens(&mut self, out: &mut Emitter) -> Result<(), StageError> {
@@ -243,11 +194,6 @@ impl<'a> Speaker<'a> {
             fallback,
         }));
         out.emit(event).await?;
-        if index == 0 {
-            let latency = now_micros().saturating_sub(self.input_at) as f64 / 1e6;
-            metrics::histogram!(Metric::StageLatencySeconds.name(), "stage" => "agent")
-                .record(latency);
-        }
         self.sentences.push(text);
         Ok(())
     }

@@ -1,4 +1,4 @@
-//! The ingress: the only Switchboard service Twilio talks to (DESIGN §2 steps 1, 2, 6, 7,
+//! The ingress: the only Switchboard service Twilio talks to (ARCHITECTURE §2 steps 1, 2, 6, 7,
 //! 8; PROTOCOLS §1–3).
 //!
 //! Consumes Twilio's incoming-call webhooks (`POST /twilio/voice`), status callbacks

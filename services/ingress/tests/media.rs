@@ -11,6 +11,7 @@ use common::*;
 use futures::channel::mpsc;
 use futures::{SinkExt as _, StreamExt as _};
 use sb_ingress::Incoming;
+use sb_schemas::testing::{tenant, tenant_id};
 use sb_schemas::{BargeIn, BargeInTrigger, Body, Kind, Partial, Played, Speech};
 use sb_twilio::OutboundMessage;
 use sb_twilio::media::{Dtmf, InboundMessage};
@@ -39,7 +40,7 @@ async fn lifecycle_publishes_in_order() {
         (STREAM, CALLER, ACME)
     );
     assert_eq!(body.custom_parameters["tenant"], "acme");
-    assert_eq!(line.backend.session(&line.sid), Some((tenant("acme"), 0)));
+    assert_eq!(line.backend.session(&line.sid), Some((tenant(), 0)));
 
     for i in 0..5u8 {
         line.media(&[i; 160]);
@@ -303,7 +304,7 @@ async fn barge_in_clears_and_publishes() {
             sentences_heard: 1
         })
     );
-    assert_eq!(backend.session(&line.sid), Some((tenant("globex"), 1)));
+    assert_eq!(backend.session(&line.sid), Some((tenant_id("globex"), 1)));
 
     line.echo("0:1"); // Twilio echoes the pending mark because of the clear.
     line.chunk(0, (2, 1), 2, (true, true), 4);

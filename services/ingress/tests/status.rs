@@ -10,6 +10,7 @@ use axum::http::StatusCode;
 use common::*;
 use sb_ingress::app;
 use sb_runtime::redis::idempotency::AdmissionRecord;
+use sb_schemas::testing::tenant_id;
 use sb_schemas::{Body as Event, EndReason, Kind};
 use sb_twilio::{IncomingCall, StatusCallback};
 
@@ -78,7 +79,7 @@ async fn status_callbacks_end_the_call_once() {
 #[tokio::test]
 async fn status_callback_for_outbound_and_bad_requests() {
     let (app, backend) = setup();
-    backend.record_admission(&sid(21), AdmissionRecord::Admitted(tenant("globex")));
+    backend.record_admission(&sid(21), AdmissionRecord::Admitted(tenant_id("globex")));
     let call = IncomingCall::ringing(ACCOUNT, sid(21).as_str(), GLOBEX, CALLER, "outbound-api");
     let mut callback = StatusCallback::completed(&call, 0, 2, "Tue, 31 Aug 2010 20:36:44 +0000");
     callback
@@ -131,7 +132,7 @@ async fn status_callback_ends_only_admitted_calls() {
     assert_eq!(status, StatusCode::NO_CONTENT);
     assert!(backend.published().is_empty(), "{:?}", backend.kinds());
 
-    backend.record_admission(&sid(8), AdmissionRecord::Admitted(tenant("acme")));
+    backend.record_admission(&sid(8), AdmissionRecord::Admitted(tenant_id("acme")));
     post_signed(&router, "/twilio/status", &completed(8)).await;
     backend.fail_redis(true);
     post_signed(&router, "/twilio/status", &completed(9)).await;
@@ -146,8 +147,8 @@ async fn status_callback_ends_only_admitted_calls() {
     assert_eq!(
         ends,
         [
-            (sid(8), tenant("acme"), end.clone()),
-            (sid(9), tenant("acme"), end)
+            (sid(8), tenant_id("acme"), end.clone()),
+            (sid(9), tenant_id("acme"), end)
         ]
     );
 }

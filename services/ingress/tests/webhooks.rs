@@ -13,6 +13,7 @@ use common::*;
 use sb_ingress::testing::MemoryBackend;
 use sb_ingress::{IngressConfig, Settings, app};
 use sb_runtime::redis::idempotency::AdmissionRecord;
+use sb_schemas::testing::tenant_id;
 use sb_schemas::{Body as Event, Kind};
 use sb_twilio::IncomingCall;
 use sb_twilio::signature::{sign, sign_url};
@@ -76,7 +77,7 @@ async fn accepted_call_connects_the_stream() {
     );
     assert_eq!(
         backend.admission(&sid(1)),
-        Some(AdmissionRecord::Admitted(tenant("acme")))
+        Some(AdmissionRecord::Admitted(tenant_id("acme")))
     );
     let published = backend.published();
     assert_eq!(published.len(), 1);

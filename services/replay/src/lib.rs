@@ -1,4 +1,4 @@
-//! Replay: everything one call did, read back from JetStream (DESIGN §9).
+//! Replay: everything one call did, read back from JetStream (ARCHITECTURE §9).
 //!
 //! Consumes the call's control events (`call.*.{sid}.>` on `CALLS`) and audio
 //! (`audio.*.{sid}.>` on `AUDIO`) with ordered consumers; produces a [`CallLog`] that

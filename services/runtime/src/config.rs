@@ -20,7 +20,7 @@ pub struct RuntimeConfig {
     #[arg(long, env = "SB_REDIS_KEY_PREFIX", default_value = "")]
     pub redis_key_prefix: String,
 
-    /// Tenant configuration file (DESIGN §2a).
+    /// Tenant configuration file (ARCHITECTURE §2a).
     #[arg(long, env = "SB_TENANTS_FILE", default_value = "deploy/tenants.toml")]
     pub tenants_file: PathBuf,
 

@@ -3,9 +3,13 @@
 //! Owns the shared plumbing so a service is its own logic and nothing else: typed config
 //! ([`config`]), logging ([`telemetry`]), metric names ([`metrics`]), the NATS connection and
 //! JetStream topology from `nats/` ([`nats`], [`topology`]), publishing ([`publisher`]), the
-//! stage runner ([`stage`], [`runner`]) with dead letters ([`dead_letter`]), graceful
-//! shutdown ([`shutdown`]), the health/metrics HTTP server ([`http`]), tenant configuration
-//! ([`tenants`]) and every Redis pattern ([`redis`]). [`Runtime`] wires them for a binary.
+//! stage contract ([`stage`], [`emitter`] over an [`outbox`], [`meter`]) and its runner
+//! ([`runner`]) with dead letters ([`dead_letter`]), a stage binary's whole `main`
+//! ([`stage_main`]), graceful shutdown ([`shutdown`]), the health/metrics HTTP server
+//! ([`http`]), tenant configuration ([`tenants`]), every Redis pattern ([`redis`]), the call
+//! state stages use behind traits ([`state`]) with the one staleness rule ([`progress`]),
+//! and in-memory doubles of those seams for ring-2 tests (`testing`, feature `testing`).
+//! [`Runtime`] wires them for a binary.
 //! State: connections and handles only; no call state lives here.
 
 #[cfg(feature = "mimalloc")]
@@ -14,17 +18,25 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 pub mod config;
 pub mod dead_letter;
+pub mod emitter;
 pub mod http;
+pub mod meter;
 pub mod metrics;
 pub mod nats;
+pub mod outbox;
+pub mod progress;
 pub mod publisher;
 pub mod redis;
 pub mod runner;
 mod service;
 pub mod shutdown;
 pub mod stage;
+pub mod stage_main;
+pub mod state;
 pub mod telemetry;
 pub mod tenants;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod topology;
 
 pub use config::{RuntimeConfig, Secret};
@@ -33,5 +45,6 @@ pub use runner::{RunnerConfig, run_stage};
 pub use service::{Runtime, StartError};
 pub use shutdown::Shutdown;
 pub use stage::{Emitter, Stage, StageError};
+pub use stage_main::{StageMain, stage_main};
 pub use tenants::{Tenant, Tenants};
 pub use topology::Topology;

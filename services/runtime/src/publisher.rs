@@ -123,7 +123,7 @@ impl Publisher {
         Ok(())
     }
 
-    /// Publishes the call's STT lease (DESIGN §5): the `start` event itself, on
+    /// Publishes the call's STT lease (ARCHITECTURE §5): the `start` event itself, on
     /// `assign.stt.{tenant}.{sid}` (stream `STT_ASSIGN`), stored once per call.
     pub async fn publish_lease(
         &self,

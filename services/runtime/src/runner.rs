@@ -16,16 +16,19 @@ use std::{
 use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
 use futures::{FutureExt, StreamExt};
 use rand::Rng;
-use sb_schemas::{Kind, decode};
+use sb_schemas::decode;
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use crate::{
     dead_letter,
+    emitter::{Emitter, Wiring},
+    meter::{Outcome, StageMeter},
     metrics::Metric,
+    outbox::Outbox,
     publisher::Publisher,
     shutdown::Shutdown,
-    stage::{Emitter, Stage, StageError},
+    stage::{Stage, StageError},
     topology::Topology,
 };
 
@@ -108,13 +111,13 @@ pub async fn run_stage<S: Stage>(
         .map_err(|e| bind(&e))?;
 
     let ctx = Arc::new(Ctx {
-        publisher: Publisher::new(js.clone()),
+        outbox: Arc::new(Publisher::new(js.clone())),
         js: js.clone(),
         max_deliver: def.config.max_deliver.max(1) as u64,
         config: config.clone(),
         shutdown: shutdown.clone(),
         fatal: Mutex::new(None),
-        metrics: StageMetrics::new(S::CONSUMER),
+        meter: Arc::new(StageMeter::new(S::CONSUMER)),
     });
     let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
     tracing::info!(
@@ -171,47 +174,13 @@ pub async fn run_stage<S: Stage>(
 }
 
 struct Ctx {
-    publisher: Publisher,
+    outbox: Arc<dyn Outbox>,
     js: jetstream::Context,
     max_deliver: u64,
     config: RunnerConfig,
     shutdown: Shutdown,
     fatal: Mutex<Option<String>>,
-    metrics: StageMetrics,
-}
-
-/// What became of one delivery (the `outcome` metric label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
-    Ok,
-    Retried,
-    Rejected,
-    DeadLettered,
-    HandedBack,
-    Fatal,
-}
-
-impl Outcome {
-    /// In declaration order: `outcome as usize` indexes it.
-    const ALL: [Outcome; 6] = [
-        Outcome::Ok,
-        Outcome::Retried,
-        Outcome::Rejected,
-        Outcome::DeadLettered,
-        Outcome::HandedBack,
-        Outcome::Fatal,
-    ];
-
-    fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Ok => "ok",
-            Outcome::Retried => "retried",
-            Outcome::Rejected => "rejected",
-            Outcome::DeadLettered => "dead_lettered",
-            Outcome::HandedBack => "handed_back",
-            Outcome::Fatal => "fatal",
-        }
-    }
+    meter: Arc<StageMeter>,
 }
 
 async fn process<S: Stage>(stage: &S, ctx: &Ctx, message: jetstream::Message) {
@@ -221,7 +190,7 @@ async fn process<S: Stage>(stage: &S, ctx: &Ctx, message: jetstream::Message) {
         .map(|i| i.delivered.max(1) as u64)
         .unwrap_or(1);
     let name = S::CONSUMER;
-    let m = &ctx.metrics;
+    let m = &ctx.meter;
     m.in_flight.increment(1.0);
     if delivered > 1 {
         m.redeliveries.increment(1);
@@ -253,13 +222,15 @@ async fn process<S: Stage>(stage: &S, ctx: &Ctx, message: jetstream::Message) {
             );
             async {
                 let abort = ctx.shutdown.abort().clone();
-                let mut out = Emitter::new(
-                    ctx.publisher.clone(),
-                    &input,
-                    name,
+                let wiring = Wiring {
+                    outbox: ctx.outbox.clone(),
+                    meter: ctx.meter.clone(),
+                    sessions: stage.sessions(),
+                    first_output: S::FIRST_OUTPUT,
                     delivered,
-                    abort.clone(),
-                );
+                    abort: abort.clone(),
+                };
+                let mut out = Emitter::new(wiring, &input);
                 let handled = tokio::select! {
                     result = stage.handle(input, &mut out) => Some(result),
                     () = abort.cancelled() => None,
@@ -274,33 +245,6 @@ async fn process<S: Stage>(stage: &S, ctx: &Ctx, message: jetstream::Message) {
     m.handle_seconds.record(started.elapsed().as_secs_f64());
     m.processed[outcome as usize].increment(1);
     m.in_flight.decrement(1.0);
-}
-
-/// One stage's metric handles, resolved once: a labelled lookup per delivery would
-/// allocate and hash several times on the hot path.
-struct StageMetrics {
-    received: [metrics::Counter; Kind::ALL.len()],
-    undecodable: metrics::Counter,
-    processed: [metrics::Counter; Outcome::ALL.len()],
-    handle_seconds: metrics::Histogram,
-    redeliveries: metrics::Counter,
-    in_flight: metrics::Gauge,
-}
-
-impl StageMetrics {
-    fn new(stage: &'static str) -> Self {
-        let received = |kind: &'static str| metrics::counter!(Metric::StageReceived.name(), "stage" => stage, "kind" => kind);
-        Self {
-            received: Kind::ALL.map(|k| received(k.as_str())),
-            undecodable: received("undecodable"),
-            processed: Outcome::ALL.map(|o| {
-                metrics::counter!(Metric::StageProcessed.name(), "stage" => stage, "outcome" => o.as_str())
-            }),
-            handle_seconds: metrics::histogram!(Metric::StageHandleSeconds.name(), "stage" => stage),
-            redeliveries: metrics::counter!(Metric::StageRedeliveries.name(), "stage" => stage),
-            in_flight: metrics::gauge!(Metric::StageInFlight.name(), "stage" => stage),
-        }
-    }
 }
 
 /// Acks, NAKs, terminates or dead-letters the delivery according to the handle's result.
@@ -398,13 +342,6 @@ async fn nak(message: &jetstream::Message, delay: Option<Duration>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn outcome_table_is_in_declaration_order() {
-        for (i, outcome) in Outcome::ALL.into_iter().enumerate() {
-            assert_eq!(outcome as usize, i, "{}", outcome.as_str());
-        }
-    }
 
     #[test]
     fn backoff_doubles_with_jitter_and_caps() {

@@ -1,13 +1,17 @@
-//! Tenant configuration (DESIGN §2a): who the customers are and how each is served.
+//! Tenant configuration (ARCHITECTURE §2a): who the customers are and how each is served.
 //!
 //! Consumes `tenants.toml` (a ConfigMap in Kubernetes); produces validated [`Tenant`]s,
 //! looked up by id or by the called number. Errors name the tenant and the field. State:
-//! the parsed file, immutable after start-up.
+//! the parsed file, immutable after start-up. Tests write the file with
+//! `testing::TenantToml` (cargo feature `testing`).
 
 use std::{collections::BTreeMap, collections::HashMap, path::Path, sync::Arc};
 
 use sb_schemas::TenantId;
 use serde::Deserialize;
+
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{path}: {message}")]
@@ -291,47 +295,39 @@ fn is_e164(number: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::testing::TenantToml;
     use super::*;
 
-    const GOOD: &str = r#"
-        [tiers.standard]
-        llm_concurrency = 4
-        webhook_rate_limit = 60
-
-        [[tenant]]
-        id = "acme"
-        numbers = ["+15005550006"]
-        system_prompt = "You are a concise phone agent."
-        greeting = "Thanks for calling Acme."
-        fallback_phrase = "Sorry, could you say that again?"
-        voice = "en-US-JennyNeural"
-        llm_model = "llama-3.1-8b-instant"
-        tier = "standard"
-
-        [[tenant]]
-        id = "globex"
-        numbers = ["+442071838750", "+15005550007"]
-        system_prompt = "p"
-        greeting = "g"
-        fallback_phrase = "f"
-        voice = "v"
-        llm_model = "m"
-        tier = "standard"
-        barge_in = { mode = "speech" }
-    "#;
+    /// Two tenants on one tier: acme with real texts and the default barge-in, globex with
+    /// two numbers and speech barge-in.
+    fn good() -> TenantToml {
+        TenantToml::new()
+            .tier("standard", 4, 60)
+            .tenant("acme", "+15005550006", "standard")
+            .set("system_prompt", "You are a concise phone agent.")
+            .set("greeting", "Thanks for calling Acme.")
+            .set("fallback_phrase", "Sorry, could you say that again?")
+            .set("voice", "en-US-JennyNeural")
+            .set("llm_model", "llama-3.1-8b-instant")
+            .tenant("globex", "+442071838750", "standard")
+            .set("numbers", vec!["+442071838750", "+15005550007"])
+            .barge_in_speech()
+    }
 
     #[test]
     fn parses_and_looks_up() {
-        let t = Tenants::parse(GOOD).unwrap();
+        let t = good().parse().unwrap();
         assert_eq!(t.len(), 2);
         let acme = t.by_number("+15005550006").unwrap();
         assert_eq!(acme.id.as_str(), "acme");
+        assert_eq!(acme.greeting, "Thanks for calling Acme.");
         assert_eq!(acme.tier.llm_concurrency, 4);
         assert_eq!(acme.tier.rate_window_secs, 60);
         assert_eq!(acme.barge_in.mode, BargeInMode::Words);
         assert!(acme.barge_in.backchannel.iter().any(|w| w == "uh-huh"));
         let globex = t.by_id(&TenantId::parse("globex").unwrap()).unwrap();
         assert_eq!(globex.barge_in.mode, BargeInMode::Speech);
+        assert_eq!(t.by_number("+15005550007").unwrap().id, globex.id);
         assert!(t.by_number("+19999999999").is_none());
     }
 
@@ -340,41 +336,44 @@ mod tests {
     fn errors_name_tenant_and_field() {
         let cases = [
             (
-                GOOD.replace("id = \"acme\"", "id = \"ACME\""),
+                good().tenant_set("acme", "id", "ACME"),
                 "tenant \"ACME\": field `id`",
             ),
             (
-                GOOD.replace("\"+15005550006\"]", "\"5550006\"]"),
+                good().tenant_set("acme", "numbers", vec!["5550006"]),
                 "tenant \"acme\": field `numbers[0]`",
             ),
             (
-                GOOD.replace("tier = \"standard\"\n\n", "tier = \"gold\"\n\n"),
+                good().tenant_set("acme", "tier", "gold"),
                 "tenant \"acme\": field `tier`: unknown tier \"gold\"",
             ),
             (
-                GOOD.replace("greeting = \"g\"", "greeting = \" \""),
+                good().tenant_set("globex", "greeting", " "),
                 "tenant \"globex\": field `greeting`",
             ),
             (
-                GOOD.replace("\"+15005550007\"", "\"+15005550006\""),
+                good().tenant_set("globex", "numbers", vec!["+442071838750", "+15005550006"]),
                 "already belongs to tenant \"acme\"",
             ),
             (
-                GOOD.replace("id = \"globex\"", "id = \"acme\""),
+                good().tenant_set("globex", "id", "acme"),
                 "tenant \"acme\": field `id`: defined twice",
             ),
             (
-                GOOD.replace("voice = \"v\"", "voice = \"v\"\nvoise = \"typo\""),
+                good().tenant_set("globex", "voise", "typo"),
                 "unknown field `voise`",
             ),
             (
-                GOOD.replace("webhook_rate_limit = 60", "webhook_rate_limit = 0"),
+                good().tier_set("standard", "webhook_rate_limit", 0),
                 "tier \"standard\"",
             ),
         ];
-        for (text, expected) in cases {
-            let err = Tenants::parse(&text).unwrap_err();
-            assert!(err.contains(expected), "expected {expected:?} in {err:?}");
+        for (file, expected) in cases {
+            let err = file.parse().unwrap_err();
+            assert!(
+                err.contains(expected),
+                "expected {expected:?} in {err:?}\n{file}"
+            );
         }
     }
 

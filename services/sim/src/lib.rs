@@ -1,7 +1,7 @@
 //! Protocol-faithful stand-ins for every external vendor, and the scripted caller.
 //!
 //! Each stand-in is an axum server bound to loopback that speaks the vendor's wire protocol
-//! (`../shared/PROTOCOLS.md`): [`deepgram`] (live STT WebSocket), [`llm`] (OpenAI/Groq
+//! (`docs/PROTOCOLS.md`): [`deepgram`] (live STT WebSocket), [`llm`] (OpenAI/Groq
 //! chat completions with SSE), [`tts`] (Azure TTS REST, plus Deepgram and OpenAI speech
 //! faces), [`twilio`] (REST calls API). [`caller`] plays Twilio's side of a call against
 //! Switchboard's ingress. Every server runs in-process via `spawn(...) -> SimServer`, which

@@ -1,8 +1,10 @@
 //! Real nats-server and redis-server child processes on loopback.
 //!
 //! Each server gets a free port (NATS, via `-p -1` and its ports file) or a unix socket
-//! (Redis) and a temp dir, and is killed on `Drop`. Used by the ring-3 tests, the demo and
-//! the load benchmark alike. State: the child processes and their temp dirs.
+//! (Redis) and a temp dir, and is killed on `Drop`; [`eventually`] is the one poll that
+//! waits for them (and for every condition a ring-3 test waits on). Used by the ring-3
+//! tests, the demo and the load benchmark alike. State: the child processes and their temp
+//! dirs.
 
 use std::{
     path::{Path, PathBuf},
@@ -34,20 +36,23 @@ pub fn find_binary(name: &str, env_var: &str) -> anyhow::Result<PathBuf> {
         .with_context(|| format!("{name} not found: run .ci/bootstrap (or set {env_var})"))
 }
 
-/// Polls `ready` until it returns true or `timeout` passes.
-pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut ready: F) -> anyhow::Result<()>
+/// Polls `check` every 10 ms until it returns `Some`, failing after `timeout`: waiting on
+/// a condition, never on time (the servers here, and every ring-3 test).
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
+    Fut: std::future::Future<Output = Option<T>>,
 {
     let deadline = Instant::now() + timeout;
-    while !ready().await {
+    loop {
+        if let Some(value) = check().await {
+            return Ok(value);
+        }
         if Instant::now() > deadline {
-            bail!("{what} not ready after {timeout:?}");
+            bail!("timed out after {timeout:?} waiting for {what}");
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    Ok(())
 }
 
 /// A nats-server with JetStream on a free loopback port; killed on drop.
@@ -99,12 +104,11 @@ impl NatsServer {
                 serde_json::from_str(&std::fs::read_to_string(&ports_file).ok()?).ok()?;
             Some(ports["nats"][0].as_str()?.to_owned())
         };
-        wait_until("nats-server ports file", Duration::from_secs(10), || {
-            let ready = read_url().is_some();
-            async move { ready }
+        let url = eventually("nats-server's ports file", Duration::from_secs(10), || {
+            let url = read_url();
+            async move { url }
         })
         .await?;
-        let url = read_url().context("no nats port in the ports file")?;
         server.url = url.clone();
         server.port = url
             .rsplit(':')
@@ -159,18 +163,21 @@ impl RedisServer {
             _dir: dir,
         };
         let client = redis::Client::open(server.url.as_str())?;
-        wait_until("redis-server", Duration::from_secs(10), || {
-            let client = client.clone();
-            async move {
-                match client.get_multiplexed_async_connection().await {
-                    Ok(mut c) => redis::cmd("PING")
-                        .query_async::<String>(&mut c)
+        eventually(
+            "redis-server to answer PING",
+            Duration::from_secs(10),
+            || {
+                let client = client.clone();
+                async move {
+                    let mut connection = client.get_multiplexed_async_connection().await.ok()?;
+                    redis::cmd("PING")
+                        .query_async::<String>(&mut connection)
                         .await
-                        .is_ok(),
-                    Err(_) => false,
+                        .ok()
+                        .map(drop)
                 }
-            }
-        })
+            },
+        )
         .await?;
         Ok(server)
     }

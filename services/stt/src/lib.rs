@@ -1,5 +1,5 @@
 //! The stt worker: owns calls through `STT_ASSIGN` leases and turns their audio into
-//! `speech`, `partial` and `transcript` events (DESIGN §2.3, §5).
+//! `speech`, `partial` and `transcript` events (ARCHITECTURE §2.3, §5).
 //!
 //! Not a per-message stage: a small supervisor over the runtime's pieces. [`lease`] pulls
 //! one lease at a time while a slot is free and keeps, hands off or releases it, sharing a

@@ -152,6 +152,10 @@ impl TextToSpeech for Azure {
         "azure"
     }
 
+    fn format(&self) -> &'static str {
+        OUTPUT_FORMAT
+    }
+
     fn synthesize<'a>(
         &'a self,
         text: &'a str,

@@ -2,16 +2,17 @@
 //!
 //! Consumes the durable consumer `tts` on `CALLS` (`sentence`, `bargein`); produces
 //! `TtsChunk`s on `audio.{tenant}.{sid}.out`, tagged (turn, sentence, chunk, last), whole
-//! 20 ms frames of 8 kHz µ-law. Audio comes from the TTS cache in Redis (DESIGN §6:
-//! `tts:{sha256(voice|normalised text)}`, 24 h) or, on a miss, from the speech engine —
-//! Azure TTS ([`azure`]) or espeak-ng ([`provider::Espeak`], the default without an Azure
-//! key) — streamed, so the first chunk leaves as soon as one frame exists, then cached.
-//! The barge-in token is checked before every chunk; the sentences of a turn are
-//! synthesised in parallel (the runner handles deliveries concurrently; the ingress
-//! restores the order). When the engine fails, espeak-ng speaks instead, and failing
-//! that the tenant's cached fallback phrase: the caller is never left in silence. The
-//! tenants' `prewarm` phrases are synthesised into the cache at start-up ([`Tts::prewarm`]).
-//! State: none of its own; the cache and the barge-in token live in Redis.
+//! 20 ms frames of 8 kHz µ-law. Audio comes from the TTS cache (ARCHITECTURE §6:
+//! `tts:{sha256(engine|format|voice|normalised text)}`, 24 h) or, on a miss, from the
+//! speech engine — Azure TTS ([`azure`]) or espeak-ng ([`provider::Espeak`], the default
+//! without an Azure key) — streamed, so the first chunk leaves as soon as one frame
+//! exists, then cached under the engine that spoke. Before every chunk the emitter's
+//! staleness check runs; the sentences of a turn are synthesised in parallel (the runner
+//! handles deliveries concurrently; the ingress restores the order). When the engine
+//! fails, espeak-ng speaks instead, and failing that the tenant's cached fallback phrase:
+//! the caller is never left in silence. The tenants' `prewarm` phrases are synthesised
+//! into the cache at start-up ([`Tts::prewarm`]). State: none of its own; the cache and
+//! the session live in Redis (behind `sb_runtime::state`).
 
 pub mod azure;
 pub mod chunker;
@@ -21,14 +22,14 @@ mod speak;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
 use futures::StreamExt as _;
 use sb_runtime::metrics::Metric;
-use sb_runtime::redis::Redis;
-use sb_runtime::redis::tts_cache::TTS_CACHE_TTL;
-use sb_runtime::{Emitter, Runtime, Stage, StageError, Tenants};
-use sb_schemas::{Body, Envelope};
+use sb_runtime::redis::tts_cache::{Speech, TTS_CACHE_TTL};
+use sb_runtime::state::{AudioCache, Sessions};
+use sb_runtime::{Emitter, Runtime, Stage, StageError, StageMain, Tenants};
+use sb_schemas::{Body, Envelope, Kind};
 
 pub use config::{Provider, ProviderChoice, TtsConfig};
 
@@ -39,7 +40,8 @@ use crate::provider::{Espeak, TextToSpeech, TtsError};
 /// [`Tts::with_providers`]. Cheap to clone (handles only).
 #[derive(Clone)]
 pub struct Tts {
-    redis: Redis,
+    sessions: Arc<dyn Sessions>,
+    cache: Arc<dyn AudioCache>,
     tenants: Arc<Tenants>,
     primary: Arc<dyn TextToSpeech>,
     /// Speaks when the primary engine fails (espeak-ng behind Azure).
@@ -79,7 +81,8 @@ impl Tts {
             "tts engine chosen"
         );
         Ok(Self::with_providers(
-            runtime.redis.clone(),
+            Arc::new(runtime.redis.clone()),
+            Arc::new(runtime.redis.clone()),
             runtime.tenants.clone(),
             primary,
             backup,
@@ -87,16 +90,18 @@ impl Tts {
         ))
     }
 
-    /// The stage with the given engines.
+    /// The stage with the given call state, cache and engines.
     pub fn with_providers(
-        redis: Redis,
+        sessions: Arc<dyn Sessions>,
+        cache: Arc<dyn AudioCache>,
         tenants: Arc<Tenants>,
         primary: Arc<dyn TextToSpeech>,
         backup: Option<Arc<dyn TextToSpeech>>,
         chunk_bytes: usize,
     ) -> Self {
         Self {
-            redis,
+            sessions,
+            cache,
             tenants,
             primary,
             backup,
@@ -139,67 +144,60 @@ impl Tts {
     }
 
     async fn prewarm_one(&self, voice: &str, phrase: &str) -> Result<bool, String> {
+        let wanted = self.speech(&self.primary, voice, phrase);
         if self
-            .redis
-            .tts_get(voice, phrase)
+            .cache
+            .get(&wanted)
             .await
             .map_err(|e| e.to_string())?
             .is_some()
         {
             return Ok(false);
         }
-        let audio = self
-            .synthesize_whole(phrase, voice)
+        let (engine, stream) = self
+            .open(phrase, voice)
             .await
-            .map_err(|e| e.to_string())?;
-        self.redis
-            .tts_put(voice, phrase, &audio, TTS_CACHE_TTL)
+            .ok_or("no engine could speak")?;
+        let audio = speak::whole(stream)
+            .await
+            .map_err(|e| format!("{}: {e}", engine.name()))?;
+        let spoken = self.speech(engine, voice, phrase);
+        self.cache
+            .put(&spoken, &audio, TTS_CACHE_TTL)
             .await
             .map_err(|e| e.to_string())?;
         Ok(true)
     }
 
-    /// The whole sentence from the primary engine, else the backup, padded to whole frames.
-    async fn synthesize_whole(&self, text: &str, voice: &str) -> Result<Bytes, TtsError> {
-        let mut last_error = None;
-        for engine in std::iter::once(&self.primary).chain(self.backup.as_ref()) {
-            let result = async {
-                let mut stream = engine.synthesize(text, voice).await?;
-                let mut audio = BytesMut::new();
-                while let Some(piece) = stream.next().await {
-                    audio.extend_from_slice(&piece?);
-                }
-                Ok::<_, TtsError>(audio)
-            }
-            .await;
-            match result {
-                Ok(mut audio) => {
-                    let mut chunker = chunker::Chunker::new(usize::MAX);
-                    let mut whole = BytesMut::new();
-                    for chunk in chunker.push(&audio.split()) {
-                        whole.extend_from_slice(&chunk);
-                    }
-                    whole.extend_from_slice(&chunker.finish());
-                    return Ok(whole.freeze());
-                }
-                Err(error) => {
-                    provider_error(engine.name(), &error);
-                    last_error = Some(error);
-                }
-            }
+    /// What identifies `text` spoken by `engine` in `voice` in the cache.
+    fn speech<'a>(
+        &self,
+        engine: &'a Arc<dyn TextToSpeech>,
+        voice: &'a str,
+        text: &'a str,
+    ) -> Speech<'a> {
+        Speech {
+            engine: engine.name(),
+            format: engine.format(),
+            voice,
+            text,
         }
-        Err(last_error.unwrap_or_else(|| TtsError::Synth("no engine".into())))
     }
 }
 
 impl Stage for Tts {
     const CONSUMER: &'static str = "tts";
+    const FIRST_OUTPUT: Option<Kind> = Some(Kind::TtsChunk);
+
+    fn sessions(&self) -> Option<Arc<dyn Sessions>> {
+        Some(self.sessions.clone())
+    }
 
     async fn handle(&self, input: Envelope, out: &mut Emitter) -> Result<(), StageError> {
         let tenant = self.tenants.for_input(&input.tenant)?;
         // The runner's span already names the tenant, call and turn.
         match &input.body {
-            Body::Sentence(sentence) => self.speak(&input, sentence, &tenant, out).await,
+            Body::Sentence(sentence) => self.speak(sentence, &tenant, out).await,
             // Nothing to undo: every chunk checks the barge-in token itself.
             Body::BargeIn(_) => Ok(()),
             other => Err(StageError::reject(
@@ -213,4 +211,32 @@ impl Stage for Tts {
 fn provider_error(provider: &'static str, error: &TtsError) {
     metrics::counter!(Metric::ProviderErrors.name(), "provider" => provider, "kind" => error.kind())
         .increment(1);
+}
+
+impl StageMain for Tts {
+    type Config = TtsConfig;
+    const ABOUT: &'static str =
+        "Switchboard tts: speaks each sentence as 8 kHz µ-law chunks (Azure TTS or espeak-ng).";
+
+    fn check(config: &TtsConfig) -> Result<(), String> {
+        config.provider(Espeak::available()).map(|_| ())
+    }
+
+    /// The engine the settings choose; then the cache pre-warm, waited for a bounded time
+    /// before serving (it goes on in the background after that).
+    async fn build(runtime: &Runtime, config: TtsConfig) -> Result<Self, String> {
+        let tts = Tts::new(runtime, &config)?;
+        if config.tts_prewarm {
+            let warm = tts.clone();
+            let prewarm = tokio::spawn(async move { warm.prewarm().await });
+            let wait = Duration::from_millis(config.tts_prewarm_wait_ms);
+            if tokio::time::timeout(wait, prewarm).await.is_err() {
+                tracing::warn!(
+                    wait_ms = wait.as_millis() as u64,
+                    "pre-warm goes on in the background"
+                );
+            }
+        }
+        Ok(tts)
+    }
 }

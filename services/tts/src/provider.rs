@@ -53,8 +53,12 @@ pub type AudioStream = Pin<Box<dyn Stream<Item = Result<Bytes, TtsError>> + Send
 
 /// A text-to-speech engine producing 8 kHz µ-law.
 pub trait TextToSpeech: Send + Sync + 'static {
-    /// The metric label (`azure`, `espeak`).
+    /// The metric label (`azure`, `espeak`); also part of the audio's cache key.
     fn name(&self) -> &'static str;
+
+    /// The exact audio format this engine produces (part of the cache key, so audio of one
+    /// format is never served as another's).
+    fn format(&self) -> &'static str;
 
     /// Starts synthesising; resolves once audio starts flowing (or failed).
     fn synthesize<'a>(
@@ -63,6 +67,9 @@ pub trait TextToSpeech: Send + Sync + 'static {
         voice: &'a str,
     ) -> BoxFuture<'a, Result<AudioStream, TtsError>>;
 }
+
+/// What espeak-ng's audio is turned into: 8 kHz, 8-bit µ-law, mono, no header.
+pub const FORMAT: &str = "raw-8khz-8bit-mono-mulaw";
 
 /// espeak-ng, the local engine.
 #[derive(Debug, Clone, Copy, Default)]
@@ -78,6 +85,10 @@ impl Espeak {
 impl TextToSpeech for Espeak {
     fn name(&self) -> &'static str {
         "espeak"
+    }
+
+    fn format(&self) -> &'static str {
+        FORMAT
     }
 
     fn synthesize<'a>(

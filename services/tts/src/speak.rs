@@ -2,10 +2,13 @@
 //!
 //! Consumes a `sentence` event; produces `TtsChunk`s of its turn, numbered from 0, the
 //! last `last: true` (and `turn_last` when the sentence is the turn's last), each only
-//! after the barge-in token said the turn is still wanted. A cache hit is cut and sent at
-//! once (the first check runs alongside the cache read); a miss streams from the engine
-//! and is stored in the cache when complete. State: the chunk counter and the audio so
-//! far, for one delivery.
+//! after the emitter found the turn still wanted. A cache hit is cut and sent at once (the
+//! first check runs alongside the cache read); a miss streams from the first engine that
+//! starts (the primary, else the backup) and is stored in the cache, under that engine,
+//! when complete. [`Tts::open`] is the one place engines are tried in order; the cache
+//! pre-warm uses it too. State: the chunk counter and the audio so far, for one delivery.
+
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt as _;
@@ -13,25 +16,22 @@ use sb_runtime::metrics::Metric;
 use sb_runtime::redis::keys::normalise_tts_text;
 use sb_runtime::redis::tts_cache::TTS_CACHE_TTL;
 use sb_runtime::{Emitter, StageError, Tenant};
-use sb_schemas::{Body, Envelope, Mulaw, Sentence, TtsChunk, now_micros};
+use sb_schemas::{Body, Sentence, TtsChunk};
 
 use crate::chunker::Chunker;
-use crate::provider::AudioStream;
+use crate::provider::{AudioStream, TextToSpeech, TtsError};
 use crate::{Tts, provider_error};
 
-/// Publishes one sentence's chunks, checking the barge-in token before each.
-struct Sink<'a> {
-    tts: &'a Tts,
-    input: &'a Envelope,
+/// Publishes one sentence's chunks, asking before each whether the turn is still wanted.
+struct Sink {
     sentence: u32,
     turn_last: bool,
     next: u32,
-    /// The token was checked just now: the next chunk need not check again.
+    /// The turn was found wanted just now: the next chunk need not ask again.
     checked: bool,
-    stopped: bool,
 }
 
-impl Sink<'_> {
+impl Sink {
     /// Sends one chunk unless the turn went stale; returns whether it was sent.
     async fn send(
         &mut self,
@@ -39,11 +39,7 @@ impl Sink<'_> {
         payload: Bytes,
         last: bool,
     ) -> Result<bool, StageError> {
-        if self.stopped {
-            return Ok(false);
-        }
-        if !std::mem::take(&mut self.checked) && self.tts.stale(self.input).await {
-            self.stopped = true;
+        if !std::mem::take(&mut self.checked) && !out.still_wanted().await {
             return Ok(false);
         }
         let event = out.event(Body::TtsChunk(TtsChunk {
@@ -51,14 +47,9 @@ impl Sink<'_> {
             chunk: self.next,
             last,
             turn_last: self.turn_last && last,
-            payload: Mulaw(payload),
+            payload: sb_schemas::Mulaw(payload),
         }));
         out.emit(event).await?;
-        if self.next == 0 {
-            let latency = now_micros().saturating_sub(self.input.at) as f64 / 1e6;
-            metrics::histogram!(Metric::StageLatencySeconds.name(), "stage" => "tts")
-                .record(latency);
-        }
         self.next += 1;
         Ok(true)
     }
@@ -73,50 +64,29 @@ impl Sink<'_> {
         let mut chunker = Chunker::new(chunk_bytes);
         for chunk in chunker.push(audio) {
             if !self.send(out, chunk, false).await? {
+                out.skip("interrupted");
                 return Ok(());
             }
         }
-        self.send(out, chunker.finish(), true).await.map(|_| ())
+        if !self.send(out, chunker.finish(), true).await? {
+            out.skip("interrupted");
+        }
+        Ok(())
     }
 }
 
 impl Tts {
-    /// Whether the input's turn was interrupted (a failed check counts as not stale: a
-    /// Redis hiccup must not silence the caller). Counts the cancellation.
-    async fn stale(&self, input: &Envelope) -> bool {
-        match self
-            .redis
-            .session_is_stale(&input.call_sid, input.turn)
-            .await
-        {
-            Ok(true) => {
-                metrics::counter!(Metric::BargeInCancellations.name(), "stage" => "tts")
-                    .increment(1);
-                true
-            }
-            Ok(false) => false,
-            Err(error) => {
-                tracing::warn!(%error, "barge-in check failed; continuing");
-                false
-            }
-        }
-    }
-
     pub(crate) async fn speak(
         &self,
-        input: &Envelope,
         sentence: &Sentence,
         tenant: &Tenant,
         out: &mut Emitter,
     ) -> Result<(), StageError> {
         let mut sink = Sink {
-            tts: self,
-            input,
             sentence: sentence.index,
             turn_last: sentence.last,
             next: 0,
             checked: false,
-            stopped: false,
         };
         let text = sentence.text.trim();
         if normalise_tts_text(text).is_empty() {
@@ -124,9 +94,10 @@ impl Tts {
             return sink.send(out, Bytes::new(), true).await.map(|_| ());
         }
         let voice = tenant.voice.as_str();
-        let (stale, cached) = tokio::join!(self.stale(input), self.redis.tts_get(voice, text));
-        if stale {
-            skipped("interrupted");
+        let wanted = self.speech(&self.primary, voice, text);
+        let (still_wanted, cached) = tokio::join!(out.still_wanted(), self.cache.get(&wanted));
+        if !still_wanted {
+            out.skip("interrupted");
             return Ok(());
         }
         let cached = cached.unwrap_or_else(|error| {
@@ -140,17 +111,23 @@ impl Tts {
             return sink.send_whole(out, &audio, self.chunk_bytes).await;
         }
         cache("miss");
-        let Some(stream) = self.open(text, voice).await else {
+        let Some((engine, stream)) = self.open(text, voice).await else {
             return self.fall_back(&mut sink, tenant, out).await;
         };
-        self.stream(&mut sink, stream, text, voice, out).await
+        self.stream(&mut sink, engine, stream, text, voice, out)
+            .await
     }
 
-    /// Starts synthesis with the primary engine, else the backup.
-    async fn open(&self, text: &str, voice: &str) -> Option<AudioStream> {
+    /// Starts synthesis with the primary engine, else the backup; returns the engine that
+    /// speaks and its audio.
+    pub(crate) async fn open(
+        &self,
+        text: &str,
+        voice: &str,
+    ) -> Option<(&Arc<dyn TextToSpeech>, AudioStream)> {
         for engine in std::iter::once(&self.primary).chain(self.backup.as_ref()) {
             match engine.synthesize(text, voice).await {
-                Ok(stream) => return Some(stream),
+                Ok(stream) => return Some((engine, stream)),
                 Err(error) => {
                     provider_error(engine.name(), &error);
                     tracing::warn!(engine = engine.name(), %error, "tts engine failed");
@@ -160,10 +137,12 @@ impl Tts {
         None
     }
 
-    /// Sends the engine's audio as it arrives, then stores it in the cache.
+    /// Sends the engine's audio as it arrives, then stores it in the cache under the
+    /// engine that spoke it.
     async fn stream(
         &self,
-        sink: &mut Sink<'_>,
+        sink: &mut Sink,
+        engine: &Arc<dyn TextToSpeech>,
         mut stream: AudioStream,
         text: &str,
         voice: &str,
@@ -177,8 +156,8 @@ impl Tts {
                 Ok(piece) => piece,
                 Err(error) => {
                     // Keep what was said; the sentence still ends with its last chunk.
-                    provider_error(self.primary.name(), &error);
-                    tracing::warn!(%error, "tts stream broke off");
+                    provider_error(engine.name(), &error);
+                    tracing::warn!(engine = engine.name(), %error, "tts stream broke off");
                     complete = false;
                     break;
                 }
@@ -186,57 +165,67 @@ impl Tts {
             whole.extend_from_slice(&piece);
             for chunk in chunker.push(&piece) {
                 if !sink.send(out, chunk, false).await? {
-                    skipped("interrupted");
+                    out.skip("interrupted");
                     return Ok(());
                 }
             }
         }
-        let tail = chunker.finish();
-        if !sink.send(out, tail, true).await? {
-            skipped("interrupted");
+        if !sink.send(out, chunker.finish(), true).await? {
+            out.skip("interrupted");
             return Ok(());
         }
         if complete {
-            let padding = (sb_audio::FRAME_BYTES - whole.len() % sb_audio::FRAME_BYTES)
-                % sb_audio::FRAME_BYTES;
-            whole.resize(whole.len() + padding, 0xFF);
-            if let Err(error) = self.redis.tts_put(voice, text, &whole, TTS_CACHE_TTL).await {
+            let spoken = self.speech(engine, voice, text);
+            let audio = whole_frames(whole);
+            if let Err(error) = self.cache.put(&spoken, &audio, TTS_CACHE_TTL).await {
                 tracing::warn!(%error, "tts cache write failed");
             }
         }
         Ok(())
     }
 
-    /// No engine could speak: the tenant's fallback phrase from the cache, else a retry.
+    /// No engine could speak: the tenant's fallback phrase from the cache (as any engine
+    /// spoke it), else a retry.
     async fn fall_back(
         &self,
-        sink: &mut Sink<'_>,
+        sink: &mut Sink,
         tenant: &Tenant,
         out: &mut Emitter,
     ) -> Result<(), StageError> {
-        let phrase = self
-            .redis
-            .tts_get(&tenant.voice, &tenant.fallback_phrase)
-            .await;
-        match phrase {
-            Ok(Some(audio)) => {
-                metrics::counter!(Metric::Fallbacks.name(), "stage" => "tts", "reason" => "engines_failed")
-                    .increment(1);
-                sink.send_whole(out, &audio, self.chunk_bytes).await
+        for engine in std::iter::once(&self.primary).chain(self.backup.as_ref()) {
+            let phrase = self.speech(engine, &tenant.voice, &tenant.fallback_phrase);
+            if let Ok(Some(audio)) = self.cache.get(&phrase).await {
+                out.fallback("engines_failed");
+                return sink.send_whole(out, &audio, self.chunk_bytes).await;
             }
-            _ => Err(StageError::retry(
-                "tts_provider",
-                "no engine could speak and the fallback phrase is not cached",
-            )),
         }
+        Err(StageError::retry(
+            "tts_provider",
+            "no engine could speak and the fallback phrase is not cached",
+        ))
     }
+}
+
+/// A whole sentence's audio from its stream, padded to whole frames (the cache pre-warm).
+pub(crate) async fn whole(mut stream: AudioStream) -> Result<Bytes, TtsError> {
+    let mut audio = BytesMut::new();
+    while let Some(piece) = stream.next().await {
+        audio.extend_from_slice(&piece?);
+    }
+    Ok(whole_frames(audio))
+}
+
+/// Pads audio with µ-law silence to whole 20 ms frames.
+fn whole_frames(mut audio: BytesMut) -> Bytes {
+    let mut chunker = Chunker::new(usize::MAX);
+    let mut whole = BytesMut::with_capacity(audio.len() + sb_audio::FRAME_BYTES);
+    for chunk in chunker.push(&audio.split()) {
+        whole.extend_from_slice(&chunk);
+    }
+    whole.extend_from_slice(&chunker.finish());
+    whole.freeze()
 }
 
 fn cache(result: &'static str) {
     metrics::counter!(Metric::TtsCacheRequests.name(), "result" => result).increment(1);
-}
-
-fn skipped(reason: &'static str) {
-    metrics::counter!(Metric::StageSkipped.name(), "stage" => "tts", "reason" => reason)
-        .increment(1);
 }

@@ -1,5 +1,5 @@
 //! Twilio wire facts shared by Switchboard's ingress and the Twilio stand-in
-//! (`../../shared/PROTOCOLS.md` §1–4): [`signature`] (`X-Twilio-Signature`, computing and
+//! (PROTOCOLS §1–4): [`signature`] (`X-Twilio-Signature`, computing and
 //! validating), [`media`] (Media Streams WebSocket messages), [`twiml`] (the
 //! `<Connect><Stream>` answer and a parser), [`rest`] and [`resource`] (the Calls API),
 //! [`status`] (incoming-call webhook and status callbacks), [`form`] (form bodies with

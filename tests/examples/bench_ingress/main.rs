@@ -29,6 +29,7 @@ mod webhooks;
 use std::time::Duration;
 
 use clap::Parser;
+use sb_runtime::tenants::testing::TenantToml;
 
 use stack::run_once;
 
@@ -41,22 +42,12 @@ pub(crate) const PUBLIC: &str = "https://agent.example.com";
 pub(crate) const ACCOUNT: &str = "AC0123456789abcdef0123456789abcdef";
 pub(crate) const CALLER: &str = "+14155551234";
 pub(crate) const NUMBER: &str = "+15005550006";
-pub(crate) const TENANTS: &str = r#"
-[tiers.bench]
-llm_concurrency = 8
-webhook_rate_limit = 1000000000
-rate_window_secs = 60
-
-[[tenant]]
-id = "acme"
-numbers = ["+15005550006"]
-system_prompt = "p"
-greeting = "g"
-fallback_phrase = "f"
-voice = "v"
-llm_model = "m"
-tier = "bench"
-"#;
+/// The tenants file: `acme` on `NUMBER`, with a webhook limit the benchmark never reaches.
+pub(crate) fn tenants_toml() -> TenantToml {
+    TenantToml::new()
+        .tier("bench", 8, 1_000_000_000)
+        .tenant("acme", NUMBER, "bench")
+}
 
 /// Ingress benchmark (real nats-server and redis-server, in-process ingress).
 #[derive(Debug, Parser)]

@@ -7,7 +7,9 @@ use sb_ingress::IngressConfig;
 use sb_runtime::{Runtime, RuntimeConfig};
 use sb_tests::{NatsServer, RedisServer, cpu_time};
 
-use crate::{Args, INGRESS_THREADS, PUBLIC, RunResult, TENANTS, TOKEN, media, micros, webhooks};
+use crate::{
+    Args, INGRESS_THREADS, PUBLIC, RunResult, TOKEN, media, micros, tenants_toml, webhooks,
+};
 
 /// CPU time used so far by the ingress' threads, the load generator (every other thread
 /// of this process), nats-server and redis-server.
@@ -89,7 +91,7 @@ async fn stack(args: &Args) -> anyhow::Result<Stack> {
     let (nats, redis) = tokio::try_join!(NatsServer::start(), RedisServer::start())?;
     let dir = tempfile::tempdir()?;
     let tenants = dir.path().join("tenants.toml");
-    std::fs::write(&tenants, TENANTS)?;
+    std::fs::write(&tenants, tenants_toml().to_string())?;
     let mut config = RuntimeConfig::for_tests(&nats.url, &redis.url, "");
     config.tenants_file = tenants;
     let ingress_rt = tokio::runtime::Builder::new_multi_thread()

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
 use sb_ingress::{Backend as _, IngressConfig, Live, Settings};
+use sb_schemas::testing::sid;
 use sb_schemas::{Body, CallSid, Envelope, Webhook};
 use sb_twilio::IncomingCall;
 use sb_twilio::form::encode_form;
@@ -19,7 +20,7 @@ use crate::{ACCOUNT, Args, CALLER, NUMBER, PUBLIC, RunResult, TOKEN, median, mic
 
 /// A call sid unique per run, phase and index.
 pub(crate) fn call_sid(run: u128, phase: u128, i: usize) -> String {
-    format!("CA{:032x}", (run << 96) | (phase << 64) | i as u128)
+    sid((run << 96) | (phase << 64) | i as u128).to_string()
 }
 
 /// A signed incoming-call webhook, as raw HTTP/1.1 request bytes.

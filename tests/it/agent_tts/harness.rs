@@ -161,40 +161,28 @@ impl Pipeline {
     }
 }
 
-/// One HTTP/1.1 exchange over a fresh connection (the tests crate has no HTTP client):
-/// `(status, body)`.
+/// One HTTP exchange through `reqwest`: `head` is the request line and the header lines as
+/// on the wire (`"POST /path HTTP/1.1\r\nName: value"`); `(status, body)`.
 pub(super) async fn http(addr: std::net::SocketAddr, head: &str, body: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let request = format!(
-        "{head}\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await.unwrap();
-    let text = String::from_utf8(response).unwrap();
-    let status = text[9..12].parse().unwrap();
-    let body = &text[text.find("\r\n\r\n").unwrap() + 4..];
-    (status, body.to_owned())
+    let mut lines = head.split("\r\n");
+    let request_line: Vec<&str> = lines.next().unwrap().split(' ').collect();
+    let method = reqwest::Method::from_bytes(request_line[0].as_bytes()).unwrap();
+    let mut request = reqwest::Client::new()
+        .request(method, format!("http://{addr}{}", request_line[1]))
+        .body(body.to_owned());
+    for line in lines {
+        let (name, value) = line.split_once(": ").unwrap();
+        request = request.header(name, value);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
 }
 
 /// Standard base64 (with padding), for a Basic auth header.
 pub(super) fn base64(input: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in input.chunks(3) {
-        let byte = |i: usize| u32::from(chunk.get(i).copied().unwrap_or(0));
-        let n = (byte(0) << 16) | (byte(1) << 8) | byte(2);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(input)
 }
 
 /// Every event of one call, in arrival order, from core subscriptions opened before the

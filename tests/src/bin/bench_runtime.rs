@@ -26,7 +26,7 @@ use sb_runtime::{
 use sb_schemas::{
     Audio, Body, CallSid, Envelope, Mulaw, Sentence, TenantId, Transcript, TtsChunk, decode,
 };
-use sb_tests::{NatsServer, cpu_time};
+use sb_tests::{NatsServer, cpu_time, eventually};
 
 /// Stage-runner benchmark (real nats-server, pass-through stage).
 #[derive(Debug, Parser)]
@@ -195,20 +195,13 @@ async fn run_once(mode: Mode, args: &Args) -> anyhow::Result<RunResult> {
         ack?;
     }
     let (stream_name, _) = stream_and_filter(mode);
-    tokio::time::timeout(Duration::from_secs(120), async {
-        let mut consumer: jetstream::consumer::PullConsumer =
-            js.get_consumer_from_stream("bench", stream_name).await?;
-        loop {
-            let info = consumer.info().await?;
-            if info.num_pending == 0 && info.num_ack_pending == 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        anyhow::Ok(())
+    let consumer: jetstream::consumer::PullConsumer =
+        js.get_consumer_from_stream("bench", stream_name).await?;
+    eventually("the throughput phase", Duration::from_secs(120), || async {
+        let info = consumer.get_info().await.ok()?;
+        (info.num_pending == 0 && info.num_ack_pending == 0).then_some(())
     })
-    .await
-    .context("the throughput phase did not finish")??;
+    .await?;
     let throughput = args.events as f64 / started.elapsed().as_secs_f64();
     let per_event = |d: Duration| d.as_secs_f64() * 1e6 / args.events as f64;
     let client_us = per_event(cpu_time("self") - client_cpu0);

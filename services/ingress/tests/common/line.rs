@@ -11,6 +11,7 @@ use futures::channel::mpsc;
 use sb_ingress::testing::MemoryBackend;
 use sb_ingress::{Incoming, IngressConfig, IngressState, Outgoing, media::serve};
 use sb_runtime::redis::idempotency::AdmissionRecord;
+use sb_schemas::testing::tenant_id;
 use sb_schemas::{Body, CallSid, Envelope, Kind, Mulaw, TtsChunk};
 use sb_twilio::media::{
     InboundMedia, InboundMessage, Mark, MediaFormat, StartMeta, StopMeta, encode_payload,
@@ -192,7 +193,7 @@ impl Line {
     }
 
     pub fn deliver(&self, turn: u32, body: Body) {
-        let event = Envelope::new(tenant(self.tenant), self.sid.clone(), turn, body);
+        let event = Envelope::new(tenant_id(self.tenant), self.sid.clone(), turn, body);
         assert!(self.backend.deliver(event), "the call is subscribed");
     }
 

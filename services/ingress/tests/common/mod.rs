@@ -10,8 +10,9 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use sb_ingress::testing::MemoryBackend;
 use sb_ingress::{IngressConfig, IngressState, Settings};
+use sb_runtime::tenants::testing::TenantToml;
 use sb_runtime::{Shutdown, Tenants};
-use sb_schemas::{CallSid, TenantId};
+pub use sb_schemas::testing::sid;
 use tower::ServiceExt as _;
 
 pub const TOKEN: &str = "test-auth-token";
@@ -22,52 +23,23 @@ pub const TINY: &str = "+15005550008";
 pub const CALLER: &str = "+14155551234";
 
 /// acme: words barge-in with backchannel; globex: speech barge-in; tiny: 2 calls a day.
-const TENANTS: &str = r#"
-[tiers.big]
-llm_concurrency = 4
-webhook_rate_limit = 1000
-rate_window_secs = 60
-
-[tiers.tiny]
-llm_concurrency = 1
-webhook_rate_limit = 2
-rate_window_secs = 86400
-
-[[tenant]]
-id = "acme"
-numbers = ["+15005550006"]
-system_prompt = "p"
-greeting = "Hello from Acme."
-fallback_phrase = "Sorry?"
-voice = "v"
-llm_model = "m"
-tier = "big"
-barge_in = { mode = "words", min_words = 2, backchannel = ["uh-huh", "mm-hmm", "okay", "yeah"] }
-
-[[tenant]]
-id = "globex"
-numbers = ["+15005550007"]
-system_prompt = "p"
-greeting = "Globex."
-fallback_phrase = "Sorry?"
-voice = "v"
-llm_model = "m"
-tier = "big"
-barge_in = { mode = "speech" }
-
-[[tenant]]
-id = "tiny"
-numbers = ["+15005550008"]
-system_prompt = "p"
-greeting = "Tiny."
-fallback_phrase = "Sorry?"
-voice = "v"
-llm_model = "m"
-tier = "tiny"
-"#;
-
 pub fn tenants() -> Arc<Tenants> {
-    Arc::new(Tenants::parse(TENANTS).expect("test tenants parse"))
+    let file = TenantToml::new()
+        .tier("big", 4, 1000)
+        .tier("tiny", 1, 2)
+        .tier_set("tiny", "rate_window_secs", 86_400)
+        .tenant("acme", ACME, "big")
+        .set("greeting", "Hello from Acme.")
+        .set("fallback_phrase", "Sorry?")
+        .barge_in_words(2, &["uh-huh", "mm-hmm", "okay", "yeah"])
+        .tenant("globex", GLOBEX, "big")
+        .set("greeting", "Globex.")
+        .set("fallback_phrase", "Sorry?")
+        .barge_in_speech()
+        .tenant("tiny", TINY, "tiny")
+        .set("greeting", "Tiny.")
+        .set("fallback_phrase", "Sorry?");
+    Arc::new(file.parse().expect("test tenants parse"))
 }
 
 pub fn config() -> IngressConfig {
@@ -89,15 +61,6 @@ pub fn state_with(config: &IngressConfig) -> (IngressState<MemoryBackend>, Memor
 
 pub fn state() -> (IngressState<MemoryBackend>, MemoryBackend) {
     state_with(&config())
-}
-
-pub fn tenant(id: &str) -> TenantId {
-    TenantId::parse(id).expect("valid tenant id")
-}
-
-/// The call sid `CA` + `n` as 32 hex digits.
-pub fn sid(n: u128) -> CallSid {
-    CallSid::parse(&format!("CA{n:032x}")).expect("valid sid")
 }
 
 /// Form pairs from `&str` pairs.

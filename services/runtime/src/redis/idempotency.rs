@@ -2,7 +2,7 @@
 //!
 //! The first caller to claim a key gets `true`; every repeat inside the TTL (5 min by
 //! default) gets `false`. Used for Twilio webhook retries and status callbacks. If the key
-//! is evicted the duplicate passes, which the handlers tolerate (DESIGN §6).
+//! is evicted the duplicate passes, which the handlers tolerate (ARCHITECTURE §6).
 //!
 //! `idem:{call_sid}` itself is also the call's admission record ([`AdmissionRecord`]): the
 //! ingress' webhook claims it with its answer (`admitted:{tenant}` or `0`), the media socket

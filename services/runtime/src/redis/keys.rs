@@ -1,11 +1,13 @@
 //! Every Redis key name, in one place, with a configurable prefix.
 //!
-//! Produces key strings for the patterns of DESIGN §6 and the live-socket claim. Callers
-//! pass validated ids (`TenantId`, `CallSid`), so no input can forge another tenant's key.
-//! State: the prefix.
+//! Produces key strings for the patterns of ARCHITECTURE §6 and the live-socket claim.
+//! Callers pass validated ids (`TenantId`, `CallSid`), so no input can forge another
+//! tenant's key. State: the prefix.
 
 use sb_schemas::{CallSid, TenantId};
 use sha2::{Digest, Sha256};
+
+use super::tts_cache::Speech;
 
 #[derive(Debug, Clone, Default)]
 pub struct Keys {
@@ -45,12 +47,14 @@ impl Keys {
         format!("{}rl:{tenant}:{window}", self.prefix)
     }
 
-    /// `tts:{sha256(voice|normalised text)}`.
-    pub fn tts(&self, voice: &str, text: &str) -> String {
+    /// `tts:{sha256(engine|format|voice|normalised text)}`.
+    pub fn tts(&self, speech: &Speech<'_>) -> String {
         let mut hash = Sha256::new();
-        hash.update(voice.as_bytes());
-        hash.update(b"|");
-        hash.update(normalise_tts_text(text).as_bytes());
+        for part in [speech.engine, speech.format, speech.voice] {
+            hash.update(part.as_bytes());
+            hash.update(b"|");
+        }
+        hash.update(normalise_tts_text(speech.text).as_bytes());
         format!("{}tts:{}", self.prefix, hex::encode(hash.finalize()))
     }
 
@@ -130,17 +134,38 @@ mod tests {
         }
     }
 
+    /// Case, spacing and punctuation variants share a key; a different voice, engine or
+    /// output format never does (espeak-ng audio is never served as Azure's).
     #[test]
-    fn variants_share_a_key_and_voices_do_not() {
+    fn variants_share_a_key_and_voices_engines_formats_do_not() {
         let k = Keys::new("t:");
+        let speech = |engine, format, voice, text| {
+            k.tts(&Speech {
+                engine,
+                format,
+                voice,
+                text,
+            })
+        };
+        let azure = |voice, text| speech("azure", "raw-8khz-8bit-mono-mulaw", voice, text);
         assert_eq!(
-            k.tts("jenny", "Hello, world!"),
-            k.tts("jenny", "hello   WORLD")
+            azure("jenny", "Hello, world!"),
+            azure("jenny", "hello   WORLD")
         );
-        assert_ne!(k.tts("jenny", "Hello"), k.tts("guy", "Hello"));
-        assert_ne!(k.tts("jenny", "3.5"), k.tts("jenny", "3 5"));
-        assert!(k.tts("v", "x").starts_with("t:tts:"));
-        assert_eq!(k.tts("v", "x").len(), "t:tts:".len() + 64);
+        assert_ne!(azure("jenny", "Hello"), azure("guy", "Hello"));
+        assert_ne!(azure("jenny", "3.5"), azure("jenny", "3 5"));
+        assert_ne!(
+            azure("jenny", "Hello"),
+            speech("espeak", "raw-8khz-8bit-mono-mulaw", "jenny", "Hello")
+        );
+        assert_ne!(
+            azure("jenny", "Hello"),
+            speech("azure", "raw-16khz-16bit-mono-pcm", "jenny", "Hello")
+        );
+        // The separators keep parts from running into each other.
+        assert_ne!(speech("ab", "c", "v", "x"), speech("a", "bc", "v", "x"));
+        assert!(azure("v", "x").starts_with("t:tts:"));
+        assert_eq!(azure("v", "x").len(), "t:tts:".len() + 64);
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Redis: every hot-path key pattern of DESIGN §6 behind one handle.
+//! Redis: every hot-path key pattern of ARCHITECTURE §6 behind one handle.
 //!
 //! Consumes a Redis URL; produces typed operations for sessions ([`session`]), idempotency
 //! keys and admission records ([`idempotency`]), the live-socket claim ([`live_socket`]),

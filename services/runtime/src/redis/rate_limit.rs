@@ -2,7 +2,7 @@
 //!
 //! `INCR` and `EXPIRE … NX` run in one MULTI, so the count is exact under any number of
 //! concurrent callers and the key dies with its window. Admitted when the count is within
-//! the limit. An evicted counter just resets the window (DESIGN §6).
+//! the limit. An evicted counter just resets the window (ARCHITECTURE §6).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -5,7 +5,7 @@
 //! and `stt_ckpt` (the STT owner's fencing epoch and audio checkpoint), `action` (the
 //! agent's pending hang-up or transfer). The TTL (30 min by default) is refreshed on every
 //! turn and shortened when the call ends. A missing session reads as `None`, never an
-//! error: an evicted session degrades to the generic fallback (DESIGN §6).
+//! error: an evicted session degrades to the generic fallback (ARCHITECTURE §6).
 
 use std::{collections::HashMap, time::Duration};
 
@@ -14,6 +14,7 @@ use sb_schemas::{CallSid, TenantId};
 use serde::{Deserialize, Serialize};
 
 use super::{Redis, RedisError, failed};
+use crate::progress::Progress;
 
 /// How many turns a session keeps.
 pub const MAX_TURNS: usize = 8;
@@ -45,6 +46,16 @@ pub struct Session {
     pub bargein: u64,
     pub stt_epoch: u64,
     pub stt_checkpoint: Option<u64>,
+}
+
+impl Session {
+    /// The turn counter and barge-in token, for [`Progress::stale`].
+    pub fn progress(&self) -> Progress {
+        Progress {
+            turn: self.turn,
+            bargein: self.bargein,
+        }
+    }
 }
 
 /// Appends a turn, keeps the last ARGV[2], refreshes the TTL.
@@ -179,25 +190,9 @@ impl Redis {
             .map_err(failed("session_interrupt"))
     }
 
-    /// Whether the work of `turn` is stale because the caller interrupted it (or a later turn).
-    pub async fn session_is_stale(&self, sid: &CallSid, turn: u32) -> Result<bool, RedisError> {
-        Ok(u64::from(turn) < self.session_bargein(sid).await?)
-    }
-
-    /// The current barge-in token: one past the highest interrupted turn (0 when none).
-    pub async fn session_bargein(&self, sid: &CallSid) -> Result<u64, RedisError> {
-        let token: Option<u64> = redis::cmd("HGET")
-            .arg(self.keys.session(sid))
-            .arg("bargein")
-            .query_async(&mut self.conn())
-            .await
-            .map_err(failed("session_bargein"))?;
-        Ok(token.unwrap_or(0))
-    }
-
-    /// The call's latest turn number and barge-in token in one round trip (the agent's
-    /// "stop generating?" check: interrupted, or superseded by a newer turn).
-    pub async fn session_progress(&self, sid: &CallSid) -> Result<(u32, u64), RedisError> {
+    /// The call's latest turn number and barge-in token in one round trip: what every
+    /// stage's "still wanted?" check reads ([`Progress::stale`] decides).
+    pub async fn session_progress(&self, sid: &CallSid) -> Result<Progress, RedisError> {
         let (turn, bargein): (Option<u64>, Option<u64>) = redis::cmd("HMGET")
             .arg(self.keys.session(sid))
             .arg("turn")
@@ -205,7 +200,10 @@ impl Redis {
             .query_async(&mut self.conn())
             .await
             .map_err(failed("session_progress"))?;
-        Ok((turn.unwrap_or(0) as u32, bargein.unwrap_or(0)))
+        Ok(Progress {
+            turn: turn.unwrap_or(0) as u32,
+            bargein: bargein.unwrap_or(0),
+        })
     }
 
     /// Replaces the text of assistant turn `turn` with what the caller heard and marks it
