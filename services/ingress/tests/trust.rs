@@ -15,6 +15,7 @@ use common::line::{Line, media_bytes};
 use common::*;
 use sb_ingress::{app, testing::MemoryBackend};
 use sb_runtime::redis::idempotency::AdmissionRecord;
+use sb_schemas::testing::tenant_id;
 use sb_schemas::{Body, Kind};
 use sb_twilio::{CallBinding, CallCredentials, IncomingCall, credential, twiml};
 
@@ -73,7 +74,7 @@ async fn a_second_socket_cannot_take_over_a_live_call() {
     let backend = line.backend.clone();
     assert_eq!(backend.kinds(), [Kind::Start]);
     assert_eq!(backend.leases().len(), 1);
-    assert_eq!(backend.session(&line.sid), Some((tenant("acme"), 0)));
+    assert_eq!(backend.session(&line.sid), Some((tenant_id("acme"), 0)));
     assert_eq!(backend.live_owner(&line.sid), Some(owner));
     line.chunk(0, (0, 0), 2, (true, true), 9);
     assert_eq!(media_bytes(&line.until_mark("0:0").await), [9; 320]);
@@ -82,12 +83,12 @@ async fn a_second_socket_cannot_take_over_a_live_call() {
     let backend = line.close().await;
     let ends = backend.of_kind(Kind::End);
     assert_eq!(ends.len(), 1);
-    assert_eq!(ends[0].tenant, tenant("acme"));
+    assert_eq!(ends[0].tenant, tenant_id("acme"));
     assert!(
         backend
             .published()
             .iter()
-            .all(|e| e.tenant == tenant("acme"))
+            .all(|e| e.tenant == tenant_id("acme"))
     );
     assert_eq!(backend.live_owner(&sid), None, "released on end");
 }
@@ -218,6 +219,9 @@ async fn redis_down_the_credential_alone_decides() {
     assert_refused(&mut forged, "acme", Some(&fake), "bad_credential").await;
     assert!(line.backend.published().is_empty());
     line.start().await;
-    assert_eq!(line.backend.of_kind(Kind::Start)[0].tenant, tenant("acme"));
+    assert_eq!(
+        line.backend.of_kind(Kind::Start)[0].tenant,
+        tenant_id("acme")
+    );
     line.close().await;
 }
