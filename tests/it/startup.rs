@@ -75,7 +75,8 @@ async fn topology_apply_is_idempotent_and_updates() {
 async fn bad_configuration_fails_fast_and_clearly() {
     let env = TestEnv::start().await.unwrap();
     let shipped =
-        std::fs::read_to_string(sb_tests::workspace_root().join("deploy/tenants.toml")).unwrap();
+        std::fs::read_to_string(sb_tests::workspace_root().join("deploy/base/tenants.toml"))
+            .unwrap();
     let mut file = tempfile::NamedTempFile::new().unwrap();
     file.write_all(
         shipped
