@@ -51,7 +51,7 @@ conformance:
 docs-check:
     .ci/docs-check
 
-# Validate deploy/: YAML lint, Kubernetes schemas, alert rules name real metrics.
+# Render every overlay of deploy/ and check it: schemas, pod security, network paths, alerts (promtool), Dockerfile.
 deploy-check:
     .ci/deploy-check
 
