@@ -7,7 +7,7 @@
 
 use crate::ids::{CallSid, TenantId};
 
-/// The tenant tests call for unless they name another: `acme`, as in `deploy/tenants.toml`.
+/// The tenant tests call for unless they name another: `acme`, as in `deploy/base/tenants.toml`.
 pub fn tenant() -> TenantId {
     tenant_id("acme")
 }

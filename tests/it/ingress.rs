@@ -487,3 +487,76 @@ async fn retries_while_redis_is_down_are_stored_once() {
     }
     ingress.shutdown().await;
 }
+
+/// GETs `path`; the status code and body.
+async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let response = reqwest::get(format!("http://{addr}{path}")).await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
+}
+
+/// A signed incoming call to acme's number, answered: the status and the TwiML.
+async fn incoming_call(addr: SocketAddr, sid: &CallSid) -> (u16, String) {
+    let call = sb_twilio::IncomingCall::ringing(
+        sb_sim::caller::DEFAULT_ACCOUNT_SID,
+        sid.as_str(),
+        "+15005550100",
+        "+15005550006",
+        "inbound",
+    );
+    post_signed(addr, "/twilio/voice", &call.params).await
+}
+
+/// Redis restarts under a running ingress, which degrades instead of leaving the Service
+/// (ARCHITECTURE §8): while Redis is down, `/ready` stays 200 (degraded, and
+/// `switchboard_redis_up` is 0) and a signed incoming call is still answered with TwiML
+/// that connects its stream (and its `webhook` event is stored); once Redis is back,
+/// `/ready` is plainly ready, the gauge is 1, and a new call is admitted through Redis
+/// again (its idempotency key is stored).
+#[tokio::test]
+async fn stays_ready_and_answers_calls_while_redis_restarts() {
+    let mut env = TestEnv::start().await.unwrap();
+    let (_runtime, ingress) = start(&env).await;
+    assert_eq!(get(ingress.addr, "/ready").await, (200, "ready".into()));
+
+    env.redis.stop();
+    let (status, body) = get(ingress.addr, "/ready").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "ready (degraded: redis unreachable)")
+    );
+    let (_, metrics) = get(ingress.addr, "/metrics").await;
+    assert!(metrics.contains("switchboard_redis_up 0"), "{metrics}");
+    let during = CallSid::parse(&new_sid("CA")).unwrap();
+    let (status, twiml) = incoming_call(ingress.addr, &during).await;
+    assert_eq!(status, 200, "{twiml}");
+    assert!(twiml.contains("<Stream"), "connects the stream: {twiml}");
+    let subject = format!("call.acme.{during}.webhook");
+    assert_eq!(support::stored(&env.js, "CALLS", &subject).await, 1);
+
+    env.redis.restart().await.unwrap();
+    eventually(
+        "/ready without degradation",
+        Duration::from_secs(20),
+        || async { (get(ingress.addr, "/ready").await == (200, "ready".into())).then_some(()) },
+    )
+    .await
+    .unwrap();
+    let (_, metrics) = get(ingress.addr, "/metrics").await;
+    assert!(metrics.contains("switchboard_redis_up 1"), "{metrics}");
+    let after = CallSid::parse(&new_sid("CA")).unwrap();
+    let (status, twiml) = incoming_call(ingress.addr, &after).await;
+    assert_eq!(status, 200, "{twiml}");
+    assert!(twiml.contains("<Stream"), "connects the stream: {twiml}");
+    let mut raw = env.redis_raw().await.unwrap();
+    let claimed: i64 = redis::cmd("EXISTS")
+        .arg(format!("idem:{after}"))
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(
+        claimed, 1,
+        "the call after the restart is admitted through Redis"
+    );
+    ingress.shutdown().await;
+}

@@ -26,7 +26,7 @@ async fn get(app: axum::Router, path: &str) -> (u16, String) {
 async fn readiness_follows_shutdown() {
     let env = TestEnv::start().await.unwrap();
     let rt = env.runtime("itest").await.unwrap();
-    let app = http::router(rt.health());
+    let app = http::router(rt.health(http::ReadyNeeds::NATS_AND_REDIS));
     assert_eq!(get(app.clone(), "/ready").await, (200, "ready".into()));
     metrics::counter!(sb_runtime::metrics::Metric::EventsPublished.name(), "kind" => "probe")
         .increment(1);
@@ -75,7 +75,8 @@ async fn topology_apply_is_idempotent_and_updates() {
 async fn bad_configuration_fails_fast_and_clearly() {
     let env = TestEnv::start().await.unwrap();
     let shipped =
-        std::fs::read_to_string(sb_tests::workspace_root().join("deploy/tenants.toml")).unwrap();
+        std::fs::read_to_string(sb_tests::workspace_root().join("deploy/base/tenants.toml"))
+            .unwrap();
     let mut file = tempfile::NamedTempFile::new().unwrap();
     file.write_all(
         shipped

@@ -46,7 +46,7 @@ impl TestEnv {
     /// Runtime settings pointing at these servers and the shipped tenants file.
     pub fn runtime_config(&self) -> RuntimeConfig {
         let mut config = RuntimeConfig::for_tests(&self.nats.url, &self.redis.url, "");
-        config.tenants_file = workspace_root().join("deploy/tenants.toml");
+        config.tenants_file = workspace_root().join("deploy/base/tenants.toml");
         config
     }
 

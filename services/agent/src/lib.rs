@@ -31,6 +31,7 @@ pub mod telephony;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sb_runtime::http::ReadyNeeds;
 use sb_runtime::redis::RedisError;
 use sb_runtime::state::Sessions;
 use sb_runtime::{Emitter, Runtime, Stage, StageError, StageMain, Tenants};
@@ -128,6 +129,9 @@ impl Stage for Agent {
     const CONSUMER: &'static str = "agent";
     /// The agent's latency is to its first sentence (what the tts can start on).
     const FIRST_OUTPUT: Option<Kind> = Some(Kind::Sentence);
+    /// Redis is needed: every answer starts from the call's session (conversation, turn),
+    /// and a failed read or write is retried, then dead-lettered (`redis_retry`).
+    const READY_NEEDS: ReadyNeeds = ReadyNeeds::NATS_AND_REDIS;
 
     fn sessions(&self) -> Option<Arc<dyn Sessions>> {
         Some(self.sessions.clone())

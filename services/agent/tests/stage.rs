@@ -95,7 +95,7 @@ fn acme() -> Arc<Tenant> {
 }
 
 fn tenants() -> Arc<Tenants> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/tenants.toml");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/base/tenants.toml");
     Arc::new(Tenants::load(&path).unwrap())
 }
 

@@ -28,7 +28,10 @@ use std::sync::{Arc, OnceLock};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
-use sb_runtime::{Runtime, Shutdown, StartError, Tenants, http::HttpServer};
+use sb_runtime::{
+    Runtime, Shutdown, StartError, Tenants,
+    http::{HttpServer, ReadyNeeds},
+};
 
 pub use backend::{Admission, Backend, BackendError, Live};
 pub use config::{ConfigError, IngressConfig, Settings};
@@ -153,7 +156,15 @@ pub async fn start(runtime: &Runtime, config: &IngressConfig) -> Result<Ingress,
         settings,
         runtime.shutdown.clone(),
     );
-    let http = runtime.serve_http(app(state)).await?;
+    // Ready without Redis: the ingress degrades instead. Webhooks admit the call when the
+    // idempotency claim or the rate limit fails (ids derived from the call dedupe a retry),
+    // the `end` claim fails open to the stream's dedup, a socket without a session still
+    // streams, and a barge-in without a stored token still clears and publishes `bargein`.
+    // Were it unready, a Redis restart would take every ingress out of the Service and
+    // Twilio's webhooks would get 503.
+    let http = runtime
+        .serve_http(app(state), ReadyNeeds::NATS_ONLY)
+        .await?;
     Ok(Ingress {
         addr: http.addr,
         http,

@@ -21,7 +21,11 @@ pub struct RuntimeConfig {
     pub redis_key_prefix: String,
 
     /// Tenant configuration file (ARCHITECTURE §2a).
-    #[arg(long, env = "SB_TENANTS_FILE", default_value = "deploy/tenants.toml")]
+    #[arg(
+        long,
+        env = "SB_TENANTS_FILE",
+        default_value = "deploy/base/tenants.toml"
+    )]
     pub tenants_file: PathBuf,
 
     /// Address of the HTTP server for /health, /ready and /metrics (and the ingress routes).
@@ -48,7 +52,7 @@ impl RuntimeConfig {
             nats_url: nats_url.to_owned(),
             redis_url: Secret::new(redis_url),
             redis_key_prefix: key_prefix.to_owned(),
-            tenants_file: PathBuf::from("deploy/tenants.toml"),
+            tenants_file: PathBuf::from("deploy/base/tenants.toml"),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             log_format: crate::telemetry::LogFormat::Json,
             drain_deadline_secs: 5,

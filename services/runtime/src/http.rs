@@ -1,9 +1,14 @@
 //! The operational HTTP endpoints every service serves: `/health` (liveness), `/ready`
-//! (NATS and Redis reachable, not draining) and `/metrics` (Prometheus).
+//! (not draining, NATS connected, and Redis reachable for a service that [`ReadyNeeds`] it)
+//! and `/metrics` (Prometheus).
 //!
 //! Consumes the runtime's connections; produces an axum `Router` that a service may merge
-//! with its own routes, and a server bound to the configured address. State: handles only.
+//! with its own routes, and a server bound to the configured address; every readiness
+//! check sets `switchboard_redis_up`. State: handles, and whether the last check reached
+//! Redis (to log changes only).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::{net::SocketAddr, time::Duration};
 
 use axum::serve::ListenerExt as _;
@@ -11,7 +16,23 @@ use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, rou
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::{redis::Redis, shutdown::Shutdown};
+use crate::{metrics::Metric, redis::Redis, shutdown::Shutdown};
+
+/// What a service needs, besides not draining, to take new work. NATS always: every input
+/// and output is an event. Redis only for a service that cannot work without it; one that
+/// degrades without Redis stays ready while Redis is down (ARCHITECTURE §8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadyNeeds {
+    /// `/ready` is 503 while a Redis `PING` fails (or takes over 1 s).
+    pub redis: bool,
+}
+
+impl ReadyNeeds {
+    /// NATS and Redis: the default, for a service whose work fails without Redis.
+    pub const NATS_AND_REDIS: Self = Self { redis: true };
+    /// NATS only: the service degrades without Redis.
+    pub const NATS_ONLY: Self = Self { redis: false };
+}
 
 /// What the health endpoints look at.
 #[derive(Clone)]
@@ -20,6 +41,41 @@ pub struct HealthState {
     pub nats: async_nats::Client,
     pub redis: Redis,
     pub metrics: PrometheusHandle,
+    pub needs: ReadyNeeds,
+    /// Whether the last readiness check reached Redis.
+    redis_seen: Arc<AtomicBool>,
+}
+
+impl HealthState {
+    pub fn new(
+        shutdown: Shutdown,
+        nats: async_nats::Client,
+        redis: Redis,
+        metrics: PrometheusHandle,
+        needs: ReadyNeeds,
+    ) -> Self {
+        Self {
+            shutdown,
+            nats,
+            redis,
+            metrics,
+            needs,
+            redis_seen: Arc::new(AtomicBool::new(true)),
+        }
+    }
+
+    /// Sets `switchboard_redis_up` and logs when Redis comes or goes.
+    fn record_redis(&self, up: bool) {
+        metrics::gauge!(Metric::RedisUp.name()).set(if up { 1.0 } else { 0.0 });
+        if self.redis_seen.swap(up, Ordering::Relaxed) == up {
+            return;
+        }
+        match (up, self.needs.redis) {
+            (true, _) => tracing::info!("redis reachable again"),
+            (false, true) => tracing::warn!("redis unreachable: not ready"),
+            (false, false) => tracing::warn!("redis unreachable: still ready, degraded"),
+        }
+    }
 }
 
 /// `/health`, `/ready`, `/metrics`.
@@ -38,9 +94,15 @@ async fn ready(State(state): State<HealthState>) -> impl IntoResponse {
     if state.nats.connection_state() != async_nats::connection::State::Connected {
         return (StatusCode::SERVICE_UNAVAILABLE, "nats unreachable");
     }
-    match tokio::time::timeout(Duration::from_secs(1), state.redis.ping()).await {
-        Ok(Ok(())) => (StatusCode::OK, "ready"),
-        _ => (StatusCode::SERVICE_UNAVAILABLE, "redis unreachable"),
+    let redis_up = matches!(
+        tokio::time::timeout(Duration::from_secs(1), state.redis.ping()).await,
+        Ok(Ok(()))
+    );
+    state.record_redis(redis_up);
+    match (redis_up, state.needs.redis) {
+        (true, _) => (StatusCode::OK, "ready"),
+        (false, true) => (StatusCode::SERVICE_UNAVAILABLE, "redis unreachable"),
+        (false, false) => (StatusCode::OK, "ready (degraded: redis unreachable)"),
     }
 }
 

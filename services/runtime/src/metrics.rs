@@ -30,6 +30,8 @@ pub enum Metric {
     PublishFailures,
     /// Redis operations that failed. Labels: op.
     RedisErrors,
+    /// Whether this process reached Redis at its last readiness check (1) or not (0).
+    RedisUp,
     /// Whether the process is draining (1) or serving (0).
     LifecycleDraining,
     /// Ingress: Twilio webhooks answered, by route (voice, status) and outcome. Labels: route, outcome.
@@ -107,6 +109,7 @@ impl Metric {
             Metric::EventsPublished => "switchboard_events_published_total",
             Metric::PublishFailures => "switchboard_publish_failures_total",
             Metric::RedisErrors => "switchboard_redis_errors_total",
+            Metric::RedisUp => "switchboard_redis_up",
             Metric::LifecycleDraining => "switchboard_lifecycle_draining",
             Metric::IngressWebhooks => "switchboard_ingress_webhooks_total",
             Metric::IngressWebhookSeconds => "switchboard_ingress_webhook_seconds",
@@ -182,6 +185,7 @@ mod tests {
             Metric::EventsPublished,
             Metric::PublishFailures,
             Metric::RedisErrors,
+            Metric::RedisUp,
             Metric::LifecycleDraining,
             Metric::IngressSocketsRefused,
         ];

@@ -13,7 +13,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::{
     config::RuntimeConfig,
-    http::{self, HealthState, HttpServer},
+    http::{self, HealthState, HttpServer, ReadyNeeds},
     metrics,
     nats::{self, NatsError},
     publisher::Publisher,
@@ -89,19 +89,25 @@ impl Runtime {
         })
     }
 
-    /// The state behind `/health`, `/ready` and `/metrics`.
-    pub fn health(&self) -> HealthState {
-        HealthState {
-            shutdown: self.shutdown.clone(),
-            nats: self.nats.clone(),
-            redis: self.redis.clone(),
-            metrics: self.metrics.clone(),
-        }
+    /// The state behind `/health`, `/ready` and `/metrics`, for a service that `needs` this.
+    pub fn health(&self, needs: ReadyNeeds) -> HealthState {
+        HealthState::new(
+            self.shutdown.clone(),
+            self.nats.clone(),
+            self.redis.clone(),
+            self.metrics.clone(),
+            needs,
+        )
     }
 
-    /// Serves the health endpoints merged with `routes` on the configured address.
-    pub async fn serve_http(&self, routes: Router) -> Result<HttpServer, StartError> {
-        let app = routes.merge(http::router(self.health()));
+    /// Serves the health endpoints merged with `routes` on the configured address; `/ready`
+    /// asks for what the service `needs`.
+    pub async fn serve_http(
+        &self,
+        routes: Router,
+        needs: ReadyNeeds,
+    ) -> Result<HttpServer, StartError> {
+        let app = routes.merge(http::router(self.health(needs)));
         let addr = self.config.http_addr;
         HttpServer::start(addr, app, self.metrics.clone())
             .await
@@ -115,7 +121,7 @@ impl Runtime {
         runner: RunnerConfig,
     ) -> Result<(), StartError> {
         self.shutdown.listen_for_signals();
-        let http = self.serve_http(Router::new()).await?;
+        let http = self.serve_http(Router::new(), S::READY_NEEDS).await?;
         let result = run_stage(
             Arc::new(stage),
             &self.js,

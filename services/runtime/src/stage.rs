@@ -12,6 +12,7 @@ use std::{future::Future, sync::Arc, time::Duration};
 use sb_schemas::{Envelope, Kind};
 
 pub use crate::emitter::Emitter;
+use crate::http::ReadyNeeds;
 use crate::publisher::PublishError;
 use crate::state::Sessions;
 
@@ -26,6 +27,9 @@ pub trait Stage: Send + Sync + 'static {
     /// (`switchboard_stage_latency_seconds{stage}`: input published → that output); `None`
     /// for the first output of any kind.
     const FIRST_OUTPUT: Option<Kind> = None;
+
+    /// What `/ready` requires (NATS, and Redis unless the stage degrades without it).
+    const READY_NEEDS: ReadyNeeds = ReadyNeeds::NATS_AND_REDIS;
 
     /// The call state [`Emitter::still_wanted`] checks a turn against; `None` for a stage
     /// with no notion of turns (every input stays wanted).

@@ -379,7 +379,7 @@ mod tests {
 
     #[test]
     fn the_shipped_file_is_valid() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/tenants.toml");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/base/tenants.toml");
         let tenants = Tenants::load(&path).unwrap();
         assert!(!tenants.is_empty());
     }

@@ -63,7 +63,7 @@ fn first_sentence_tokens(reply: &str) -> u64 {
     sb_sim::llm::reply::tokenize(&reply[..end]).len() as u64
 }
 
-/// The tenant's endpointing silence (deploy/tenants.toml, globex: the default).
+/// The tenant's endpointing silence (deploy/base/tenants.toml, globex: the default).
 pub(crate) const ENDPOINTING_MS: u64 = 300;
 /// The Deepgram stand-in's VAD needs this much voiced audio before `SpeechStarted`.
 pub(crate) const VAD_MIN_SPEECH_MS: u64 = 60;

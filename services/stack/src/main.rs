@@ -54,7 +54,7 @@ enum Command {
         /// Seconds over which the calls start.
         #[arg(long, default_value_t = 10)]
         ramp_secs: u64,
-        /// The ingress' `SB_AUDIO_BATCH_MS`, as deployed (deploy/k8s/config.yaml): silence
+        /// The ingress' `SB_AUDIO_BATCH_MS`, as deployed (deploy/base/k8s/config.yaml): silence
         /// between turns stored in batches of this many ms; voice and the endpointing
         /// silence after it go frame by frame. 20 = every frame its own event.
         #[arg(long, default_value_t = sb_stack::stack::DEPLOYED_AUDIO_BATCH_MS)]

@@ -126,7 +126,8 @@ impl Drop for NatsServer {
     }
 }
 
-/// A redis-server on a unix socket in a temp dir, persistence off; killed on drop.
+/// A redis-server on a unix socket in a temp dir, persistence off; killed on drop. Tests
+/// can [`RedisServer::stop`] it and [`RedisServer::restart`] it on the same socket.
 pub struct RedisServer {
     child: Child,
     pub url: String,
@@ -143,18 +144,7 @@ impl RedisServer {
     pub async fn start() -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let socket = dir.path().join("redis.sock");
-        let bin = find_binary("redis-server", "REDIS_SERVER_BIN")?;
-        let child = Command::new(&bin)
-            .args(["--port", "0", "--save", "", "--appendonly", "no"])
-            .arg("--unixsocket")
-            .arg(&socket)
-            .arg("--dir")
-            .arg(dir.path())
-            .args(["--maxmemory", "256mb", "--maxmemory-policy", "volatile-lru"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .with_context(|| format!("cannot start {}", bin.display()))?;
+        let child = Self::spawn(&socket, dir.path())?;
         let url = format!("redis+unix://{}", socket.display());
         let server = Self {
             child,
@@ -162,7 +152,41 @@ impl RedisServer {
             socket,
             _dir: dir,
         };
-        let client = redis::Client::open(server.url.as_str())?;
+        server.wait_ready().await?;
+        Ok(server)
+    }
+
+    /// Kills the server, as a crash would; its socket path stays for [`Self::restart`].
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Stops the server if it runs and starts a new, empty one (persistence is off) on the
+    /// same socket; returns once it answers `PING`.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop();
+        self.child = Self::spawn(&self.socket, self._dir.path())?;
+        self.wait_ready().await
+    }
+
+    fn spawn(socket: &Path, dir: &Path) -> anyhow::Result<Child> {
+        let bin = find_binary("redis-server", "REDIS_SERVER_BIN")?;
+        Command::new(&bin)
+            .args(["--port", "0", "--save", "", "--appendonly", "no"])
+            .arg("--unixsocket")
+            .arg(socket)
+            .arg("--dir")
+            .arg(dir)
+            .args(["--maxmemory", "256mb", "--maxmemory-policy", "volatile-lru"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("cannot start {}", bin.display()))
+    }
+
+    async fn wait_ready(&self) -> anyhow::Result<()> {
+        let client = redis::Client::open(self.url.as_str())?;
         eventually(
             "redis-server to answer PING",
             Duration::from_secs(10),
@@ -178,8 +202,7 @@ impl RedisServer {
                 }
             },
         )
-        .await?;
-        Ok(server)
+        .await
     }
 }
 

@@ -64,7 +64,7 @@ pub struct StackConfig {
     pub service_env: Vec<(String, String)>,
 }
 
-/// `SB_AUDIO_BATCH_MS` as deploy/k8s/config.yaml sets it: the demo, the end-to-end tests
+/// `SB_AUDIO_BATCH_MS` as deploy/base/k8s/config.yaml sets it: the demo, the end-to-end tests
 /// and the load benchmark run what is deployed.
 pub const DEPLOYED_AUDIO_BATCH_MS: u64 = 200;
 
@@ -319,7 +319,7 @@ struct Env<'a> {
 
 impl Env<'_> {
     fn for_service(&self, service: &str, http: SocketAddr) -> Vec<(String, String)> {
-        let tenants = workspace_root().join("deploy/tenants.toml");
+        let tenants = workspace_root().join("deploy/base/tenants.toml");
         let mut env: Vec<(String, String)> = vec![
             ("SB_NATS_URL".into(), self.nats.url.clone()),
             ("SB_REDIS_URL".into(), self.redis.url.clone()),
@@ -409,14 +409,14 @@ pub fn ensure_built(release: bool) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    /// The stack runs what is deployed: its batching default is deploy/k8s/config.yaml's.
+    /// The stack runs what is deployed: its batching default is deploy/base/k8s/config.yaml's.
     #[test]
     fn audio_batching_matches_the_deployment() {
-        let config = include_str!("../../../deploy/k8s/config.yaml");
+        let config = include_str!("../../../deploy/base/k8s/config.yaml");
         let deployed = format!("SB_AUDIO_BATCH_MS: \"{}\"", super::DEPLOYED_AUDIO_BATCH_MS);
         assert!(
             config.contains(&deployed),
-            "deploy/k8s/config.yaml lacks {deployed}"
+            "deploy/base/k8s/config.yaml lacks {deployed}"
         );
     }
 }

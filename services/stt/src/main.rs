@@ -2,7 +2,7 @@
 //! until SIGTERM (then hand every call off).
 
 use clap::Parser as _;
-use sb_runtime::{Runtime, telemetry};
+use sb_runtime::{Runtime, http::ReadyNeeds, telemetry};
 use sb_stt::{Config, Deepgram};
 
 #[tokio::main]
@@ -12,7 +12,11 @@ async fn main() -> anyhow::Result<()> {
     let deepgram = Deepgram::new(&config.stt.deepgram)?;
     let runtime = Runtime::start("stt", config.runtime).await?;
     runtime.shutdown.listen_for_signals();
-    let http = runtime.serve_http(axum::Router::new()).await?;
+    // Redis is needed: without it no lease can read the call's session (the call loop
+    // reconnects until it can) and no transcript can take a turn number (commit fails).
+    let http = runtime
+        .serve_http(axum::Router::new(), ReadyNeeds::NATS_AND_REDIS)
+        .await?;
     let result = sb_stt::run(runtime, deepgram, config.stt).await;
     http.stop().await;
     Ok(result?)

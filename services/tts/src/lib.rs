@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt as _;
+use sb_runtime::http::ReadyNeeds;
 use sb_runtime::metrics::Metric;
 use sb_runtime::redis::tts_cache::{Speech, TTS_CACHE_TTL};
 use sb_runtime::state::{AudioCache, Sessions};
@@ -188,6 +189,11 @@ impl Tts {
 impl Stage for Tts {
     const CONSUMER: &'static str = "tts";
     const FIRST_OUTPUT: Option<Kind> = Some(Kind::TtsChunk);
+    /// Ready without Redis: the tts degrades instead. A cache read that fails is a miss
+    /// (the sentence is synthesised), a failed write is logged, and the staleness check
+    /// keeps speaking when it cannot read the barge-in token (the ingress still drops a
+    /// stale turn's audio).
+    const READY_NEEDS: ReadyNeeds = ReadyNeeds::NATS_ONLY;
 
     fn sessions(&self) -> Option<Arc<dyn Sessions>> {
         Some(self.sessions.clone())

@@ -98,7 +98,7 @@ fn sid() -> CallSid {
 }
 
 fn tenants() -> Arc<Tenants> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/tenants.toml");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/base/tenants.toml");
     Arc::new(Tenants::load(&path).unwrap())
 }
 

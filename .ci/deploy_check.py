@@ -1,0 +1,735 @@
+#!/usr/bin/env python3
+"""The deploy check (`just deploy-check`, run by `.ci/deploy-check`).
+
+Renders every overlay in deploy/overlays/ with kustomize (`kubectl kustomize`, kubectl from
+.venv) and checks what each renders, one function per rule. Every failure names the
+overlay, the object (Kind/name) and the rule; the exit status is non-zero if any fails.
+
+Schemas (offline, pinned in .ci/requirements.txt):
+  - built-in kinds: strictly (unknown fields fail) against Kubernetes KUBERNETES_VERSION,
+    with kubernetes-validate;
+  - custom resources: KEDA ScaledObject/TriggerAuthentication against the KEDA 2.16 CRD
+    schema, Prometheus Operator PodMonitor/ServiceMonitor/PrometheusRule against the
+    operator's 0.80 CRD schemas, both as the cloudcoil models generated from them; a field
+    the model does not know fails too (the models drop unknown fields, so the check
+    compares what went in with what came out).
+
+Monitoring sources (deploy/base/monitoring/): every switchboard_* metric an alert or a
+dashboard panel uses is one services/runtime/src/metrics.rs defines; every other metric
+comes from a known exporter; every alert has a runbook section and a promtool unit test
+(promtool runs in .ci/deploy-check).
+
+Only the standard library, PyYAML and the two validators above.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = ROOT / ".venv" / "bin"
+OVERLAYS = ROOT / "deploy" / "overlays"
+MONITORING = ROOT / "deploy" / "base" / "monitoring"
+METRICS_RS = ROOT / "services" / "runtime" / "src" / "metrics.rs"
+RUNBOOK = ROOT / "docs" / "runbook.md"
+
+# The oldest Kubernetes minor still supported upstream when this was written; the
+# manifests must be valid there (and are, unchanged, on the newer ones).
+KUBERNETES_VERSION = "1.35.0"
+# An overlay for a local cluster may use built-in kinds only (no KEDA, no Prometheus
+# Operator); these must have the PodMonitors and alert rules.
+LOCAL_OVERLAYS = {"dev"}
+MONITORED_OVERLAYS = {"staging", "prod"}
+
+# Who calls each Service port. Every Service port must be listed (a new port fails until
+# its callers are); the NetworkPolicies must let each caller in, and keep the others out.
+CALLERS = {
+    # Twilio's webhooks and Media Streams, through the ingress controller; Prometheus.
+    ("ingress", "http"): {"ingress-controller", "prometheus"},
+    # Stage workers take their work from NATS: only Prometheus connects to them.
+    ("stt", "http"): {"prometheus"},
+    ("agent", "http"): {"prometheus"},
+    ("tts", "http"): {"prometheus"},
+    # Every service uses Redis (SB_REDIS_URL); redis_exporter beside it serves Prometheus.
+    ("redis", "redis"): {"ingress", "stt", "agent", "tts"},
+    ("redis", "metrics"): {"prometheus"},
+}
+# Callers outside the namespace: where they run (deploy/README.md, "Prerequisites").
+EXTERNAL_CALLERS = {
+    "ingress-controller": ("ingress-nginx", {"app.kubernetes.io/name": "ingress-nginx"}),
+    "prometheus": ("monitoring", {"app.kubernetes.io/name": "prometheus"}),
+}
+
+# Pod Security "restricted" (https://kubernetes.io/docs/concepts/security/pod-security-standards/).
+RESTRICTED_VOLUME_TYPES = {
+    "configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
+    "projected", "secret",
+}
+SAFE_SYSCTLS = {
+    "kernel.shm_rmid_forced", "net.ipv4.ip_local_port_range", "net.ipv4.ip_unprivileged_port_start",
+    "net.ipv4.tcp_syncookies", "net.ipv4.ping_group_range", "net.ipv4.ip_local_reserved_ports",
+    "net.ipv4.tcp_keepalive_time", "net.ipv4.tcp_fin_timeout", "net.ipv4.tcp_keepalive_intvl",
+    "net.ipv4.tcp_keepalive_probes",
+}
+SELINUX_TYPES = {"", "container_t", "container_init_t", "container_kvm_t", "container_engine_t"}
+
+# Metrics alerts and panels may use besides Switchboard's own, by exporter.
+EXPORTER_METRICS = {
+    # kube-state-metrics
+    "kube_deployment_status_replicas_available",
+    # prometheus-nats-exporter as the NATS Helm chart runs it (-jsz=all -prefix=nats)
+    "nats_consumer_num_pending", "nats_consumer_num_ack_pending",
+    # redis_exporter (the sidecar in deploy/base/k8s/redis.yaml)
+    "redis_memory_used_bytes", "redis_memory_max_bytes",
+}
+EXPORTER_PREFIXES = ("kube_", "nats_", "redis_")
+
+WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job"}
+CRD_GROUPS = ("keda.sh/", "monitoring.coreos.com/")
+
+
+# --- results -----------------------------------------------------------------------------
+
+
+@dataclass
+class Report:
+    failures: list[str] = field(default_factory=list)
+    rules_run: int = 0
+
+    def fail(self, where: str, rule: str, message: str) -> None:
+        self.failures.append(f"{where}: {rule}: {message}")
+
+
+def ident(overlay: str, doc: dict) -> str:
+    return f"{overlay}/{doc.get('kind')}/{doc.get('metadata', {}).get('name')}"
+
+
+# --- rendering ---------------------------------------------------------------------------
+
+
+def render(overlay: Path) -> list[dict]:
+    out = subprocess.run(
+        [str(VENV_BIN / "kubectl"), "kustomize", str(overlay)],
+        capture_output=True, text=True, check=False,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr.strip())
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+def is_custom(doc: dict) -> bool:
+    return doc.get("apiVersion", "").startswith(CRD_GROUPS)
+
+
+def pod_spec(doc: dict) -> dict | None:
+    if doc.get("kind") not in WORKLOAD_KINDS:
+        return None
+    return doc["spec"]["template"]["spec"]
+
+
+def containers(spec: dict) -> list[dict]:
+    return [*spec.get("initContainers", []), *spec.get("containers", []),
+            *spec.get("ephemeralContainers", [])]
+
+
+def workloads(docs: list[dict]) -> list[tuple[dict, dict]]:
+    return [(d, pod_spec(d)) for d in docs if pod_spec(d) is not None]
+
+
+# --- label selectors and NetworkPolicies -----------------------------------------------
+
+
+def selects(selector: dict | None, labels: dict) -> bool:
+    """A Kubernetes label selector (matchLabels, matchExpressions) against labels."""
+    if selector is None:
+        return False
+    for key, value in (selector.get("matchLabels") or {}).items():
+        if labels.get(key) != value:
+            return False
+    for expr in selector.get("matchExpressions") or []:
+        key, op, values = expr["key"], expr["operator"], expr.get("values") or []
+        if op == "In" and labels.get(key) not in values:
+            return False
+        if op == "NotIn" and key in labels and labels[key] in values:
+            return False
+        if op == "Exists" and key not in labels:
+            return False
+        if op == "DoesNotExist" and key in labels:
+            return False
+    return True
+
+
+@dataclass
+class Peer:
+    namespace: str
+    pod_labels: dict
+
+    @property
+    def namespace_labels(self) -> dict:
+        return {"kubernetes.io/metadata.name": self.namespace}
+
+
+def peer_matches(rule_peer: dict, peer: Peer, policy_ns: str) -> bool:
+    if "ipBlock" in rule_peer:
+        return False
+    ns_sel, pod_sel = rule_peer.get("namespaceSelector"), rule_peer.get("podSelector")
+    if ns_sel is None and peer.namespace != policy_ns:
+        return False
+    if ns_sel is not None and not selects(ns_sel, peer.namespace_labels):
+        return False
+    return pod_sel is None or selects(pod_sel, peer.pod_labels)
+
+
+def port_matches(rule_port: dict, number: int, name: str | None) -> bool:
+    if rule_port.get("protocol", "TCP") != "TCP":
+        return False
+    port = rule_port.get("port")
+    if port is None:
+        return True
+    if isinstance(port, str):
+        return port == name
+    return port <= number <= rule_port.get("endPort", port)
+
+
+def admitted(policies: list[dict], ns: str, pod_labels: dict, number: int, name: str | None,
+             peer: Peer) -> bool:
+    """Whether `peer` may open a TCP connection to the pod's port under `policies`."""
+    applying = [
+        p for p in policies
+        if p["metadata"].get("namespace") == ns
+        and selects(p["spec"].get("podSelector", {}), pod_labels)
+        and "Ingress" in p["spec"].get("policyTypes", ["Ingress"])
+    ]
+    if not applying:
+        return True
+    for policy in applying:
+        for rule in policy["spec"].get("ingress") or []:
+            froms, ports = rule.get("from"), rule.get("ports")
+            from_ok = not froms or any(peer_matches(f, peer, ns) for f in froms)
+            port_ok = not ports or any(port_matches(p, number, name) for p in ports)
+            if from_ok and port_ok:
+                return True
+    return False
+
+
+# --- rules over the rendered objects ------------------------------------------------------
+
+
+def rule_builtin_schemas(overlay: str, docs: list[dict], report: Report) -> None:
+    """Built-in kinds validate strictly against the Kubernetes schemas."""
+    import kubernetes_validate
+
+    for doc in docs:
+        if is_custom(doc):
+            continue
+        try:
+            kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as error:
+            path = "/".join(str(p) for p in error.path)
+            report.fail(ident(overlay, doc), f"Kubernetes {KUBERNETES_VERSION} schema",
+                        f"{path}: {error.message}")
+        except Exception as error:  # SchemaNotFoundError and friends
+            report.fail(ident(overlay, doc), f"Kubernetes {KUBERNETES_VERSION} schema", str(error))
+
+
+def _crd_models() -> dict[tuple[str, str], type]:
+    from cloudcoil.models.keda import v1alpha1 as keda
+    from cloudcoil.models.prometheus_operator import v1 as monitoring
+
+    return {
+        ("keda.sh/v1alpha1", "ScaledObject"): keda.ScaledObject,
+        ("keda.sh/v1alpha1", "TriggerAuthentication"): keda.TriggerAuthentication,
+        ("monitoring.coreos.com/v1", "PodMonitor"): monitoring.PodMonitor,
+        ("monitoring.coreos.com/v1", "ServiceMonitor"): monitoring.ServiceMonitor,
+        ("monitoring.coreos.com/v1", "PrometheusRule"): monitoring.PrometheusRule,
+    }
+
+
+def unknown_fields(given, kept, path="") -> list[str]:
+    """Paths present in `given` that the model did not keep (it drops unknown fields)."""
+    if isinstance(given, dict):
+        if not isinstance(kept, dict):
+            return []
+        found = []
+        for key, value in given.items():
+            if key not in kept:
+                found.append(f"{path}.{key}".lstrip("."))
+            else:
+                found.extend(unknown_fields(value, kept[key], f"{path}.{key}"))
+        return found
+    if isinstance(given, list) and isinstance(kept, list):
+        return [f for i, (g, k) in enumerate(zip(given, kept))
+                for f in unknown_fields(g, k, f"{path}[{i}]")]
+    return []
+
+
+def rule_custom_schemas(overlay: str, docs: list[dict], report: Report) -> None:
+    """KEDA and Prometheus Operator kinds validate against their CRD schemas, strictly."""
+    custom = [d for d in docs if is_custom(d)]
+    if not custom:
+        return
+    models = _crd_models()
+    for doc in custom:
+        model = models.get((doc["apiVersion"], doc["kind"]))
+        if model is None:
+            report.fail(ident(overlay, doc), "CRD schema", f"no schema for {doc['apiVersion']} {doc['kind']}")
+            continue
+        try:
+            parsed = model.model_validate(doc)
+        except Exception as error:
+            report.fail(ident(overlay, doc), "CRD schema", " ".join(str(error).split()))
+            continue
+        kept = parsed.model_dump(by_alias=True, exclude_unset=True, mode="json")
+        for path in unknown_fields(doc, kept):
+            report.fail(ident(overlay, doc), "CRD schema", f"unknown field {path}")
+
+
+def rule_required_by_api_server(overlay: str, docs: list[dict], report: Report) -> None:
+    """What the API server rejects although the OpenAPI schema allows it: a container
+    without an image, a workload whose selector does not select its own pods."""
+    for doc, spec in workloads(docs):
+        for c in containers(spec):
+            if not c.get("image"):
+                report.fail(ident(overlay, doc), "container image", f"container {c.get('name')} has no image")
+        selector = doc["spec"].get("selector")
+        labels = doc["spec"]["template"].get("metadata", {}).get("labels", {})
+        if doc["kind"] != "Job" and not selects(selector, labels):
+            report.fail(ident(overlay, doc), "selector", "spec.selector does not match the pod template's labels")
+
+
+def rule_probes(overlay: str, docs: list[dict], report: Report) -> None:
+    """Every long-running container has a liveness and a readiness probe."""
+    for doc, spec in workloads(docs):
+        for c in spec.get("containers", []):
+            for probe in ("livenessProbe", "readinessProbe"):
+                if probe not in c:
+                    report.fail(ident(overlay, doc), "probes", f"container {c['name']} has no {probe}")
+
+
+def rule_resources(overlay: str, docs: list[dict], report: Report) -> None:
+    """Every container requests CPU and memory and is limited in memory."""
+    for doc, spec in workloads(docs):
+        for c in containers(spec):
+            res = c.get("resources", {})
+            for section, key in (("requests", "cpu"), ("requests", "memory"), ("limits", "memory")):
+                if key not in res.get(section, {}):
+                    report.fail(ident(overlay, doc), "resources", f"container {c['name']} has no {section}.{key}")
+
+
+def _effective(spec: dict, c: dict, key: str):
+    """A container's security setting, falling back to the pod's."""
+    own = (c.get("securityContext") or {}).get(key)
+    return own if own is not None else (spec.get("securityContext") or {}).get(key)
+
+
+def rule_seccomp_runtime_default(overlay: str, docs: list[dict], report: Report) -> None:
+    """Every container runs with the RuntimeDefault seccomp profile."""
+    for doc, spec in workloads(docs):
+        for c in containers(spec):
+            profile = _effective(spec, c, "seccompProfile") or {}
+            if profile.get("type") != "RuntimeDefault":
+                report.fail(ident(overlay, doc), "seccompProfile RuntimeDefault",
+                            f"container {c['name']} has seccompProfile {profile.get('type')}")
+
+
+def rule_run_as_non_root(overlay: str, docs: list[dict], report: Report) -> None:
+    """Every container runs as non-root (runAsNonRoot, and no runAsUser 0)."""
+    for doc, spec in workloads(docs):
+        for c in containers(spec):
+            if _effective(spec, c, "runAsNonRoot") is not True:
+                report.fail(ident(overlay, doc), "runAsNonRoot", f"container {c['name']} may run as root")
+            if _effective(spec, c, "runAsUser") == 0:
+                report.fail(ident(overlay, doc), "runAsNonRoot", f"container {c['name']} has runAsUser 0")
+
+
+def rule_read_only_root_filesystem(overlay: str, docs: list[dict], report: Report) -> None:
+    """Every container's root filesystem is read-only."""
+    for doc, spec in workloads(docs):
+        for c in containers(spec):
+            if (c.get("securityContext") or {}).get("readOnlyRootFilesystem") is not True:
+                report.fail(ident(overlay, doc), "readOnlyRootFilesystem", f"container {c['name']} can write its root filesystem")
+
+
+def rule_capabilities_dropped(overlay: str, docs: list[dict], report: Report) -> None:
+    """Every container drops ALL capabilities and escalates no privilege."""
+    for doc, spec in workloads(docs):
+        for c in containers(spec):
+            sc = c.get("securityContext") or {}
+            if "ALL" not in (sc.get("capabilities") or {}).get("drop", []):
+                report.fail(ident(overlay, doc), "capabilities", f"container {c['name']} does not drop ALL")
+            if sc.get("allowPrivilegeEscalation") is not False:
+                report.fail(ident(overlay, doc), "capabilities", f"container {c['name']} allows privilege escalation")
+
+
+def rule_pod_security_restricted(overlay: str, docs: list[dict], report: Report) -> None:
+    """The rest of Pod Security "restricted" (the namespace enforces it): no host
+    namespaces, ports or paths, no privileged containers, only the allowed volume types,
+    capabilities added (NET_BIND_SERVICE at most), sysctls, SELinux, /proc and AppArmor."""
+    rule = "Pod Security restricted"
+    for ns in (d for d in docs if d["kind"] == "Namespace"):
+        labels = ns["metadata"].get("labels", {})
+        if labels.get("pod-security.kubernetes.io/enforce") != "restricted":
+            report.fail(ident(overlay, ns), rule, "the namespace does not enforce restricted")
+    for doc, spec in workloads(docs):
+        where = ident(overlay, doc)
+        for key in ("hostNetwork", "hostPID", "hostIPC"):
+            if spec.get(key) is True:
+                report.fail(where, rule, f"{key} is set")
+        for volume in spec.get("volumes", []):
+            kinds = set(volume) - {"name"}
+            if not kinds <= RESTRICTED_VOLUME_TYPES:
+                report.fail(where, rule, f"volume {volume['name']} is of type {sorted(kinds)}")
+        pod_sc = spec.get("securityContext") or {}
+        for sysctl in pod_sc.get("sysctls", []):
+            if sysctl["name"] not in SAFE_SYSCTLS:
+                report.fail(where, rule, f"sysctl {sysctl['name']} is not in the safe set")
+        contexts = [("the pod", pod_sc)] + [(f"container {c['name']}", c.get("securityContext") or {})
+                                             for c in containers(spec)]
+        for who, ctx in contexts:
+            se = ctx.get("seLinuxOptions") or {}
+            if se.get("type", "") not in SELINUX_TYPES or se.get("user") or se.get("role"):
+                report.fail(where, rule, f"{who} sets seLinuxOptions {se}")
+            if (ctx.get("appArmorProfile") or {}).get("type") == "Unconfined":
+                report.fail(where, rule, f"{who} runs unconfined by AppArmor")
+            if (ctx.get("seccompProfile") or {}).get("type") == "Unconfined":
+                report.fail(where, rule, f"{who} runs without seccomp")
+        for c in containers(spec):
+            sc = c.get("securityContext") or {}
+            if sc.get("privileged") is True:
+                report.fail(where, rule, f"container {c['name']} is privileged")
+            added = set((sc.get("capabilities") or {}).get("add", []))
+            if added - {"NET_BIND_SERVICE"}:
+                report.fail(where, rule, f"container {c['name']} adds {sorted(added)}")
+            for port in c.get("ports", []):
+                if port.get("hostPort"):
+                    report.fail(where, rule, f"container {c['name']} uses hostPort {port['hostPort']}")
+            if sc.get("procMount", "Default") != "Default":
+                report.fail(where, rule, f"container {c['name']} sets procMount")
+
+
+def rule_grace_outlasts_drain(overlay: str, docs: list[dict], report: Report) -> None:
+    """A service's termination grace period outlasts SB_DRAIN_DEADLINE_SECS, so a drain
+    finishes before the kubelet kills the pod."""
+    config = next((d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "switchboard"), None)
+    if config is None:
+        report.fail(f"{overlay}/ConfigMap/switchboard", "drain deadline", "missing")
+        return
+    deadline = int(config["data"].get("SB_DRAIN_DEADLINE_SECS", "20"))
+    for doc, spec in workloads(docs):
+        uses_config = any(
+            (src.get("configMapRef") or {}).get("name") == "switchboard"
+            for c in spec.get("containers", []) for src in c.get("envFrom", [])
+        )
+        grace = spec.get("terminationGracePeriodSeconds", 30)
+        if uses_config and grace <= deadline:
+            report.fail(ident(overlay, doc), "drain deadline",
+                        f"terminationGracePeriodSeconds {grace} <= SB_DRAIN_DEADLINE_SECS {deadline}")
+
+
+def _service_targets(docs: list[dict], service: dict):
+    """(workload, pod labels, container port number, port name) behind each Service port."""
+    for port in service["spec"].get("ports", []):
+        target = port.get("targetPort", port["port"])
+        for doc, spec in workloads(docs):
+            labels = doc["spec"]["template"]["metadata"].get("labels", {})
+            if not selects({"matchLabels": service["spec"].get("selector", {})}, labels):
+                continue
+            for c in spec.get("containers", []):
+                for cp in c.get("ports", []):
+                    if target in (cp.get("name"), cp["containerPort"]):
+                        yield port, doc, labels, cp["containerPort"], cp.get("name")
+
+
+def rule_network_paths(overlay: str, docs: list[dict], report: Report) -> None:
+    """Every Service port is reachable by its real callers (CALLERS) and by nobody else
+    that CALLERS knows of (a namespace without a default deny fails here)."""
+    policies = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    pods = {d["metadata"]["name"]: (d["metadata"].get("namespace"), d["spec"]["template"]["metadata"].get("labels", {}))
+            for d, _ in workloads(docs)}
+
+    def peer(caller: str) -> Peer | None:
+        if caller in EXTERNAL_CALLERS:
+            ns, labels = EXTERNAL_CALLERS[caller]
+            return Peer(ns, labels)
+        if caller in pods:
+            return Peer(*pods[caller])
+        return None
+
+    everyone = set(EXTERNAL_CALLERS) | set(pods)
+    for service in (d for d in docs if d["kind"] == "Service"):
+        name = service["metadata"]["name"]
+        ns = service["metadata"].get("namespace")
+        for port, doc, labels, number, port_name in _service_targets(docs, service):
+            key = (name, port.get("name"))
+            if key not in CALLERS:
+                report.fail(ident(overlay, service), "network paths",
+                            f"port {port.get('name')} has no callers in CALLERS (.ci/deploy_check.py)")
+                continue
+            for caller in sorted(everyone):
+                p = peer(caller)
+                wanted = caller in CALLERS[key]
+                if p is None:
+                    continue
+                if admitted(policies, ns, labels, number, port_name, p) != wanted:
+                    verdict = "cannot reach" if wanted else "can reach"
+                    report.fail(ident(overlay, service), "network paths",
+                                f"{caller} ({p.namespace}) {verdict} port {port.get('name')} ({number})")
+        for caller in {c for (svc, _), callers in CALLERS.items() if svc == name for c in callers}:
+            if peer(caller) is None:
+                report.fail(ident(overlay, service), "network paths", f"caller {caller} is not rendered")
+
+
+def _floors(docs: list[dict]) -> dict[str, int]:
+    """Each workload's fewest replicas: its autoscaler's floor, else its replica count."""
+    floors = {d["metadata"]["name"]: d["spec"].get("replicas", 1) for d, _ in workloads(docs)}
+    for d in docs:
+        if d["kind"] == "HorizontalPodAutoscaler":
+            floors[d["spec"]["scaleTargetRef"]["name"]] = d["spec"].get("minReplicas", 1)
+        if d["kind"] == "ScaledObject":
+            floors[d["spec"]["scaleTargetRef"]["name"]] = d["spec"].get("minReplicaCount", 0)
+    return floors
+
+
+def rule_disruption_budgets(overlay: str, docs: list[dict], report: Report) -> None:
+    """A PodDisruptionBudget never blocks a node drain: it bounds maxUnavailable (not
+    minAvailable) and exists only for workloads with at least two replicas."""
+    floors = _floors(docs)
+    for pdb in (d for d in docs if d["kind"] == "PodDisruptionBudget"):
+        where = ident(overlay, pdb)
+        if "minAvailable" in pdb["spec"]:
+            report.fail(where, "disruption budget", "uses minAvailable (blocks drains at the floor); use maxUnavailable")
+        if pdb["spec"].get("maxUnavailable") in (None, 0, "0%"):
+            report.fail(where, "disruption budget", "maxUnavailable is not at least 1")
+        targets = [d for d, _ in workloads(docs)
+                   if selects(pdb["spec"].get("selector"), d["spec"]["template"]["metadata"].get("labels", {}))]
+        if not targets:
+            report.fail(where, "disruption budget", "selects no workload")
+        for t in targets:
+            if floors[t["metadata"]["name"]] < 2:
+                report.fail(where, "disruption budget",
+                            f"{t['kind']}/{t['metadata']['name']} can run one replica: no budget there")
+
+
+def _bytes(quantity: str) -> float:
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "k": 1e3, "M": 1e6, "G": 1e9,
+             "kb": 1e3, "mb": 2**20, "gb": 2**30}
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)([A-Za-z]*)", str(quantity))
+    if not m:
+        raise ValueError(quantity)
+    return float(m.group(1)) * units.get(m.group(2), 1)
+
+
+def rule_redis_fork_headroom(overlay: str, docs: list[dict], report: Report) -> None:
+    """Redis' memory limit is at least twice its maxmemory: an AOF rewrite forks, and the
+    child's copy-on-write pages count against the same limit."""
+    for doc, spec in workloads(docs):
+        for c in spec.get("containers", []):
+            args = c.get("args", [])
+            if "--maxmemory" not in args:
+                continue
+            maxmemory = _bytes(args[args.index("--maxmemory") + 1])
+            limit = (c.get("resources", {}).get("limits") or {}).get("memory")
+            if limit is None or _bytes(limit) < 2 * maxmemory:
+                report.fail(ident(overlay, doc), "Redis fork headroom",
+                            f"memory limit {limit} is under twice maxmemory ({maxmemory / 2**20:.0f} Mi)")
+
+
+def rule_public_host(overlay: str, docs: list[dict], report: Report) -> None:
+    """The overlay sets its public URL (SB_PUBLIC_URL) and the Ingress serves that host;
+    the base's placeholder and the documentation domains never reach a cluster."""
+    config = next((d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "switchboard"), {})
+    url = config.get("data", {}).get("SB_PUBLIC_URL", "")
+    host = url.split("/")[2] if url.startswith("https://") else ""
+    where = f"{overlay}/ConfigMap/switchboard"
+    if not host:
+        report.fail(where, "public host", f"SB_PUBLIC_URL {url!r} is not an https URL")
+    if host.endswith(".invalid") or host in ("example.com", "voice.example.com") or host.endswith(".example.com"):
+        report.fail(where, "public host", f"SB_PUBLIC_URL host {host!r} is a placeholder: set it in the overlay")
+    for ing in (d for d in docs if d["kind"] == "Ingress"):
+        hosts = {r.get("host") for r in ing["spec"].get("rules", [])}
+        hosts |= {h for t in ing["spec"].get("tls", []) for h in t.get("hosts", [])}
+        if hosts != {host}:
+            report.fail(ident(overlay, ing), "public host", f"serves {sorted(hosts)}, SB_PUBLIC_URL says {host!r}")
+
+
+def rule_local_overlay_builtin_only(overlay: str, docs: list[dict], report: Report) -> None:
+    """A local cluster's overlay uses no custom resource (kind and minikube lack the CRDs)."""
+    if overlay not in LOCAL_OVERLAYS:
+        return
+    for doc in docs:
+        if is_custom(doc):
+            report.fail(ident(overlay, doc), "local overlay", f"{doc['apiVersion']} needs a CRD a local cluster lacks")
+
+
+def rule_metrics_ports_monitored(overlay: str, docs: list[dict], report: Report) -> None:
+    """In a monitored overlay, a PodMonitor scrapes every metrics port (a container port
+    named http or metrics), and the alert rules are deployed."""
+    if overlay not in MONITORED_OVERLAYS:
+        return
+    monitors = [d for d in docs if d["kind"] == "PodMonitor"]
+    if not any(d["kind"] == "PrometheusRule" for d in docs):
+        report.fail(f"{overlay}/PrometheusRule", "monitoring", "no alert rules")
+    for doc, spec in workloads(docs):
+        labels = doc["spec"]["template"]["metadata"].get("labels", {})
+        for c in spec.get("containers", []):
+            for cp in c.get("ports", []):
+                if cp.get("name") not in ("http", "metrics"):
+                    continue
+                if not any(selects(m["spec"].get("selector"), labels)
+                           and any(e.get("port") == cp["name"] for e in m["spec"].get("podMetricsEndpoints", []))
+                           for m in monitors):
+                    report.fail(ident(overlay, doc), "monitoring", f"no PodMonitor scrapes port {cp['name']}")
+
+
+def rule_autoscalers_target_workloads(overlay: str, docs: list[dict], report: Report) -> None:
+    """Every HPA and ScaledObject scales a workload this overlay renders, which then
+    states no replica count of its own (`kubectl apply` would reset the autoscaler's)."""
+    names = {d["metadata"]["name"]: d for d, _ in workloads(docs)}
+    for d in docs:
+        if d["kind"] not in ("HorizontalPodAutoscaler", "ScaledObject"):
+            continue
+        target = names.get(d["spec"]["scaleTargetRef"]["name"])
+        if target is None:
+            report.fail(ident(overlay, d), "autoscaler", f"scales {d['spec']['scaleTargetRef']['name']}, which is not rendered")
+        elif "replicas" in target["spec"]:
+            report.fail(ident(overlay, d), "autoscaler",
+                        f"{target['kind']}/{target['metadata']['name']} also sets replicas: every apply resets the count")
+
+
+MANIFEST_RULES = [
+    rule_builtin_schemas,
+    rule_custom_schemas,
+    rule_required_by_api_server,
+    rule_probes,
+    rule_resources,
+    rule_seccomp_runtime_default,
+    rule_run_as_non_root,
+    rule_read_only_root_filesystem,
+    rule_capabilities_dropped,
+    rule_pod_security_restricted,
+    rule_grace_outlasts_drain,
+    rule_network_paths,
+    rule_disruption_budgets,
+    rule_redis_fork_headroom,
+    rule_public_host,
+    rule_local_overlay_builtin_only,
+    rule_metrics_ports_monitored,
+    rule_autoscalers_target_workloads,
+]
+
+
+# --- rules over the monitoring sources ----------------------------------------------------
+
+
+def exported_metrics() -> set[str]:
+    return set(re.findall(r'"(switchboard_[a-z_]+)"', METRICS_RS.read_text()))
+
+
+def alert_rules() -> list[dict]:
+    doc = yaml.safe_load((MONITORING / "alerts.yaml").read_text())
+    return [r for g in doc["spec"]["groups"] for r in g["rules"] if "alert" in r]
+
+
+def dashboard_exprs() -> list[tuple[str, str]]:
+    """(panel title, expression) of every target of every dashboard in monitoring/."""
+    found = []
+    for path in sorted(MONITORING.glob("*.json")):
+        stack = list(json.loads(path.read_text()).get("panels", []))
+        while stack:
+            panel = stack.pop()
+            stack.extend(panel.get("panels", []))
+            for target in panel.get("targets", []):
+                found.append((f"{path.name}: panel {panel.get('title')!r}", target.get("expr", "")))
+    return found
+
+
+def rule_metric_names(report: Report) -> None:
+    """Every switchboard_* metric an alert or a panel uses is one the code exports (its
+    _bucket/_sum/_count series included); every other metric comes from a known exporter."""
+    exported = exported_metrics()
+    uses = [(f"alert {r['alert']}", r["expr"]) for r in alert_rules()] + dashboard_exprs()
+    for where, expr in uses:
+        for name in re.findall(r"\bswitchboard_[a-z_]+", expr):
+            if name not in exported and re.sub(r"_(bucket|sum|count)$", "", name) not in exported:
+                report.fail(where, "metric names", f"{name} is not exported (services/runtime/src/metrics.rs)")
+        for name in re.findall(r"\b(?:%s)[a-z_]+" % "|".join(EXPORTER_PREFIXES), expr):
+            if name not in EXPORTER_METRICS:
+                report.fail(where, "metric names", f"{name} is not a metric of a known exporter (EXPORTER_METRICS)")
+
+
+def anchors(markdown: str) -> set[str]:
+    """GitHub's anchors for the headings of a Markdown file."""
+    found = set()
+    for line in markdown.splitlines():
+        m = re.match(r"^#{1,6}\s+(.*)$", line)
+        if m:
+            slug = re.sub(r"[^\w\- ]", "", m.group(1).strip().lower()).replace(" ", "-")
+            found.add(slug)
+    return found
+
+
+def rule_runbooks(report: Report) -> None:
+    """Every alert has a runbook_url into docs/runbook.md whose section exists."""
+    known = anchors(RUNBOOK.read_text()) if RUNBOOK.exists() else set()
+    for rule in alert_rules():
+        url = rule.get("annotations", {}).get("runbook_url", "")
+        m = re.search(r"docs/runbook\.md#([\w-]+)$", url)
+        if not m:
+            report.fail(f"alert {rule['alert']}", "runbook", f"runbook_url {url!r} does not point into docs/runbook.md")
+        elif m.group(1) not in known:
+            report.fail(f"alert {rule['alert']}", "runbook", f"docs/runbook.md has no section #{m.group(1)}")
+
+
+def rule_alert_tests(report: Report) -> None:
+    """Every alert has a promtool unit test where it fires and one where it stays quiet."""
+    tests = yaml.safe_load((MONITORING / "alerts.test.yaml").read_text())["tests"]
+    fires, quiet = set(), set()
+    for test in tests:
+        for case in test.get("alert_rule_test", []):
+            (fires if case.get("exp_alerts") else quiet).add(case["alertname"])
+    for rule in alert_rules():
+        if rule["alert"] not in fires:
+            report.fail(f"alert {rule['alert']}", "alert tests", "no test where it fires (alerts.test.yaml)")
+        if rule["alert"] not in quiet:
+            report.fail(f"alert {rule['alert']}", "alert tests", "no test where it stays quiet (alerts.test.yaml)")
+
+
+SOURCE_RULES = [rule_metric_names, rule_runbooks, rule_alert_tests]
+
+
+def main() -> int:
+    report = Report()
+    overlays = sorted(p for p in OVERLAYS.iterdir() if (p / "kustomization.yaml").exists())
+    for overlay in overlays:
+        try:
+            docs = render(overlay)
+        except RuntimeError as error:
+            report.fail(f"{overlay.name}", "kustomize", str(error))
+            continue
+        for rule in MANIFEST_RULES:
+            rule(overlay.name, docs, report)
+            report.rules_run += 1
+        kinds = sorted({d["kind"] for d in docs})
+        print(f"deploy-check: {overlay.name}: {len(docs)} objects rendered ({', '.join(kinds)})")
+    for rule in SOURCE_RULES:
+        rule(report)
+        report.rules_run += 1
+    if report.failures:
+        for failure in report.failures:
+            print(f"FAIL {failure}", file=sys.stderr)
+        print(f"deploy-check: {len(report.failures)} failure(s)", file=sys.stderr)
+        return 1
+    print(f"deploy-check: {len(overlays)} overlays, {len(MANIFEST_RULES)} manifest rules each, "
+          f"{len(SOURCE_RULES)} monitoring rules: ok")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
