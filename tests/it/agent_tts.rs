@@ -16,10 +16,10 @@ use sb_sim::{llm, tts};
 use sb_tests::{TestEnv, eventually};
 use serde_json::Value;
 
-use crate::support::{self, sid, tenant};
+use crate::support::{self, sid, tenant, transcript};
 use harness::{
     FALLBACK, GREETING, Pipeline, WAIT, Watch, check_sentence_audio, last_seq, metric,
-    sentence_event, start_event, stored_after, transcript, twilio_call,
+    sentence_event, start_event, stored_after, twilio_call,
 };
 
 /// `start` yields the greeting (turn 0) with its audio; a transcript yields the answer's

@@ -1,7 +1,7 @@
 //! The agent + tts test harness: both stages on the production runner against a fresh
 //! [`TestEnv`] and the sim stand-ins, a per-call event watch (core subscriptions, as the
-//! ingress has), event builders, stream inspection and tiny HTTP helpers (the tests crate
-//! has no HTTP client). State: one pipeline per test.
+//! ingress has), event builders (transcripts come from `crate::support`), stream
+//! inspection and small HTTP helpers. State: one pipeline per test.
 
 use std::{
     sync::{Arc, Mutex},
@@ -12,7 +12,7 @@ use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use futures::StreamExt as _;
 use sb_agent::{Agent, AgentConfig};
 use sb_runtime::{Publisher, RunnerConfig, Secret, Shutdown, redis::Redis, run_stage};
-use sb_schemas::{Body, CallSid, Envelope, Sentence, Start, Transcript, TtsChunk, decode, subject};
+use sb_schemas::{Body, CallSid, Envelope, Sentence, Start, TtsChunk, decode, subject};
 use sb_sim::{SimServer, llm, tts, twilio};
 use sb_tests::{TestEnv, eventually};
 use sb_tts::{Tts, TtsConfig};
@@ -256,21 +256,6 @@ impl Watch {
         .await
         .unwrap();
     }
-}
-
-pub(super) fn transcript(call: &CallSid, turn: u32, text: &str) -> Envelope {
-    Envelope::new(
-        tenant(),
-        call.clone(),
-        turn,
-        Body::Transcript(Transcript {
-            epoch: 1,
-            text: text.into(),
-            confidence: 0.9,
-            audio_seq: 10,
-            speech_ended_at: 0,
-        }),
-    )
 }
 
 pub(super) fn start_event(call: &CallSid) -> Envelope {
