@@ -280,7 +280,7 @@ def real_ingress(tmp_path):
         wait_port(redis_port)
         env = dict(os.environ, SB_NATS_URL=f"nats://127.0.0.1:{nats_port}",
                    SB_REDIS_URL=f"redis://127.0.0.1:{redis_port}", SB_HTTP_ADDR=f"127.0.0.1:{http_port}",
-                   SB_TENANTS_FILE=str(ROOT / "deploy" / "tenants.toml"), SB_TWILIO_AUTH_TOKEN=TOKEN,
+                   SB_TENANTS_FILE=str(ROOT / "deploy" / "base" / "tenants.toml"), SB_TWILIO_AUTH_TOKEN=TOKEN,
                    SB_CALL_CREDENTIAL_SECRET="conformance-call-credential-secret-0123",
                    SB_PUBLIC_URL=PUBLIC, SB_LOG_FORMAT="json")
         procs.append(subprocess.Popen([str(INGRESS)], env=env, stdout=subprocess.DEVNULL))
