@@ -456,13 +456,7 @@ async fn retries_while_redis_is_down_are_stored_once() {
     let env = TestEnv::start().await.unwrap();
     let (_runtime, ingress) = start(&env).await;
     let sid = CallSid::parse(&new_sid("CA")).unwrap();
-    let call = sb_twilio::IncomingCall::ringing(
-        sb_sim::caller::DEFAULT_ACCOUNT_SID,
-        sid.as_str(),
-        "+15005550100",
-        "+15005550006",
-        "inbound",
-    );
+    let call = acme_call(&sid);
     let completed =
         sb_twilio::StatusCallback::completed(&call, 3, 0, "Mon, 23 Nov 2026 10:00:00 +0000");
     drop(env.redis);
@@ -495,16 +489,20 @@ async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     (status, response.text().await.unwrap())
 }
 
-/// A signed incoming call to acme's number, answered: the status and the TwiML.
-async fn incoming_call(addr: SocketAddr, sid: &CallSid) -> (u16, String) {
-    let call = sb_twilio::IncomingCall::ringing(
+/// An incoming call to acme's number, as Twilio's webhook describes it.
+fn acme_call(sid: &CallSid) -> sb_twilio::IncomingCall {
+    sb_twilio::IncomingCall::ringing(
         sb_sim::caller::DEFAULT_ACCOUNT_SID,
         sid.as_str(),
         "+15005550100",
         "+15005550006",
         "inbound",
-    );
-    post_signed(addr, "/twilio/voice", &call.params).await
+    )
+}
+
+/// A signed incoming call to acme's number, answered: the status and the TwiML.
+async fn incoming_call(addr: SocketAddr, sid: &CallSid) -> (u16, String) {
+    post_signed(addr, "/twilio/voice", &acme_call(sid).params).await
 }
 
 /// Redis restarts under a running ingress, which degrades instead of leaving the Service
