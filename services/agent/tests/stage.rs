@@ -20,7 +20,8 @@ use sb_runtime::redis::session::{Role, Turn};
 use sb_runtime::testing::{MemorySessions, drive, drive_delivery};
 use sb_runtime::{StageError, Tenant};
 use sb_schemas::{
-    BargeIn, BargeInTrigger, Body, CallSid, Envelope, Kind, Start, TenantId, Transcript,
+    BargeIn, BargeInTrigger, Body, CallSid, End, EndReason, Envelope, Kind, Start, TenantId,
+    Transcript,
 };
 
 /// One step of a scripted answer.
@@ -396,4 +397,25 @@ async fn the_greeting_is_said_once_unless_interrupted() {
 
     let rig = Rig::new(Vec::new(), None);
     assert!(drive(&rig.agent, start).await.outputs.is_empty());
+}
+
+/// `end` says nothing and shortens the session to the configured keep time (60 s), so late
+/// events still find it and it then expires.
+#[tokio::test]
+async fn the_end_shortens_the_session() {
+    let rig = Rig::new(Vec::new(), None);
+    assert_eq!(rig.sessions.ended(&sid()), None);
+    let end = event(
+        1,
+        Body::End(End {
+            reason: EndReason::Stop,
+        }),
+    );
+    let driven = drive(&rig.agent, end).await;
+    driven.result.as_ref().unwrap();
+    assert!(driven.outputs.is_empty());
+    assert_eq!(
+        rig.sessions.ended(&sid()),
+        Some(std::time::Duration::from_secs(60))
+    );
 }
