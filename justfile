@@ -24,11 +24,11 @@ demo: bootstrap build
 # Run against the real vendors: needs SB_TWILIO_AUTH_TOKEN, SB_CALL_CREDENTIAL_SECRET, SB_PUBLIC_URL,
 # SB_DEEPGRAM_API_KEY, SB_LLM_API_KEY (and SB_AZURE_TTS_KEY + SB_AZURE_TTS_REGION, else espeak-ng speaks).
 run: bootstrap build up
-    target/debug/switchboard run
+    set -a; . .run/secrets.env; set +a; target/debug/switchboard run
 
 # Smoke-check a running local stack (`just up`): topology, tenants, one event, one session.
 smoke: build
-    target/debug/sb-smoke
+    set -a; . .run/secrets.env; set +a; SB_NATS_USER=ops SB_NATS_PASSWORD="$SB_NATS_PASSWORD_OPS" target/debug/sb-smoke
 
 # Run every test: unit, per-service, real-server integration, vendor conformance.
 test: bootstrap lint docs-check
@@ -73,9 +73,11 @@ fmt:
 build:
     cargo build --workspace --bins --quiet
 
-# Start NATS (JetStream, file store in .run/) and Redis (AOF everysec, 256mb, volatile-lru) on loopback.
-up:
+# Start NATS (JetStream, file store in .run/, users from nats/auth.conf) and Redis (password,
+# AOF everysec, 256mb, volatile-lru) on loopback, then create the streams as the `ops` user.
+up: build
     .ci/stack up
+    set -a; . .run/secrets.env; set +a; target/debug/switchboard topology apply
 
 # Stop what `just up` started.
 down:

@@ -12,6 +12,7 @@ mod codec;
 mod dead_letter;
 mod envelope;
 mod ids;
+pub mod roles;
 pub mod subject;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

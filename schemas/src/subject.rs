@@ -65,9 +65,18 @@ pub fn call_audio_out_filter(sid: &CallSid) -> String {
     format!("audio.*.{sid}.out")
 }
 
-/// One kind of control event across all calls: a durable consumer's filter.
+/// One kind of event across all calls: a durable consumer's filter, a permission.
 pub fn kind_filter(kind: Kind) -> String {
-    format!("call.*.*.{}", kind.as_str())
+    match kind {
+        Kind::Audio => "audio.*.*.in".to_owned(),
+        Kind::TtsChunk => "audio.*.*.out".to_owned(),
+        _ => format!("call.*.*.{}", kind.as_str()),
+    }
+}
+
+/// Every STT lease (any tenant, any call).
+pub fn stt_assign_filter() -> &'static str {
+    "assign.stt.*.*"
 }
 
 /// What a subject names.

@@ -4,9 +4,11 @@
 #![allow(clippy::unwrap_used)]
 
 mod agent_tts;
+mod cache_pressure;
 mod e2e;
 mod ingress;
 mod ingress_trust;
+mod internal_plane;
 mod redis_patterns;
 mod replay;
 mod runner;

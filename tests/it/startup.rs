@@ -97,7 +97,7 @@ async fn bad_configuration_fails_fast_and_clearly() {
     );
 
     let mut config = env.runtime_config();
-    config.nats_url = "nats://127.0.0.1:1".into();
+    config.nats.url = "nats://127.0.0.1:1".into();
     let err = Runtime::start("itest", config)
         .await
         .err()

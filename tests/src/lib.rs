@@ -4,15 +4,19 @@
 //! way a ring-3 test waits: on a condition, never on time. State: the servers of one test,
 //! killed when its [`TestEnv`] drops.
 
-pub use sb_stack::servers::{NatsServer, RedisServer, cpu_time, eventually, workspace_root};
+pub use sb_stack::servers::{
+    NatsCluster, NatsOptions, NatsServer, RedisServer, RedisSettings, cpu_time, eventually,
+    workspace_root,
+};
 
 use std::time::Duration;
 
 use async_nats::jetstream;
 use sb_runtime::{
-    Runtime, RuntimeConfig, Topology,
+    NatsConfig, Runtime, RuntimeConfig, Topology,
     redis::{Keys, Redis},
 };
+use sb_schemas::roles::Role;
 
 /// Both servers, with the topology applied.
 pub struct TestEnv {
@@ -28,10 +32,11 @@ impl TestEnv {
         Self::with_topology(Topology::embedded()?).await
     }
 
-    /// Starts the servers and applies `topology` (tests may add consumers of their own).
+    /// Starts the servers and applies `topology` as the operator (tests may add consumers
+    /// of their own). `client` and `js` are logged in as `ops`.
     pub async fn with_topology(topology: Topology) -> anyhow::Result<Self> {
         let (nats, redis) = tokio::try_join!(NatsServer::start(), RedisServer::start())?;
-        let client = sb_runtime::nats::connect(&nats.url, "tests").await?;
+        let client = nats.ops().await?;
         let js = jetstream::new(client.clone());
         topology.apply(&js).await?;
         Ok(Self {
@@ -43,16 +48,26 @@ impl TestEnv {
         })
     }
 
-    /// Runtime settings pointing at these servers and the shipped tenants file.
+    /// Runtime settings pointing at these servers and the shipped tenants file, logged in
+    /// as `ops`.
     pub fn runtime_config(&self) -> RuntimeConfig {
+        self.runtime_config_as(Role::Ops)
+    }
+
+    /// [`Self::runtime_config`] logged in as `role`'s NATS user.
+    pub fn runtime_config_as(&self, role: Role) -> RuntimeConfig {
         let mut config = RuntimeConfig::for_tests(&self.nats.url, &self.redis.url, "");
+        config.nats = NatsConfig::from_login(&self.nats.login(role));
         config.tenants_file = workspace_root().join("deploy/base/tenants.toml");
         config
     }
 
-    /// A full [`Runtime`] against these servers, as a service would start it.
+    /// A full [`Runtime`] against these servers, as a service would start it: logged in
+    /// as the service's own NATS user (so a test exercises its permissions), or as `ops`
+    /// for a name that is no service.
     pub async fn runtime(&self, service: &'static str) -> anyhow::Result<Runtime> {
-        Ok(Runtime::start(service, self.runtime_config()).await?)
+        let role = Role::parse(service).unwrap_or(Role::Ops);
+        Ok(Runtime::start(service, self.runtime_config_as(role)).await?)
     }
 
     /// A Redis handle with the default session TTL.

@@ -11,9 +11,9 @@ use sb_schemas::CallSid;
 #[derive(Debug, Parser)]
 #[command(name = "replay", version)]
 struct Cli {
-    /// NATS server URL.
-    #[arg(long, env = "SB_NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    nats_url: String,
+    /// NATS: URL, user (default `replay`: read-only), password, TLS.
+    #[command(flatten)]
+    nats: sb_runtime::NatsConfig,
     #[command(subcommand)]
     command: Command,
 }
@@ -39,7 +39,7 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let client = sb_runtime::nats::connect(&cli.nats_url, "replay").await?;
+    let client = sb_runtime::nats::connect(&cli.nats.login("replay")).await?;
     let js = async_nats::jetstream::new(client);
     match cli.command {
         Command::Show { call_sid, full } => {

@@ -2,7 +2,8 @@
 //!
 //! Owns the shared plumbing so a service is its own logic and nothing else: typed config
 //! ([`config`]), logging ([`telemetry`]), metric names ([`metrics`]), the NATS connection and
-//! JetStream topology from `nats/` ([`nats`], [`topology`]), publishing ([`publisher`]), the
+//! JetStream topology from `nats/` ([`nats`], [`topology`], [`reconcile`]) and the
+//! nats-server users it implies ([`nats_auth`]), publishing ([`publisher`]), the
 //! stage contract ([`stage`], [`emitter`] over an [`outbox`], [`meter`]) and its runner
 //! ([`runner`]) with dead letters ([`dead_letter`]), a stage binary's whole `main`
 //! ([`stage_main`]), graceful shutdown ([`shutdown`]), the health/metrics HTTP server
@@ -23,9 +24,11 @@ pub mod http;
 pub mod meter;
 pub mod metrics;
 pub mod nats;
+pub mod nats_auth;
 pub mod outbox;
 pub mod progress;
 pub mod publisher;
+pub mod reconcile;
 pub mod redis;
 pub mod runner;
 mod service;
@@ -39,7 +42,7 @@ pub mod tenants;
 pub mod testing;
 pub mod topology;
 
-pub use config::{RuntimeConfig, Secret};
+pub use config::{NatsConfig, RuntimeConfig, Secret};
 pub use publisher::Publisher;
 pub use runner::{RunnerConfig, run_stage};
 pub use service::{Runtime, StartError};

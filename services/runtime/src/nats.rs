@@ -1,12 +1,59 @@
-//! The NATS connection: connect with endless reconnect, refuse servers older than 2.11,
-//! and set up JetStream from `nats/`.
+//! The NATS connection: log in as the service's user (password, optional TLS), reconnect
+//! forever, refuse servers older than 2.11, count the server's permission refusals.
 //!
-//! Consumes the NATS URL; produces a `Client` and a JetStream `Context` with the topology
-//! applied. State: the connection (async-nats reconnects by itself).
+//! Consumes a [`NatsLogin`] (URLs, user, password, CA); produces a `Client` whose reply
+//! inboxes are private to its user (`_INBOX_{user}`, see `sb_schemas::roles`) and, for a
+//! service, a JetStream `Context` on which its streams were found. State: the connection
+//! (async-nats reconnects by itself).
 
-use async_nats::jetstream;
+use std::path::PathBuf;
 
-use crate::topology::{Topology, TopologyError};
+use async_nats::{Event, ServerAddr, ServerError, jetstream};
+use sb_schemas::roles::Role;
+
+use crate::{
+    config::Secret,
+    metrics::Metric,
+    topology::{Topology, TopologyError},
+};
+
+/// How to reach and log in to NATS.
+#[derive(Debug, Clone)]
+pub struct NatsLogin {
+    /// One URL or several, comma-separated (the nodes of a cluster).
+    pub url: String,
+    /// The connection's name, as the server's monitoring shows it.
+    pub name: String,
+    /// The user and its password; `None` connects without auth (a server without users).
+    pub user: Option<(String, Secret)>,
+    /// Require TLS and trust this CA (PEM). A `tls://` URL without it trusts the system's CAs.
+    pub tls_ca: Option<PathBuf>,
+}
+
+impl NatsLogin {
+    /// No auth, no TLS: a bare local server.
+    pub fn anonymous(url: &str, name: &str) -> Self {
+        Self {
+            url: url.to_owned(),
+            name: name.to_owned(),
+            user: None,
+            tls_ca: None,
+        }
+    }
+
+    /// As `role`'s user with `password`.
+    pub fn as_role(url: &str, role: Role, password: Secret) -> Self {
+        Self {
+            user: Some((role.user().to_owned(), password)),
+            ..Self::anonymous(url, role.user())
+        }
+    }
+
+    pub fn with_tls_ca(mut self, ca: Option<PathBuf>) -> Self {
+        self.tls_ca = ca;
+        self
+    }
+}
 
 /// The oldest nats-server Switchboard runs on: older servers silently ignore consumer
 /// fields they do not know (a consumer could come up without its filter).
@@ -26,43 +73,91 @@ pub enum NatsError {
         MIN_SERVER_VERSION.0, MIN_SERVER_VERSION.1
     )]
     TooOld { found: String },
+    #[error("bad NATS URL {url:?}: {reason}")]
+    Url { url: String, reason: String },
     #[error("the NATS server at {url} does not have JetStream enabled")]
     NoJetStream { url: String },
     #[error(transparent)]
     Topology(#[from] TopologyError),
 }
 
-/// Connects (named after the service, reconnecting forever) and checks the server version.
-pub async fn connect(url: &str, service: &str) -> Result<async_nats::Client, NatsError> {
-    let client = async_nats::ConnectOptions::new()
-        .name(service)
+/// Connects (reconnecting forever), checks the server version and JetStream.
+pub async fn connect(login: &NatsLogin) -> Result<async_nats::Client, NatsError> {
+    let url = &login.url;
+    let bad_url = |e: std::io::Error| NatsError::Url {
+        url: url.clone(),
+        reason: e.to_string(),
+    };
+    let addrs: Vec<ServerAddr> = url
+        .split(',')
+        .map(|u| u.trim().parse::<ServerAddr>().map_err(bad_url))
+        .collect::<Result<_, _>>()?;
+    let mut options = async_nats::ConnectOptions::new()
+        .name(&login.name)
         .max_reconnects(None)
-        .connect(url)
+        .event_callback(|event| async move { on_event(event) });
+    if let Some((user, password)) = &login.user {
+        options = options
+            .user_and_password(user.clone(), password.expose().to_owned())
+            .custom_inbox_prefix(format!("_INBOX_{user}"));
+    }
+    if let Some(ca) = &login.tls_ca {
+        options = options.require_tls(true).add_root_certificates(ca.clone());
+    }
+    let client = options
+        .connect(addrs)
         .await
         .map_err(|source| NatsError::Connect {
-            url: url.to_owned(),
+            url: url.clone(),
             source,
         })?;
     let info = client.server_info();
     check_version(&info.version)?;
     if !info.jetstream {
-        return Err(NatsError::NoJetStream {
-            url: url.to_owned(),
-        });
+        return Err(NatsError::NoJetStream { url: url.clone() });
     }
     Ok(client)
 }
 
-/// Connects and applies the topology: what every service does at start-up.
-pub async fn connect_jetstream(
-    url: &str,
-    service: &str,
+/// Connects as a service and checks that the streams and consumer its role uses exist
+/// (it never creates or changes them: that is `switchboard topology apply`, as ops).
+/// Drift from the configured topology is logged and exported, not undone.
+pub async fn connect_service(
+    login: &NatsLogin,
+    role: Role,
     topology: &Topology,
 ) -> Result<(async_nats::Client, jetstream::Context), NatsError> {
-    let client = connect(url, service).await?;
+    let client = connect(login).await?;
     let js = jetstream::new(client.clone());
-    topology.apply(&js).await?;
+    topology.check_for(&js, role).await?;
     Ok((client, js))
+}
+
+/// Counts and logs what the server refuses (a permission this user lacks); the rest of
+/// the connection's life is logged at debug level.
+fn on_event(event: Event) {
+    match &event {
+        Event::ServerError(ServerError::Other(message))
+            if message
+                .to_ascii_lowercase()
+                .contains("permissions violation") =>
+        {
+            let op = if message.to_ascii_lowercase().contains("subscription") {
+                "subscribe"
+            } else {
+                "publish"
+            };
+            metrics::counter!(Metric::NatsPermissionDenied.name(), "op" => op).increment(1);
+            tracing::error!(op, %message, "NATS refused an operation: this user lacks the permission");
+        }
+        Event::ServerError(ServerError::AuthorizationViolation) => {
+            tracing::error!("NATS refused the login: wrong user or password");
+        }
+        Event::Disconnected | Event::ServerError(_) | Event::ClientError(_) => {
+            tracing::warn!(%event, "nats connection event");
+        }
+        _ => tracing::debug!(%event, "nats connection event"),
+    }
 }
 
 /// Accepts `2.11.0`, `v2.15.1`, `2.12.0-beta.1`, …; refuses anything older than 2.11.

@@ -1,7 +1,7 @@
 //! [`Runtime`]: everything a service needs, connected and checked at start-up.
 //!
-//! Consumes the shared config; produces the NATS client and JetStream context (topology
-//! applied, server version checked), the Redis handle, the tenants, the shutdown handle
+//! Consumes the shared config; produces the NATS client (logged in as the service's user) and JetStream
+//! context (its streams found, server version checked), the Redis handles (state; the TTS cache's own instance), the tenants, the shutdown handle
 //! and the metrics recorder. Misconfiguration fails here, with a message naming what is
 //! wrong, never mid-call. State: the handles.
 
@@ -10,6 +10,7 @@ use std::sync::Arc;
 use async_nats::jetstream;
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
+use sb_schemas::roles::Role;
 
 use crate::{
     config::RuntimeConfig,
@@ -53,6 +54,8 @@ pub struct Runtime {
     pub js: jetstream::Context,
     pub publisher: Publisher,
     pub redis: Redis,
+    /// The TTS cache's Redis (`SB_REDIS_CACHE_URL`), or `redis` when it has none of its own.
+    pub cache: Redis,
     pub tenants: Arc<Tenants>,
     pub topology: Arc<Topology>,
     pub shutdown: Shutdown,
@@ -60,14 +63,31 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// Loads tenants, connects to NATS (version check, topology applied) and Redis.
+    /// Loads tenants, connects to NATS (its user, version check, its streams found) and Redis.
     pub async fn start(service: &'static str, config: RuntimeConfig) -> Result<Self, StartError> {
         let metrics = metrics::install();
         let tenants = Arc::new(Tenants::load(&config.tenants_file)?);
         let topology = Arc::new(Topology::embedded()?);
-        let (nats, js) = nats::connect_jetstream(&config.nats_url, service, &topology).await?;
+        let login = config.nats.login(service);
+        // A service checks the streams its role needs; an unknown name (a test, a tool) as ops.
+        let role = login
+            .user
+            .as_ref()
+            .and_then(|(user, _)| Role::parse(user))
+            .or_else(|| Role::parse(service))
+            .unwrap_or(Role::Ops);
+        let (nats, js) = nats::connect_service(&login, role, &topology).await?;
         let keys = Keys::new(config.redis_key_prefix.clone());
-        let redis = Redis::connect(config.redis_url.expose(), keys, config.session_ttl()).await?;
+        let redis = Redis::connect(
+            config.redis_url.expose(),
+            keys.clone(),
+            config.session_ttl(),
+        )
+        .await?;
+        let cache = match &config.redis_cache_url {
+            Some(url) => Redis::connect(url.expose(), keys, config.session_ttl()).await?,
+            None => redis.clone(),
+        };
         let shutdown = Shutdown::new(config.drain_deadline());
         tracing::info!(
             service,
@@ -82,6 +102,7 @@ impl Runtime {
             nats,
             js,
             redis,
+            cache,
             tenants,
             topology,
             shutdown,

@@ -59,6 +59,10 @@ pub enum TopologyError {
         name: String,
         source: jetstream::stream::ConsumerError,
     },
+    #[error("stream overrides: {0}")]
+    Overrides(String),
+    #[error("{0} does not exist: the operator creates the topology (`switchboard topology apply`)")]
+    Missing(String),
     #[error("cannot read stream {name}: {source}")]
     GetStream {
         name: String,
@@ -135,16 +139,17 @@ impl Topology {
         self.consumers.iter().find(|c| c.name() == name)
     }
 
-    /// Creates or updates every stream and consumer. Safe to run from every replica at once.
+    /// Creates or updates every stream (only the fields configured here) and consumer;
+    /// what the operator's `switchboard topology apply` and the test harness run.
     pub async fn apply(&self, js: &jetstream::Context) -> Result<(), TopologyError> {
-        for config in &self.streams {
-            js.create_or_update_stream(config.clone())
-                .await
-                .map_err(|source| TopologyError::Stream {
-                    name: config.name.clone(),
-                    source,
-                })?;
-        }
+        self.reconcile(js, true).await.map(drop)
+    }
+
+    /// Creates or updates every durable consumer.
+    pub(crate) async fn apply_consumers(
+        &self,
+        js: &jetstream::Context,
+    ) -> Result<(), TopologyError> {
         for def in &self.consumers {
             let stream = js.get_stream_no_info(&def.stream).await.map_err(|source| {
                 TopologyError::GetStream {

@@ -1,6 +1,8 @@
 //! The whole Switchboard on one machine, on loopback.
 //!
-//! [`servers`] runs real nats-server and redis-server child processes; [`process`] runs
+//! [`nats_server`] and [`servers`] run real nats-server (auth on, optionally TLS or a
+//! cluster) and redis-server (password on) child processes; [`ops`] is the operator's
+//! `topology` and `nats-auth` commands; [`process`] runs
 //! the stand-ins and services as child processes; [`stack`] starts all of it on free
 //! loopback ports. State: the child processes, killed on drop, and their log files.
 
@@ -8,6 +10,8 @@ pub mod breakdown;
 pub mod demo;
 pub mod frames;
 pub mod load;
+pub mod nats_server;
+pub mod ops;
 pub mod plot;
 pub mod process;
 pub mod report;

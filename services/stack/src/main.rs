@@ -63,6 +63,29 @@ enum Command {
         #[arg(long, default_value = ".run/load")]
         run_dir: PathBuf,
     },
+    /// Create or update the JetStream streams and consumers of `nats/` (as the `ops` user),
+    /// or only report how the live ones differ. Services never change them.
+    Topology {
+        #[arg(value_enum)]
+        action: TopologyAction,
+        /// The environment's stream settings (replicas, storage, max age, max bytes), e.g.
+        /// deploy/overlays/prod/streams.toml.
+        #[arg(long, env = "SB_STREAM_OVERRIDES")]
+        overrides: Option<PathBuf>,
+        #[command(flatten)]
+        login: sb_stack::ops::OpsLogin,
+    },
+    /// Print nats-server's `accounts` block: one user per service with exactly its
+    /// permissions (nats/auth.conf and deploy/base/nats/auth.conf are this output).
+    NatsAuth,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum TopologyAction {
+    /// Create what is missing, update the configured fields that differ.
+    Apply,
+    /// Report differences; exit 1 if there are any.
+    Check,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -84,6 +107,18 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::NatsAuth => print!("{}", sb_runtime::nats_auth::server_config()),
+        Command::Topology {
+            action,
+            overrides,
+            login,
+        } => {
+            let write = matches!(action, TopologyAction::Apply);
+            let differences = sb_stack::ops::topology(&login, overrides, write).await?;
+            if !write && differences > 0 {
+                std::process::exit(1);
+            }
+        }
         Command::Demo { run_dir } => {
             sb_stack::demo::run(run_dir).await?;
         }

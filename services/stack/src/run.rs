@@ -1,13 +1,15 @@
 //! `just run`: Switchboard against the real vendors, on this machine.
 //!
 //! Consumes the `SB_*` environment (Twilio auth token and public URL, the call credential
-//! secret, Deepgram key, LLM base URL and key, Azure key and region) and a running NATS + Redis (`just up`);
+//! secret, Deepgram key, LLM base URL and key, Azure key and region) and a running NATS + Redis (`just up`,
+//! whose passwords `just run` reads from .run/secrets.env: each service logs in as its own NATS user);
 //! checks every required setting first and names what is missing, then starts the
 //! ingress, stt, agent and tts as processes and runs until Ctrl-C. State: the processes.
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::bail;
+use sb_schemas::roles::Role;
 
 use crate::{process::Process, stack::binaries_dir};
 
@@ -80,6 +82,13 @@ pub async fn run(run_dir: PathBuf, ingress_addr: SocketAddr) -> anyhow::Result<(
         };
         let mut env = passed.clone();
         env.push(("SB_HTTP_ADDR".into(), addr.to_string()));
+        // `just up` keeps every user's NATS password as SB_NATS_PASSWORD_<USER>.
+        if let Some(role) = Role::parse(name)
+            && let Ok(password) = std::env::var(role.password_env())
+        {
+            env.push(("SB_NATS_USER".into(), role.user().into()));
+            env.push(("SB_NATS_PASSWORD".into(), password));
+        }
         processes.push(Process::service(name, &bins.join(name), &env, addr, &run_dir).await?);
     }
     let public = std::env::var("SB_PUBLIC_URL").unwrap_or_default();

@@ -1,10 +1,11 @@
-//! Real nats-server and redis-server child processes on loopback.
+//! Real redis-server child processes on loopback (nats-server: [`crate::nats_server`]),
+//! and what starting any server needs.
 //!
-//! Each server gets a free port (NATS, via `-p -1` and its ports file) or a unix socket
-//! (Redis) and a temp dir, and is killed on `Drop`; [`eventually`] is the one poll that
-//! waits for them (and for every condition a ring-3 test waits on). Used by the ring-3
-//! tests, the demo and the load benchmark alike. State: the child processes and their temp
-//! dirs.
+//! A Redis gets a unix socket in a temp dir and a random password (`requirepass`; the URL
+//! carries it, so only [`RedisServer::url`] can log in), and is killed on `Drop`;
+//! [`eventually`] is the one poll that waits for servers (and for every condition a ring-3
+//! test waits on). Used by the ring-3 tests, the demo and the load benchmark alike. State:
+//! the child processes, their temp dirs and passwords.
 
 use std::{
     path::{Path, PathBuf},
@@ -13,6 +14,8 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
+
+pub use crate::nats_server::{NatsCluster, NatsOptions, NatsServer};
 
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {
@@ -36,6 +39,11 @@ pub fn find_binary(name: &str, env_var: &str) -> anyhow::Result<PathBuf> {
         .with_context(|| format!("{name} not found: run .ci/bootstrap (or set {env_var})"))
 }
 
+/// 128 random bits in hex: a test server's password.
+pub fn random_password() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
 /// Polls `check` every 10 ms until it returns `Some`, failing after `timeout`: waiting on
 /// a condition, never on time (the servers here, and every ring-3 test).
 pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
@@ -55,84 +63,42 @@ where
     }
 }
 
-/// A nats-server with JetStream on a free loopback port; killed on drop.
-pub struct NatsServer {
-    child: Child,
-    pub url: String,
-    pub port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl NatsServer {
-    /// The server's process id (for CPU accounting in benchmarks).
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    pub async fn start() -> anyhow::Result<Self> {
-        let dir = tempfile::tempdir()?;
-        let bin = find_binary("nats-server", "NATS_SERVER_BIN")?;
-        let mut command = Command::new(&bin);
-        command
-            .args(["-a", "127.0.0.1", "-p", "-1", "-js"])
-            .arg("-sd")
-            .arg(dir.path().join("store"))
-            .arg("--ports_file_dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        // The server shares this box's cores with every process of the stack and the load
-        // generator. With one Go P (as a 1-CPU pod would get) its idle threads stop spinning
-        // for work: at 500 calls it used ~15 % less CPU (BENCHMARKS.md). `GOMAXPROCS` in
-        // the environment wins.
-        if std::env::var_os("GOMAXPROCS").is_none() {
-            command.env("GOMAXPROCS", "1");
-        }
-        let child = command
-            .spawn()
-            .with_context(|| format!("cannot start {}", bin.display()))?;
-        let ports_file = dir.path().join(format!("nats-server_{}.ports", child.id()));
-        let mut server = Self {
-            child,
-            url: String::new(),
-            port: 0,
-            _dir: dir,
-        };
-        // The file can exist before nats-server has finished writing it: wait until it parses.
-        let read_url = || -> Option<String> {
-            let ports: serde_json::Value =
-                serde_json::from_str(&std::fs::read_to_string(&ports_file).ok()?).ok()?;
-            Some(ports["nats"][0].as_str()?.to_owned())
-        };
-        let url = eventually("nats-server's ports file", Duration::from_secs(10), || {
-            let url = read_url();
-            async move { url }
-        })
-        .await?;
-        server.url = url.clone();
-        server.port = url
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .context("bad port")?;
-        Ok(server)
-    }
-}
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A redis-server on a unix socket in a temp dir, persistence off; killed on drop. Tests
 /// can [`RedisServer::stop`] it and [`RedisServer::restart`] it on the same socket.
 pub struct RedisServer {
     child: Child,
+    /// The URL with the password (`redis+unix://…?pass=…`): log in with this.
     pub url: String,
     pub socket: PathBuf,
+    password: String,
+    settings: RedisSettings,
     _dir: tempfile::TempDir,
+}
+
+/// Memory limit and eviction policy of a Redis.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    pub maxmemory: String,
+    pub policy: &'static str,
+}
+
+impl RedisSettings {
+    /// Sessions, idempotency keys, rate limits, the queue: never evicted by a cache burst
+    /// (volatile-lru only ever evicts keys with a TTL, and they all have one).
+    pub fn state() -> Self {
+        Self {
+            maxmemory: "256mb".into(),
+            policy: "volatile-lru",
+        }
+    }
+
+    /// The TTS cache: any key may go, least recently used first.
+    pub fn cache(maxmemory: &str) -> Self {
+        Self {
+            maxmemory: maxmemory.into(),
+            policy: "allkeys-lru",
+        }
+    }
 }
 
 impl RedisServer {
@@ -141,15 +107,23 @@ impl RedisServer {
         self.child.id()
     }
 
+    /// The sessions-and-queue instance.
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(RedisSettings::state()).await
+    }
+
+    pub async fn start_with(settings: RedisSettings) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let socket = dir.path().join("redis.sock");
-        let child = Self::spawn(&socket, dir.path())?;
-        let url = format!("redis+unix://{}", socket.display());
+        let password = random_password();
+        let child = Self::spawn(&socket, dir.path(), &password, &settings)?;
+        let url = format!("redis+unix://{}?pass={password}", socket.display());
         let server = Self {
             child,
             url,
             socket,
+            password,
+            settings,
             _dir: dir,
         };
         server.wait_ready().await?;
@@ -166,19 +140,39 @@ impl RedisServer {
     /// same socket; returns once it answers `PING`.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.stop();
-        self.child = Self::spawn(&self.socket, self._dir.path())?;
+        self.child = Self::spawn(
+            &self.socket,
+            self._dir.path(),
+            &self.password,
+            &self.settings,
+        )?;
         self.wait_ready().await
     }
 
-    fn spawn(socket: &Path, dir: &Path) -> anyhow::Result<Child> {
+    /// The URL without the password (to show that Redis refuses it).
+    pub fn url_without_password(&self) -> String {
+        format!("redis+unix://{}", self.socket.display())
+    }
+
+    fn spawn(
+        socket: &Path,
+        dir: &Path,
+        password: &str,
+        settings: &RedisSettings,
+    ) -> anyhow::Result<Child> {
         let bin = find_binary("redis-server", "REDIS_SERVER_BIN")?;
+        // The password goes in a config file, not on the command line (`ps` shows that).
+        let config = dir.join("redis.conf");
+        std::fs::write(&config, format!("requirepass {password}\n"))?;
         Command::new(&bin)
+            .arg(&config)
             .args(["--port", "0", "--save", "", "--appendonly", "no"])
             .arg("--unixsocket")
             .arg(socket)
             .arg("--dir")
             .arg(dir)
-            .args(["--maxmemory", "256mb", "--maxmemory-policy", "volatile-lru"])
+            .args(["--maxmemory", &settings.maxmemory])
+            .args(["--maxmemory-policy", settings.policy])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

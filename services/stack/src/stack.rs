@@ -9,10 +9,12 @@
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::{Context as _, bail};
+use sb_schemas::roles::Role;
 
 use crate::{
+    nats_server::{NatsCluster, NatsOptions},
     process::{Process, Usage, free_addr},
-    servers::{NatsServer, RedisServer, workspace_root},
+    servers::{RedisServer, workspace_root},
 };
 
 /// Fixed stand-in delays (what a real vendor would take), so overhead can be isolated.
@@ -62,6 +64,10 @@ pub struct StackConfig {
     /// Extra environment for every service (e.g. `SB_STAGE_CONCURRENCY`); by default the
     /// deployed caller-audio batching ([`DEPLOYED_AUDIO_BATCH_MS`]).
     pub service_env: Vec<(String, String)>,
+    /// NATS: TLS or not (auth is always on).
+    pub nats: NatsOptions,
+    /// NATS nodes: 1, or a cluster (the streams then get this many replicas).
+    pub nats_nodes: usize,
 }
 
 /// `SB_AUDIO_BATCH_MS` as deploy/base/k8s/config.yaml sets it: the demo, the end-to-end tests
@@ -82,6 +88,8 @@ impl StackConfig {
                 "SB_AUDIO_BATCH_MS".into(),
                 DEPLOYED_AUDIO_BATCH_MS.to_string(),
             )],
+            nats: NatsOptions::default(),
+            nats_nodes: 1,
         }
     }
 }
@@ -98,7 +106,7 @@ pub const PUBLIC_URL: &str = "https://switchboard.local";
 /// The running stack.
 pub struct Stack {
     pub config: StackConfig,
-    pub nats: NatsServer,
+    pub nats: NatsCluster,
     pub redis: RedisServer,
     pub deepgram: Process,
     pub llm: Process,
@@ -117,7 +125,11 @@ impl Stack {
         let bins = binaries_dir()?;
         std::fs::create_dir_all(&config.run_dir)?;
         let logs = config.run_dir.as_path();
-        let (nats, redis) = tokio::try_join!(NatsServer::start(), RedisServer::start())?;
+        let (nats, redis) = tokio::try_join!(
+            NatsCluster::start(config.nats_nodes, config.nats.clone()),
+            RedisServer::start()
+        )?;
+        nats.apply_topology().await?;
         let sim = bins.join("sim");
         let d = config.delays;
         let key = ["--api-key".to_owned(), VENDOR_KEY.to_owned()];
@@ -260,7 +272,7 @@ impl Stack {
 
     /// A JetStream context on the stack's NATS.
     pub async fn jetstream(&self) -> anyhow::Result<async_nats::jetstream::Context> {
-        let client = sb_runtime::nats::connect(&self.nats.url, "stack").await?;
+        let client = self.nats.ops().await?;
         Ok(async_nats::jetstream::new(client))
     }
 
@@ -275,16 +287,17 @@ impl Stack {
 
     /// nats-server and redis-server usage.
     pub fn server_usage(&self) -> Vec<(String, Usage)> {
-        vec![
-            (
-                "nats-server".to_owned(),
-                crate::process::usage(self.nats.pid()),
-            ),
-            (
-                "redis-server".to_owned(),
-                crate::process::usage(self.redis.pid()),
-            ),
-        ]
+        let mut all: Vec<(String, Usage)> = self
+            .nats
+            .pids()
+            .into_iter()
+            .map(|pid| ("nats-server".to_owned(), crate::process::usage(pid)))
+            .collect();
+        all.push((
+            "redis-server".to_owned(),
+            crate::process::usage(self.redis.pid()),
+        ));
+        all
     }
 
     /// The stand-ins' usage (they share the machine in a load run).
@@ -308,7 +321,7 @@ impl Stack {
 
 /// The environment each service gets: the stack's servers and stand-ins.
 struct Env<'a> {
-    nats: &'a NatsServer,
+    nats: &'a NatsCluster,
     redis: &'a RedisServer,
     deepgram: SocketAddr,
     llm: SocketAddr,
@@ -321,7 +334,6 @@ impl Env<'_> {
     fn for_service(&self, service: &str, http: SocketAddr) -> Vec<(String, String)> {
         let tenants = workspace_root().join("deploy/base/tenants.toml");
         let mut env: Vec<(String, String)> = vec![
-            ("SB_NATS_URL".into(), self.nats.url.clone()),
             ("SB_REDIS_URL".into(), self.redis.url.clone()),
             ("SB_TENANTS_FILE".into(), tenants.display().to_string()),
             ("SB_HTTP_ADDR".into(), http.to_string()),
@@ -356,6 +368,9 @@ impl Env<'_> {
             _ => vec![],
         };
         env.extend(specific.into_iter().map(|(k, v)| (k.to_owned(), v)));
+        if let Some(role) = Role::parse(service) {
+            env.extend(self.nats.service_env(role));
+        }
         env.extend(self.extra.iter().cloned());
         env
     }

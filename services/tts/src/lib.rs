@@ -83,7 +83,7 @@ impl Tts {
         );
         Ok(Self::with_providers(
             Arc::new(runtime.redis.clone()),
-            Arc::new(runtime.redis.clone()),
+            Arc::new(runtime.cache.clone()),
             runtime.tenants.clone(),
             primary,
             backup,

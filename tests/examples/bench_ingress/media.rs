@@ -46,7 +46,7 @@ pub(crate) async fn media(
 ) -> anyhow::Result<()> {
     // A sample of the calls is observed (a subscriber on every call would add a delivery
     // per frame to nats-server and this process, both on the machine under test).
-    let client = sb_runtime::nats::connect(&stack.runtime.config.nats_url, "bench").await?;
+    let client = sb_runtime::nats::connect(&stack.nats.login(sb_schemas::roles::Role::Ops)).await?;
     let mut subscribers = Vec::new();
     for k in (0..args.sockets).step_by(args.sample_every.max(1)) {
         let subject = format!("audio.acme.{}.in", call_sid(run, 3, k));

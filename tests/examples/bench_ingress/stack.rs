@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use sb_ingress::IngressConfig;
 use sb_runtime::{Runtime, RuntimeConfig};
+use sb_schemas::roles::Role;
 use sb_tests::{NatsServer, RedisServer, cpu_time};
 
 use crate::{
@@ -76,7 +77,7 @@ fn redis_pid(socket: &std::path::Path) -> String {
 
 /// Servers and the in-process ingress of one run.
 pub(crate) struct Stack {
-    pub(crate) _nats: NatsServer,
+    pub(crate) nats: NatsServer,
     pub(crate) _redis: RedisServer,
     pub(crate) _dir: tempfile::TempDir,
     pub(crate) ingress_rt: tokio::runtime::Runtime,
@@ -92,7 +93,9 @@ async fn stack(args: &Args) -> anyhow::Result<Stack> {
     let dir = tempfile::tempdir()?;
     let tenants = dir.path().join("tenants.toml");
     std::fs::write(&tenants, tenants_toml().to_string())?;
+    nats.apply_topology().await?;
     let mut config = RuntimeConfig::for_tests(&nats.url, &redis.url, "");
+    config.nats = sb_runtime::NatsConfig::from_login(&nats.login(Role::Ingress));
     config.tenants_file = tenants;
     let ingress_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.ingress_threads)
@@ -111,7 +114,7 @@ async fn stack(args: &Args) -> anyhow::Result<Stack> {
     Ok(Stack {
         nats_pid: nats.pid().to_string(),
         redis_pid: redis_pid(&redis.socket),
-        _nats: nats,
+        nats,
         _redis: redis,
         _dir: dir,
         addr: ingress.addr,

@@ -153,7 +153,7 @@ struct RunResult {
 
 async fn run_once(mode: Mode, args: &Args) -> anyhow::Result<RunResult> {
     let server = NatsServer::start().await?;
-    let client = sb_runtime::nats::connect(&server.url, "bench").await?;
+    let client = server.ops().await?;
     let js = jetstream::new(client.clone());
     let topology = topology(mode)?;
     topology.apply(&js).await?;

@@ -1,0 +1,239 @@
+//! Who may publish and subscribe to what on NATS: one role per service, its permissions
+//! built from the same subject functions the code publishes with ([`crate::subject`]).
+//!
+//! Consumes nothing; produces, per [`Role`], the kinds it emits and the NATS
+//! [`Permissions`] its user gets (data subjects, the JetStream API subjects of its own
+//! streams and consumers, its private inbox). `sb_runtime::nats_auth` renders them into
+//! the nats-server configuration (`nats/auth.conf`), so code and config cannot drift.
+//! No I/O, no state.
+
+use crate::{
+    Kind,
+    subject::{self, AUDIO_STREAM, CALLS_STREAM, DLQ_STREAM, STT_ASSIGN_STREAM},
+};
+
+/// A NATS user: one per service, plus the operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    Ingress,
+    Stt,
+    Agent,
+    Tts,
+    /// The replay CLI and (later) the console: reads the log, writes nothing.
+    Replay,
+    /// The operator (`switchboard topology apply`, the tests' inspector): everything.
+    Ops,
+}
+
+/// Allowed subjects (NATS wildcards) for publishing and subscribing.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Permissions {
+    pub publish: Vec<String>,
+    pub subscribe: Vec<String>,
+}
+
+impl Role {
+    pub const ALL: [Role; 6] = [
+        Role::Ingress,
+        Role::Stt,
+        Role::Agent,
+        Role::Tts,
+        Role::Replay,
+        Role::Ops,
+    ];
+
+    /// The NATS user name (also the service name).
+    pub const fn user(self) -> &'static str {
+        match self {
+            Role::Ingress => "ingress",
+            Role::Stt => "stt",
+            Role::Agent => "agent",
+            Role::Tts => "tts",
+            Role::Replay => "replay",
+            Role::Ops => "ops",
+        }
+    }
+
+    pub fn parse(user: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.user() == user)
+    }
+
+    /// The environment variable holding this user's password, for nats-server's config
+    /// and for the service (`SB_NATS_PASSWORD_INGRESS`, …).
+    pub fn password_env(self) -> String {
+        format!("SB_NATS_PASSWORD_{}", self.user().to_uppercase())
+    }
+
+    /// The prefix of this user's reply inboxes: private, so no one else can read the
+    /// replies to its requests (JetStream acks and pulled messages travel as replies).
+    pub fn inbox_prefix(self) -> String {
+        format!("_INBOX_{}", self.user())
+    }
+
+    /// The event kinds this role publishes (what its code constructs and emits).
+    pub const fn emits(self) -> &'static [Kind] {
+        match self {
+            Role::Ingress => &[
+                Kind::Webhook,
+                Kind::Start,
+                Kind::Audio,
+                Kind::Dtmf,
+                Kind::BargeIn,
+                Kind::Played,
+                Kind::End,
+            ],
+            Role::Stt => &[Kind::Speech, Kind::Partial, Kind::Transcript],
+            Role::Agent => &[Kind::Token, Kind::Sentence],
+            Role::Tts => &[Kind::TtsChunk],
+            Role::Replay | Role::Ops => &[],
+        }
+    }
+
+    /// The durable consumer this role pulls from, as `(stream, consumer)` (`nats/consumers/`).
+    pub const fn durable(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Role::Stt => Some((STT_ASSIGN_STREAM, "stt")),
+            Role::Agent => Some((CALLS_STREAM, "agent")),
+            Role::Tts => Some((CALLS_STREAM, "tts")),
+            _ => None,
+        }
+    }
+
+    /// The streams this role must find at start-up (it checks them; only ops creates them).
+    pub const fn streams(self) -> &'static [&'static str] {
+        match self {
+            Role::Ingress => &[CALLS_STREAM, AUDIO_STREAM, STT_ASSIGN_STREAM],
+            Role::Stt => &[STT_ASSIGN_STREAM, AUDIO_STREAM, CALLS_STREAM, DLQ_STREAM],
+            Role::Agent | Role::Tts => &[CALLS_STREAM, AUDIO_STREAM, DLQ_STREAM],
+            Role::Replay => &[CALLS_STREAM, AUDIO_STREAM, DLQ_STREAM],
+            Role::Ops => &[],
+        }
+    }
+
+    /// Everything this role's NATS user may do.
+    pub fn permissions(self) -> Permissions {
+        if self == Role::Ops {
+            return Permissions {
+                publish: vec![">".into()],
+                subscribe: vec![">".into()],
+            };
+        }
+        let mut publish: Vec<String> = self
+            .emits()
+            .iter()
+            .map(|k| subject::kind_filter(*k))
+            .collect();
+        let mut subscribe = vec![format!("{}.>", self.inbox_prefix())];
+        for stream in self.streams() {
+            publish.push(js::stream_info(stream));
+        }
+        if let Some((stream, consumer)) = self.durable() {
+            publish.extend(js::pull(stream, consumer));
+            publish.push(subject::dlq(stream, consumer));
+        }
+        match self {
+            Role::Ingress => {
+                publish.push(subject::stt_assign_filter().into());
+                // Its calls' bot audio and the caller's voice activity, live.
+                subscribe.extend(
+                    [Kind::TtsChunk, Kind::Speech, Kind::Partial].map(subject::kind_filter),
+                );
+            }
+            Role::Stt => {
+                // The caller's audio live, and from the log after a hand-off.
+                subscribe.extend([
+                    subject::kind_filter(Kind::Audio),
+                    subject::kind_filter(Kind::End),
+                ]);
+                publish.extend(js::read_ordered(AUDIO_STREAM));
+                // Whether a call's `end` is already stored (direct get, last by subject).
+                publish.push(js::direct_get(CALLS_STREAM));
+            }
+            Role::Replay => {
+                for stream in [CALLS_STREAM, AUDIO_STREAM, DLQ_STREAM] {
+                    publish.extend(js::read_ordered(stream));
+                    publish.push(js::direct_get(stream));
+                }
+            }
+            _ => {}
+        }
+        Permissions { publish, subscribe }
+    }
+}
+
+/// JetStream API subjects (`$JS.API.…`), as the client library requests them.
+mod js {
+    pub(super) fn stream_info(stream: &str) -> String {
+        format!("$JS.API.STREAM.INFO.{stream}")
+    }
+
+    /// Pull and acknowledge one durable consumer's messages.
+    pub(super) fn pull(stream: &str, consumer: &str) -> [String; 3] {
+        [
+            format!("$JS.API.CONSUMER.INFO.{stream}.{consumer}"),
+            format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"),
+            format!("$JS.ACK.{stream}.{consumer}.>"),
+        ]
+    }
+
+    /// Create, read and delete ordered (ephemeral, unacknowledged) consumers of `stream`.
+    pub(super) fn read_ordered(stream: &str) -> [String; 5] {
+        [
+            format!("$JS.API.CONSUMER.CREATE.{stream}"),
+            format!("$JS.API.CONSUMER.CREATE.{stream}.>"),
+            format!("$JS.API.CONSUMER.INFO.{stream}.*"),
+            format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.*"),
+            format!("$JS.API.CONSUMER.DELETE.{stream}.*"),
+        ]
+    }
+
+    pub(super) fn direct_get(stream: &str) -> String {
+        format!("$JS.API.DIRECT.GET.{stream}.>")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every kind has exactly one producer, so a forged event needs that service's password.
+    #[test]
+    fn every_kind_has_one_producer() {
+        for kind in Kind::ALL {
+            let producers: Vec<Role> = Role::ALL
+                .into_iter()
+                .filter(|r| r.emits().contains(&kind))
+                .collect();
+            assert_eq!(producers.len(), 1, "{kind:?}: {producers:?}");
+        }
+    }
+
+    #[test]
+    fn stages_cannot_forge_the_ingress_events() {
+        for role in [Role::Stt, Role::Agent, Role::Tts, Role::Replay] {
+            let p = role.permissions();
+            for forbidden in ["call.*.*.end", "call.*.*.bargein", "call.*.*.start", ">"] {
+                assert!(
+                    !p.publish.iter().any(|s| s == forbidden),
+                    "{role:?} {forbidden}"
+                );
+            }
+            assert!(
+                !p.subscribe.iter().any(|s| s == ">" || s == "_INBOX.>"),
+                "{role:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn inboxes_are_private_and_users_parse() {
+        for role in Role::ALL {
+            assert_eq!(Role::parse(role.user()), Some(role));
+            if role != Role::Ops {
+                let p = role.permissions();
+                assert_eq!(p.subscribe[0], format!("_INBOX_{}.>", role.user()));
+            }
+        }
+        assert_eq!(Role::Agent.password_env(), "SB_NATS_PASSWORD_AGENT");
+    }
+}
