@@ -8,6 +8,7 @@ export PATH := justfile_directory() / ".venv/bin" + ":" + env_var("PATH")
 export SB_NATS_PORT := env_var_or_default("SB_NATS_PORT", "4222")
 export SB_NATS_MONITOR_PORT := env_var_or_default("SB_NATS_MONITOR_PORT", "8222")
 export SB_REDIS_PORT := env_var_or_default("SB_REDIS_PORT", "6379")
+export SB_NATS_URL := env_var_or_default("SB_NATS_URL", "nats://127.0.0.1:" + SB_NATS_PORT)
 
 # List the recipes.
 _default:
