@@ -20,7 +20,7 @@ use sb_schemas::{
     subject,
     testing::{sid, tenant_id},
 };
-use sb_tests::{TestEnv, eventually};
+use sb_tests::{NatsOptions, NatsServer, TestEnv, eventually};
 
 /// One subject a role may publish and one it may not, one it may subscribe to and one it
 /// may not (concrete subjects of one call).
@@ -297,4 +297,27 @@ async fn reconcile_reports_drift_and_keeps_what_it_does_not_manage() {
         Some("ops-team")
     );
     assert!(topology.reconcile(&env.js, false).await.unwrap().is_empty());
+}
+
+/// With TLS on, a client that trusts the server's CA logs in and publishes; one that does
+/// does not (system roots only) cannot verify the server and is refused.
+#[tokio::test]
+async fn nats_tls_is_required_and_verified() {
+    let nats = NatsServer::start_with(NatsOptions {
+        tls: true,
+        auth: true,
+    })
+    .await
+    .unwrap();
+    let login = nats.login(Role::Ops);
+    assert!(login.tls_ca.is_some());
+    let client = nats::connect(&login).await.unwrap();
+    client.publish("call.acme.probe", "x".into()).await.unwrap();
+    client.flush().await.unwrap();
+
+    let untrusted = nats::connect(&login.clone().with_tls_ca(None)).await;
+    assert!(
+        untrusted.is_err(),
+        "a client verified the server without its CA"
+    );
 }

@@ -77,6 +77,8 @@ pub struct LoadOptions {
     pub ramp: Duration,
     /// The ingress' `SB_AUDIO_BATCH_MS`: caller frames per stored batch × 20 ms.
     pub audio_batch_ms: u64,
+    /// NATS auth (users and permissions) and TLS: both on is the production setting.
+    pub nats: crate::nats_server::NatsOptions,
 }
 
 /// What one load run measured.
@@ -152,6 +154,7 @@ fn other_usage(stack: &Stack) -> Vec<(String, Usage)> {
 pub async fn run(options: &LoadOptions) -> anyhow::Result<LoadResult> {
     let mut config = StackConfig::new(&options.run_dir);
     config.delays = options.delays;
+    config.nats = options.nats.clone();
     config.stt_script = CALLER_LINES.map(String::from).to_vec();
     config.llm_replies = LOAD_REPLIES.map(String::from).to_vec();
     config.service_env = vec![

@@ -59,6 +59,12 @@ enum Command {
         /// silence after it go frame by frame. 20 = every frame its own event.
         #[arg(long, default_value_t = sb_stack::stack::DEPLOYED_AUDIO_BATCH_MS)]
         audio_batch_ms: u64,
+        /// NATS clients over TLS (as in prod).
+        #[arg(long)]
+        nats_tls: bool,
+        /// NATS without users and permissions (to measure what they cost; never deployed).
+        #[arg(long)]
+        nats_no_auth: bool,
         /// Where logs and the plot go.
         #[arg(long, default_value = ".run/load")]
         run_dir: PathBuf,
@@ -134,6 +140,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             delays,
             ramp_secs,
             audio_batch_ms,
+            nats_tls,
+            nats_no_auth,
             run_dir,
         } => {
             let delays = match delays.as_str() {
@@ -146,10 +154,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 run_dir: run_dir.clone(),
                 ramp: Duration::from_secs(ramp_secs),
                 audio_batch_ms,
+                nats: sb_stack::nats_server::NatsOptions {
+                    tls: nats_tls,
+                    auth: !nats_no_auth,
+                },
             };
             let mut results = Vec::new();
             for run in 1..=runs.max(1) {
-                println!("bench-load: run {run} of {runs}, {calls} concurrent calls");
+                println!(
+                    "bench-load: run {run} of {runs}, {calls} concurrent calls (NATS auth {}, TLS {})",
+                    if nats_no_auth { "off" } else { "on" },
+                    if nats_tls { "on" } else { "off" }
+                );
                 let result = load::run(&options).await?;
                 print!("{}", report::table(&result, &delays));
                 println!("plot: {}", report::write_plot(&result, &run_dir)?.display());

@@ -24,15 +24,27 @@ use sb_schemas::roles::Role;
 use crate::servers::{eventually, find_binary, random_password};
 
 /// What kind of server to start.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct NatsOptions {
     /// Serve clients over TLS only (certificates from a CA made for this server).
     pub tls: bool,
+    /// Users and permissions (on everywhere except in the benchmark's "off" runs).
+    pub auth: bool,
+}
+
+impl Default for NatsOptions {
+    fn default() -> Self {
+        Self {
+            tls: false,
+            auth: true,
+        }
+    }
 }
 
 /// The users' passwords and the CA clients trust, shared by a cluster's nodes.
 #[derive(Debug)]
 pub struct Credentials {
+    /// Empty when auth is off.
     passwords: BTreeMap<&'static str, Secret>,
     /// The CA certificate (PEM file) when TLS is on.
     pub tls_ca: Option<PathBuf>,
@@ -41,10 +53,11 @@ pub struct Credentials {
 }
 
 impl Credentials {
-    fn new(tls: bool) -> anyhow::Result<Self> {
-        let dir = tempfile::tempdir()?;
+    fn new(options: &NatsOptions) -> anyhow::Result<Self> {
+        let (tls, dir) = (options.tls, tempfile::tempdir()?);
         let passwords = Role::ALL
             .into_iter()
+            .filter(|_| options.auth)
             .map(|r| (r.user(), Secret::new(random_password())))
             .collect();
         let (tls_ca, tls_files) = if tls {
@@ -61,15 +74,16 @@ impl Credentials {
         })
     }
 
-    pub fn password(&self, role: Role) -> Secret {
-        self.passwords[role.user()].clone()
+    /// `role`'s password; `None` when auth is off.
+    pub fn password(&self, role: Role) -> Option<Secret> {
+        self.passwords.get(role.user()).cloned()
     }
 
     /// nats-server's environment: every user's password.
     fn server_env(&self) -> Vec<(String, String)> {
         Role::ALL
             .into_iter()
-            .map(|r| (r.password_env(), self.password(r).expose().to_owned()))
+            .filter_map(|r| Some((r.password_env(), self.password(r)?.expose().to_owned())))
             .collect()
     }
 }
@@ -91,7 +105,7 @@ impl NatsServer {
     }
 
     pub async fn start_with(options: NatsOptions) -> anyhow::Result<Self> {
-        let credentials = Arc::new(Credentials::new(options.tls)?);
+        let credentials = Arc::new(Credentials::new(&options)?);
         Self::spawn_node(credentials, None).await
     }
 
@@ -177,7 +191,7 @@ pub struct NatsCluster {
 
 impl NatsCluster {
     pub async fn start(size: usize, options: NatsOptions) -> anyhow::Result<Self> {
-        let credentials = Arc::new(Credentials::new(options.tls)?);
+        let credentials = Arc::new(Credentials::new(&options)?);
         if size <= 1 {
             let node = NatsServer::spawn_node(credentials, None).await?;
             return Ok(Self { nodes: vec![node] });
@@ -254,19 +268,19 @@ async fn apply_topology(
 }
 
 fn login(url: &str, credentials: &Credentials, role: Role) -> NatsLogin {
-    NatsLogin::as_role(url, role, credentials.password(role))
-        .with_tls_ca(credentials.tls_ca.clone())
+    let login = match credentials.password(role) {
+        Some(password) => NatsLogin::as_role(url, role, password),
+        None => NatsLogin::anonymous(url, role.user()),
+    };
+    login.with_tls_ca(credentials.tls_ca.clone())
 }
 
 fn service_env(url: &str, credentials: &Credentials, role: Role) -> Vec<(String, String)> {
-    let mut env = vec![
-        ("SB_NATS_URL".to_owned(), url.to_owned()),
-        ("SB_NATS_USER".to_owned(), role.user().to_owned()),
-        (
-            "SB_NATS_PASSWORD".to_owned(),
-            credentials.password(role).expose().to_owned(),
-        ),
-    ];
+    let mut env = vec![("SB_NATS_URL".to_owned(), url.to_owned())];
+    if let Some(password) = credentials.password(role) {
+        env.push(("SB_NATS_USER".to_owned(), role.user().to_owned()));
+        env.push(("SB_NATS_PASSWORD".to_owned(), password.expose().to_owned()));
+    }
     if let Some(ca) = &credentials.tls_ca {
         env.push(("SB_NATS_TLS_CA".to_owned(), ca.display().to_string()));
     }
@@ -299,7 +313,9 @@ fn server_config(credentials: &Credentials, cluster: Option<&Node>, dir: &Path) 
             routes.join(", ")
         ));
     }
-    text.push_str(&nats_auth::server_config());
+    if !credentials.passwords.is_empty() {
+        text.push_str(&nats_auth::server_config());
+    }
     text
 }
 
@@ -376,7 +392,11 @@ mod tests {
 
     #[test]
     fn config_has_users_tls_and_routes_when_asked() {
-        let credentials = Credentials::new(true).unwrap();
+        let credentials = Credentials::new(&NatsOptions {
+            tls: true,
+            auth: true,
+        })
+        .unwrap();
         let node = Node {
             name: "n1".into(),
             route: "127.0.0.1:1".parse().unwrap(),
@@ -393,10 +413,19 @@ mod tests {
         );
         assert!(text.contains("user: ingress"), "{text}");
         for role in Role::ALL {
-            assert!(
-                !text.contains(credentials.password(role).expose()),
-                "no password in the file"
-            );
+            let password = credentials.password(role).unwrap();
+            assert!(!text.contains(password.expose()), "no password in the file");
         }
+        let open = Credentials::new(&NatsOptions {
+            tls: false,
+            auth: false,
+        })
+        .unwrap();
+        let text = server_config(&open, None, Path::new("/tmp/x"));
+        assert!(
+            !text.contains("accounts") && !text.contains("tls {"),
+            "{text}"
+        );
+        assert_eq!(service_env("nats://x", &open, Role::Agent).len(), 1);
     }
 }
