@@ -14,7 +14,7 @@ use sb_stack::{
 };
 use sb_tests::eventually;
 
-async fn stack(configure: impl FnOnce(&mut StackConfig)) -> (Stack, tempfile::TempDir) {
+pub(crate) async fn stack(configure: impl FnOnce(&mut StackConfig)) -> (Stack, tempfile::TempDir) {
     let t = std::time::Instant::now();
     ensure_built(false).expect("the service binaries build");
     eprintln!("e2e: binaries ready after {:?}", t.elapsed());
@@ -43,7 +43,7 @@ async fn call(stack: &Stack, scenario: &str) -> CallReport {
 }
 
 /// The call's events once `end` is stored (the stages finish just after the hang-up).
-async fn log_after_end(stack: &Stack, sid: &CallSid) -> CallLog {
+pub(crate) async fn log_after_end(stack: &Stack, sid: &CallSid) -> CallLog {
     let js = stack.jetstream().await.unwrap();
     eventually("the end event", Duration::from_secs(20), || async {
         let log = CallLog::load(&js, sid).await.ok()?;
@@ -66,7 +66,7 @@ fn sentences(log: &CallLog, turn: u32) -> Vec<(String, bool)> {
 
 /// A call to the demo tenant: wait for the greeting, ask each question and wait for its
 /// answer (the last wait `last_wait_ms`), hang up.
-fn asking(questions: &[&str], last_wait_ms: u64) -> String {
+pub(crate) fn asking(questions: &[&str], last_wait_ms: u64) -> String {
     let mut toml = String::from("to = \"+15005550006\"\ntones = true\n");
     toml += "[[steps]]\nwait_for_bot = 20000\n";
     for (i, question) in questions.iter().enumerate() {

@@ -14,7 +14,7 @@ use futures::{FutureExt as _, StreamExt as _};
 use sb_runtime::metrics::Metric;
 use sb_runtime::redis::session::{Role, Turn};
 use sb_runtime::{Emitter, StageError, Tenant};
-use sb_schemas::{CallSid, Envelope, Transcript};
+use sb_schemas::{Body, CallSid, Envelope, Sentence, Transcript};
 use tokio::time::Instant;
 
 use crate::actions::{self, Action, Requested};
@@ -68,9 +68,12 @@ impl Agent {
                 .iter()
                 .any(|t| t.role == role && t.turn == turn)
         };
-        if has(Role::Assistant) {
-            out.skip("already_answered");
-            return Ok(());
+        if let Some(answered) = session
+            .turns
+            .iter()
+            .find(|t| t.role == Role::Assistant && t.turn == turn)
+        {
+            return repeat(answered, out).await;
         }
         let mut messages = vec![Message {
             role: "system",
@@ -133,7 +136,32 @@ impl Agent {
             .await
             .map_err(redis_retry)
     }
+}
 
+/// A redelivery of a turn already answered: the answer is in the session, but its
+/// sentences may not all be stored (their publish acks timed out, e.g. while JetStream
+/// elected a new leader). Say them again, one line per sentence, under the ids the first
+/// delivery used: JetStream keeps one copy of each, and stores the ones it lost.
+async fn repeat(answered: &Turn, out: &mut Emitter) -> Result<(), StageError> {
+    let lines: Vec<&str> = answered
+        .text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    for (index, text) in lines.iter().enumerate() {
+        let event = out.event(Body::Sentence(Sentence {
+            index: u32::try_from(index).unwrap_or(u32::MAX),
+            text: (*text).to_owned(),
+            last: index + 1 == lines.len(),
+            fallback: false,
+        }));
+        out.emit(event).await?;
+    }
+    out.skip("answer_repeated");
+    Ok(())
+}
+
+impl Agent {
     /// Ends the answer: the rest of the text, the tool's phrase and pending action, or the
     /// fallback phrase.
     async fn conclude(

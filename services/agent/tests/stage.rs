@@ -419,3 +419,27 @@ async fn the_end_shortens_the_session() {
         Some(std::time::Duration::from_secs(60))
     );
 }
+
+/// A redelivery after the answer was stored in the session (its publish acks timed out,
+/// e.g. while JetStream elected a new leader) says the same sentences again under the same
+/// event ids, so JetStream stores the lost ones and keeps one copy of the rest; the LLM is
+/// not asked again.
+#[tokio::test]
+async fn a_redelivered_answered_turn_repeats_its_sentences_under_the_same_ids() {
+    let steps = vec![Step::Text(FIRST), Step::Text(SECOND), Step::Finish];
+    let rig = Rig::new(steps, None);
+    let input = transcript(1, "When are you open?");
+    let first = drive(&rig.agent, input.clone()).await;
+    first.result.as_ref().unwrap();
+    let again = drive_delivery(&rig.agent, input, 2).await;
+    again.result.as_ref().unwrap();
+    assert_eq!(rig.requests(), 1, "the LLM is asked once");
+    let ids = |d: &[Envelope]| -> Vec<_> {
+        d.iter()
+            .filter(|e| e.kind() == Kind::Sentence)
+            .map(|e| (e.id, e.body.clone()))
+            .collect()
+    };
+    assert_eq!(ids(&again.outputs), ids(&first.outputs));
+    assert_eq!(sentences(&again.outputs).len(), 2);
+}

@@ -28,6 +28,8 @@ pub enum Metric {
     EventsPublished,
     /// Publishes that failed. Labels: kind, reason.
     PublishFailures,
+    /// Publishes sent again after a transient failure (a JetStream failover). Labels: kind.
+    PublishRetries,
     /// Redis operations that failed. Labels: op.
     RedisErrors,
     /// Whether this process reached Redis at its last readiness check (1) or not (0).
@@ -114,6 +116,7 @@ impl Metric {
             Metric::StageInFlight => "switchboard_stage_in_flight",
             Metric::EventsPublished => "switchboard_events_published_total",
             Metric::PublishFailures => "switchboard_publish_failures_total",
+            Metric::PublishRetries => "switchboard_publish_retries_total",
             Metric::RedisErrors => "switchboard_redis_errors_total",
             Metric::RedisUp => "switchboard_redis_up",
             Metric::LifecycleDraining => "switchboard_lifecycle_draining",

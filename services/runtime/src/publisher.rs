@@ -4,10 +4,15 @@
 //! `sb_schemas::subject`). Control events carry `Nats-Msg-Id` = the event id, so a repeated
 //! publish within the stream's duplicate window is stored once; audio events do not (per
 //! frame dedup costs ~40 % throughput; their sequence numbers suffice), and caller audio may
-//! go without a store ack ([`Publisher::send_unconfirmed`]). State: none beyond the JetStream
-//! context.
+//! go without a store ack ([`Publisher::send_unconfirmed`]). A publish that fails the way a
+//! JetStream failover fails (no answer in time, no stream leader, the connection moving to
+//! another node) is sent again for up to [`RETRY_FOR`], the same message with the same id:
+//! a stage's outputs then survive the loss of a node without waiting out `ack_wait`.
+//! Caller audio is never re-sent (no id to deduplicate it). State: none beyond the
+//! JetStream context.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_nats::jetstream::{self, context::PublishAckFuture, message::PublishMessage};
 use bytes::Bytes;
@@ -38,20 +43,78 @@ impl PublishError {
     }
 }
 
+/// How long a failed publish is retried: longer than a JetStream leader election.
+pub const RETRY_FOR: Duration = Duration::from_secs(10);
+
 /// A published message whose server ack has not been awaited yet.
 #[derive(Debug)]
 pub struct PendingAck {
     subject: String,
     kind: Kind,
     ack: PublishAckFuture,
+    /// What to send again on a transient failure (`None`: never re-sent).
+    again: Option<Again>,
+}
+
+#[derive(Debug)]
+struct Again {
+    js: jetstream::Context,
+    payload: Bytes,
+    id: Option<String>,
+}
+
+impl Again {
+    async fn send(
+        &self,
+        subject: &str,
+    ) -> Result<jetstream::publish::PublishAck, jetstream::context::PublishError> {
+        let mut message = PublishMessage::build().payload(self.payload.clone());
+        if let Some(id) = &self.id {
+            message = message.message_id(id.clone());
+        }
+        self.js
+            .send_publish(subject.to_owned(), message)
+            .await?
+            .await
+    }
 }
 
 impl PendingAck {
-    /// Waits until the stream has stored the message.
+    /// Waits until the stream has stored the message, sending it again while JetStream
+    /// fails over (for up to [`RETRY_FOR`]).
     pub async fn stored(self) -> Result<jetstream::publish::PublishAck, PublishError> {
-        let Self { subject, kind, ack } = self;
-        ack.await.map_err(|source| failed(subject, kind, source))
+        let Self {
+            subject,
+            kind,
+            ack,
+            again,
+        } = self;
+        let mut result = ack.await;
+        if let Some(again) = again {
+            let deadline = tokio::time::Instant::now() + RETRY_FOR;
+            let mut pause = Duration::from_millis(100);
+            while let Err(error) = &result
+                && transient(error)
+                && tokio::time::Instant::now() + pause < deadline
+            {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+                metrics::counter!(Metric::PublishRetries.name(), "kind" => kind.as_str())
+                    .increment(1);
+                result = again.send(&subject).await;
+            }
+        }
+        result.map_err(|source| failed(subject, kind, source))
     }
+}
+
+/// The failures of a JetStream failover: worth sending the same message again.
+fn transient(error: &jetstream::context::PublishError) -> bool {
+    use jetstream::context::PublishErrorKind as K;
+    matches!(
+        error.kind(),
+        K::TimedOut | K::StreamNotFound | K::BrokenPipe
+    )
 }
 
 #[derive(Clone)]
@@ -91,16 +154,30 @@ impl Publisher {
     pub async fn send(&self, event: &Envelope) -> Result<PendingAck, PublishError> {
         let kind = event.kind();
         let subject = subject::for_envelope(event);
-        let mut message = PublishMessage::build().payload(Bytes::from(encode(event)));
-        if !kind.is_audio() {
-            message = message.message_id(event.id.to_string());
+        let payload = Bytes::from(encode(event));
+        let id = (!kind.is_audio()).then(|| event.id.to_string());
+        let mut message = PublishMessage::build().payload(payload.clone());
+        if let Some(id) = &id {
+            message = message.message_id(id.clone());
         }
         let ack = match self.js.send_publish(subject.clone(), message).await {
             Ok(ack) => ack,
             Err(source) => return Err(failed(subject, kind, source)),
         };
         self.published[kind.index()].increment(1);
-        Ok(PendingAck { subject, kind, ack })
+        // Caller audio has no id to deduplicate a second copy; bot audio is deduplicated by
+        // the ingress (sentence and chunk numbers), control events by JetStream.
+        let again = (kind != Kind::Audio).then(|| Again {
+            js: self.js.clone(),
+            payload,
+            id,
+        });
+        Ok(PendingAck {
+            subject,
+            kind,
+            ack,
+            again,
+        })
     }
 
     /// Publishes without asking for a store ack: a plain publish on the event's subject,

@@ -94,6 +94,8 @@ pub struct NatsServer {
     /// This node's client URL; for a cluster node, see [`NatsCluster::url`].
     pub url: String,
     pub port: u16,
+    /// The node's `server_name` in a cluster (`n1`, …); empty for a lone server.
+    pub name: String,
     pub credentials: Arc<Credentials>,
     _dir: tempfile::TempDir,
 }
@@ -164,6 +166,7 @@ impl NatsServer {
             child,
             url,
             port,
+            name: cluster.map(|n| n.name.clone()).unwrap_or_default(),
             credentials,
             _dir: dir,
         })

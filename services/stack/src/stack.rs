@@ -409,6 +409,13 @@ pub fn ensure_built(release: bool) -> anyhow::Result<()> {
     command
         .current_dir(workspace_root())
         .args(["build", "--quiet", "--bins"]);
+    // Under `cargo test` these describe the test's package; a build script that reads them
+    // (ring's) would see a changed environment and rebuild half the tree every time.
+    for (name, _) in std::env::vars() {
+        if name == "CARGO_MANIFEST_DIR" || name.starts_with("CARGO_PKG_") {
+            command.env_remove(name);
+        }
+    }
     for p in ["sb-ingress", "sb-stt", "sb-agent", "sb-tts", "sb-sim"] {
         command.args(["-p", p]);
     }
