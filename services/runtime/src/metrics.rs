@@ -95,6 +95,9 @@ pub enum Metric {
     SttReconnects,
     /// STT: final utterances published. Labels: outcome (published, stale).
     SttTranscripts,
+    /// LLM permits a replica gave from its own in-process limits because the limits it
+    /// shares with the other replicas (Redis) failed. Labels: reason (the Redis error kind).
+    LlmLimitsDegraded,
 }
 
 impl Metric {
@@ -140,6 +143,7 @@ impl Metric {
             Metric::SttLeases => "switchboard_stt_leases_total",
             Metric::SttReconnects => "switchboard_stt_reconnects_total",
             Metric::SttTranscripts => "switchboard_stt_transcripts_total",
+            Metric::LlmLimitsDegraded => "switchboard_llm_limits_degraded_total",
         }
     }
 }
