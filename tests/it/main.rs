@@ -7,6 +7,7 @@ mod agent_tts;
 mod e2e;
 mod ingress;
 mod ingress_trust;
+mod llm_limits;
 mod redis_patterns;
 mod replay;
 mod runner;
