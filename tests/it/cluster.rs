@@ -35,7 +35,7 @@ fn probe_publisher(
         while !stop.load(Ordering::Relaxed) {
             pace.tick().await;
             sent += 1;
-            let publish = jetstream::context::Publish::build()
+            let publish = jetstream::message::PublishMessage::build()
                 .payload(sent.to_string().into())
                 .message_id(format!("probe:{sent}"));
             let ack = match js.send_publish("call.probe.cluster.webhook", publish).await {
@@ -78,7 +78,9 @@ async fn stored_probes(js: &jetstream::Context) -> BTreeSet<u64> {
 
 #[tokio::test]
 async fn calls_finish_and_acked_events_survive_a_killed_node() {
-    let (mut stack, _dir) = stack(|c| c.nats_nodes = 3).await;
+    let (mut stack, dir) = stack(|c| c.nats_nodes = 3).await;
+    // The logs outlive a failure (removed at the end of a passing run).
+    let logs = dir.keep();
     let js = jetstream::new(stack.nats.ops().await.unwrap());
     let info = js
         .get_stream("CALLS")
@@ -168,4 +170,5 @@ async fn calls_finish_and_acked_events_survive_a_killed_node() {
     assert!(acked.len() > 10, "the probe publisher ran");
     assert!(lost.is_empty(), "acknowledged but lost: {lost:?}");
     stack.stop().await;
+    let _ = std::fs::remove_dir_all(logs);
 }

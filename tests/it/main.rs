@@ -10,6 +10,7 @@ mod e2e;
 mod ingress;
 mod ingress_trust;
 mod internal_plane;
+mod llm_limits;
 mod redis_patterns;
 mod replay;
 mod runner;

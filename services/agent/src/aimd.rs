@@ -1,69 +1,71 @@
-//! The global AIMD limit on concurrent LLM requests (ARCHITECTURE §7).
+//! The AIMD arithmetic ([`Window`]) and this replica's own LLM limits ([`LocalLimits`]).
 //!
-//! Consumes request outcomes; produces permits. The limit grows by one per successful
-//! request and halves on a 429 (once per congestion event: a 429 from a request that
-//! started before the last decrease does not halve again), always within `[min, max]`. A
-//! 429's `retry-after` also closes the gate for everyone until it passes: a request that
-//! cannot start before its deadline fails at once instead of waiting (the caller hears the
-//! fallback now, not silence). Exported as the `switchboard_llm_concurrency_limit` gauge.
-//! State: the limit, the requests in flight and the gate, in this process (each replica
-//! adapts on its own).
+//! The global limit on concurrent LLM requests grows by one per successful request and
+//! halves on a 429, once per congestion event (a 429 from a request that started before
+//! the last decrease does not halve again), always within `[min, max]`; a 429's
+//! `retry-after` closes the gate for everyone until it passes (ARCHITECTURE §7). The
+//! limits every replica shares keep this state in Redis
+//! (`sb_runtime::redis::llm_limits`, whose scripts transcribe [`Window`]); [`LocalLimits`]
+//! keeps the same state in process memory: the tenants' requests in flight, the window,
+//! the gate. It is what a replica falls back on when Redis fails, and all there is for an
+//! agent built without Redis (ring-2 tests); when the shared limits answer it mirrors
+//! their limit, so a fall-back starts from the last limit known. Consumes claims and
+//! outcomes; produces verdicts and the `switchboard_llm_concurrency_limit` gauge. State:
+//! in this process.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use sb_runtime::metrics::Metric;
-use tokio::sync::Notify;
+pub use sb_runtime::redis::llm_limits::AimdBounds;
+use sb_runtime::redis::llm_limits::{Admission, AimdState, Attempt, LlmClaim};
+use sb_schemas::TenantId;
 use tokio::time::Instant;
-
-/// Bounds and starting point of the limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AimdBounds {
-    pub initial: u32,
-    pub min: u32,
-    pub max: u32,
-}
 
 /// The pure arithmetic, separate from waiting so it can be tested as a table.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Window {
+pub struct Window {
     limit: u32,
-    min: u32,
-    max: u32,
+    bounds: AimdBounds,
     /// Bumped on every decrease; a permit remembers the epoch it started in.
     epoch: u64,
 }
 
 impl Window {
-    fn new(bounds: AimdBounds) -> Self {
-        let min = bounds.min.max(1);
-        let max = bounds.max.max(min);
+    pub fn new(bounds: AimdBounds) -> Self {
+        let bounds = bounds.normalised();
         Self {
-            limit: bounds.initial.clamp(min, max),
-            min,
-            max,
+            limit: bounds.initial,
+            bounds,
             epoch: 0,
         }
     }
 
-    fn success(&mut self) {
-        self.limit = (self.limit + 1).min(self.max);
+    pub fn limit(&self) -> u32 {
+        self.limit
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    pub fn success(&mut self) {
+        self.limit = (self.limit + 1).min(self.bounds.max);
     }
 
     /// Halves unless this congestion event was already answered.
-    fn rate_limited(&mut self, started_epoch: u64) {
+    pub fn rate_limited(&mut self, started_epoch: u64) {
         if started_epoch == self.epoch {
-            self.limit = (self.limit / 2).max(self.min);
+            self.limit = (self.limit / 2).max(self.bounds.min);
             self.epoch += 1;
         }
     }
-}
 
-struct State {
-    window: Window,
-    in_flight: u32,
-    /// No request starts before this instant (a 429's `retry-after`).
-    gate: Option<Instant>,
+    /// Takes the limit another keeper reported (within the bounds); the epoch stays.
+    fn observe(&mut self, limit: u32) {
+        self.limit = limit.clamp(self.bounds.min, self.bounds.max);
+    }
 }
 
 /// Why no permit was given.
@@ -84,32 +86,41 @@ impl AimdWait {
     }
 }
 
-/// The shared limiter. Clone the `Arc`.
-pub struct Aimd {
-    state: Mutex<State>,
-    released: Notify,
+struct State {
+    window: Window,
+    /// Requests holding a local permit, in total and per tenant.
+    in_flight: u32,
+    tenants: HashMap<TenantId, u32>,
+    /// No request starts before this instant (a 429's `retry-after`).
+    gate: Option<Instant>,
 }
 
-impl std::fmt::Debug for Aimd {
+/// The limits of this replica alone: the same verdicts as the shared scripts, from memory.
+pub struct LocalLimits {
+    state: Mutex<State>,
+}
+
+impl std::fmt::Debug for LocalLimits {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Aimd")
+        f.debug_struct("LocalLimits")
             .field("limit", &self.limit())
+            .field("in_flight", &self.in_flight())
             .finish_non_exhaustive()
     }
 }
 
-impl Aimd {
-    pub fn new(bounds: AimdBounds) -> Arc<Self> {
-        let aimd = Arc::new(Self {
+impl LocalLimits {
+    pub fn new(bounds: AimdBounds) -> Self {
+        let local = Self {
             state: Mutex::new(State {
                 window: Window::new(bounds),
                 in_flight: 0,
+                tenants: HashMap::new(),
                 gate: None,
             }),
-            released: Notify::new(),
-        });
-        aimd.publish(&aimd.lock());
-        aimd
+        };
+        publish(&local.lock().window);
+        local
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -118,114 +129,88 @@ impl Aimd {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn publish(&self, state: &State) {
-        metrics::gauge!(Metric::LlmConcurrencyLimit.name()).set(f64::from(state.window.limit));
-    }
-
-    /// The current limit.
+    /// The current limit (in shared mode: the last one the shared limits reported).
     pub fn limit(&self) -> u32 {
         self.lock().window.limit
     }
 
-    /// Requests holding a permit.
+    /// Requests holding a permit of these limits.
     pub fn in_flight(&self) -> u32 {
         self.lock().in_flight
     }
 
-    /// Waits for a permit until `deadline`.
-    pub async fn acquire(self: &Arc<Self>, deadline: Instant) -> Result<AimdPermit, AimdWait> {
-        loop {
-            let released = self.released.notified();
-            tokio::pin!(released);
-            released.as_mut().enable();
-            let wake = {
-                let mut state = self.lock();
-                let now = Instant::now();
-                match state.gate {
-                    Some(gate) if gate > now => {
-                        if gate > deadline {
-                            return Err(AimdWait::Gated);
-                        }
-                        Some(gate)
-                    }
-                    _ => {
-                        state.gate = None;
-                        if state.in_flight < state.window.limit {
-                            state.in_flight += 1;
-                            return Ok(AimdPermit {
-                                aimd: Arc::clone(self),
-                                epoch: state.window.epoch,
-                                done: false,
-                            });
-                        }
-                        None
-                    }
-                }
-            };
-            match wake {
-                Some(gate) => tokio::time::sleep_until(gate).await,
-                None => {
-                    if tokio::time::timeout_at(deadline, released).await.is_err() {
-                        return Err(AimdWait::Full);
-                    }
-                }
-            }
+    /// One try at a tenant place and a global place, both or neither; never waits.
+    pub fn try_acquire(&self, claim: &LlmClaim) -> Attempt {
+        let mut state = self.lock();
+        let now = Instant::now();
+        let (limit, epoch) = (state.window.limit, state.window.epoch);
+        let verdict = |admission| Attempt {
+            admission,
+            limit,
+            epoch,
+        };
+        if let Some(gate) = state.gate.filter(|gate| *gate > now) {
+            return verdict(Admission::Gated(gate - now));
         }
+        state.gate = None;
+        let held = state.tenants.get(&claim.tenant).copied().unwrap_or(0);
+        if held >= claim.tenant_limit {
+            return verdict(Admission::TenantFull);
+        }
+        if state.in_flight >= limit {
+            return verdict(Admission::GlobalFull);
+        }
+        state.in_flight += 1;
+        state.tenants.insert(claim.tenant.clone(), held + 1);
+        verdict(Admission::Granted)
     }
 
-    fn release(&self, outcome: Outcome) {
+    /// Gives back a place [`Self::try_acquire`] granted; a success grows the limit.
+    pub fn release(&self, claim: &LlmClaim, success: bool) -> AimdState {
         let mut state = self.lock();
         state.in_flight = state.in_flight.saturating_sub(1);
-        match outcome {
-            Outcome::Success => state.window.success(),
-            Outcome::Neutral => {}
+        if let Some(held) = state.tenants.get_mut(&claim.tenant) {
+            *held = held.saturating_sub(1);
+            if *held == 0 {
+                state.tenants.remove(&claim.tenant);
+            }
         }
-        self.publish(&state);
-        drop(state);
-        self.released.notify_waiters();
-    }
-}
-
-enum Outcome {
-    Success,
-    Neutral,
-}
-
-/// One LLM request's place under the limit. Report how it went; dropping it without a
-/// report counts as neither success nor 429.
-pub struct AimdPermit {
-    aimd: Arc<Aimd>,
-    epoch: u64,
-    done: bool,
-}
-
-impl AimdPermit {
-    /// The request succeeded: the limit grows by one.
-    pub fn success(mut self) {
-        self.done = true;
-        self.aimd.release(Outcome::Success);
+        if success {
+            state.window.success();
+        }
+        publish(&state.window);
+        aimd_state(&state.window)
     }
 
-    /// The provider answered 429: the limit halves and new requests wait `retry_after`.
-    /// Keeps the permit (a retry of the same request reuses it); it is released on drop.
-    pub fn rate_limited(&mut self, retry_after: Option<Duration>) {
-        let mut state = self.aimd.lock();
-        state.window.rate_limited(self.epoch);
-        self.epoch = state.window.epoch;
+    /// A 429 of a request that started in `started_epoch`: halve once, close the gate.
+    pub fn rate_limited(&self, started_epoch: u64, retry_after: Option<Duration>) -> AimdState {
+        let mut state = self.lock();
+        state.window.rate_limited(started_epoch);
         if let Some(after) = retry_after {
             let until = Instant::now() + after;
             state.gate = Some(state.gate.map_or(until, |g| g.max(until)));
         }
-        self.aimd.publish(&state);
+        publish(&state.window);
+        aimd_state(&state.window)
+    }
+
+    /// Mirrors the shared limit, so the gauge shows it and a fall-back starts from it.
+    pub fn observe(&self, limit: u32) {
+        let mut state = self.lock();
+        state.window.observe(limit);
+        publish(&state.window);
     }
 }
 
-impl Drop for AimdPermit {
-    fn drop(&mut self) {
-        if !self.done {
-            self.aimd.release(Outcome::Neutral);
-        }
+fn aimd_state(window: &Window) -> AimdState {
+    AimdState {
+        limit: window.limit,
+        epoch: window.epoch,
     }
+}
+
+fn publish(window: &Window) {
+    metrics::gauge!(Metric::LlmConcurrencyLimit.name()).set(f64::from(window.limit));
 }
 
 #[cfg(test)]
@@ -277,71 +262,55 @@ mod tests {
         }
     }
 
-    /// Permits are limited; a release wakes a waiter; a full limit times out at the deadline.
+    fn claim(tenant: &str, tenant_limit: u32) -> LlmClaim {
+        LlmClaim {
+            tenant: TenantId::parse(tenant).unwrap(),
+            holder: sb_runtime::redis::llm_limits::holder_id(),
+            tenant_limit,
+            lease: Duration::from_secs(10),
+            bounds: AimdBounds {
+                initial: 2,
+                min: 1,
+                max: 4,
+            },
+        }
+    }
+
+    /// The verdicts of one try, in order of precedence: the gate, then the tenant's tier,
+    /// then the global limit; a release frees both places; an observed limit is kept
+    /// within the bounds.
     #[tokio::test(start_paused = true)]
-    async fn permits_wait_and_time_out() {
-        let aimd = Aimd::new(AimdBounds {
+    async fn verdicts_in_order() {
+        let local = LocalLimits::new(AimdBounds {
             initial: 2,
             min: 1,
             max: 4,
         });
-        let soon = || Instant::now() + Duration::from_millis(100);
-        let a = aimd.acquire(soon()).await.unwrap();
-        let _b = aimd.acquire(soon()).await.unwrap();
-        assert_eq!(aimd.acquire(soon()).await.err(), Some(AimdWait::Full));
-        let waiter = {
-            let aimd = Arc::clone(&aimd);
-            tokio::spawn(async move { aimd.acquire(Instant::now() + Duration::from_secs(1)).await })
-        };
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        a.success();
-        let c = waiter.await.unwrap().expect("woken by the release");
-        assert_eq!(aimd.limit(), 3);
-        assert_eq!(aimd.in_flight(), 2);
-        drop(c);
-        assert_eq!(aimd.in_flight(), 1);
-        assert_eq!(aimd.limit(), 3, "a dropped permit is neutral");
-    }
-
-    /// A 429 halves the limit once for the requests in flight, and its retry-after gates new
-    /// requests: those whose deadline is earlier fail at once, later ones wait it out.
-    #[tokio::test(start_paused = true)]
-    async fn rate_limit_halves_once_and_gates() {
-        let aimd = Aimd::new(AimdBounds {
-            initial: 8,
-            min: 1,
-            max: 8,
-        });
-        let deadline = Instant::now() + Duration::from_millis(500);
-        let mut first = aimd.acquire(deadline).await.unwrap();
-        let mut second = aimd.acquire(deadline).await.unwrap();
-        first.rate_limited(Some(Duration::from_secs(2)));
-        second.rate_limited(Some(Duration::from_secs(2)));
+        let (a, b) = (claim("a", 1), claim("b", 5));
+        let admitted = |c: &LlmClaim| local.try_acquire(c).admission;
+        assert_eq!(admitted(&a), Admission::Granted);
+        assert_eq!(admitted(&a), Admission::TenantFull);
+        assert_eq!(admitted(&b), Admission::Granted);
+        assert_eq!(admitted(&b), Admission::GlobalFull);
+        assert_eq!(local.in_flight(), 2);
+        local.release(&a, true);
+        assert_eq!((local.in_flight(), local.limit()), (1, 3));
+        assert_eq!(admitted(&a), Admission::Granted);
+        let epoch = local.try_acquire(&a).epoch;
+        local.rate_limited(epoch, Some(Duration::from_secs(2)));
+        assert_eq!(admitted(&b), Admission::Gated(Duration::from_secs(2)));
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(local.limit(), 1, "halved once");
         assert_eq!(
-            aimd.limit(),
+            admitted(&b),
+            Admission::GlobalFull,
+            "the gate is open again"
+        );
+        local.observe(1_000);
+        assert_eq!(
+            local.limit(),
             4,
-            "two 429s of one congestion event halve once"
+            "an observed limit stays within the bounds"
         );
-        drop((first, second));
-        let started = Instant::now();
-        assert_eq!(
-            aimd.acquire(started + Duration::from_millis(500))
-                .await
-                .err(),
-            Some(AimdWait::Gated)
-        );
-        assert_eq!(started.elapsed(), Duration::ZERO, "fails fast, no waiting");
-        let permit = aimd
-            .acquire(started + Duration::from_secs(3))
-            .await
-            .unwrap();
-        assert!(
-            started.elapsed() >= Duration::from_secs(2),
-            "waited out retry-after"
-        );
-        let mut permit = permit;
-        permit.rate_limited(None);
-        drop(permit);
-        assert_eq!(aimd.limit(), 2);
     }
 }

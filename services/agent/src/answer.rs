@@ -237,7 +237,7 @@ impl Agent {
             let delay = match &error {
                 LlmError::RateLimited { retry_after } => {
                     metrics::counter!(Metric::LlmRateLimited.name()).increment(1);
-                    permit.global.rate_limited(*retry_after);
+                    permit.rate_limited(*retry_after).await;
                     retry_after.unwrap_or(Duration::from_millis(200))
                 }
                 _ => Duration::from_millis(100 << attempt.min(4)),
@@ -293,7 +293,7 @@ async fn speak(
             }
             Ok(LlmEvent::ToolCall { name, arguments }) => calls.push((name, arguments)),
             Ok(LlmEvent::Finished { .. }) => {
-                permit.global.success();
+                permit.success();
                 return Ok(Generated::Done { calls });
             }
             Err(error) => {

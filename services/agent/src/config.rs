@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use sb_runtime::Secret;
 
+use crate::limits::{AimdBounds, SharedConfig};
+
 /// How the agent talks to the LLM and to Twilio, and how it speaks.
 #[derive(Debug, Clone, clap::Args)]
 pub struct AgentConfig {
@@ -67,6 +69,18 @@ pub struct AgentConfig {
     /// Highest the global limit goes.
     #[arg(long, env = "SB_LLM_AIMD_MAX", default_value_t = 256)]
     pub llm_aimd_max: u32,
+
+    /// How long an LLM permit held in Redis outlives its last renewal. A permit is renewed
+    /// every third of this while its request runs, so a replica that dies holding permits
+    /// gives them back to the other replicas within this time.
+    #[arg(long, env = "SB_LLM_LEASE_TTL_MS", default_value_t = 15_000)]
+    pub llm_lease_ttl_ms: u64,
+
+    /// Longest pause between two tries at a full LLM limit (the first pause is 5 ms, then
+    /// doubling). A release by another replica is seen at most this late; one by this
+    /// replica at once.
+    #[arg(long, env = "SB_LLM_LIMITS_POLL_MS", default_value_t = 50)]
+    pub llm_limits_poll_ms: u64,
 
     /// The first sentence of an answer is at least this many characters (one short opener
     /// such as "Sure." is merged with the next sentence).
@@ -136,6 +150,8 @@ impl AgentConfig {
             llm_aimd_initial: 32,
             llm_aimd_min: 2,
             llm_aimd_max: 256,
+            llm_lease_ttl_ms: 15_000,
+            llm_limits_poll_ms: 50,
             min_first_sentence_chars: 16,
             token_batch: 4,
             token_batch_ms: 20,
@@ -176,7 +192,14 @@ impl AgentConfig {
                 self.llm_aimd_min, self.llm_aimd_initial, self.llm_aimd_max
             ));
         }
+        if self.llm_lease_ttl_ms < 300 {
+            return Err(format!(
+                "SB_LLM_LEASE_TTL_MS ({}) must be at least 300 (a permit renews every third of it)",
+                self.llm_lease_ttl_ms
+            ));
+        }
         for (name, value) in [
+            ("SB_LLM_LIMITS_POLL_MS", self.llm_limits_poll_ms),
             ("SB_LLM_CONNECT_TIMEOUT_MS", self.llm_connect_timeout_ms),
             (
                 "SB_LLM_FIRST_TOKEN_TIMEOUT_MS",
@@ -228,6 +251,23 @@ impl AgentConfig {
 
     pub fn retry_budget(&self) -> Duration {
         Duration::from_millis(self.llm_retry_budget_ms)
+    }
+
+    /// The global AIMD limit's bounds (`SB_LLM_AIMD_*`).
+    pub fn aimd_bounds(&self) -> AimdBounds {
+        AimdBounds {
+            initial: self.llm_aimd_initial,
+            min: self.llm_aimd_min,
+            max: self.llm_aimd_max,
+        }
+    }
+
+    /// How the limits shared with the other replicas are used.
+    pub fn shared_limits(&self) -> SharedConfig {
+        SharedConfig {
+            lease: Duration::from_millis(self.llm_lease_ttl_ms),
+            poll: Duration::from_millis(self.llm_limits_poll_ms),
+        }
     }
 }
 
@@ -301,6 +341,20 @@ mod tests {
                     c.llm_first_token_timeout_ms = 0;
                 },
                 Some("SB_LLM_FIRST_TOKEN_TIMEOUT_MS"),
+            ),
+            (
+                |c| {
+                    c.llm_base_url = "http://127.0.0.1:9".into();
+                    c.llm_lease_ttl_ms = 299;
+                },
+                Some("SB_LLM_LEASE_TTL_MS"),
+            ),
+            (
+                |c| {
+                    c.llm_base_url = "http://127.0.0.1:9".into();
+                    c.llm_limits_poll_ms = 0;
+                },
+                Some("SB_LLM_LIMITS_POLL_MS"),
             ),
         ];
         for (i, (change, expected)) in cases.iter().enumerate() {

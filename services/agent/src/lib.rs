@@ -9,12 +9,13 @@
 //! and carries out the model's `end_call` / `transfer_call` once the last sentence was
 //! played. State: none of its own; the conversation lives in the session (Redis in
 //! production, behind `sb_runtime::state::Sessions`; ARCHITECTURE §6), the concurrency limits
-//! ([`limits`]) in process memory.
+//! ([`limits`]) in Redis too, shared by every replica (in process memory when Redis fails,
+//! or for an agent built without it).
 //!
 //! Code map: [`answer`] (a transcript → an answer), [`speaker`] (events with barge-in
-//! checks), [`splitter`] (sentences), [`openai`] + [`sse`] (the LLM client), [`aimd`] +
-//! [`limits`] (concurrency), [`actions`] + [`telephony`] (tools), [`events`] (start,
-//! bargein, played, end), [`config`].
+//! checks), [`splitter`] (sentences), [`openai`] + [`sse`] (the LLM client), [`limits`] +
+//! [`permit`] + [`aimd`] (concurrency), [`actions`] + [`telephony`] (tools), [`events`]
+//! (start, bargein, played, end), [`config`].
 
 pub mod actions;
 pub mod aimd;
@@ -23,6 +24,7 @@ pub mod config;
 mod events;
 pub mod limits;
 pub mod openai;
+pub mod permit;
 pub mod speaker;
 pub mod splitter;
 pub mod sse;
@@ -39,7 +41,6 @@ use sb_schemas::{Body, Envelope, Kind};
 
 pub use config::AgentConfig;
 
-use crate::aimd::AimdBounds;
 use crate::limits::Limits;
 use crate::openai::{Llm, OpenAi, Timeouts};
 use crate::telephony::{Telephony, TwilioRest};
@@ -87,16 +88,24 @@ impl Agent {
                     None
                 }
             };
-        Ok(Self::with_providers(
+        let limits = Limits::shared(
+            &runtime.tenants,
+            config.aimd_bounds(),
+            Arc::new(runtime.redis.clone()),
+            config.shared_limits(),
+        );
+        let agent = Self::with_providers(
             Arc::new(runtime.redis.clone()),
             runtime.tenants.clone(),
             Arc::new(llm),
             telephony,
             config,
-        ))
+        );
+        Ok(agent.with_limits(limits))
     }
 
-    /// The agent with the given providers (tests, other LLMs).
+    /// The agent with the given providers (tests, other LLMs) and limits of this process
+    /// alone ([`Agent::with_limits`] replaces them).
     pub fn with_providers(
         sessions: Arc<dyn Sessions>,
         tenants: Arc<Tenants>,
@@ -104,19 +113,20 @@ impl Agent {
         telephony: Option<Arc<dyn Telephony>>,
         config: AgentConfig,
     ) -> Self {
-        let bounds = AimdBounds {
-            initial: config.llm_aimd_initial,
-            min: config.llm_aimd_min,
-            max: config.llm_aimd_max,
-        };
         Self {
-            limits: Limits::new(&tenants, bounds),
+            limits: Limits::new(&tenants, config.aimd_bounds()),
             sessions,
             tenants,
             llm,
             telephony,
             config,
         }
+    }
+
+    /// The agent with these limits (e.g. [`Limits::shared`] over a store of a test's own).
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// The concurrency limits (the AIMD limit is observable here).

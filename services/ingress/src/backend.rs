@@ -79,6 +79,9 @@ pub trait Backend: Clone + Send + Sync + 'static {
     /// Claims the call's one `end` event (`idem:{sid}:end`): `true` for the first caller.
     fn claim_end(&self, sid: &CallSid) -> impl Future<Output = Result<bool, BackendError>> + Send;
 
+    /// Whether the call's `end` was claimed (`idem:{sid}:end` exists): the call is over.
+    fn ended(&self, sid: &CallSid) -> impl Future<Output = Result<bool, BackendError>> + Send;
+
     /// The call's admission record (`idem:{sid}`); `None` when no webhook of it was answered.
     fn admission(
         &self,
@@ -269,6 +272,10 @@ impl Backend for Live {
             .redis
             .claim_once(sid, Some("end"), IDEMPOTENCY_TTL)
             .await?)
+    }
+
+    async fn ended(&self, sid: &CallSid) -> Result<bool, BackendError> {
+        Ok(self.redis.claimed(sid, Some("end")).await?)
     }
 
     async fn admission(&self, sid: &CallSid) -> Result<Option<AdmissionRecord>, BackendError> {

@@ -191,6 +191,10 @@ impl Backend for MemoryBackend {
         Ok(self.redis()?.ends.insert(sid.clone()))
     }
 
+    async fn ended(&self, sid: &CallSid) -> Result<bool, BackendError> {
+        Ok(self.redis()?.ends.contains(sid))
+    }
+
     async fn admission(&self, sid: &CallSid) -> Result<Option<AdmissionRecord>, BackendError> {
         Ok(self.redis()?.admissions.get(sid).cloned())
     }

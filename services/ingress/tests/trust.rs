@@ -52,7 +52,7 @@ fn assert_untouched(backend: &MemoryBackend, line: &Line) {
 /// credential but `tenant=globex`, or with that credential as sent (a replay) — is closed
 /// with 1008 and counted by reason; the live call keeps its session (acme), its claim, its
 /// one STT lease, keeps playing, and on `stop` publishes its one `end` under acme and
-/// releases the claim.
+/// releases the claim. Replayed after the call ended, the credential is refused (`ended`).
 #[tokio::test(start_paused = true)]
 async fn a_second_socket_cannot_take_over_a_live_call() {
     let mut line = Line::open(1, "acme");
@@ -80,9 +80,19 @@ async fn a_second_socket_cannot_take_over_a_live_call() {
     assert_eq!(media_bytes(&line.until_mark("0:0").await), [9; 320]);
 
     let sid = line.sid.clone();
+    let mut ghost = line.another();
     let backend = line.close().await;
     let ends = backend.of_kind(Kind::End);
     assert_eq!(ends.len(), 1);
+    // The same credential replayed once the call ended (it is still valid): no ghost call.
+    let published = backend.published().len();
+    assert_refused(&mut ghost, "acme", Some(captured.as_str()), "ended").await;
+    ghost.task.await.unwrap();
+    assert_eq!(
+        backend.published().len(),
+        published,
+        "the ghost published nothing"
+    );
     assert_eq!(ends[0].tenant, tenant_id("acme"));
     assert!(
         backend

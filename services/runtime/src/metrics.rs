@@ -68,7 +68,7 @@ pub enum Metric {
     IngressAcksUnchecked,
     /// Ingress: media sockets refused at `start` (closed with 1008, nothing published).
     /// Labels: reason (no_credential, bad_credential, expired, not_admitted,
-    /// tenant_mismatch, already_live).
+    /// tenant_mismatch, ended, already_live).
     IngressSocketsRefused,
     /// Time from a provider request to its first useful byte (LLM: first token; TTS: first
     /// audio). Labels: provider (llm, azure, espeak).
@@ -103,6 +103,9 @@ pub enum Metric {
     SttReconnects,
     /// STT: final utterances published. Labels: outcome (published, stale).
     SttTranscripts,
+    /// LLM permits a replica gave from its own in-process limits because the limits it
+    /// shares with the other replicas (Redis) failed. Labels: reason (the Redis error kind).
+    LlmLimitsDegraded,
 }
 
 impl Metric {
@@ -151,6 +154,7 @@ impl Metric {
             Metric::SttLeases => "switchboard_stt_leases_total",
             Metric::SttReconnects => "switchboard_stt_reconnects_total",
             Metric::SttTranscripts => "switchboard_stt_transcripts_total",
+            Metric::LlmLimitsDegraded => "switchboard_llm_limits_degraded_total",
         }
     }
 }

@@ -409,10 +409,20 @@ pub fn ensure_built(release: bool) -> anyhow::Result<()> {
     command
         .current_dir(workspace_root())
         .args(["build", "--quiet", "--bins"]);
-    // Under `cargo test` these describe the test's package; a build script that reads them
-    // (ring's) would see a changed environment and rebuild half the tree every time.
-    for (name, _) in std::env::vars() {
-        if name == "CARGO_MANIFEST_DIR" || name.starts_with("CARGO_PKG_") {
+    // Under `cargo test` these describe the test's package; build scripts that watch them
+    // (ring's) would see a changed environment and rebuild half the tree here, and again on
+    // the next `cargo` run.
+    let set_for_tests = [
+        "CARGO_MANIFEST_",
+        "CARGO_PKG_",
+        "CARGO_CRATE_",
+        "CARGO_BIN_",
+    ];
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy().into_owned();
+        if set_for_tests.iter().any(|p| name.starts_with(p))
+            || ["CARGO_PRIMARY_PACKAGE", "CARGO_TARGET_TMPDIR"].contains(&name.as_str())
+        {
             command.env_remove(name);
         }
     }

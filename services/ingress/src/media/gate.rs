@@ -15,8 +15,9 @@
 //! its call was admitted by a webhook (`not_admitted`: no record, a declined call, or a
 //! tenant no longer configured); a `tenant` parameter, if any, names the admitted tenant
 //! (`tenant_mismatch`); the credential was issued for this call, that tenant and our stream
-//! URL (`bad_credential`) and has not expired (`expired`); and no other socket serves the
-//! call (`already_live`).
+//! URL (`bad_credential`) and has not expired (`expired`); the call has not ended (`ended`:
+//! its `end` was claimed, so a credential replayed after a short call cannot start a ghost
+//! call); and no other socket serves the call (`already_live`).
 //!
 //! Rate limits: a socket costs its tenant nothing beyond its webhook, which the tenant's
 //! webhook rate limit already counted (`admit`); a socket without an admitted webhook is
@@ -54,6 +55,7 @@ pub(crate) enum Refusal {
     Expired,
     NotAdmitted,
     TenantMismatch,
+    Ended,
     AlreadyLive,
 }
 
@@ -65,6 +67,7 @@ impl Refusal {
             Self::Expired => "expired",
             Self::NotAdmitted => "not_admitted",
             Self::TenantMismatch => "tenant_mismatch",
+            Self::Ended => "ended",
             Self::AlreadyLive => "already_live",
         }
     }
@@ -143,6 +146,15 @@ pub(crate) async fn admit<B: Backend>(
             return Err(refuse(Refusal::Expired, Some(&tenant_id)));
         }
         Err(_) => return Err(refuse(Refusal::BadCredential, Some(&tenant_id))),
+    }
+    // A credential replayed after its call ended (still valid for a short call) would
+    // start a ghost call: the `end` claim outlives the credential.
+    match backend.ended(&sid).await {
+        Ok(false) => {}
+        Ok(true) => return Err(refuse(Refusal::Ended, Some(&tenant_id))),
+        Err(error) => {
+            tracing::warn!(tenant = %tenant_id, call_sid = %sid, error = %error, "end claim unreadable; serving");
+        }
     }
     let owner = format!("{:032x}", rand::random::<u128>());
     match backend.live_claim(&sid, &owner).await {

@@ -78,6 +78,15 @@ impl Redis {
         Ok(claimed.is_some())
     }
 
+    /// Whether `idem:{sid}[:{scope}]` was claimed (and has not expired).
+    pub async fn claimed(&self, sid: &CallSid, scope: Option<&str>) -> Result<bool, RedisError> {
+        redis::cmd("EXISTS")
+            .arg(self.keys.idempotency(sid, scope))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(failed("claimed"))
+    }
+
     /// The call's admission record; `None` when no webhook of it was answered (or the
     /// record expired).
     pub async fn admission(&self, sid: &CallSid) -> Result<Option<AdmissionRecord>, RedisError> {

@@ -67,6 +67,22 @@ impl Keys {
     pub fn campaign_seq(&self, tenant: &TenantId) -> String {
         format!("{}queue:campaigns:{tenant}:seq", self.prefix)
     }
+
+    /// `llm:slots:{tenant}`: the ZSET of the tenant's LLM requests in flight on every
+    /// replica, each scored by its lease's expiry (ms, Redis' clock).
+    pub fn llm_slots(&self, tenant: &TenantId) -> String {
+        format!("{}llm:slots:{tenant}", self.prefix)
+    }
+
+    /// `llm:aimd`: the hash of the global AIMD limit (`limit`, `epoch`, `gate`).
+    pub fn llm_aimd(&self) -> String {
+        format!("{}llm:aimd", self.prefix)
+    }
+
+    /// `llm:aimd:slots`: the ZSET of every LLM request in flight, scored like `llm_slots`.
+    pub fn llm_aimd_slots(&self) -> String {
+        format!("{}llm:aimd:slots", self.prefix)
+    }
 }
 
 fn sanitise(scope: &str) -> String {
@@ -191,5 +207,8 @@ mod tests {
             "p:live:CA0123456789abcdef0123456789abcdef"
         );
         assert_eq!(k.campaign_queue(&t), "p:queue:campaigns:acme");
+        assert_eq!(k.llm_slots(&t), "p:llm:slots:acme");
+        assert_eq!(k.llm_aimd(), "p:llm:aimd");
+        assert_eq!(k.llm_aimd_slots(), "p:llm:aimd:slots");
     }
 }

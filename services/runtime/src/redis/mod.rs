@@ -2,14 +2,15 @@
 //!
 //! Consumes a Redis URL; produces typed operations for sessions ([`session`]), idempotency
 //! keys and admission records ([`idempotency`]), the live-socket claim ([`live_socket`]),
-//! per-tenant rate limits ([`rate_limit`]), the TTS audio cache ([`tts_cache`]) and the
-//! campaign priority queue ([`queue`]). Key names come only from
-//! [`keys`]. State: a `ConnectionManager` (reconnects in the background); blocking pops
-//! use a connection of their own.
+//! per-tenant rate limits ([`rate_limit`]), the TTS audio cache ([`tts_cache`]), the
+//! campaign priority queue ([`queue`]) and the LLM limits every agent replica shares
+//! ([`llm_limits`]). Key names come only from [`keys`]. State: a `ConnectionManager`
+//! (reconnects in the background); blocking pops use a connection of their own.
 
 pub mod idempotency;
 pub mod keys;
 pub mod live_socket;
+pub mod llm_limits;
 pub mod queue;
 pub mod rate_limit;
 pub mod session;

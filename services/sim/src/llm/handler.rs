@@ -6,7 +6,9 @@
 //! every response. A stream is planned as a list of steps (send, wait, abort) and played by
 //! a task into the response body, one flush per event; injected faults change the plan
 //! (cut: the connection drops mid-stream without `[DONE]`; stall: a long silence mid-stream;
-//! `x_groq.error`: the stream ends early with the error in a chunk). State: the server's
+//! `x_groq.error`: the stream ends early with the error in a chunk). A request counts as
+//! in flight ([`super::in_flight`]) from its model on until its answer is generated: the
+//! stream's finish chunk, or the response when it is not a stream. State: the server's
 //! reply cursor, fault dice and counters in [`Shared`].
 
 use std::sync::Arc;
@@ -21,6 +23,7 @@ use futures::SinkExt as _;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde_json::{Value, json};
 
+use super::in_flight::Generating;
 use super::reply::{self, Reply};
 use super::sse::{self, Completion, Usage};
 use super::{Fault, Shared};
@@ -37,6 +40,9 @@ const CUT_FLUSH: Duration = Duration::from_millis(50);
 enum Step {
     Send(Bytes),
     Wait(Duration),
+    /// The answer is generated: the request stops counting as in flight (before its
+    /// finish chunk goes out).
+    Generated,
     /// Drop the connection (the body ends in an error, so no terminating chunk is sent).
     Abort,
 }
@@ -122,6 +128,7 @@ pub(crate) async fn chat(
             );
         }
     };
+    let generating = shared.in_flight.start(&model);
     let fault = shared.pick_fault();
     match fault {
         Some(Fault::RateLimit) => {
@@ -189,9 +196,11 @@ pub(crate) async fn chat(
     let plan = Plan::new(&shared, &reply, &messages, max_tokens);
     let streaming = request.get("stream").and_then(Value::as_bool) == Some(true);
     let mut response = if streaming {
-        stream_response(plan.steps(&completion, fault, &shared))
+        stream_response(plan.steps(&completion, fault, &shared), generating)
     } else {
-        whole_response(&plan, &completion, fault, &shared).await
+        let response = whole_response(&plan, &completion, fault, &shared).await;
+        drop(generating);
+        response
     };
     rate_limit_headers(response.headers_mut(), served, false);
     if let Ok(value) = HeaderValue::from_str(&completion.request_id) {
@@ -306,6 +315,7 @@ impl Plan {
             };
             steps.push(Step::Send(sse::event(&chunk)));
         }
+        steps.push(Step::Generated);
         steps.push(Step::Send(sse::event(
             &completion.finish(self.finish_reason, &self.usage),
         )));
@@ -317,10 +327,12 @@ impl Plan {
     }
 }
 
-fn stream_response(steps: Vec<Step>) -> Response {
+fn stream_response(steps: Vec<Step>, generating: Generating) -> Response {
     let (mut sender, receiver) =
         futures::channel::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
     tokio::spawn(async move {
+        // Until the plan says the answer is generated, or the stream ends early.
+        let mut generating = Some(generating);
         // Waits are kept on one clock from the request, so a vendor's pacing (first token
         // after `ttft`, one token every `inter_token`) does not drift by the timer's
         // rounding on every token.
@@ -333,6 +345,10 @@ fn stream_response(steps: Vec<Step>) -> Response {
                         clock += duration;
                         tokio::time::sleep_until(clock).await;
                     }
+                    Ok(())
+                }
+                Step::Generated => {
+                    generating.take();
                     Ok(())
                 }
                 Step::Abort => {

@@ -5,11 +5,13 @@
 //! deterministic replies: the configured script in order (or by conversation turn), else an
 //! echo of the caller. Time-to-first-token, inter-token delay and faults (429, 500, 503,
 //! cut streams, stalls, `x_groq.error`) are configurable; `GET /sim/stats` counts requests so
-//! a test can prove the provider was, or was not, called. State: the reply cursor, fault
-//! dice and counters of one server; nothing persists.
+//! a test can prove the provider was, or was not, called, and how many it generated at
+//! once, per model ([`in_flight`]). State: the reply cursor, fault dice and counters of one
+//! server; nothing persists.
 //!
 //! Code map: [`handler`] serves a request, [`reply`] picks and tokenises the answer,
-//! [`sse`] builds the JSON chunks, [`support`] holds what all stand-ins share.
+//! [`sse`] builds the JSON chunks, [`in_flight`] counts concurrent generations, [`support`]
+//! holds what all stand-ins share.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -24,8 +26,10 @@ use serde_json::{Value, json};
 
 use crate::SimServer;
 use crate::support::{ApiKey, FaultDice, announce_and_serve, script_lines};
+use in_flight::InFlight;
 
 mod handler;
+pub mod in_flight;
 pub mod reply;
 mod sse;
 
@@ -144,6 +148,8 @@ pub struct Stats {
 pub struct Shared {
     config: Config,
     stats: Stats,
+    /// Requests being generated now, and the most at once (per model).
+    in_flight: Arc<InFlight>,
     dice: FaultDice,
     next_reply: AtomicUsize,
     /// Feeds `{n}` in replies.
@@ -157,6 +163,7 @@ impl Shared {
         Arc::new(Self {
             config,
             stats: Stats::default(),
+            in_flight: Arc::default(),
             dice,
             next_reply: AtomicUsize::new(0),
             unique: AtomicUsize::new(0),
@@ -234,10 +241,11 @@ async fn unknown_url(method: Method, uri: Uri) -> axum::response::Response {
     )
 }
 
+/// The counters, and `in_flight`, `max_in_flight` and `models` from [`InFlight::json`].
 async fn stats(State(shared): State<Arc<Shared>>) -> axum::Json<Value> {
     let s = &shared.stats;
     let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-    axum::Json(json!({
+    let mut stats = json!({
         "requests": load(&s.requests),
         "completions": load(&s.completions),
         "unauthorized": load(&s.unauthorized),
@@ -247,7 +255,12 @@ async fn stats(State(shared): State<Arc<Shared>>) -> axum::Json<Value> {
         "cut": load(&s.cut),
         "stalled": load(&s.stalled),
         "groq_errors": load(&s.groq_errors),
-    }))
+    });
+    if let (Value::Object(stats), Value::Object(in_flight)) = (&mut stats, shared.in_flight.json())
+    {
+        stats.extend(in_flight);
+    }
+    axum::Json(stats)
 }
 
 /// Starts the stand-in in the background.
