@@ -82,8 +82,12 @@ enum Command {
         login: sb_stack::ops::OpsLogin,
     },
     /// Print nats-server's `accounts` block: one user per service with exactly its
-    /// permissions (nats/auth.conf and deploy/base/nats/auth.conf are this output).
-    NatsAuth,
+    /// permissions (nats/auth.conf is this output; with --helm, deploy/nats/auth-values.yaml).
+    NatsAuth {
+        /// As values for the official NATS Helm chart.
+        #[arg(long)]
+        helm: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -113,7 +117,8 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::NatsAuth => print!("{}", sb_runtime::nats_auth::server_config()),
+        Command::NatsAuth { helm: false } => print!("{}", sb_runtime::nats_auth::server_config()),
+        Command::NatsAuth { helm: true } => print!("{}", sb_runtime::nats_auth::helm_values()),
         Command::Topology {
             action,
             overrides,
