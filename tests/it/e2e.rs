@@ -32,7 +32,7 @@ pub(crate) async fn stack(configure: impl FnOnce(&mut StackConfig)) -> (Stack, t
     (stack, dir)
 }
 
-async fn call(stack: &Stack, scenario: &str) -> CallReport {
+pub(crate) async fn call(stack: &Stack, scenario: &str) -> CallReport {
     let scenario = Scenario::from_toml(scenario).unwrap();
     place_call(
         CallerConfig::new(stack.ingress_url(), PUBLIC_URL, AUTH_TOKEN),
@@ -80,7 +80,7 @@ pub(crate) fn asking(questions: &[&str], last_wait_ms: u64) -> String {
     toml + "[[steps]]\nhangup = true\n"
 }
 
-const CONVERSATION: &str = r#"
+pub(crate) const CONVERSATION: &str = r#"
 from = "+14155551234"
 to = "+15005550006"
 tones = true

@@ -14,6 +14,7 @@ mod llm_limits;
 mod redis_patterns;
 mod replay;
 mod runner;
+mod secrets;
 mod shutdown;
 mod startup;
 mod stt;

@@ -149,6 +149,11 @@ impl RedisServer {
         self.wait_ready().await
     }
 
+    /// The password (for tests that look for it where it must not be).
+    pub fn password(&self) -> &str {
+        &self.password
+    }
+
     /// The URL without the password (to show that Redis refuses it).
     pub fn url_without_password(&self) -> String {
         format!("redis+unix://{}", self.socket.display())

@@ -276,6 +276,13 @@ impl Stack {
         Ok(async_nats::jetstream::new(client))
     }
 
+    /// Every Switchboard process' name and HTTP address (`/health`, `/ready`, `/metrics`).
+    pub fn service_addrs(&self) -> Vec<(String, SocketAddr)> {
+        let mut all = vec![&self.ingress, &self.agent, &self.tts];
+        all.extend(self.stt.iter());
+        all.into_iter().map(|p| (p.name.clone(), p.addr)).collect()
+    }
+
     /// Every Switchboard process (not servers or stand-ins) with its resource usage.
     pub fn service_usage(&self) -> Vec<(String, Usage)> {
         let mut all = vec![&self.ingress, &self.agent, &self.tts];
