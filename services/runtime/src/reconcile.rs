@@ -113,7 +113,7 @@ pub enum Change {
 impl std::fmt::Display for Change {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Change::Created { stream } => write!(f, "{stream}: created"),
+            Change::Created { stream } => write!(f, "{stream}"),
             Change::Differs {
                 stream,
                 field,

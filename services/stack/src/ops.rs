@@ -64,8 +64,10 @@ pub async fn topology(
     for change in &changes {
         let verb = match (change, write) {
             (Change::Kept { .. }, _) => "kept",
-            (_, true) => "applied",
-            (_, false) => "differs",
+            (Change::Created { .. }, true) => "created",
+            (Change::Created { .. }, false) => "missing",
+            (Change::Differs { .. }, true) => "applied",
+            (Change::Differs { .. }, false) => "differs",
         };
         println!("{verb}: {change}");
     }
