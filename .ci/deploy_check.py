@@ -60,6 +60,9 @@ CALLERS = {
     # Every service uses Redis (SB_REDIS_URL); redis_exporter beside it serves Prometheus.
     ("redis", "redis"): {"ingress", "stt", "agent", "tts"},
     ("redis", "metrics"): {"prometheus"},
+    # The TTS cache's instance: the tts alone (SB_REDIS_CACHE_URL); its exporter, Prometheus.
+    ("redis-cache", "redis"): {"tts"},
+    ("redis-cache", "metrics"): {"prometheus"},
 }
 # Callers outside the namespace: where they run (deploy/README.md, "Prerequisites").
 EXTERNAL_CALLERS = {
@@ -90,6 +93,9 @@ EXPORTER_METRICS = {
     "redis_memory_used_bytes", "redis_memory_max_bytes",
 }
 EXPORTER_PREFIXES = ("kube_", "nats_", "redis_")
+
+# A Redis without persistence never forks; its limit still covers buffers and fragmentation.
+REDIS_NO_FORK_MARGIN = 1.25
 
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job"}
 CRD_GROUPS = ("keda.sh/", "monitoring.coreos.com/")
@@ -526,19 +532,34 @@ def _bytes(quantity: str) -> float:
     return float(m.group(1)) * units.get(m.group(2), 1)
 
 
-def rule_redis_fork_headroom(overlay: str, docs: list[dict], report: Report) -> None:
-    """Redis' memory limit is at least twice its maxmemory: an AOF rewrite forks, and the
-    child's copy-on-write pages count against the same limit."""
+def _redis_forks(args: list[str]) -> bool:
+    """Whether a redis-server with these arguments forks: an AOF rewrite (`--appendonly
+    yes`) or an RDB snapshot (any `--save` but `""`; Redis saves by default)."""
+    def arg(name: str, default: str) -> str:
+        return args[args.index(name) + 1] if name in args and args.index(name) + 1 < len(args) else default
+
+    return arg("--appendonly", "no") == "yes" or arg("--save", "default") != ""
+
+
+def rule_redis_memory_headroom(overlay: str, docs: list[dict], report: Report) -> None:
+    """A Redis that persists (AOF or RDB) has a memory limit at least twice its maxmemory:
+    the rewrite or snapshot forks, and the child's copy-on-write pages count against the
+    same limit. One that does not (the TTS cache) still needs REDIS_NO_FORK_MARGIN over
+    maxmemory for buffers and fragmentation."""
     for doc, spec in workloads(docs):
         for c in spec.get("containers", []):
-            args = c.get("args", [])
+            args = [str(a) for a in c.get("args", [])]
             if "--maxmemory" not in args:
                 continue
             maxmemory = _bytes(args[args.index("--maxmemory") + 1])
             limit = (c.get("resources", {}).get("limits") or {}).get("memory")
-            if limit is None or _bytes(limit) < 2 * maxmemory:
-                report.fail(ident(overlay, doc), "Redis fork headroom",
-                            f"memory limit {limit} is under twice maxmemory ({maxmemory / 2**20:.0f} Mi)")
+            if _redis_forks(args):
+                factor, why = 2, "twice maxmemory (it persists, so it forks)"
+            else:
+                factor, why = REDIS_NO_FORK_MARGIN, f"{REDIS_NO_FORK_MARGIN}× maxmemory"
+            if limit is None or _bytes(limit) < factor * maxmemory:
+                report.fail(ident(overlay, doc), "Redis memory headroom",
+                            f"memory limit {limit} is under {why}: {factor * maxmemory / 2**20:.0f} Mi")
 
 
 def rule_public_host(overlay: str, docs: list[dict], report: Report) -> None:
@@ -617,7 +638,7 @@ MANIFEST_RULES = [
     rule_grace_outlasts_drain,
     rule_network_paths,
     rule_disruption_budgets,
-    rule_redis_fork_headroom,
+    rule_redis_memory_headroom,
     rule_public_host,
     rule_local_overlay_builtin_only,
     rule_metrics_ports_monitored,
