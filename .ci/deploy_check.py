@@ -311,8 +311,11 @@ def rule_required_by_api_server(overlay: str, docs: list[dict], report: Report) 
 
 
 def rule_probes(overlay: str, docs: list[dict], report: Report) -> None:
-    """Every long-running container has a liveness and a readiness probe."""
+    """Every long-running container has a liveness and a readiness probe (a Job's run to
+    completion: no Service routes to them, and their exit status is their health)."""
     for doc, spec in workloads(docs):
+        if doc["kind"] == "Job":
+            continue
         for c in spec.get("containers", []):
             for probe in ("livenessProbe", "readinessProbe"):
                 if probe not in c:
