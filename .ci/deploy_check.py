@@ -14,12 +14,18 @@ Schemas (offline, pinned in .ci/requirements.txt):
     the model does not know fails too (the models drop unknown fields, so the check
     compares what went in with what came out).
 
+Internal plane: every Switchboard service logs in to NATS as its own user, one the
+generated server config (deploy/nats/auth-values.yaml) defines with permissions, and the
+topology Job as `ops`, with passwords from Secrets; no secret is a literal anywhere; the
+topology Job's streams.toml parses (and gives R3 in prod); where NATS serves TLS, every
+client verifies it (SB_NATS_TLS_CA); KEDA reads the account the streams live in.
+
 Monitoring sources (deploy/base/monitoring/): every switchboard_* metric an alert or a
 dashboard panel uses is one services/runtime/src/metrics.rs defines; every other metric
 comes from a known exporter; every alert has a runbook section and a promtool unit test
 (promtool runs in .ci/deploy-check).
 
-Only the standard library, PyYAML and the two validators above.
+Only the standard library (tomllib for streams.toml), PyYAML and the two validators above.
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ VENV_BIN = ROOT / ".venv" / "bin"
 OVERLAYS = ROOT / "deploy" / "overlays"
 MONITORING = ROOT / "deploy" / "base" / "monitoring"
 METRICS_RS = ROOT / "services" / "runtime" / "src" / "metrics.rs"
+AUTH_VALUES = ROOT / "deploy" / "nats" / "auth-values.yaml"
+NATS_STREAMS = ROOT / "nats" / "streams"
 RUNBOOK = ROOT / "docs" / "runbook.md"
 
 # The oldest Kubernetes minor still supported upstream when this was written; the
@@ -60,6 +68,9 @@ CALLERS = {
     # Every service uses Redis (SB_REDIS_URL); redis_exporter beside it serves Prometheus.
     ("redis", "redis"): {"ingress", "stt", "agent", "tts"},
     ("redis", "metrics"): {"prometheus"},
+    # The TTS cache's instance: the tts alone (SB_REDIS_CACHE_URL); its exporter, Prometheus.
+    ("redis-cache", "redis"): {"tts"},
+    ("redis-cache", "metrics"): {"prometheus"},
 }
 # Callers outside the namespace: where they run (deploy/README.md, "Prerequisites").
 EXTERNAL_CALLERS = {
@@ -80,6 +91,24 @@ SAFE_SYSCTLS = {
 }
 SELINUX_TYPES = {"", "container_t", "container_init_t", "container_kvm_t", "container_engine_t"}
 
+# The one image (deploy/Dockerfile): its service binaries log in to NATS as their own user,
+# the operator's `switchboard` as `ops`; without a `command` the image runs the ingress.
+SWITCHBOARD_IMAGE = "switchboard"
+SERVICE_BINARIES = {"ingress", "stt", "agent", "tts"}
+OPS_BINARY = "switchboard"
+IMAGE_DEFAULT_BINARY = "ingress"
+# Overlays whose NATS serves client TLS (deploy/nats/values.yaml): every client verifies it.
+NATS_TLS_OVERLAYS = {"staging", "prod"}
+# Replicas every stream must have in an overlay (a node's loss loses nothing: R3 in prod).
+STREAM_REPLICAS = {"prod": 3}
+# The fields of streams.toml (runtime::reconcile::StreamSettings).
+STREAM_SETTING_KEYS = ("replicas", "storage", "max_age_secs", "max_bytes")
+# Env var and ConfigMap key names that hold a secret: never a literal value.
+SECRET_ENV = re.compile(r"_PASSWORD|_KEY$|_TOKEN$|_SECRET$|_AUTH$")
+SECRET_ENV_NAMES = {"SB_REDIS_URL", "SB_REDIS_CACHE_URL"}
+# scheme://user:password@ or scheme://:password@
+URL_WITH_PASSWORD = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s:@]*:[^/\s@]+@", re.IGNORECASE)
+
 # Metrics alerts and panels may use besides Switchboard's own, by exporter.
 EXPORTER_METRICS = {
     # kube-state-metrics
@@ -90,6 +119,9 @@ EXPORTER_METRICS = {
     "redis_memory_used_bytes", "redis_memory_max_bytes",
 }
 EXPORTER_PREFIXES = ("kube_", "nats_", "redis_")
+
+# A Redis without persistence never forks; its limit still covers buffers and fragmentation.
+REDIS_NO_FORK_MARGIN = 1.25
 
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job"}
 CRD_GROUPS = ("keda.sh/", "monitoring.coreos.com/")
@@ -305,8 +337,11 @@ def rule_required_by_api_server(overlay: str, docs: list[dict], report: Report) 
 
 
 def rule_probes(overlay: str, docs: list[dict], report: Report) -> None:
-    """Every long-running container has a liveness and a readiness probe."""
+    """Every long-running container has a liveness and a readiness probe (a Job's run to
+    completion: no Service routes to them, and their exit status is their health)."""
     for doc, spec in workloads(docs):
+        if doc["kind"] == "Job":
+            continue
         for c in spec.get("containers", []):
             for probe in ("livenessProbe", "readinessProbe"):
                 if probe not in c:
@@ -526,19 +561,34 @@ def _bytes(quantity: str) -> float:
     return float(m.group(1)) * units.get(m.group(2), 1)
 
 
-def rule_redis_fork_headroom(overlay: str, docs: list[dict], report: Report) -> None:
-    """Redis' memory limit is at least twice its maxmemory: an AOF rewrite forks, and the
-    child's copy-on-write pages count against the same limit."""
+def _redis_forks(args: list[str]) -> bool:
+    """Whether a redis-server with these arguments forks: an AOF rewrite (`--appendonly
+    yes`) or an RDB snapshot (any `--save` but `""`; Redis saves by default)."""
+    def arg(name: str, default: str) -> str:
+        return args[args.index(name) + 1] if name in args and args.index(name) + 1 < len(args) else default
+
+    return arg("--appendonly", "no") == "yes" or arg("--save", "default") != ""
+
+
+def rule_redis_memory_headroom(overlay: str, docs: list[dict], report: Report) -> None:
+    """A Redis that persists (AOF or RDB) has a memory limit at least twice its maxmemory:
+    the rewrite or snapshot forks, and the child's copy-on-write pages count against the
+    same limit. One that does not (the TTS cache) still needs REDIS_NO_FORK_MARGIN over
+    maxmemory for buffers and fragmentation."""
     for doc, spec in workloads(docs):
         for c in spec.get("containers", []):
-            args = c.get("args", [])
+            args = [str(a) for a in c.get("args", [])]
             if "--maxmemory" not in args:
                 continue
             maxmemory = _bytes(args[args.index("--maxmemory") + 1])
             limit = (c.get("resources", {}).get("limits") or {}).get("memory")
-            if limit is None or _bytes(limit) < 2 * maxmemory:
-                report.fail(ident(overlay, doc), "Redis fork headroom",
-                            f"memory limit {limit} is under twice maxmemory ({maxmemory / 2**20:.0f} Mi)")
+            if _redis_forks(args):
+                factor, why = 2, "twice maxmemory (it persists, so it forks)"
+            else:
+                factor, why = REDIS_NO_FORK_MARGIN, f"{REDIS_NO_FORK_MARGIN}× maxmemory"
+            if limit is None or _bytes(limit) < factor * maxmemory:
+                report.fail(ident(overlay, doc), "Redis memory headroom",
+                            f"memory limit {limit} is under {why}: {factor * maxmemory / 2**20:.0f} Mi")
 
 
 def rule_public_host(overlay: str, docs: list[dict], report: Report) -> None:
@@ -603,6 +653,277 @@ def rule_autoscalers_target_workloads(overlay: str, docs: list[dict], report: Re
                         f"{target['kind']}/{target['metadata']['name']} also sets replicas: every apply resets the count")
 
 
+# --- NATS logins, secrets, streams and TLS -------------------------------------------------
+
+
+def _shown(path: Path) -> str:
+    """A path as a failure names it: from the repository root when it is inside."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def nats_accounts() -> dict[str, dict[str, dict]]:
+    """{account: {user: permissions}} of the generated Helm values (deploy/nats/auth-values.yaml)."""
+    doc = yaml.safe_load(AUTH_VALUES.read_text())
+    accounts = ((doc.get("config") or {}).get("merge") or {}).get("accounts") or {}
+    return {name: {u["user"]: u.get("permissions") or {} for u in (account or {}).get("users") or []}
+            for name, account in accounts.items()}
+
+
+def nats_users() -> dict[str, dict]:
+    return {user: perms for users in nats_accounts().values() for user, perms in users.items()}
+
+
+def _image_name(image: str) -> str:
+    """`ghcr.io/org/switchboard:0.1.0` → `switchboard`."""
+    return image.rsplit("/", 1)[-1].split("@")[0].split(":")[0]
+
+
+def _binary(c: dict) -> str | None:
+    """The Switchboard binary a container runs (its command's, else the image's CMD), or
+    None for a container of another image."""
+    if _image_name(c.get("image", "")) != SWITCHBOARD_IMAGE:
+        return None
+    command = c.get("command") or [f"/usr/local/bin/{IMAGE_DEFAULT_BINARY}"]
+    return command[0].rsplit("/", 1)[-1]
+
+
+def nats_clients(docs: list[dict]):
+    """(workload, pod spec, container, binary) of every container that logs in to NATS: the
+    services' and the operator's (`switchboard`) binaries."""
+    for doc, spec in workloads(docs):
+        for c in containers(spec):
+            binary = _binary(c)
+            if binary in SERVICE_BINARIES or binary == OPS_BINARY:
+                yield doc, spec, c, binary
+
+
+def _env(c: dict) -> dict[str, dict]:
+    return {e["name"]: e for e in c.get("env") or []}
+
+
+def _secret_ref(entry: dict | None) -> dict | None:
+    return ((entry or {}).get("valueFrom") or {}).get("secretKeyRef")
+
+
+def rule_nats_login(overlay: str, docs: list[dict], report: Report) -> None:
+    """Every Switchboard service logs in to NATS as its role's user (SB_NATS_USER), one the
+    generated server config (deploy/nats/auth-values.yaml) defines with non-empty publish
+    and subscribe allow lists, with that user's password from a Secret (SB_NATS_PASSWORD,
+    secretKeyRef to SB_NATS_PASSWORD_<USER>, not optional); the topology Job likewise as
+    `ops` (SB_NATS_OPS_USER, default ops; SB_NATS_PASSWORD_OPS)."""
+    rule = "NATS login"
+    users = nats_users()
+    for doc, _, c, binary in nats_clients(docs):
+        where, env = ident(overlay, doc), _env(c)
+        who = f"container {c['name']}"
+        if binary == OPS_BINARY:
+            user_var, password_var = "SB_NATS_OPS_USER", "SB_NATS_PASSWORD_OPS"
+            user, expected = (env.get(user_var) or {}).get("value", "ops"), "ops"
+        else:
+            user_var, password_var = "SB_NATS_USER", "SB_NATS_PASSWORD"
+            user, expected = (env.get(user_var) or {}).get("value"), binary
+            if user is None:
+                report.fail(where, rule, f"{who} sets no literal {user_var} (its NATS user, {binary!r})")
+                continue
+        if user != expected:
+            report.fail(where, rule, f"{who} ({binary}) logs in as {user!r}, not as its role's user {expected!r}")
+        perms = users.get(user)
+        if perms is None:
+            report.fail(where, rule, f"{who}: {user_var} {user!r} is not a user of {_shown(AUTH_VALUES)}")
+        else:
+            for op in ("publish", "subscribe"):
+                if not ((perms.get(op) or {}).get("allow")):
+                    report.fail(where, rule, f"{who}: user {user!r} has no {op} allow list in "
+                                             f"{_shown(AUTH_VALUES)}")
+        ref = _secret_ref(env.get(password_var))
+        if ref is None:
+            report.fail(where, rule, f"{who}: {password_var} does not come from a Secret (secretKeyRef)")
+            continue
+        if ref.get("optional") is True:
+            report.fail(where, rule, f"{who}: {password_var} is optional (the pod would start without it)")
+        if ref.get("key") != f"SB_NATS_PASSWORD_{user.upper()}":
+            report.fail(where, rule, f"{who}: {password_var} is key {ref.get('key')!r} of Secret "
+                                     f"{ref.get('name')}, not SB_NATS_PASSWORD_{user.upper()}")
+
+
+def rule_keda_nats_account(overlay: str, docs: list[dict], report: Report) -> None:
+    """Every KEDA nats-jetstream trigger reads the account the streams live in: one of
+    deploy/nats/auth-values.yaml (with users defined, `$G` holds nothing)."""
+    accounts = set(nats_accounts())
+    for so in (d for d in docs if d["kind"] == "ScaledObject"):
+        for trigger in so["spec"].get("triggers") or []:
+            if trigger.get("type") != "nats-jetstream":
+                continue
+            account = (trigger.get("metadata") or {}).get("account")
+            if account not in accounts:
+                report.fail(ident(overlay, so), "KEDA NATS account",
+                            f"account {account!r} is not one of {sorted(accounts)} ({_shown(AUTH_VALUES)})")
+
+
+def _secret_looking(name: str) -> bool:
+    return bool(SECRET_ENV.search(name)) or name in SECRET_ENV_NAMES
+
+
+def rule_no_literal_secrets(overlay: str, docs: list[dict], report: Report) -> None:
+    """No secret is written in a manifest: an env var that looks like one (SECRET_ENV,
+    SECRET_ENV_NAMES) comes from a Secret, never a literal or a ConfigMap; no ConfigMap key
+    looks like one; no literal value is a URL with a password in it; `--requirepass`
+    takes an env reference."""
+    rule = "no literal secrets"
+    for doc, spec in workloads(docs):
+        where = ident(overlay, doc)
+        for c in containers(spec):
+            for e in c.get("env") or []:
+                name, who = e["name"], f"container {c['name']}: {e['name']}"
+                if _secret_looking(name):
+                    if "value" in e:
+                        report.fail(where, rule, f"{who} is a literal value; take it from a Secret (secretKeyRef)")
+                    elif _secret_ref(e) is None:
+                        report.fail(where, rule, f"{who} does not come from a Secret")
+                if URL_WITH_PASSWORD.search(str(e.get("value", ""))):
+                    report.fail(where, rule, f"{who} is a URL with a password in it")
+            args = [str(a) for a in [*(c.get("command") or []), *(c.get("args") or [])]]
+            for i, arg in enumerate(args[:-1]):
+                if arg == "--requirepass" and not re.fullmatch(r"\$\([A-Za-z_][A-Za-z0-9_]*\)", args[i + 1]):
+                    report.fail(where, rule, f"container {c['name']}: --requirepass is a literal; use $(ENV) from a Secret")
+    for cm in (d for d in docs if d["kind"] == "ConfigMap"):
+        for key, value in (cm.get("data") or {}).items():
+            if _secret_looking(key):
+                report.fail(ident(overlay, cm), rule, f"key {key} looks like a secret: put it in a Secret")
+            if URL_WITH_PASSWORD.search(str(value)):
+                report.fail(ident(overlay, cm), rule, f"key {key} holds a URL with a password in it")
+
+
+def rule_config_maps_resolve(overlay: str, docs: list[dict], report: Report) -> None:
+    """Every ConfigMap a workload mounts or reads (volume, envFrom, configMapKeyRef) is
+    rendered in the workload's namespace (a generator without the namespace, or a name
+    kustomize did not rewrite, leaves a reference to nothing)."""
+    rendered = {(d["metadata"].get("namespace"), d["metadata"]["name"]) for d in docs if d["kind"] == "ConfigMap"}
+    for doc, spec in workloads(docs):
+        ns = doc["metadata"].get("namespace")
+        refs = [(v["configMap"], f"volume {v['name']}") for v in spec.get("volumes", []) if "configMap" in v]
+        for c in containers(spec):
+            refs += [(src["configMapRef"], f"container {c['name']} envFrom")
+                     for src in c.get("envFrom") or [] if "configMapRef" in src]
+            refs += [(e["valueFrom"]["configMapKeyRef"], f"container {c['name']} env {e['name']}")
+                     for e in c.get("env") or [] if "configMapKeyRef" in (e.get("valueFrom") or {})]
+        for ref, who in refs:
+            if not ref.get("optional") and (ns, ref.get("name")) not in rendered:
+                report.fail(ident(overlay, doc), "ConfigMap references",
+                            f"{who} names ConfigMap {ref.get('name')!r}, not rendered in namespace {ns}")
+
+
+def _stream_settings(docs: list[dict]):
+    """(the topology Job, its overrides path, the rendered ConfigMap that holds the file,
+    the file's text) for the Job running `switchboard topology … --overrides PATH`."""
+    for doc, spec in workloads(docs):
+        for c in containers(spec):
+            args = [str(a) for a in [*(c.get("command") or []), *(c.get("args") or [])]]
+            if _binary(c) != OPS_BINARY or "topology" not in args or "--overrides" not in args:
+                continue
+            path = args[args.index("--overrides") + 1] if args.index("--overrides") + 1 < len(args) else ""
+            volumes = {v["name"]: v for v in spec.get("volumes", [])}
+            for m in c.get("volumeMounts") or []:
+                prefix = m["mountPath"].rstrip("/") + "/"
+                volume = volumes.get(m["name"], {})
+                if not path.startswith(prefix) or "configMap" not in volume:
+                    continue
+                name, key = volume["configMap"]["name"], path[len(prefix):]
+                cm = next((d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == name), None)
+                text = (cm or {}).get("data", {}).get(key)
+                yield doc, c, path, cm, text
+                break
+            else:
+                yield doc, c, path, None, None
+
+
+def _parse_stream_settings(text: str) -> tuple[dict | None, list[str]]:
+    """The overrides TOML as `runtime::reconcile::Overrides` reads it, and what is wrong."""
+    import tomllib
+
+    try:
+        settings = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        return None, [f"not TOML: {error}"]
+    problems = [f"unknown table [{k}]" for k in settings if k not in ("all", "streams")]
+    known = {p.stem for p in NATS_STREAMS.glob("*.json")}
+    tables = [("all", settings.get("all") or {})]
+    tables += [(f"streams.{n}", t) for n, t in (settings.get("streams") or {}).items()]
+    for name, table in tables:
+        if name.startswith("streams.") and name[len("streams."):] not in known:
+            problems.append(f"[{name}]: no such stream in nats/streams/ ({', '.join(sorted(known))})")
+        for key, value in table.items():
+            if key not in STREAM_SETTING_KEYS:
+                problems.append(f"[{name}] {key}: not one of {', '.join(STREAM_SETTING_KEYS)}")
+            elif key == "storage" and value not in ("file", "memory"):
+                problems.append(f"[{name}] storage = {value!r}: file or memory")
+            elif key != "storage" and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+                problems.append(f"[{name}] {key} = {value!r}: not a non-negative integer")
+    return settings, problems
+
+
+def rule_stream_settings(overlay: str, docs: list[dict], report: Report) -> None:
+    """The overlay runs the topology Job, and its --overrides file is a key of a rendered
+    ConfigMap (the overlay's streams.toml) that parses as the operator reads it: tables
+    [all] and [streams.<a stream of nats/streams/>], fields replicas, storage (file,
+    memory), max_age_secs, max_bytes."""
+    rule = "stream settings"
+    found = list(_stream_settings(docs))
+    if not found:
+        report.fail(f"{overlay}/Job/topology", rule, "no Job runs `switchboard topology apply --overrides …`")
+    checked = set()
+    for doc, c, path, cm, text in found:
+        where = ident(overlay, doc)
+        if text is None:
+            report.fail(where, rule, f"container {c['name']}: --overrides {path} is not a key of a rendered ConfigMap")
+            continue
+        if (cm["metadata"]["name"], path) in checked:
+            continue
+        checked.add((cm["metadata"]["name"], path))
+        for problem in _parse_stream_settings(text)[1]:
+            report.fail(ident(overlay, cm), rule, f"{path.rsplit('/', 1)[-1]}: {problem}")
+
+
+def rule_streams_replicated(overlay: str, docs: list[dict], report: Report) -> None:
+    """Where STREAM_REPLICAS requires it (prod: R3), the overlay's streams.toml gives every
+    stream of nats/streams/ that many replicas ([streams.X] over [all] over the JSON)."""
+    wanted = STREAM_REPLICAS.get(overlay)
+    if wanted is None:
+        return
+    checked = set()
+    for _, _, path, cm, text in _stream_settings(docs):
+        if text is None or (cm["metadata"]["name"], path) in checked:
+            continue  # rule_stream_settings reports a missing file
+        checked.add((cm["metadata"]["name"], path))
+        settings, _ = _parse_stream_settings(text)
+        settings = settings or {}
+        for path in sorted(NATS_STREAMS.glob("*.json")):
+            name = path.stem
+            replicas = ((settings.get("streams") or {}).get(name) or {}).get(
+                "replicas", (settings.get("all") or {}).get("replicas", json.loads(path.read_text()).get("num_replicas", 1)))
+            if replicas != wanted:
+                report.fail(ident(overlay, cm), "stream replicas",
+                            f"stream {name} gets {replicas} replica(s) from streams.toml; {overlay} requires {wanted}")
+
+
+def rule_nats_tls(overlay: str, docs: list[dict], report: Report) -> None:
+    """Where NATS serves TLS (NATS_TLS_OVERLAYS: staging and prod), every NATS client (the
+    services, the topology Job) sets SB_NATS_TLS_CA to a file of a read-only Secret volume."""
+    if overlay not in NATS_TLS_OVERLAYS:
+        return
+    rule = "NATS TLS"
+    for doc, spec, c, _ in nats_clients(docs):
+        where, who = ident(overlay, doc), f"container {c['name']}"
+        path = (_env(c).get("SB_NATS_TLS_CA") or {}).get("value")
+        if not path:
+            report.fail(where, rule, f"{who} sets no SB_NATS_TLS_CA: it would talk to NATS without verifying it")
+            continue
+        volumes = {v["name"]: v for v in spec.get("volumes", [])}
+        mounts = [m for m in c.get("volumeMounts") or [] if path.startswith(m["mountPath"].rstrip("/") + "/")]
+        if not any(m.get("readOnly") is True and "secret" in volumes.get(m["name"], {}) for m in mounts):
+            report.fail(where, rule, f"{who}: SB_NATS_TLS_CA {path} is not in a read-only Secret volume")
+
+
 MANIFEST_RULES = [
     rule_builtin_schemas,
     rule_custom_schemas,
@@ -617,11 +938,18 @@ MANIFEST_RULES = [
     rule_grace_outlasts_drain,
     rule_network_paths,
     rule_disruption_budgets,
-    rule_redis_fork_headroom,
+    rule_redis_memory_headroom,
     rule_public_host,
     rule_local_overlay_builtin_only,
     rule_metrics_ports_monitored,
     rule_autoscalers_target_workloads,
+    rule_config_maps_resolve,
+    rule_nats_login,
+    rule_keda_nats_account,
+    rule_no_literal_secrets,
+    rule_stream_settings,
+    rule_streams_replicated,
+    rule_nats_tls,
 ]
 
 
