@@ -39,9 +39,6 @@ pub enum Metric {
     /// NATS refused a publish or subscription of this process (its user lacks the
     /// permission). Labels: op (publish, subscribe).
     NatsPermissionDenied,
-    /// Fields of a stream whose live config differs from `nats/` plus the environment's
-    /// overrides, as this process found them at start-up. Labels: stream.
-    TopologyDrift,
     /// Ingress: Twilio webhooks answered, by route (voice, status) and outcome. Labels: route, outcome.
     IngressWebhooks,
     /// Ingress: time to answer a webhook (signature, idempotency, rate limit, publish). Labels: route.
@@ -124,7 +121,6 @@ impl Metric {
             Metric::RedisUp => "switchboard_redis_up",
             Metric::LifecycleDraining => "switchboard_lifecycle_draining",
             Metric::NatsPermissionDenied => "switchboard_nats_permission_denied_total",
-            Metric::TopologyDrift => "switchboard_topology_drift",
             Metric::IngressWebhooks => "switchboard_ingress_webhooks_total",
             Metric::IngressWebhookSeconds => "switchboard_ingress_webhook_seconds",
             Metric::IngressSignatureFailures => "switchboard_ingress_signature_failures_total",
@@ -203,7 +199,6 @@ mod tests {
             Metric::RedisUp,
             Metric::LifecycleDraining,
             Metric::NatsPermissionDenied,
-            Metric::TopologyDrift,
             Metric::IngressSocketsRefused,
         ];
         for m in all {
