@@ -96,7 +96,8 @@ bench-ingress *args:
 bench-stages *args:
     cargo run --release --quiet -p sb-tests --example bench_stages -- "$@"
 
-# Load benchmark: N concurrent scripted calls against the whole stack (release build).
+# Load benchmark: N concurrent scripted calls against the whole stack (release build). NATS auth
+# is on; `--nats-tls` adds TLS (as in prod), `--nats-no-auth` measures without users.
 bench-load calls="100" *args:
     cargo build --release --quiet --bins
     target/release/switchboard load "$@"
