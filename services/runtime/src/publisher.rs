@@ -53,7 +53,7 @@ pub struct PendingAck {
     kind: Kind,
     ack: PublishAckFuture,
     /// What to send again on a transient failure (`None`: never re-sent).
-    again: Option<Again>,
+    again: Option<Box<Again>>,
 }
 
 #[derive(Debug)]
@@ -167,10 +167,12 @@ impl Publisher {
         self.published[kind.index()].increment(1);
         // Caller audio has no id to deduplicate a second copy; bot audio is deduplicated by
         // the ingress (sentence and chunk numbers), control events by JetStream.
-        let again = (kind != Kind::Audio).then(|| Again {
-            js: self.js.clone(),
-            payload,
-            id,
+        let again = (kind != Kind::Audio).then(|| {
+            Box::new(Again {
+                js: self.js.clone(),
+                payload,
+                id,
+            })
         });
         Ok(PendingAck {
             subject,
