@@ -41,7 +41,7 @@ fn probe_publisher(
                 .message_id(format!("probe:{sent}"));
             let ack = match js.send_publish("call.probe.cluster.webhook", publish).await {
                 Ok(pending) => pending.await,
-                Err(error) => Err(error.into()),
+                Err(error) => Err(error),
             };
             if ack.is_ok() {
                 acked.lock().unwrap().insert(sent);
