@@ -8,7 +8,8 @@
 * The REST stand-in (`sim twilio`) driven by `twilio.rest.Client`: create, fetch, hang up,
   404, 401 and an injected 429 surfacing as `TwilioRestException` code 20429; and a
   created call answered by the scripted caller against the same validating server.
-* The real ingress (`target/debug/ingress` on nats-server and redis-server started here):
+* The real ingress (`target/debug/ingress` on nats-server and redis-server started here,
+  both with auth on, the ingress logged in as its own NATS user):
   webhooks signed by the official `RequestValidator` are accepted (and mis-signed ones
   refused), and a whole `sim call` goes through it.
 """
@@ -17,6 +18,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import struct
@@ -245,6 +247,7 @@ def test_created_call_is_answered(ingress, spawn_sim, tmp_path):
 
 ROOT = Path(__file__).resolve().parents[3]
 INGRESS = ROOT / "target" / "debug" / "ingress"
+SWITCHBOARD = ROOT / "target" / "debug" / "switchboard"
 NATS_SERVER = ROOT / ".venv" / "bin" / "nats-server"
 ACME = "+15005550006"
 
@@ -261,25 +264,38 @@ def wait_port(port, timeout_s=15.0):
 
 @pytest.fixture
 def real_ingress(tmp_path):
-    """nats-server, redis-server and the `ingress` binary on free loopback ports."""
-    if not INGRESS.exists():
-        subprocess.run(["cargo", "build", "--quiet", "-p", "sb-ingress", "--bin", "ingress"], cwd=ROOT, check=True)
+    """nats-server (the local stack's config: every user of nats/auth.conf, random passwords),
+    redis-server (a password), the topology applied as `ops`, and the `ingress` binary
+    logged in as its own user, on free loopback ports."""
+    for binary, package in [(INGRESS, "sb-ingress"), (SWITCHBOARD, "sb-stack")]:
+        if not binary.exists():
+            subprocess.run(["cargo", "build", "--quiet", "-p", package, "--bin", binary.name], cwd=ROOT, check=True)
     redis_bin = shutil.which("redis-server")
     if not NATS_SERVER.exists() or redis_bin is None:
         pytest.skip("nats-server or redis-server not installed (run .ci/bootstrap)")
     nats_port, redis_port, http_port = free_port(), free_port(), free_port()
+    users = sorted(set(re.findall(r"\$(SB_NATS_PASSWORD_[A-Z_]+)", (ROOT / "nats" / "auth.conf").read_text())))
+    passwords = {var: uuid.uuid4().hex for var in users}
+    redis_password = uuid.uuid4().hex
+    (tmp_path / "redis.conf").write_text(f"requirepass {redis_password}\n")
+    nats_url = f"nats://127.0.0.1:{nats_port}"
     procs = [
-        subprocess.Popen([str(NATS_SERVER), "-a", "127.0.0.1", "-p", str(nats_port), "-js",
-                          "-sd", str(tmp_path / "nats")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
-        subprocess.Popen([redis_bin, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
-                          "--appendonly", "no", "--dir", str(tmp_path)],
+        subprocess.Popen([str(NATS_SERVER), "-c", str(ROOT / "nats" / "dev.conf"), "-a", "127.0.0.1",
+                          "-p", str(nats_port), "-js", "-sd", str(tmp_path / "nats")],
+                         env=dict(os.environ, **passwords), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+        subprocess.Popen([redis_bin, str(tmp_path / "redis.conf"), "--port", str(redis_port), "--bind", "127.0.0.1",
+                          "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
     ]
     try:
         wait_port(nats_port)
         wait_port(redis_port)
-        env = dict(os.environ, SB_NATS_URL=f"nats://127.0.0.1:{nats_port}",
-                   SB_REDIS_URL=f"redis://127.0.0.1:{redis_port}", SB_HTTP_ADDR=f"127.0.0.1:{http_port}",
+        subprocess.run([str(SWITCHBOARD), "topology", "apply"], check=True, stdout=subprocess.DEVNULL,
+                       env=dict(os.environ, SB_NATS_URL=nats_url,
+                                SB_NATS_PASSWORD_OPS=passwords["SB_NATS_PASSWORD_OPS"]))
+        env = dict(os.environ, SB_NATS_URL=nats_url, SB_NATS_USER="ingress",
+                   SB_NATS_PASSWORD=passwords["SB_NATS_PASSWORD_INGRESS"],
+                   SB_REDIS_URL=f"redis://:{redis_password}@127.0.0.1:{redis_port}", SB_HTTP_ADDR=f"127.0.0.1:{http_port}",
                    SB_TENANTS_FILE=str(ROOT / "deploy" / "base" / "tenants.toml"), SB_TWILIO_AUTH_TOKEN=TOKEN,
                    SB_CALL_CREDENTIAL_SECRET="conformance-call-credential-secret-0123",
                    SB_PUBLIC_URL=PUBLIC, SB_LOG_FORMAT="json")
