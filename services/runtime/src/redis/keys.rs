@@ -85,15 +85,10 @@ impl Keys {
         format!("{}llm:aimd:slots", self.prefix)
     }
 
-    /// `cq:tenants`: the campaign queue's ring of tenants with ready work, each scored by
-    /// the rotation stamp of its last turn (lowest is next).
+    /// `cq:tenants`: the campaign queue's ring of tenants with ready work: lowest score is
+    /// next; a tenant served or joining goes one past the highest.
     pub fn cq_tenants(&self) -> String {
         format!("{}cq:tenants", self.prefix)
-    }
-
-    /// `cq:rr`: the rotation counter the rings' stamps come from.
-    pub fn cq_rotation(&self) -> String {
-        format!("{}cq:rr", self.prefix)
     }
 
     /// `cq:due`: `{tenant}|{campaign}` → the earliest not-before time in its delayed ZSET.

@@ -111,7 +111,6 @@ impl CampaignQueue {
     fn invocation<'a>(&self, script: &'a redis::Script) -> ScriptInvocation<'a> {
         let mut inv = script.prepare_invoke();
         inv.key(self.keys.cq_tenants())
-            .key(self.keys.cq_rotation())
             .key(self.keys.cq_due())
             .key(self.keys.cq_leases())
             .key(self.keys.cq_depth());
@@ -141,9 +140,8 @@ impl CampaignQueue {
         for batches in contacts.chunks(ENQUEUE_BATCH * PIPELINE_DEPTH) {
             let mut pipe = redis::pipe();
             for batch in batches.chunks(ENQUEUE_BATCH) {
-                let cmd = pipe.cmd("EVALSHA").arg(ENQUEUE_SCRIPT.get_hash()).arg(5);
+                let cmd = pipe.cmd("EVALSHA").arg(ENQUEUE_SCRIPT.get_hash()).arg(4);
                 cmd.arg(self.keys.cq_tenants())
-                    .arg(self.keys.cq_rotation())
                     .arg(self.keys.cq_due())
                     .arg(self.keys.cq_leases())
                     .arg(self.keys.cq_depth());

@@ -1,8 +1,8 @@
 //! The campaign queue's Lua scripts: every move of a contact is one script, so it is
 //! atomic and two dialers never take the same contact.
 //!
-//! Consumes, in every script but `CPS`, the global keys as KEYS (tenants ring, rotation
-//! counter, due index, leases, depth) and the per-tenant and per-campaign key templates
+//! Consumes, in every script but `CPS`, the global keys as KEYS (tenants ring, due index,
+//! leases, depth) and the per-tenant and per-campaign key templates
 //! from [`super::super::Keys`] as ARGV[1..7] (`{t}` and `{c}` are filled in here, since
 //! which campaign a pop serves is decided inside the script; the state instance is one
 //! Redis, not a cluster). Time is always the caller's `now` (ms), never Redis' `TIME`, so
@@ -17,7 +17,7 @@ use redis::Script;
 /// 5 campaigns, 6 active, 7 caps. Records are `state|attempts|priority|seq|token|reason|payload`
 /// (`model::ContactRecord`); scores are `model::ready_score`, transcribed.
 const PRELUDE: &str = r"
-local TENANTS, RR, DUE, LEASES, DEPTH = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local TENANTS, DUE, LEASES, DEPTH = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local function key(i, t, c)
   local s = string.gsub(ARGV[i], '{t}', t)
   if c then s = string.gsub(s, '{c}', c) end
@@ -37,12 +37,18 @@ local function put(t, c, id, r)
   redis.call('HSET', key(3, t, c), id, r.st .. '|' .. string.format('%d|%d|%d|%d|', r.a, r.pr,
     r.sq, r.tk) .. r.rs .. '|' .. r.body)
 end
-local function stamp() return redis.call('INCR', RR) end
--- The campaign joins its tenant's ring and the tenant the global ring, at the end; a
+-- Puts member at the back of a ring (one past its highest score); flag NX: only if new.
+local function back(ring, member, flag)
+  local last = redis.call('ZRANGE', ring, -1, -1, 'WITHSCORES')
+  local s = 1
+  if last[2] then s = tonumber(last[2]) + 1 end
+  redis.call('ZADD', ring, flag, s, member)
+end
+-- The campaign joins its tenant's ring and the tenant the global ring, at the back; a
 -- member already there keeps its place.
 local function mark_ready(t, c)
-  redis.call('ZADD', key(5, t), 'NX', stamp(), c)
-  redis.call('ZADD', TENANTS, 'NX', stamp(), t)
+  back(key(5, t), c, 'NX')
+  back(TENANTS, t, 'NX')
 end
 -- Ready now (true) or delayed until nb (false, and the due index learns the earlier time).
 local function schedule(t, c, id, r, nb, now)
@@ -129,11 +135,11 @@ local function capped(t, field)
   return tonumber(redis.call('HGET', key(6, t), field) or '0') >= tonumber(cap)
 end
 for _, t in ipairs(redis.call('ZRANGE', TENANTS, 0, scan - 1)) do
-  redis.call('ZADD', TENANTS, 'XX', stamp(), t)
+  back(TENANTS, t, 'XX')
   local ck = key(5, t)
   if not capped(t, '*') then
     for _, c in ipairs(redis.call('ZRANGE', ck, 0, scan - 1)) do
-      redis.call('ZADD', ck, 'XX', stamp(), c)
+      back(ck, c, 'XX')
       if not capped(t, c) then
         local rk = key(1, t, c)
         local got = redis.call('ZPOPMIN', rk)
