@@ -92,6 +92,10 @@ bench-runtime *args:
 bench-ingress *args:
     cargo run --release --quiet -p sb-tests --example bench_ingress -- "$@"
 
+# Campaign queue: enqueue and pop rates, a small tenant's first pop beside a 1,000,000-contact tenant, memory per contact.
+bench-queue *args:
+    cargo run --release --quiet -p sb-tests --bin bench-queue -- "$@"
+
 # Agent + tts pipeline overhead (transcript → first bot audio chunk) at 1/100/500 calls, and TTS cache hit → first chunk.
 bench-stages *args:
     cargo run --release --quiet -p sb-tests --example bench_stages -- "$@"

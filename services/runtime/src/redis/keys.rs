@@ -7,6 +7,7 @@
 use sb_schemas::{CallSid, TenantId};
 use sha2::{Digest, Sha256};
 
+use super::campaigns::model::{AccountSid, CampaignId};
 use super::tts_cache::Speech;
 
 #[derive(Debug, Clone, Default)]
@@ -82,6 +83,90 @@ impl Keys {
     /// `llm:aimd:slots`: the ZSET of every LLM request in flight, scored like `llm_slots`.
     pub fn llm_aimd_slots(&self) -> String {
         format!("{}llm:aimd:slots", self.prefix)
+    }
+
+    /// `cq:tenants`: the campaign queue's ring of tenants with ready work: lowest score is
+    /// next; a tenant served or joining goes one past the highest.
+    pub fn cq_tenants(&self) -> String {
+        format!("{}cq:tenants", self.prefix)
+    }
+
+    /// `cq:due`: `{tenant}|{campaign}` → the earliest not-before time in its delayed ZSET.
+    pub fn cq_due(&self) -> String {
+        format!("{}cq:due", self.prefix)
+    }
+
+    /// `cq:leases`: `{tenant}|{campaign}|{contact}` → its lease's deadline (ms).
+    pub fn cq_leases(&self) -> String {
+        format!("{}cq:leases", self.prefix)
+    }
+
+    /// `cq:depth`: tenant → its queued contacts (ready and delayed).
+    pub fn cq_depth(&self) -> String {
+        format!("{}cq:depth", self.prefix)
+    }
+
+    /// `cq:cps:{account}`: the calls-per-second token bucket of a Twilio account.
+    pub fn cq_cps(&self, account: &AccountSid) -> String {
+        format!("{}cq:cps:{account}", self.prefix)
+    }
+
+    /// `cq:{tenant}:{campaign}:ready`: contact → `model::ready_score` (priority, then FIFO).
+    pub fn cq_ready(&self, t: &TenantId, c: &CampaignId) -> String {
+        self.cq_campaign(t.as_str(), c.as_str(), "ready")
+    }
+
+    /// `cq:{tenant}:{campaign}:delayed`: contact → not-before time (ms).
+    pub fn cq_delayed(&self, t: &TenantId, c: &CampaignId) -> String {
+        self.cq_campaign(t.as_str(), c.as_str(), "delayed")
+    }
+
+    /// `cq:{tenant}:{campaign}:contacts`: contact → its record (`model::ContactRecord`).
+    pub fn cq_contacts(&self, t: &TenantId, c: &CampaignId) -> String {
+        self.cq_campaign(t.as_str(), c.as_str(), "contacts")
+    }
+
+    /// `cq:{tenant}:{campaign}:seq`: the campaign's FIFO counter.
+    pub fn cq_seq(&self, t: &TenantId, c: &CampaignId) -> String {
+        self.cq_campaign(t.as_str(), c.as_str(), "seq")
+    }
+
+    /// `cq:{tenant}:campaigns`: the tenant's ring of campaigns with ready work.
+    pub fn cq_campaigns(&self, t: &TenantId) -> String {
+        self.cq_tenant(t.as_str(), "campaigns")
+    }
+
+    /// `cq:{tenant}:active`: calls in flight, `*` for the tenant and one field per campaign.
+    pub fn cq_active(&self, t: &TenantId) -> String {
+        self.cq_tenant(t.as_str(), "active")
+    }
+
+    /// `cq:{tenant}:caps`: concurrency caps, fields as in `cq_active` (absent: no cap).
+    pub fn cq_caps(&self, t: &TenantId) -> String {
+        self.cq_tenant(t.as_str(), "caps")
+    }
+
+    /// The per-tenant and per-campaign keys above with `{t}` and `{c}` left for the
+    /// campaign scripts to fill in: ready, delayed, contacts, seq, campaigns, active, caps.
+    pub fn cq_templates(&self) -> [String; 7] {
+        let (t, c) = ("{t}", "{c}");
+        [
+            self.cq_campaign(t, c, "ready"),
+            self.cq_campaign(t, c, "delayed"),
+            self.cq_campaign(t, c, "contacts"),
+            self.cq_campaign(t, c, "seq"),
+            self.cq_tenant(t, "campaigns"),
+            self.cq_tenant(t, "active"),
+            self.cq_tenant(t, "caps"),
+        ]
+    }
+
+    fn cq_campaign(&self, t: &str, c: &str, what: &str) -> String {
+        format!("{}cq:{t}:{c}:{what}", self.prefix)
+    }
+
+    fn cq_tenant(&self, t: &str, what: &str) -> String {
+        format!("{}cq:{t}:{what}", self.prefix)
     }
 }
 
@@ -210,5 +295,24 @@ mod tests {
         assert_eq!(k.llm_slots(&t), "p:llm:slots:acme");
         assert_eq!(k.llm_aimd(), "p:llm:aimd");
         assert_eq!(k.llm_aimd_slots(), "p:llm:aimd:slots");
+    }
+
+    /// The templates the campaign scripts fill in give exactly the keys `Keys` builds.
+    #[test]
+    fn campaign_templates_match_the_keys() {
+        let k = Keys::new("p:");
+        let t = TenantId::parse("acme").unwrap();
+        let c = CampaignId::parse("spring").unwrap();
+        let fill = |tpl: &str| tpl.replace("{t}", "acme").replace("{c}", "spring");
+        let [ready, delayed, contacts, seq, campaigns, active, caps] = k.cq_templates();
+        assert_eq!(fill(&ready), k.cq_ready(&t, &c));
+        assert_eq!(k.cq_ready(&t, &c), "p:cq:acme:spring:ready");
+        assert_eq!(fill(&delayed), k.cq_delayed(&t, &c));
+        assert_eq!(fill(&contacts), k.cq_contacts(&t, &c));
+        assert_eq!(fill(&seq), k.cq_seq(&t, &c));
+        assert_eq!(fill(&campaigns), k.cq_campaigns(&t));
+        assert_eq!(fill(&active), k.cq_active(&t));
+        assert_eq!(fill(&caps), k.cq_caps(&t));
+        assert_eq!(k.cq_tenants(), "p:cq:tenants");
     }
 }

@@ -3,10 +3,12 @@
 //! Consumes a Redis URL; produces typed operations for sessions ([`session`]), idempotency
 //! keys and admission records ([`idempotency`]), the live-socket claim ([`live_socket`]),
 //! per-tenant rate limits ([`rate_limit`]), the TTS audio cache ([`tts_cache`]), the
-//! campaign priority queue ([`queue`]) and the LLM limits every agent replica shares
-//! ([`llm_limits`]). Key names come only from [`keys`]. State: a `ConnectionManager`
+//! minimal campaign priority queue ([`queue`]), the campaign queue of outbound calls with
+//! leases, caps and fairness ([`campaigns`]) and the LLM limits every agent replica
+//! shares ([`llm_limits`]). Key names come only from [`keys`]. State: a `ConnectionManager`
 //! (reconnects in the background); blocking pops use a connection of their own.
 
+pub mod campaigns;
 pub mod idempotency;
 pub mod keys;
 pub mod live_socket;
