@@ -10,6 +10,7 @@ pub mod breakdown;
 pub mod demo;
 pub mod frames;
 pub mod load;
+mod nats_config;
 pub mod nats_server;
 pub mod ops;
 pub mod plot;

@@ -5,8 +5,9 @@
 //! Kubernetes Secret would), optionally TLS with a throw-away CA ([`NatsOptions::tls`]),
 //! and optionally as one node of a cluster ([`NatsCluster`]). Everyone logs in: the
 //! services as their role ([`NatsServer::service_env`]), the harness as `ops`
-//! ([`NatsServer::login`]). Killed on drop. State: the child process, its temp dir
-//! (store, config, certificates) and the passwords.
+//! ([`NatsServer::login`]). The config file and certificates come from `nats_config`.
+//! Killed on drop. State: the child process, its temp dir (store, config, certificates)
+//! and the passwords.
 
 use std::{
     collections::BTreeMap,
@@ -18,9 +19,10 @@ use std::{
 };
 
 use anyhow::Context as _;
-use sb_runtime::{Secret, nats::NatsLogin, nats_auth};
+use sb_runtime::{Secret, nats::NatsLogin};
 use sb_schemas::roles::Role;
 
+use crate::nats_config::{Node, server_config, write_certificates};
 use crate::servers::{eventually, find_binary, random_password};
 
 /// What kind of server to start.
@@ -45,15 +47,15 @@ impl Default for NatsOptions {
 #[derive(Debug)]
 pub struct Credentials {
     /// Empty when auth is off.
-    passwords: BTreeMap<&'static str, Secret>,
+    pub(crate) passwords: BTreeMap<&'static str, Secret>,
     /// The CA certificate (PEM file) when TLS is on.
     pub tls_ca: Option<PathBuf>,
-    tls_files: Option<(PathBuf, PathBuf)>,
+    pub(crate) tls_files: Option<(PathBuf, PathBuf)>,
     _dir: tempfile::TempDir,
 }
 
 impl Credentials {
-    fn new(options: &NatsOptions) -> anyhow::Result<Self> {
+    pub(crate) fn new(options: &NatsOptions) -> anyhow::Result<Self> {
         let (tls, dir) = (options.tls, tempfile::tempdir()?);
         let passwords = Role::ALL
             .into_iter()
@@ -179,13 +181,6 @@ impl Drop for NatsServer {
     }
 }
 
-/// One node of a cluster: its name, route port and every node's route port.
-struct Node {
-    name: String,
-    route: SocketAddr,
-    routes: Vec<SocketAddr>,
-}
-
 /// A JetStream cluster of nats-servers on loopback (same users and passwords on each
 /// node); of size 1, a plain server.
 pub struct NatsCluster {
@@ -278,7 +273,11 @@ fn login(url: &str, credentials: &Credentials, role: Role) -> NatsLogin {
     login.with_tls_ca(credentials.tls_ca.clone())
 }
 
-fn service_env(url: &str, credentials: &Credentials, role: Role) -> Vec<(String, String)> {
+pub(crate) fn service_env(
+    url: &str,
+    credentials: &Credentials,
+    role: Role,
+) -> Vec<(String, String)> {
     let mut env = vec![("SB_NATS_URL".to_owned(), url.to_owned())];
     if let Some(password) = credentials.password(role) {
         env.push(("SB_NATS_USER".to_owned(), role.user().to_owned()));
@@ -288,38 +287,6 @@ fn service_env(url: &str, credentials: &Credentials, role: Role) -> Vec<(String,
         env.push(("SB_NATS_TLS_CA".to_owned(), ca.display().to_string()));
     }
     env
-}
-
-/// The whole configuration of one node: limits as `nats/dev.conf`, the generated users,
-/// TLS and cluster blocks when asked for.
-fn server_config(credentials: &Credentials, cluster: Option<&Node>, dir: &Path) -> String {
-    let mut text = format!(
-        "max_payload: 1MB\njetstream {{\n  store_dir: {:?}\n  max_memory_store: 256MB\n  max_file_store: 8GB\n}}\n",
-        dir.join("store")
-    );
-    if let Some((cert, key)) = &credentials.tls_files {
-        text.push_str(&format!(
-            "tls {{\n  cert_file: {cert:?}\n  key_file: {key:?}\n}}\n"
-        ));
-    }
-    if let Some(node) = cluster {
-        let routes: Vec<String> = node
-            .routes
-            .iter()
-            .filter(|r| **r != node.route)
-            .map(|r| format!("\"nats-route://{r}\""))
-            .collect();
-        text.push_str(&format!(
-            "server_name: {}\ncluster {{\n  name: switchboard\n  listen: \"{}\"\n  routes: [{}]\n}}\n",
-            node.name,
-            node.route,
-            routes.join(", ")
-        ));
-    }
-    if !credentials.passwords.is_empty() {
-        text.push_str(&nats_auth::server_config());
-    }
-    text
 }
 
 fn spawn(config: &Path, dir: &Path, credentials: &Credentials) -> anyhow::Result<Child> {
@@ -367,68 +334,4 @@ async fn read_client_url(dir: &Path, pid: u32, tls: bool) -> anyhow::Result<Stri
     } else {
         url
     })
-}
-
-/// A CA and a server certificate for 127.0.0.1 signed by it: `(ca, cert, key)` PEM files.
-fn write_certificates(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf, PathBuf)> {
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
-    let key = KeyPair::generate()?;
-    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])?
-        .signed_by(&key, &ca)?;
-    let files = (
-        dir.join("ca.pem"),
-        dir.join("server.pem"),
-        dir.join("server-key.pem"),
-    );
-    std::fs::write(&files.0, ca.pem())?;
-    std::fs::write(&files.1, cert.pem())?;
-    std::fs::write(&files.2, key.serialize_pem())?;
-    Ok(files)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn config_has_users_tls_and_routes_when_asked() {
-        let credentials = Credentials::new(&NatsOptions {
-            tls: true,
-            auth: true,
-        })
-        .unwrap();
-        let node = Node {
-            name: "n1".into(),
-            route: "127.0.0.1:1".parse().unwrap(),
-            routes: vec![
-                "127.0.0.1:1".parse().unwrap(),
-                "127.0.0.1:2".parse().unwrap(),
-            ],
-        };
-        let text = server_config(&credentials, Some(&node), Path::new("/tmp/x"));
-        assert!(text.contains("tls {"), "{text}");
-        assert!(
-            text.contains("routes: [\"nats-route://127.0.0.1:2\"]"),
-            "{text}"
-        );
-        assert!(text.contains("user: ingress"), "{text}");
-        for role in Role::ALL {
-            let password = credentials.password(role).unwrap();
-            assert!(!text.contains(password.expose()), "no password in the file");
-        }
-        let open = Credentials::new(&NatsOptions {
-            tls: false,
-            auth: false,
-        })
-        .unwrap();
-        let text = server_config(&open, None, Path::new("/tmp/x"));
-        assert!(
-            !text.contains("accounts") && !text.contains("tls {"),
-            "{text}"
-        );
-        assert_eq!(service_env("nats://x", &open, Role::Agent).len(), 1);
-    }
 }
