@@ -20,7 +20,7 @@ use sb_sim::caller::{CallerConfig, Scenario, place_call};
 use sb_stack::stack::{AUTH_TOKEN, PUBLIC_URL};
 use sb_tests::eventually;
 
-use crate::e2e::{asking, log_after_end, stack};
+use crate::e2e::{asking, log_after_end, stack, transcript_subjects};
 
 /// Publishes numbered probe events until `stop`, recording the ones JetStream acknowledged
 /// (a publish that fails during the election is not acknowledged and not recorded).
@@ -116,18 +116,10 @@ async fn calls_finish_and_acked_events_survive_a_killed_node() {
 
     // Once the first question is stored, kill the node that leads CALLS.
     let leader = eventually("a first transcript", Duration::from_secs(60), || async {
-        let mut stream = js.get_stream("CALLS").await.ok()?;
-        let counts: std::collections::HashMap<String, usize> = futures::TryStreamExt::try_collect(
-            stream
-                .info_with_subjects("call.*.*.transcript")
-                .await
-                .ok()?,
-        )
-        .await
-        .ok()?;
-        if counts.is_empty() {
+        if transcript_subjects(&js).await?.is_empty() {
             return None;
         }
+        let mut stream = js.get_stream("CALLS").await.ok()?;
         stream.info().await.ok()?.cluster.as_ref()?.leader.clone()
     })
     .await

@@ -66,6 +66,22 @@ fn sentences(log: &CallLog, turn: u32) -> Vec<(String, bool)> {
 
 /// A call to the demo tenant: wait for the greeting, ask each question and wait for its
 /// answer (the last wait `last_wait_ms`), hang up.
+/// The subjects of the transcripts stored so far (`None` while `CALLS` cannot be read).
+pub(crate) async fn transcript_subjects(
+    js: &async_nats::jetstream::Context,
+) -> Option<Vec<String>> {
+    let stream = js.get_stream("CALLS").await.ok()?;
+    let counts: std::collections::HashMap<String, usize> = futures::TryStreamExt::try_collect(
+        stream
+            .info_with_subjects("call.*.*.transcript")
+            .await
+            .ok()?,
+    )
+    .await
+    .ok()?;
+    Some(counts.into_keys().collect())
+}
+
 pub(crate) fn asking(questions: &[&str], last_wait_ms: u64) -> String {
     let mut toml = String::from("to = \"+15005550006\"\ntones = true\n");
     toml += "[[steps]]\nwait_for_bot = 20000\n";
@@ -261,16 +277,7 @@ async fn a_killed_stt_worker_is_replaced_mid_call() {
 
     // As soon as the first question is transcribed, crash the only stt worker.
     let first = eventually("the first transcript", Duration::from_secs(30), || async {
-        let stream = js.get_stream("CALLS").await.ok()?;
-        let counts: std::collections::HashMap<String, usize> = futures::TryStreamExt::try_collect(
-            stream
-                .info_with_subjects("call.*.*.transcript")
-                .await
-                .ok()?,
-        )
-        .await
-        .ok()?;
-        counts.into_keys().next()
+        transcript_subjects(&js).await?.into_iter().next()
     })
     .await
     .unwrap();

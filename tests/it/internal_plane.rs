@@ -236,6 +236,11 @@ async fn logins_without_the_password_are_refused() {
         .unwrap();
 }
 
+async fn dlq_config(js: &async_nats::jetstream::Context) -> async_nats::jetstream::stream::Config {
+    let mut stream = js.get_stream("DLQ").await.unwrap();
+    stream.info().await.unwrap().config.clone()
+}
+
 /// An operator raises a stream's replicas by hand and tags it: a check reports the
 /// difference, the services' start-up leaves it alone, and an apply changes only the
 /// configured field (the tag survives).
@@ -263,16 +268,7 @@ async fn reconcile_reports_drift_and_keeps_what_it_does_not_manage() {
         "{drift:?}"
     );
     let _agent = env.runtime("agent").await.unwrap();
-    let live = env
-        .js
-        .get_stream("DLQ")
-        .await
-        .unwrap()
-        .info()
-        .await
-        .unwrap()
-        .config
-        .clone();
+    let live = dlq_config(&env.js).await;
     assert_eq!(
         live.max_age,
         Duration::from_secs(3600),
@@ -281,16 +277,7 @@ async fn reconcile_reports_drift_and_keeps_what_it_does_not_manage() {
 
     let applied = topology.reconcile(&env.js, true).await.unwrap();
     assert_eq!(applied, drift);
-    let live = env
-        .js
-        .get_stream("DLQ")
-        .await
-        .unwrap()
-        .info()
-        .await
-        .unwrap()
-        .config
-        .clone();
+    let live = dlq_config(&env.js).await;
     assert_eq!(live.max_age, Duration::from_secs(14 * 86_400));
     assert_eq!(
         live.metadata.get("owner").map(String::as_str),
