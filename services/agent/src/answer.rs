@@ -136,32 +136,7 @@ impl Agent {
             .await
             .map_err(redis_retry)
     }
-}
 
-/// A redelivery of a turn already answered: the answer is in the session, but its
-/// sentences may not all be stored (their publish acks timed out, e.g. while JetStream
-/// elected a new leader). Say them again, one line per sentence, under the ids the first
-/// delivery used: JetStream keeps one copy of each, and stores the ones it lost.
-async fn repeat(answered: &Turn, out: &mut Emitter) -> Result<(), StageError> {
-    let lines: Vec<&str> = answered
-        .text
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .collect();
-    for (index, text) in lines.iter().enumerate() {
-        let event = out.event(Body::Sentence(Sentence {
-            index: u32::try_from(index).unwrap_or(u32::MAX),
-            text: (*text).to_owned(),
-            last: index + 1 == lines.len(),
-            fallback: false,
-        }));
-        out.emit(event).await?;
-    }
-    out.skip("answer_repeated");
-    Ok(())
-}
-
-impl Agent {
     /// Ends the answer: the rest of the text, the tool's phrase and pending action, or the
     /// fallback phrase.
     async fn conclude(
@@ -332,6 +307,29 @@ fn history_message(turn: &Turn) -> Option<Message> {
 fn provider_error(error: &LlmError) {
     metrics::counter!(Metric::ProviderErrors.name(), "provider" => "llm", "kind" => error.kind())
         .increment(1);
+}
+
+/// A redelivery of a turn already answered: the answer is in the session, but its
+/// sentences may not all be stored (their publish acks timed out, e.g. while JetStream
+/// elected a new leader). Say them again, one line per sentence, under the ids the first
+/// delivery used: JetStream keeps one copy of each, and stores the ones it lost.
+async fn repeat(answered: &Turn, out: &mut Emitter) -> Result<(), StageError> {
+    let lines: Vec<&str> = answered
+        .text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    for (index, text) in lines.iter().enumerate() {
+        let event = out.event(Body::Sentence(Sentence {
+            index: u32::try_from(index).unwrap_or(u32::MAX),
+            text: (*text).to_owned(),
+            last: index + 1 == lines.len(),
+            fallback: false,
+        }));
+        out.emit(event).await?;
+    }
+    out.skip("answer_repeated");
+    Ok(())
 }
 
 #[cfg(test)]

@@ -58,7 +58,8 @@ pub struct PendingAck {
 
 #[derive(Debug)]
 struct Again {
-    js: jetstream::Context,
+    /// Shared with the publisher: one reference count per event, not a context clone.
+    js: Arc<jetstream::Context>,
     payload: Bytes,
     id: Option<String>,
 }
@@ -120,6 +121,8 @@ fn transient(error: &jetstream::context::PublishError) -> bool {
 #[derive(Clone)]
 pub struct Publisher {
     js: jetstream::Context,
+    /// The same context behind an `Arc`, for re-sends ([`PendingAck`] keeps it).
+    resend: Arc<jetstream::Context>,
     /// The context's connection, for plain publishes.
     client: async_nats::Client,
     /// `switchboard_events_published_total{kind}` handles, resolved once (per event a
@@ -141,6 +144,7 @@ impl Publisher {
         );
         Self {
             client: js.client(),
+            resend: Arc::new(js.clone()),
             js,
             published,
         }
@@ -169,7 +173,7 @@ impl Publisher {
         // the ingress (sentence and chunk numbers), control events by JetStream.
         let again = (kind != Kind::Audio).then(|| {
             Box::new(Again {
-                js: self.js.clone(),
+                js: self.resend.clone(),
                 payload,
                 id,
             })
