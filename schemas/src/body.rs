@@ -41,6 +41,12 @@ pub enum Body {
     Played(Played),
     /// The call ended.
     End(End),
+    /// The dialer placed an outbound call for a campaign contact.
+    Dial(Dial),
+    /// Twilio's answering-machine detection said who answered an outbound call.
+    AnsweredBy(AnsweredBy),
+    /// An outbound call's attempt ended: its outcome and what happens to the contact.
+    DialResult(DialResult),
 }
 
 /// The kind of a body: the last subject token of control events, a metric label.
@@ -59,10 +65,13 @@ pub enum Kind {
     BargeIn,
     Played,
     End,
+    Dial,
+    AnsweredBy,
+    DialResult,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 13] = [
+    pub const ALL: [Kind; 16] = [
         Kind::Webhook,
         Kind::Start,
         Kind::Audio,
@@ -76,6 +85,9 @@ impl Kind {
         Kind::BargeIn,
         Kind::Played,
         Kind::End,
+        Kind::Dial,
+        Kind::AnsweredBy,
+        Kind::DialResult,
     ];
 
     /// The wire name (serde tag and subject token).
@@ -94,6 +106,9 @@ impl Kind {
             Kind::BargeIn => "bargein",
             Kind::Played => "played",
             Kind::End => "end",
+            Kind::Dial => "dial",
+            Kind::AnsweredBy => "answered_by",
+            Kind::DialResult => "dial_result",
         }
     }
 
@@ -129,6 +144,9 @@ impl Body {
             Body::BargeIn(_) => Kind::BargeIn,
             Body::Played(_) => Kind::Played,
             Body::End(_) => Kind::End,
+            Body::Dial(_) => Kind::Dial,
+            Body::AnsweredBy(_) => Kind::AnsweredBy,
+            Body::DialResult(_) => Kind::DialResult,
         }
     }
 }
@@ -174,6 +192,9 @@ pub struct Webhook {
     pub to: String,
     pub direction: String,
     pub call_status: String,
+    /// The dial attempt of an outbound campaign call (its tenant came from the attempt).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -299,4 +320,48 @@ pub enum EndReason {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct End {
     pub reason: EndReason,
+}
+
+/// An outbound campaign call was created at Twilio (the call sid is the envelope's).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dial {
+    /// The dial attempt (32 hex digits): the key of its record and of its callbacks.
+    pub attempt: String,
+    pub campaign: String,
+    pub contact: String,
+    pub to: String,
+    pub from: String,
+    /// Which attempt for this contact this is, from 1.
+    pub attempt_number: u32,
+}
+
+/// Who answered an outbound call, from Twilio's asynchronous answering-machine detection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnsweredBy {
+    pub attempt: String,
+    /// Twilio's `AnsweredBy`: `human`, `machine_end_beep`, `machine_end_silence`,
+    /// `machine_end_other`, `machine_start`, `fax` or `unknown`.
+    pub answered_by: String,
+    /// The agent leaves the campaign's voicemail message and hangs up.
+    pub machine: bool,
+    /// The rendered voicemail message (empty unless `machine`).
+    #[serde(default)]
+    pub voicemail: String,
+}
+
+/// The end of an outbound call's attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DialResult {
+    pub attempt: String,
+    pub campaign: String,
+    pub contact: String,
+    /// `completed`, `voicemail`, `busy`, `no-answer`, `failed`, `canceled` or `error`.
+    pub outcome: String,
+    /// Attempts made for the contact, this one included.
+    pub attempts: u32,
+    /// What happens next: `done`, `retry` or `failed`.
+    pub decision: String,
+    /// For `retry`: not before this time (ms since the epoch).
+    #[serde(default)]
+    pub retry_at_ms: u64,
 }

@@ -18,8 +18,8 @@ pub mod subject;
 pub mod testing;
 
 pub use body::{
-    Audio, BargeIn, BargeInTrigger, Body, Dtmf, End, EndReason, Kind, Mulaw, Partial, Played,
-    Sentence, Speech, Start, Token, Transcript, TtsChunk, Webhook,
+    AnsweredBy, Audio, BargeIn, BargeInTrigger, Body, Dial, DialResult, Dtmf, End, EndReason, Kind,
+    Mulaw, Partial, Played, Sentence, Speech, Start, Token, Transcript, TtsChunk, Webhook,
 };
 pub use codec::{
     DecodeError, MAX_EVENT_BYTES, decode, decode_dead_letter, encode, encode_dead_letter,

@@ -19,6 +19,8 @@ pub enum Role {
     Stt,
     Agent,
     Tts,
+    /// Places outbound campaign calls; publishes their dial events.
+    Dialer,
     /// The replay CLI and (later) the console: reads the log, writes nothing.
     Replay,
     /// The operator (`switchboard topology apply`, the tests' inspector): everything.
@@ -33,11 +35,12 @@ pub struct Permissions {
 }
 
 impl Role {
-    pub const ALL: [Role; 6] = [
+    pub const ALL: [Role; 7] = [
         Role::Ingress,
         Role::Stt,
         Role::Agent,
         Role::Tts,
+        Role::Dialer,
         Role::Replay,
         Role::Ops,
     ];
@@ -49,6 +52,7 @@ impl Role {
             Role::Stt => "stt",
             Role::Agent => "agent",
             Role::Tts => "tts",
+            Role::Dialer => "dialer",
             Role::Replay => "replay",
             Role::Ops => "ops",
         }
@@ -85,6 +89,7 @@ impl Role {
             Role::Stt => &[Kind::Speech, Kind::Partial, Kind::Transcript],
             Role::Agent => &[Kind::Token, Kind::Sentence],
             Role::Tts => &[Kind::TtsChunk],
+            Role::Dialer => &[Kind::Dial, Kind::AnsweredBy, Kind::DialResult],
             Role::Replay | Role::Ops => &[],
         }
     }
@@ -106,6 +111,7 @@ impl Role {
             Role::Stt => &[STT_ASSIGN_STREAM, AUDIO_STREAM, CALLS_STREAM, DLQ_STREAM],
             Role::Agent | Role::Tts => &[CALLS_STREAM, AUDIO_STREAM, DLQ_STREAM],
             Role::Replay => &[CALLS_STREAM, AUDIO_STREAM, DLQ_STREAM],
+            Role::Dialer => &[CALLS_STREAM],
             Role::Ops => &[],
         }
     }
@@ -210,7 +216,13 @@ mod tests {
 
     #[test]
     fn stages_cannot_forge_the_ingress_events() {
-        for role in [Role::Stt, Role::Agent, Role::Tts, Role::Replay] {
+        for role in [
+            Role::Stt,
+            Role::Agent,
+            Role::Tts,
+            Role::Dialer,
+            Role::Replay,
+        ] {
             let p = role.permissions();
             for forbidden in ["call.*.*.end", "call.*.*.bargein", "call.*.*.start", ">"] {
                 assert!(

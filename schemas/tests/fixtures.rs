@@ -34,6 +34,7 @@ fn samples() -> Vec<Envelope> {
             to: "+15005550006".into(),
             direction: "inbound".into(),
             call_status: "ringing".into(),
+            attempt: None,
         }),
         Body::Start(Start {
             stream_sid: "MZ0123456789abcdef0123456789abcdef".into(),
@@ -91,6 +92,29 @@ fn samples() -> Vec<Envelope> {
         }),
         Body::End(End {
             reason: EndReason::Completed,
+        }),
+        Body::Dial(Dial {
+            attempt: "0123456789abcdef0123456789abcdef".into(),
+            campaign: "spring".into(),
+            contact: "15005550123".into(),
+            to: "+15005550123".into(),
+            from: "+15005550006".into(),
+            attempt_number: 1,
+        }),
+        Body::AnsweredBy(AnsweredBy {
+            attempt: "0123456789abcdef0123456789abcdef".into(),
+            answered_by: "machine_end_beep".into(),
+            machine: true,
+            voicemail: "Hi Ann, please call us back.".into(),
+        }),
+        Body::DialResult(DialResult {
+            attempt: "0123456789abcdef0123456789abcdef".into(),
+            campaign: "spring".into(),
+            contact: "15005550123".into(),
+            outcome: "busy".into(),
+            attempts: 1,
+            decision: "retry".into(),
+            retry_at_ms: 1_763_857_800_000,
         }),
     ];
     bodies

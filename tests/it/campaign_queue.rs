@@ -197,7 +197,7 @@ async fn an_expired_lease_goes_back_and_a_live_one_does_not() {
             .unwrap(),
         Completion::Stale
     );
-    assert!(!q.release(&a).await.unwrap());
+    assert!(!q.release(&a, T0, 0).await.unwrap());
     assert!(q.renew(&b, T0 + 45_000, LEASE).await.unwrap());
     assert_eq!(
         q.reap(T0 + 60_000, 100).await.unwrap(),

@@ -18,6 +18,7 @@ use sb_runtime::{
     publisher::PublishError,
     redis::{
         Redis, RedisError,
+        campaigns::AttemptId,
         idempotency::{AdmissionRecord, IDEMPOTENCY_TTL},
     },
 };
@@ -58,6 +59,16 @@ pub enum Admission {
     RateLimited,
     /// A retry of a webhook already answered; `admitted` is what the first answer was.
     Duplicate { admitted: bool },
+}
+
+/// An outbound call's dial attempt, as its webhook needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboundCall {
+    pub tenant: TenantId,
+    /// The contact's number (the call's `To`).
+    pub to: String,
+    /// The campaign's caller id (the call's `From`).
+    pub from: String,
 }
 
 /// The side effects of the ingress. Cheap to clone.
@@ -109,6 +120,15 @@ pub trait Backend: Clone + Send + Sync + 'static {
         sid: &CallSid,
         owner: &str,
     ) -> impl Future<Output = Result<(), BackendError>> + Send;
+
+    /// The dial attempt of an outbound call's webhook, once it is known, open and not
+    /// another call's: records the call sid with it and starts the session with the
+    /// campaign's overrides. `None` for an unknown, closed or foreign attempt.
+    fn outbound(
+        &self,
+        sid: &CallSid,
+        attempt: &AttemptId,
+    ) -> impl Future<Output = Result<Option<OutboundCall>, BackendError>> + Send;
 
     /// Creates the call's session.
     fn session_start(
@@ -292,6 +312,30 @@ impl Backend for Live {
 
     async fn live_release(&self, sid: &CallSid, owner: &str) -> Result<(), BackendError> {
         Ok(self.redis.live_release(sid, owner).await?)
+    }
+
+    async fn outbound(
+        &self,
+        sid: &CallSid,
+        attempt: &AttemptId,
+    ) -> Result<Option<OutboundCall>, BackendError> {
+        let queue = self.redis.campaign_queue();
+        let Some(record) = queue.attempt(attempt).await? else {
+            return Ok(None);
+        };
+        let foreign = record.call_sid().is_some_and(|known| known != sid.as_str());
+        let Some(tenant) = record.tenant().filter(|_| record.is_open() && !foreign) else {
+            return Ok(None);
+        };
+        queue.set_call_sid(attempt, sid.as_str()).await?;
+        self.redis
+            .session_outbound(sid, &tenant, &record.outbound_session())
+            .await?;
+        Ok(Some(OutboundCall {
+            tenant,
+            to: record.get("to").unwrap_or_default().to_owned(),
+            from: record.get("from").unwrap_or_default().to_owned(),
+        }))
     }
 
     async fn session_start(&self, sid: &CallSid, tenant: &TenantId) -> Result<(), BackendError> {

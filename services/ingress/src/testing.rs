@@ -13,10 +13,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures::channel::mpsc;
 use sb_runtime::Tenant;
+use sb_runtime::redis::campaigns::AttemptId;
 use sb_runtime::redis::idempotency::AdmissionRecord;
 use sb_schemas::{CallSid, Envelope, Kind, TenantId};
 
-use crate::backend::{Admission, Backend, BackendError};
+use crate::backend::{Admission, Backend, BackendError, OutboundCall};
 
 #[derive(Default)]
 struct State {
@@ -30,6 +31,8 @@ struct State {
     rates: HashMap<(TenantId, u64), u64>,
     /// `session:{sid}` → (tenant, barge-in token).
     sessions: HashMap<CallSid, (TenantId, u64)>,
+    /// Open dial attempts and the call sid each was claimed by.
+    attempts: HashMap<AttemptId, (OutboundCall, Option<CallSid>)>,
     published: Vec<Envelope>,
     /// Per published event: whether it asked for a store ack.
     acked: Vec<bool>,
@@ -95,6 +98,19 @@ impl MemoryBackend {
     /// The call's admission record, if its webhook was answered.
     pub fn admission(&self, sid: &CallSid) -> Option<AdmissionRecord> {
         self.lock().admissions.get(sid).cloned()
+    }
+
+    /// An open dial attempt, as the dialer would record it.
+    pub fn add_attempt(&self, attempt: AttemptId, call: OutboundCall) {
+        self.lock().attempts.insert(attempt, (call, None));
+    }
+
+    /// The call sid an outbound webhook recorded with its attempt.
+    pub fn attempt_call_sid(&self, attempt: &AttemptId) -> Option<CallSid> {
+        self.lock()
+            .attempts
+            .get(attempt)
+            .and_then(|(_, sid)| sid.clone())
     }
 
     /// Records an answered webhook, as [`Backend::admit`] would.
@@ -223,6 +239,27 @@ impl Backend for MemoryBackend {
             state.live.remove(sid);
         }
         Ok(())
+    }
+
+    async fn outbound(
+        &self,
+        sid: &CallSid,
+        attempt: &AttemptId,
+    ) -> Result<Option<OutboundCall>, BackendError> {
+        let mut state = self.redis()?;
+        let Some((call, known)) = state.attempts.get_mut(attempt) else {
+            return Ok(None);
+        };
+        if known.as_ref().is_some_and(|known| known != sid) {
+            return Ok(None);
+        }
+        *known = Some(sid.clone());
+        let call = call.clone();
+        state
+            .sessions
+            .entry(sid.clone())
+            .or_insert_with(|| (call.tenant.clone(), 0));
+        Ok(Some(call))
     }
 
     async fn session_start(&self, sid: &CallSid, tenant: &TenantId) -> Result<(), BackendError> {

@@ -1,7 +1,8 @@
 //! Twilio's HTTP webhooks: the incoming call (`POST /twilio/voice`) and the call status
 //! callback (`POST /twilio/status`).
 //!
-//! Consumes signed form bodies. Produces TwiML (connect the media stream, with the call's
+//! Consumes signed form bodies; an outbound campaign call's webhook URL carries its dial
+//! attempt (`?attempt=…`), which decides its tenant. Produces TwiML (connect the media stream, with the call's
 //! media-socket credential among its `<Parameter>`s, or a polite `<Say>…<Hangup/>` for
 //! unknown numbers and rate-limited calls), the `webhook` event once per call and the `end`
 //! event once per admitted call (shared with the socket's `stop`), and the outcome metrics.
@@ -15,6 +16,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
+use sb_runtime::redis::campaigns::AttemptId;
 use sb_runtime::redis::idempotency::AdmissionRecord;
 use sb_runtime::{Tenant, metrics::Metric};
 use sb_schemas::{Body, CallSid, End, EndReason, Envelope, Webhook};
@@ -102,12 +104,17 @@ fn forbidden() -> Answer {
     )
 }
 
-/// `POST /twilio/voice`: a new call, admitted once.
+/// `POST /twilio/voice`: a new call, admitted once. An inbound call's tenant owns the
+/// called number; an outbound call's (`?attempt=…` in the signed URL) is its dial attempt's.
 async fn incoming_call<B: Backend>(
     state: &IngressState<B>,
     call: IncomingCall,
     sid: CallSid,
+    uri: &Uri,
 ) -> Answer {
+    if let Some(raw) = attempt_param(uri) {
+        return outbound_call(state, call, sid, &raw).await;
+    }
     let Some(tenant) = state.tenants.by_number(&call.to) else {
         tracing::info!(call_sid = %sid, to = %call.to, "call to a number without a tenant");
         return twiml(
@@ -116,7 +123,59 @@ async fn incoming_call<B: Backend>(
         );
     };
     let span = tracing::info_span!("call", tenant = %tenant.id, call_sid = %sid);
-    admit(state, tenant, &sid, &call).instrument(span).await
+    admit(state, tenant, &sid, &call, None)
+        .instrument(span)
+        .await
+}
+
+/// The `attempt` query parameter of the webhook URL, if any.
+fn attempt_param(uri: &Uri) -> Option<String> {
+    parse_form(uri.query()?.as_bytes())
+        .ok()?
+        .into_iter()
+        .find(|(name, _)| name == "attempt")
+        .map(|(_, value)| value)
+}
+
+/// An outbound campaign call: admitted for the tenant of its open dial attempt when the
+/// numbers match it; anything else is hung up politely (and counted).
+async fn outbound_call<B: Backend>(
+    state: &IngressState<B>,
+    call: IncomingCall,
+    sid: CallSid,
+    raw: &str,
+) -> Answer {
+    let hang_up = |outcome: &'static str, why: &str| {
+        tracing::warn!(call_sid = %sid, attempt = %raw, why, "outbound call refused");
+        twiml(outcome, state.settings.unknown_number_twiml.clone())
+    };
+    let Some(attempt) = AttemptId::parse(raw) else {
+        return bad_request("bad_attempt", "attempt must be 32 hex digits");
+    };
+    let found = match state.backend.outbound(&sid, &attempt).await {
+        Ok(found) => found,
+        // Without the attempt there is no tenant to run the call for.
+        Err(error) => return hang_up("attempt_unreadable", &error.to_string()),
+    };
+    let Some(outbound) = found else {
+        return hang_up(
+            "unknown_attempt",
+            "no open attempt of that id for this call",
+        );
+    };
+    if outbound.to != call.to || outbound.from != call.from {
+        return hang_up(
+            "attempt_mismatch",
+            "the call's numbers are not the attempt's",
+        );
+    }
+    let Some(tenant) = state.tenants.by_id(&outbound.tenant) else {
+        return hang_up("unknown_tenant", "the attempt's tenant is not configured");
+    };
+    let span = tracing::info_span!("call", tenant = %tenant.id, call_sid = %sid);
+    admit(state, tenant, &sid, &call, Some(&attempt))
+        .instrument(span)
+        .await
 }
 
 async fn admit<B: Backend>(
@@ -124,6 +183,7 @@ async fn admit<B: Backend>(
     tenant: &Tenant,
     sid: &CallSid,
     call: &IncomingCall,
+    attempt: Option<&AttemptId>,
 ) -> Answer {
     let admission = match state.backend.admit(sid, tenant, SystemTime::now()).await {
         Ok(admission) => admission,
@@ -150,6 +210,7 @@ async fn admit<B: Backend>(
                     to: call.to.clone(),
                     direction: call.direction.clone(),
                     call_status: call.call_status.as_str().to_owned(),
+                    attempt: attempt.map(ToString::to_string),
                 }),
             );
             if let Err(error) = state.backend.publish(&event).await {
@@ -239,6 +300,7 @@ pub(crate) trait CallWebhook: Sized + Send {
         self,
         state: &IngressState<B>,
         sid: CallSid,
+        uri: &Uri,
     ) -> impl Future<Output = Answer> + Send;
 }
 
@@ -254,8 +316,9 @@ impl CallWebhook for IncomingCall {
         self,
         state: &IngressState<B>,
         sid: CallSid,
+        uri: &Uri,
     ) -> impl Future<Output = Answer> + Send {
-        incoming_call(state, self, sid)
+        incoming_call(state, self, sid, uri)
     }
 }
 
@@ -271,6 +334,7 @@ impl CallWebhook for StatusCallback {
         self,
         state: &IngressState<B>,
         sid: CallSid,
+        _uri: &Uri,
     ) -> impl Future<Output = Answer> + Send {
         status_callback(state, self, sid)
     }
@@ -287,7 +351,7 @@ pub(crate) async fn handle<B: Backend, T: CallWebhook>(
 ) -> Response {
     let started = Instant::now();
     let answer = match signed_call::<B, T>(&state, &uri, &headers, &body) {
-        Ok((params, sid)) => params.answer(&state, sid).await,
+        Ok((params, sid)) => params.answer(&state, sid, &uri).await,
         Err(answer) => *answer,
     };
     finish(T::ROUTE, started, answer)

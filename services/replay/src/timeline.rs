@@ -95,7 +95,13 @@ pub fn render(log: &CallLog, detail_level: Detail) -> String {
 
 fn detail(body: &Body) -> String {
     match body {
-        Body::Webhook(w) => format!("{} → {} ({})", w.from, w.to, w.call_status),
+        Body::Webhook(w) => match &w.attempt {
+            Some(attempt) => format!(
+                "{} → {} ({}, dial attempt {attempt})",
+                w.from, w.to, w.call_status
+            ),
+            None => format!("{} → {} ({})", w.from, w.to, w.call_status),
+        },
         Body::Start(s) => format!("stream {}", s.stream_sid),
         Body::Dtmf(d) => format!("digit {}", d.digit),
         Body::Speech(s) => format!("caller speaking at {} ms (epoch {})", s.offset_ms, s.epoch),
@@ -120,6 +126,18 @@ fn detail(body: &Body) -> String {
         ),
         Body::Played(p) => format!("sentence #{} heard (mark {})", p.sentence, p.mark),
         Body::End(e) => format!("{:?}", e.reason),
+        Body::Dial(d) => format!(
+            "campaign {} contact {}: {} → {} (attempt {}, {})",
+            d.campaign, d.contact, d.from, d.to, d.attempt_number, d.attempt
+        ),
+        Body::AnsweredBy(a) => match a.machine {
+            true => format!("answered by {}: leaving the voicemail", a.answered_by),
+            false => format!("answered by {}", a.answered_by),
+        },
+        Body::DialResult(r) => format!(
+            "{} after {} attempt(s): {}",
+            r.outcome, r.attempts, r.decision
+        ),
         Body::Audio(_) | Body::TtsChunk(_) => String::new(),
     }
 }

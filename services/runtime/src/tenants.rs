@@ -30,10 +30,17 @@ pub struct Tier {
     pub webhook_rate_limit: u32,
     #[serde(default = "default_window")]
     pub rate_window_secs: u64,
+    /// Outbound campaign calls of one tenant in flight at once, over all dialers.
+    #[serde(default = "default_outbound")]
+    pub outbound_concurrency: u32,
 }
 
 fn default_window() -> u64 {
     60
+}
+
+fn default_outbound() -> u32 {
+    10
 }
 
 /// When the caller's speech interrupts the bot.
@@ -95,6 +102,8 @@ struct RawTenant {
     transfer_number: Option<String>,
     #[serde(default = "default_endpointing")]
     stt_endpointing_ms: u32,
+    #[serde(default)]
+    api_key_sha256: Vec<String>,
 }
 
 fn default_endpointing() -> u32 {
@@ -127,6 +136,9 @@ pub struct Tenant {
     pub prewarm: Vec<String>,
     pub transfer_number: Option<String>,
     pub stt_endpointing_ms: u32,
+    /// SHA-256 (hex) of each API key of the tenant's campaigns API; the keys themselves
+    /// are never stored.
+    pub api_key_sha256: Vec<String>,
 }
 
 /// Every tenant, by id and by phone number.
@@ -155,6 +167,7 @@ impl Tenants {
             if tier.llm_concurrency == 0
                 || tier.webhook_rate_limit == 0
                 || tier.rate_window_secs == 0
+                || tier.outbound_concurrency == 0
             {
                 return Err(format!("tier {name:?}: limits must be greater than zero"));
             }
@@ -260,6 +273,14 @@ fn validate(raw: RawTenant, tiers: &BTreeMap<String, Tier>) -> Result<Tenant, St
     if barge_in.mode == BargeInMode::Words && barge_in.min_words == 0 {
         return Err(field("barge_in.min_words", "must be at least 1".into()));
     }
+    for (i, hash) in raw.api_key_sha256.iter().enumerate() {
+        if hash.len() != 64 || !hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return Err(field(
+                &format!("api_key_sha256[{i}]"),
+                "must be 64 lowercase hex digits (sha256 of the key)".into(),
+            ));
+        }
+    }
     if !(10..=5000).contains(&raw.stt_endpointing_ms) {
         return Err(field(
             "stt_endpointing_ms",
@@ -280,6 +301,7 @@ fn validate(raw: RawTenant, tiers: &BTreeMap<String, Tier>) -> Result<Tenant, St
         prewarm: raw.prewarm,
         transfer_number: raw.transfer_number,
         stt_endpointing_ms: raw.stt_endpointing_ms,
+        api_key_sha256: raw.api_key_sha256,
     })
 }
 

@@ -146,9 +146,42 @@ impl Keys {
         self.cq_tenant(t.as_str(), "caps")
     }
 
+    /// `cq:{tenant}:hold`: campaign → why pops skip it: `p` (paused), `x` (cancelled) or
+    /// a time (ms) before which it is outside its calling hours.
+    pub fn cq_hold(&self, t: &TenantId) -> String {
+        self.cq_tenant(t.as_str(), "hold")
+    }
+
+    /// `cq:{tenant}:{campaign}:counts`: contact state code → contacts in that state.
+    pub fn cq_counts(&self, t: &TenantId, c: &CampaignId) -> String {
+        self.cq_campaign(t.as_str(), c.as_str(), "counts")
+    }
+
+    /// `cq:{tenant}:{campaign}:calls`: contact → the call sids of its attempts, comma-separated.
+    pub fn cq_calls(&self, t: &TenantId, c: &CampaignId) -> String {
+        self.cq_campaign(t.as_str(), c.as_str(), "calls")
+    }
+
+    /// `cq:{tenant}:defs`: campaign → its definition (JSON, owned by the dialer).
+    pub fn cq_defs(&self, t: &TenantId) -> String {
+        self.cq_tenant(t.as_str(), "defs")
+    }
+
+    /// `cq:attempts`: open dial attempt id → when the dialer next reconciles it (ms).
+    pub fn cq_attempts(&self) -> String {
+        format!("{}cq:attempts", self.prefix)
+    }
+
+    /// `cq:attempt:{attempt}`: one dial attempt: whose contact, the call sid once known,
+    /// and what the ingress and agent need for the call (tenant, rendered prompts).
+    pub fn cq_attempt(&self, attempt: &str) -> String {
+        format!("{}cq:attempt:{attempt}", self.prefix)
+    }
+
     /// The per-tenant and per-campaign keys above with `{t}` and `{c}` left for the
-    /// campaign scripts to fill in: ready, delayed, contacts, seq, campaigns, active, caps.
-    pub fn cq_templates(&self) -> [String; 7] {
+    /// campaign scripts to fill in: ready, delayed, contacts, seq, campaigns, active, caps,
+    /// hold, counts, calls.
+    pub fn cq_templates(&self) -> [String; 10] {
         let (t, c) = ("{t}", "{c}");
         [
             self.cq_campaign(t, c, "ready"),
@@ -158,6 +191,9 @@ impl Keys {
             self.cq_tenant(t, "campaigns"),
             self.cq_tenant(t, "active"),
             self.cq_tenant(t, "caps"),
+            self.cq_tenant(t, "hold"),
+            self.cq_campaign(t, c, "counts"),
+            self.cq_campaign(t, c, "calls"),
         ]
     }
 
@@ -304,7 +340,18 @@ mod tests {
         let t = TenantId::parse("acme").unwrap();
         let c = CampaignId::parse("spring").unwrap();
         let fill = |tpl: &str| tpl.replace("{t}", "acme").replace("{c}", "spring");
-        let [ready, delayed, contacts, seq, campaigns, active, caps] = k.cq_templates();
+        let [
+            ready,
+            delayed,
+            contacts,
+            seq,
+            campaigns,
+            active,
+            caps,
+            hold,
+            counts,
+            calls,
+        ] = k.cq_templates();
         assert_eq!(fill(&ready), k.cq_ready(&t, &c));
         assert_eq!(k.cq_ready(&t, &c), "p:cq:acme:spring:ready");
         assert_eq!(fill(&delayed), k.cq_delayed(&t, &c));
@@ -313,6 +360,10 @@ mod tests {
         assert_eq!(fill(&campaigns), k.cq_campaigns(&t));
         assert_eq!(fill(&active), k.cq_active(&t));
         assert_eq!(fill(&caps), k.cq_caps(&t));
+        assert_eq!(fill(&hold), k.cq_hold(&t));
+        assert_eq!(fill(&counts), k.cq_counts(&t, &c));
+        assert_eq!(fill(&calls), k.cq_calls(&t, &c));
         assert_eq!(k.cq_tenants(), "p:cq:tenants");
+        assert_eq!(k.cq_attempt("a1"), "p:cq:attempt:a1");
     }
 }

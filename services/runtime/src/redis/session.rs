@@ -46,6 +46,20 @@ pub struct Session {
     pub bargein: u64,
     pub stt_epoch: u64,
     pub stt_checkpoint: Option<u64>,
+    /// Set for an outbound campaign call (by the ingress, from its dial attempt).
+    pub outbound: Option<OutboundSession>,
+}
+
+/// What an outbound campaign call changes for the agent: the campaign's greeting and
+/// prompt with the contact's variables filled in, and whether machine detection runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OutboundSession {
+    /// Replaces the tenant's greeting.
+    pub greeting: Option<String>,
+    /// Replaces the tenant's system prompt.
+    pub prompt: Option<String>,
+    /// Machine detection runs: greet on `answered_by`, not on `start`.
+    pub amd: bool,
 }
 
 impl Session {
@@ -152,7 +166,44 @@ impl Redis {
             bargein: number("bargein").unwrap_or(0),
             stt_epoch: number("stt_epoch").unwrap_or(0),
             stt_checkpoint: number("stt_ckpt"),
+            outbound: fields.get("ob").map(|_| OutboundSession {
+                greeting: fields.get("ob_greeting").cloned(),
+                prompt: fields.get("ob_prompt").cloned(),
+                amd: fields.get("ob_amd").is_some_and(|v| v == "1"),
+            }),
         }))
+    }
+
+    /// Starts an outbound call's session from its dial attempt: the tenant and the
+    /// campaign's overrides, before the media stream starts.
+    pub async fn session_outbound(
+        &self,
+        sid: &CallSid,
+        tenant: &TenantId,
+        outbound: &OutboundSession,
+    ) -> Result<(), RedisError> {
+        let key = self.keys.session(sid);
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .hset(&key, "tenant", tenant.as_str())
+            .ignore()
+            .hset(&key, "ob", "1")
+            .ignore()
+            .hset(&key, "ob_amd", if outbound.amd { "1" } else { "0" })
+            .ignore();
+        for (field, value) in [
+            ("ob_greeting", &outbound.greeting),
+            ("ob_prompt", &outbound.prompt),
+        ] {
+            if let Some(value) = value {
+                pipe.hset(&key, field, value).ignore();
+            }
+        }
+        pipe.expire(&key, self.ttl_secs())
+            .ignore()
+            .query_async::<()>(&mut self.conn())
+            .await
+            .map_err(failed("session_outbound"))
     }
 
     /// Appends a turn (keeping the last [`MAX_TURNS`]) and refreshes the TTL.

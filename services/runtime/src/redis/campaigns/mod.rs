@@ -11,6 +11,8 @@
 //! tenant. Every change is one Lua script ([`scripts`]). The calls-per-second bucket is
 //! in [`cps`]; ids, scores and the retry policy in [`model`].
 
+mod admin;
+mod attempts;
 pub mod cps;
 pub mod model;
 mod scripts;
@@ -20,6 +22,8 @@ use std::time::Duration;
 use redis::{ScriptInvocation, aio::ConnectionManager};
 use sb_schemas::TenantId;
 
+pub use admin::{ContactPage, ContactRow, Hold};
+pub use attempts::{Attempt, AttemptId};
 pub use model::{
     AccountSid, CampaignId, ContactId, ContactPayload, ContactRecord, ContactState, Decision,
     NewContact, Outcome, QueueIdError, RetryPolicy,
@@ -72,6 +76,27 @@ pub enum Completion {
     },
 }
 
+impl Completion {
+    /// The reply of the `COMPLETE` and `RESOLVE` scripts.
+    fn decode(reply: &[u64]) -> Result<Self, RedisError> {
+        let attempts = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
+        Ok(match *reply {
+            [0] => Completion::Stale,
+            [1, n, _] => Completion::Done {
+                attempts: attempts(n),
+            },
+            [2, n, at] => Completion::Retry {
+                attempts: attempts(n),
+                not_before_ms: at,
+            },
+            [3, n, _] => Completion::Failed {
+                attempts: attempts(n),
+            },
+            _ => return Err(corrupt(format!("complete reply {reply:?}"))),
+        })
+    }
+}
+
 /// The campaign queue on the state Redis. Cheap to clone.
 #[derive(Clone)]
 pub struct CampaignQueue {
@@ -113,7 +138,8 @@ impl CampaignQueue {
         inv.key(self.keys.cq_tenants())
             .key(self.keys.cq_due())
             .key(self.keys.cq_leases())
-            .key(self.keys.cq_depth());
+            .key(self.keys.cq_depth())
+            .key(self.keys.cq_attempts());
         for template in self.keys.cq_templates() {
             inv.arg(template);
         }
@@ -140,11 +166,12 @@ impl CampaignQueue {
         for batches in contacts.chunks(ENQUEUE_BATCH * PIPELINE_DEPTH) {
             let mut pipe = redis::pipe();
             for batch in batches.chunks(ENQUEUE_BATCH) {
-                let cmd = pipe.cmd("EVALSHA").arg(ENQUEUE_SCRIPT.get_hash()).arg(4);
+                let cmd = pipe.cmd("EVALSHA").arg(ENQUEUE_SCRIPT.get_hash()).arg(5);
                 cmd.arg(self.keys.cq_tenants())
                     .arg(self.keys.cq_due())
                     .arg(self.keys.cq_leases())
-                    .arg(self.keys.cq_depth());
+                    .arg(self.keys.cq_depth())
+                    .arg(self.keys.cq_attempts());
                 for template in self.keys.cq_templates() {
                     cmd.arg(template);
                 }
@@ -218,15 +245,23 @@ impl CampaignQueue {
     }
 
     /// Gives a contact back unattempted (no call was placed: no CPS token, shutting
-    /// down): it returns to its old place and its slot is freed. `false` when the lease
-    /// was no longer the caller's.
-    pub async fn release(&self, held: &Lease) -> Result<bool, RedisError> {
+    /// down, outside its calling hours): its slot is freed and it returns to its old place,
+    /// or with `not_before_ms` (non-zero) to the back of its priority, delayed until then.
+    /// `false` when the lease was no longer the caller's.
+    pub async fn release(
+        &self,
+        held: &Lease,
+        now_ms: u64,
+        not_before_ms: u64,
+    ) -> Result<bool, RedisError> {
         let ok: i64 = self
             .invocation(&RELEASE_SCRIPT)
             .arg(held.tenant.as_str())
             .arg(held.campaign.as_str())
             .arg(held.contact.as_str())
             .arg(held.token)
+            .arg(now_ms)
+            .arg(not_before_ms)
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(failed("cq_release"))?;
@@ -252,25 +287,11 @@ impl CampaignQueue {
             .arg(outcome.as_str())
             .arg(policy.retry_limit(outcome))
             .arg(millis(policy.spacing))
-            .arg(u8::from(outcome == Outcome::Completed))
+            .arg(u8::from(outcome.is_success()))
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(failed("cq_complete"))?;
-        let attempts = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
-        Ok(match reply[..] {
-            [0] => Completion::Stale,
-            [1, n, _] => Completion::Done {
-                attempts: attempts(n),
-            },
-            [2, n, at] => Completion::Retry {
-                attempts: attempts(n),
-                not_before_ms: at,
-            },
-            [3, n, _] => Completion::Failed {
-                attempts: attempts(n),
-            },
-            _ => return Err(corrupt(format!("complete reply {reply:?}"))),
-        })
+        Completion::decode(&reply)
     }
 
     /// Returns up to `limit` leases whose deadline is at or before `now_ms` to the queue

@@ -132,21 +132,58 @@ pub enum ContactState {
     Queued,
     /// Popped; in the lease ZSET, holding a slot.
     Leased,
-    /// Finished: the call happened.
+    /// A dial attempt is open (the call may be ringing or live); holding a slot.
+    Calling,
+    /// Finished: the call happened (answered, or a voicemail was left).
     Done,
     /// Finished: attempts exhausted or the outcome does not retry; `reason` says why.
     Failed,
+    /// Finished: its campaign was cancelled (or it was, mid-call).
+    Canceled,
 }
 
 impl ContactState {
-    fn parse(code: &str) -> Option<Self> {
-        Some(match code {
-            "q" => Self::Queued,
-            "l" => Self::Leased,
-            "d" => Self::Done,
-            "f" => Self::Failed,
-            _ => return None,
-        })
+    pub const ALL: [ContactState; 6] = [
+        Self::Queued,
+        Self::Leased,
+        Self::Calling,
+        Self::Done,
+        Self::Failed,
+        Self::Canceled,
+    ];
+
+    /// The one-letter code the scripts store.
+    pub const fn code(self) -> &'static str {
+        match self {
+            Self::Queued => "q",
+            Self::Leased => "l",
+            Self::Calling => "c",
+            Self::Done => "d",
+            Self::Failed => "f",
+            Self::Canceled => "x",
+        }
+    }
+
+    /// The name the API shows.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Leased => "leased",
+            Self::Calling => "calling",
+            Self::Done => "done",
+            Self::Failed => "failed",
+            Self::Canceled => "canceled",
+        }
+    }
+
+    /// From a stored code.
+    pub fn from_code(code: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.code() == code)
+    }
+
+    /// From an API name.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == name)
     }
 }
 
@@ -170,7 +207,7 @@ impl ContactRecord {
     pub fn decode(raw: &str) -> Option<Self> {
         let mut parts = raw.splitn(7, '|');
         let mut next = || parts.next();
-        let state = ContactState::parse(next()?)?;
+        let state = ContactState::from_code(next()?)?;
         let attempts = next()?.parse().ok()?;
         let priority = next()?.parse().ok()?;
         let seq = next()?.parse().ok()?;
@@ -189,36 +226,57 @@ impl ContactRecord {
     }
 }
 
-/// How a call attempt ended (Twilio's final call statuses, plus the dialer's own failure).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// How a call attempt ended: Twilio's final call statuses, a voicemail left on an
+/// answering machine, and a Twilio REST refusal of the call (`error`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Outcome {
-    /// Answered and ran to its end.
+    /// Answered by a person and ran to its end.
     Completed,
+    /// Answered by a machine; the campaign's voicemail message was left.
+    Voicemail,
     Busy,
     NoAnswer,
-    /// The carrier or Twilio refused the call.
+    /// The carrier refused the call.
     Failed,
     Canceled,
+    /// Twilio refused to create the call (a 4xx other than 429: a bad number, a
+    /// permission); the error code is logged and counted.
+    Error,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 5] = [
+    pub const ALL: [Outcome; 7] = [
         Outcome::Completed,
+        Outcome::Voicemail,
         Outcome::Busy,
         Outcome::NoAnswer,
         Outcome::Failed,
         Outcome::Canceled,
+        Outcome::Error,
     ];
 
-    /// The stored reason (Twilio's status name).
+    /// The stored reason (Twilio's status name where there is one).
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Completed => "completed",
+            Outcome::Voicemail => "voicemail",
             Outcome::Busy => "busy",
             Outcome::NoAnswer => "no-answer",
             Outcome::Failed => "failed",
             Outcome::Canceled => "canceled",
+            Outcome::Error => "error",
         }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|o| o.as_str() == raw)
+    }
+
+    /// The call reached someone (or their voicemail): the contact is done unless the
+    /// policy retries it.
+    pub fn is_success(self) -> bool {
+        matches!(self, Outcome::Completed | Outcome::Voicemail)
     }
 }
 
@@ -255,7 +313,7 @@ impl RetryPolicy {
     /// The attempt count below which `outcome` is retried (0: never). The `COMPLETE`
     /// script applies exactly `attempts < limit`, with the attempt just made counted.
     pub fn retry_limit(&self, outcome: Outcome) -> u32 {
-        if outcome != Outcome::Completed && self.retry_on.contains(&outcome) {
+        if self.retry_on.contains(&outcome) {
             self.max_attempts
         } else {
             0
@@ -266,7 +324,7 @@ impl RetryPolicy {
     pub fn decide(&self, outcome: Outcome, attempts: u32) -> Decision {
         if attempts < self.retry_limit(outcome) {
             Decision::Retry
-        } else if outcome == Outcome::Completed {
+        } else if outcome.is_success() {
             Decision::Done
         } else {
             Decision::Failed
@@ -323,6 +381,8 @@ mod tests {
             (O::Failed, 1, D::Retry),
             (O::Failed, 3, D::Failed),
             (O::Canceled, 1, D::Failed),
+            (O::Voicemail, 1, D::Done),
+            (O::Error, 1, D::Failed),
         ] {
             assert_eq!(p.decide(outcome, attempts), want, "{outcome:?} {attempts}");
         }
@@ -342,7 +402,11 @@ mod tests {
             (r.reason.as_str(), r.payload.as_str()),
             ("busy", "{\"p\":\"+1|2\"}")
         );
-        assert!(ContactRecord::decode("x|1|1|1|1||{}").is_none());
+        assert!(ContactRecord::decode("z|1|1|1|1||{}").is_none());
+        assert_eq!(
+            ContactRecord::decode("x|0|1|1|1|canceled|{}").map(|r| r.state),
+            Some(ContactState::Canceled)
+        );
         assert!(ContactRecord::decode("q|1|1|1").is_none());
         assert!(CampaignId::parse("spring-sale_2").is_ok());
         let long = "a".repeat(33);
