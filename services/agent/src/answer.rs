@@ -75,9 +75,15 @@ impl Agent {
         {
             return repeat(answered, out).await;
         }
+        // An outbound campaign call answers with the campaign's prompt, filled in per contact.
+        let prompt = session
+            .outbound
+            .as_ref()
+            .and_then(|o| o.prompt.clone())
+            .unwrap_or_else(|| tenant.system_prompt.clone());
         let mut messages = vec![Message {
             role: "system",
-            content: tenant.system_prompt.clone(),
+            content: prompt,
         }];
         messages.extend(session.turns.iter().filter_map(history_message));
         let user = (!has(Role::User)).then(|| Turn {

@@ -1,15 +1,16 @@
-//! The agent's other inputs: `start` (the greeting), `bargein` (keep what was heard),
-//! `played` (carry out a pending action), `end` (shorten the session).
+//! The agent's other inputs: `start` (the greeting), `answered_by` (an outbound call's
+//! greeting, or its voicemail and hang-up), `bargein` (keep what was heard), `played`
+//! (carry out a pending action), `end` (shorten the session).
 //!
-//! Consumes those events; produces the greeting sentence (turn 0), session updates and
+//! Consumes those events; produces turn 0's sentence (greeting or voicemail), session updates and
 //! Twilio REST calls. Each handler is idempotent, so a redelivery changes nothing twice.
 //! State: the session in Redis.
 
 use std::time::Duration;
 
-use sb_runtime::redis::session::{Role, Turn};
+use sb_runtime::redis::session::{Role, Session, Turn};
 use sb_runtime::{Emitter, StageError, Tenant};
-use sb_schemas::{BargeIn, Body, Envelope, Played, Sentence};
+use sb_schemas::{AnsweredBy, BargeIn, Body, Envelope, Played, Sentence};
 
 use crate::actions::Action;
 use crate::{Agent, redis_retry};
@@ -20,16 +21,79 @@ const BARGEIN_ATTEMPTS: u64 = 4;
 const BARGEIN_RETRY: Duration = Duration::from_millis(250);
 
 impl Agent {
-    /// `start`: the tenant's greeting as turn 0's only sentence.
+    /// `start`: the greeting as turn 0's only sentence: the tenant's, or an outbound
+    /// campaign's. An outbound call with machine detection waits for `answered_by` instead
+    /// (a machine gets the voicemail, not the greeting).
     pub(crate) async fn greet(
         &self,
         input: &Envelope,
         tenant: &Tenant,
         out: &mut Emitter,
     ) -> Result<(), StageError> {
-        let sid = &input.call_sid;
-        let session = self.sessions.load(sid).await.map_err(redis_retry)?;
+        let session = self
+            .sessions
+            .load(&input.call_sid)
+            .await
+            .map_err(redis_retry)?;
         let session = session.unwrap_or_default();
+        if session.outbound.as_ref().is_some_and(|o| o.amd) {
+            out.skip("awaiting_answered_by");
+            return Ok(());
+        }
+        let text = greeting_of(&session, tenant);
+        self.say_first(input, &session, text, None, out).await
+    }
+
+    /// `answered_by` (outbound calls with machine detection): a person gets the greeting;
+    /// a machine gets the campaign's voicemail message, then the call is hung up once it
+    /// played (a fax: hung up at once).
+    pub(crate) async fn answered_by(
+        &self,
+        input: &Envelope,
+        answered: &AnsweredBy,
+        tenant: &Tenant,
+        out: &mut Emitter,
+    ) -> Result<(), StageError> {
+        let session = self
+            .sessions
+            .load(&input.call_sid)
+            .await
+            .map_err(redis_retry)?;
+        let session = session.unwrap_or_default();
+        if !answered.machine {
+            let text = greeting_of(&session, tenant);
+            return self.say_first(input, &session, text, None, out).await;
+        }
+        if answered.voicemail.trim().is_empty() {
+            let Some(telephony) = &self.telephony else {
+                tracing::error!("no telephony configured; a machine's call is left to end itself");
+                return Ok(());
+            };
+            if let Err(error) = telephony.hang_up(&input.call_sid).await {
+                tracing::warn!(%error, "hanging up on a machine failed");
+            }
+            return Ok(());
+        }
+        let hang_up = Action::HangUp {
+            turn: 0,
+            sentence: 0,
+        };
+        let text = answered.voicemail.clone();
+        self.say_first(input, &session, text, Some(hang_up), out)
+            .await
+    }
+
+    /// Turn 0's one sentence (a greeting or a voicemail), once per call, unless the caller
+    /// already interrupted or spoke; `then` is carried out once it played.
+    async fn say_first(
+        &self,
+        input: &Envelope,
+        session: &Session,
+        text: String,
+        then: Option<Action>,
+        out: &mut Emitter,
+    ) -> Result<(), StageError> {
+        let sid = &input.call_sid;
         if session
             .turns
             .iter()
@@ -43,22 +107,28 @@ impl Agent {
             out.skip(stale.as_str());
             return Ok(());
         }
+        if let Some(action) = &then {
+            self.sessions
+                .set_action(sid, Some(&action.encode()))
+                .await
+                .map_err(redis_retry)?;
+        }
         let mut event = out.event(Body::Sentence(Sentence {
             index: 0,
-            text: tenant.greeting.clone(),
+            text: text.clone(),
             last: true,
             fallback: false,
         }));
         event.turn = 0;
         out.emit(event).await?;
-        let greeting = Turn {
+        let first = Turn {
             role: Role::Assistant,
-            text: tenant.greeting.clone(),
+            text,
             turn: 0,
             interrupted: false,
         };
         self.sessions
-            .push_turn(sid, &greeting)
+            .push_turn(sid, &first)
             .await
             .map_err(redis_retry)
     }
@@ -158,4 +228,13 @@ impl Agent {
             .await
             .map_err(redis_retry)
     }
+}
+
+/// The greeting of a call: an outbound campaign's (variables filled in) or the tenant's.
+fn greeting_of(session: &Session, tenant: &Tenant) -> String {
+    session
+        .outbound
+        .as_ref()
+        .and_then(|o| o.greeting.clone())
+        .unwrap_or_else(|| tenant.greeting.clone())
 }

@@ -152,6 +152,7 @@ impl Stage for Agent {
         // The runner's span already names the tenant, call and turn.
         match &input.body {
             Body::Start(_) => self.greet(&input, &tenant, out).await,
+            Body::AnsweredBy(answered) => self.answered_by(&input, answered, &tenant, out).await,
             Body::Transcript(transcript) => self.answer(&input, transcript, &tenant, out).await,
             Body::BargeIn(bargein) => self.barged_in(&input, bargein, out).await,
             Body::Played(played) => self.played(&input, played).await,

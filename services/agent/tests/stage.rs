@@ -16,12 +16,13 @@ use futures::future::BoxFuture;
 use sb_agent::openai::{ChatRequest, Llm, LlmError, LlmEvent, LlmStream};
 use sb_agent::{Agent, AgentConfig};
 use sb_runtime::Tenants;
-use sb_runtime::redis::session::{Role, Turn};
+use sb_runtime::redis::session::{OutboundSession, Role, Turn};
+use sb_runtime::state::Sessions as _;
 use sb_runtime::testing::{MemorySessions, drive, drive_delivery};
 use sb_runtime::{StageError, Tenant};
 use sb_schemas::{
-    BargeIn, BargeInTrigger, Body, CallSid, End, EndReason, Envelope, Kind, Start, TenantId,
-    Transcript,
+    AnsweredBy, BargeIn, BargeInTrigger, Body, CallSid, End, EndReason, Envelope, Kind, Start,
+    TenantId, Transcript,
 };
 
 /// One step of a scripted answer.
@@ -442,4 +443,90 @@ async fn a_redelivered_answered_turn_repeats_its_sentences_under_the_same_ids() 
     };
     assert_eq!(ids(&again.outputs), ids(&first.outputs));
     assert_eq!(sentences(&again.outputs).len(), 2);
+}
+
+/// An outbound campaign call with machine detection: `start` says nothing (the greeting
+/// waits for the verdict); a person gets the campaign's greeting with the contact's
+/// variables filled in; the verdict again (a repeated callback) says nothing twice.
+#[tokio::test]
+async fn an_outbound_call_greets_a_person_once_the_verdict_is_in() {
+    let rig = Rig::at_start(Vec::new(), None);
+    let campaign = OutboundSession {
+        greeting: Some("Hi Ann, this is Acme about your appointment.".into()),
+        prompt: Some("You remind Ann of her appointment.".into()),
+        amd: true,
+    };
+    rig.sessions.outbound(&sid(), &acme().id, campaign);
+    let start = drive(&rig.agent, event(0, Body::Start(start_body()))).await;
+    start.result.as_ref().unwrap();
+    assert!(
+        sentences(&start.outputs).is_empty(),
+        "no greeting before the verdict"
+    );
+    let human = event(0, Body::AnsweredBy(answered("human", false, "")));
+    let greeted = drive(&rig.agent, human.clone()).await;
+    greeted.result.as_ref().unwrap();
+    assert_eq!(
+        sentences(&greeted.outputs),
+        [(
+            "Hi Ann, this is Acme about your appointment.".to_owned(),
+            true,
+            false
+        )]
+    );
+    let again = drive(&rig.agent, human).await;
+    again.result.as_ref().unwrap();
+    assert!(sentences(&again.outputs).is_empty(), "greeted once");
+    assert_eq!(rig.sessions.action(&sid()).await.unwrap(), None);
+}
+
+/// A machine gets the voicemail message as turn 0, with a hang-up waiting for it to play.
+#[tokio::test]
+async fn a_machine_gets_the_voicemail_then_a_hang_up() {
+    let rig = Rig::at_start(Vec::new(), None);
+    let campaign = OutboundSession {
+        greeting: Some("Hi Ann.".into()),
+        prompt: None,
+        amd: true,
+    };
+    rig.sessions.outbound(&sid(), &acme().id, campaign);
+    let machine = event(
+        0,
+        Body::AnsweredBy(answered(
+            "machine_end_beep",
+            true,
+            "Hi Ann, please call Acme back.",
+        )),
+    );
+    let driven = drive(&rig.agent, machine).await;
+    driven.result.as_ref().unwrap();
+    assert_eq!(
+        sentences(&driven.outputs),
+        [("Hi Ann, please call Acme back.".to_owned(), true, false)]
+    );
+    let action = rig.sessions.action(&sid()).await.unwrap().unwrap();
+    assert!(action.contains("hang_up"), "{action}");
+    assert_eq!(
+        rig.answer(0).unwrap().text,
+        "Hi Ann, please call Acme back."
+    );
+}
+
+fn start_body() -> Start {
+    Start {
+        stream_sid: "MZ00000000000000000000000000000001".into(),
+        account_sid: "AC00000000000000000000000000000000".into(),
+        from: "+15005550006".into(),
+        to: "+15005550123".into(),
+        custom_parameters: Default::default(),
+    }
+}
+
+fn answered(by: &str, machine: bool, voicemail: &str) -> AnsweredBy {
+    AnsweredBy {
+        attempt: "0123456789abcdef0123456789abcdef".into(),
+        answered_by: by.into(),
+        machine,
+        voicemail: voicemail.into(),
+    }
 }

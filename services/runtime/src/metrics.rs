@@ -103,6 +103,22 @@ pub enum Metric {
     /// LLM permits a replica gave from its own in-process limits because the limits it
     /// shares with the other replicas (Redis) failed. Labels: reason (the Redis error kind).
     LlmLimitsDegraded,
+    /// Dialer: calls it tried to place, by result (placed, rate_limited, server_error,
+    /// refused, unknown, outside_hours, campaign_gone, cps_wait). Labels: result.
+    DialerDials,
+    /// Dialer: attempts resolved, by outcome (completed, voicemail, busy, …, abandoned). Labels: outcome.
+    DialerOutcomes,
+    /// Dialer: Twilio callbacks answered, by route (status, amd) and outcome. Labels: route, outcome.
+    DialerCallbacks,
+    /// Dialer: time from pop to Twilio's answer to `Calls.json`.
+    DialerDialSeconds,
+    /// Dialer: open dial attempts over every dialer (calls being placed or live).
+    DialerOpenAttempts,
+    /// Dialer: open attempts the reconciler looked at, by result (resolved, adopted,
+    /// abandoned, live, pending). Labels: result.
+    DialerReconciled,
+    /// Campaign contacts queued (ready and delayed) per tenant: the dialers' scaling signal. Labels: tenant.
+    CampaignQueueDepth,
 }
 
 impl Metric {
@@ -151,6 +167,13 @@ impl Metric {
             Metric::SttReconnects => "switchboard_stt_reconnects_total",
             Metric::SttTranscripts => "switchboard_stt_transcripts_total",
             Metric::LlmLimitsDegraded => "switchboard_llm_limits_degraded_total",
+            Metric::DialerDials => "switchboard_dialer_dials_total",
+            Metric::DialerOutcomes => "switchboard_dialer_outcomes_total",
+            Metric::DialerCallbacks => "switchboard_dialer_callbacks_total",
+            Metric::DialerDialSeconds => "switchboard_dialer_dial_seconds",
+            Metric::DialerOpenAttempts => "switchboard_dialer_open_attempts",
+            Metric::DialerReconciled => "switchboard_dialer_reconciled_total",
+            Metric::CampaignQueueDepth => "switchboard_campaign_queue_depth",
         }
     }
 }

@@ -25,7 +25,7 @@ use crate::emitter::{Emitter, Wiring};
 use crate::meter::StageMeter;
 use crate::outbox::{Outbox, Stored};
 use crate::publisher::PublishError;
-use crate::redis::session::{MAX_TURNS, Role, Session, Turn};
+use crate::redis::session::{MAX_TURNS, OutboundSession, Role, Session, Turn};
 use crate::redis::tts_cache::Speech;
 use crate::redis::{Keys, RedisError};
 use crate::stage::{Stage, StageError};
@@ -126,6 +126,14 @@ impl MemorySessions {
             .or_default()
             .session
             .tenant = Some(tenant.clone());
+    }
+
+    /// Starts an outbound call's session (as the ingress does on its webhook).
+    pub fn outbound(&self, sid: &CallSid, tenant: &TenantId, outbound: OutboundSession) {
+        let mut calls = lock(&self.calls);
+        let session = &mut calls.entry(sid.clone()).or_default().session;
+        session.tenant = Some(tenant.clone());
+        session.outbound = Some(outbound);
     }
 
     /// Starts the call's next caller turn (as the stt does on a final); returns its number.

@@ -102,6 +102,8 @@ impl Completion {
 pub struct CampaignQueue {
     conn: ConnectionManager,
     keys: Keys,
+    /// Leases plus open attempts over every tenant above which `pop` gives nothing (0: none).
+    global_cap: u32,
 }
 
 impl std::fmt::Debug for CampaignQueue {
@@ -116,6 +118,7 @@ impl Redis {
         CampaignQueue {
             conn: self.conn(),
             keys: self.keys.clone(),
+            global_cap: 0,
         }
     }
 }
@@ -132,6 +135,13 @@ fn millis(d: Duration) -> u64 {
 }
 
 impl CampaignQueue {
+    /// This queue, popping nothing while `cap` contacts (or more) are leased or calling
+    /// over every tenant: the global cap on outbound calls, shared by every dialer.
+    pub fn with_global_cap(mut self, cap: Option<u32>) -> Self {
+        self.global_cap = cap.unwrap_or(0);
+        self
+    }
+
     /// A script call with the global keys and the key templates every queue script takes.
     fn invocation<'a>(&self, script: &'a redis::Script) -> ScriptInvocation<'a> {
         let mut inv = script.prepare_invoke();
@@ -204,6 +214,7 @@ impl CampaignQueue {
             .arg(now_ms)
             .arg(millis(lease).max(1))
             .arg(POP_SCAN)
+            .arg(self.global_cap)
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(failed("cq_pop"))?;

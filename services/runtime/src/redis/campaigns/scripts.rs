@@ -167,12 +167,13 @@ if added > 0 then depth(t, added) end
 return added
 ";
 
-/// arg 1..3: now, lease ms, scan width. Promotes due delayed contacts, then walks the
+/// arg 1..4: now, lease ms, scan width, global cap (leases and open attempts over every
+/// tenant; 0: none). Promotes due delayed contacts, then (under the global cap) walks the
 /// tenants ring and the chosen tenant's campaigns ring from the front, moving each one it
 /// looks at to the back, skipping capped and held ones, and leases the first contact it
 /// finds. Returns {tenant, campaign, id, token, attempts, deadline, payload} or nil.
 const POP: &str = r"
-local now, lease, scan = tonumber(arg(1)), tonumber(arg(2)), tonumber(arg(3))
+local now, lease, scan, cap = tonumber(arg(1)), tonumber(arg(2)), tonumber(arg(3)), tonumber(arg(4))
 for _, m in ipairs(redis.call('ZRANGEBYSCORE', DUE, '-inf', now, 'LIMIT', 0, scan)) do
   local t, c = string.match(m, '^([^|]+)|(.+)$')
   local dk = key(2, t, c)
@@ -189,6 +190,9 @@ for _, m in ipairs(redis.call('ZRANGEBYSCORE', DUE, '-inf', now, 'LIMIT', 0, sca
   if moved then mark_ready(t, c) end
   local nxt = redis.call('ZRANGE', dk, 0, 0, 'WITHSCORES')
   if nxt[1] then redis.call('ZADD', DUE, nxt[2], m) else redis.call('ZREM', DUE, m) end
+end
+if cap > 0 and redis.call('ZCARD', LEASES) + redis.call('ZCARD', ATTEMPTS) >= cap then
+  return false
 end
 local function capped(t, field)
   local cap = redis.call('HGET', key(7, t), field)
