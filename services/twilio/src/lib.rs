@@ -1,9 +1,9 @@
 //! Twilio wire facts shared by Switchboard's ingress and the Twilio stand-in
 //! (PROTOCOLS §1–4): [`signature`] (`X-Twilio-Signature`, computing and
 //! validating), [`media`] (Media Streams WebSocket messages), [`twiml`] (the
-//! `<Connect><Stream>` answer and a parser), [`rest`], [`resource`] and [`list`] (the Calls
-//! API), [`amd`] (answering machine detection),
-//! [`status`] (incoming-call webhook and status callbacks), [`form`] (form bodies with
+//! `<Connect><Stream>` answer and a parser), [`rest`], [`update`], [`resource`] and
+//! [`list`] (the Calls API), [`amd`] (answering machine detection), [`status`]
+//! (incoming-call webhook and status callbacks), [`form`] (form bodies with
 //! repeated keys) and [`credential`] (Switchboard's per-call media-socket credential,
 //! carried through Twilio as a TwiML `<Parameter>`).
 //!
@@ -20,6 +20,7 @@ pub mod rest;
 pub mod signature;
 pub mod status;
 pub mod twiml;
+pub mod update;
 
 pub use amd::{AmdCallback, AnsweredBy, MachineDetection};
 pub use credential::{CallBinding, CallCredentials, CredentialError};
