@@ -66,7 +66,14 @@ impl Life {
                 CallStatus::Completed
             }
         };
-        self.state.end(&self.call_sid, end);
+        if let Some(resource) = self.state.end(&self.call_sid, end) {
+            tracing::info!(
+                call_sid = %self.call_sid,
+                callee = self.callee.kind(),
+                status = resource.status.as_str(),
+                "created call ended"
+            );
+        }
         self.completed().await;
     }
 
