@@ -243,6 +243,117 @@ def test_created_call_is_answered(ingress, spawn_sim, tmp_path):
     assert (webhook["CallSid"], webhook["Direction"], webhook["From"]) == (call.sid, "outbound-api", "+15005550006")
 
 
+class Callbacks(BaseHTTPRequestHandler):
+    """Receives status and AMD callbacks; `server.seen` collects (path, valid, params), each
+    validated with the official `RequestValidator` over the URL the stand-in was given."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
+        params = dict(parse_qsl(body, keep_blank_values=True))
+        url = f"http://127.0.0.1:{self.server.server_address[1]}{self.path}"
+        valid = RequestValidator(TOKEN).validate(url, params, self.headers.get("X-Twilio-Signature", ""))
+        self.server.seen.append((self.path, valid, params))
+        self.send_response(204)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
+@pytest.fixture
+def callbacks():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Callbacks)
+    server.seen = []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+CALLEES = """
+default = "human"
+scenario = "human.toml"
+[[number]]
+to = "+15005550101"
+script = ["busy"]
+[[number]]
+to = "+15005550102"
+script = ["no-answer"]
+[[number]]
+to = "+15005550103"
+script = ["voicemail"]
+greeting_ms = 200
+[[number]]
+to = "+15005550104"
+script = ["human"]
+"""
+
+
+def test_outbound_calls_live_like_twilio(callbacks, spawn_sim, tmp_path):
+    """Calls created with the official client to numbers scripted busy, no-answer,
+    voicemail and human (no ingress): signed status callbacks for every requested event,
+    async AMD results, and the resources as fetched and listed."""
+    (tmp_path / "human.toml").write_text("tones = true\n[[steps]]\npause_ms = 300\n")
+    (tmp_path / "callees.toml").write_text(CALLEES)
+    url = spawn_sim("twilio", "--account-sid", AC, "--auth-token", TOKEN, "--callees", str(tmp_path / "callees.toml"),
+                    "--ring-ms", "100", "--amd-delay-ms", "100")
+    client = client_for(url)
+    base = f"http://127.0.0.1:{callbacks.server_address[1]}"
+
+    def place(to):
+        return client.calls.create(
+            to=to, from_="+15005550006", url=PUBLIC + "/twilio/voice",
+            status_callback=base + "/status",
+            status_callback_event=["initiated", "ringing", "answered", "completed"],
+            machine_detection="DetectMessageEnd", async_amd="true", async_amd_status_callback=base + "/amd",
+        ).sid
+
+    def seen(sid, path="/status"):
+        return [params for p, _, params in callbacks.seen if p == path and params["CallSid"] == sid]
+
+    def ended(sid):
+        return any(p["CallStatus"] in ("completed", "busy", "no-answer", "failed", "canceled") for p in seen(sid))
+
+    sids = {to: place(to) for to in ("+15005550101", "+15005550102", "+15005550103", "+15005550104")}
+    voicemail = sids["+15005550103"]
+    wait_for(lambda: len(seen(voicemail, "/amd")) == 1)
+    assert seen(voicemail, "/amd")[0]["AnsweredBy"] == "machine_end_beep"
+    assert client.calls(voicemail).fetch().status == "in-progress"
+    assert client.calls(voicemail).update(status="completed").status == "completed"
+    for sid in sids.values():
+        wait_for(lambda sid=sid: ended(sid))
+
+    assert all(valid for _, valid, _ in callbacks.seen), callbacks.seen
+    expected = {
+        "+15005550101": (["initiated", "ringing", "busy"], None),
+        "+15005550102": (["initiated", "ringing", "no-answer"], None),
+        "+15005550103": (["initiated", "ringing", "in-progress", "completed"], "machine_end_beep"),
+        "+15005550104": (["initiated", "ringing", "in-progress", "completed"], "human"),
+    }
+    for to, (statuses, answered_by) in expected.items():
+        sid = sids[to]
+        events = seen(sid)
+        assert [e["CallStatus"] for e in events] == statuses, (to, events)
+        assert [e["SequenceNumber"] for e in events] == [str(n) for n in range(len(statuses))]
+        assert all(e["Direction"] == "outbound-api" and e["AccountSid"] == AC and e["To"] == to for e in events)
+        assert "CallDuration" in events[-1] and "Duration" in events[-1]
+        amd = seen(sid, "/amd")
+        if answered_by:
+            assert [a["AnsweredBy"] for a in amd] == [answered_by]
+            assert events[-1]["AnsweredBy"] == answered_by
+        else:
+            assert amd == [] and events[-1]["AnsweredBy"] == "unknown", "AMD asked, never answered"
+        listed = client.calls.list(to=to)
+        assert [c.sid for c in listed] == [sid]
+        fetched = client.calls(sid).fetch()
+        assert (fetched.status, fetched.answered_by, fetched.direction) == (statuses[-1], answered_by, "outbound-api")
+    assert {c.sid for c in client.calls.list(status="busy")} == {sids["+15005550101"]}
+
+
 # --- The real ingress (services/ingress) against requests signed by the official SDK ------
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -236,3 +236,65 @@ async fn injected_rate_limit() {
     state.set_rate_limit_share(0.0);
     assert_eq!(post(&client, url, TOKEN, create_body()).await.0, 201);
 }
+
+/// Listing: newest first, filtered by `To` and `Status`, cut to `PageSize`, with Twilio's
+/// paging fields and no next page; a bad `Status` is a 400. An injected 500 share answers
+/// creates with 500 / 20500; an invalid `To` stays 400 / 21211.
+#[tokio::test]
+async fn list_filters_and_server_errors() {
+    let (server, state, client) = start().await;
+    let url = format!("{}/2010-04-01/Accounts/{AC}/Calls.json", server.http_url());
+    let mut sids = Vec::new();
+    for to in ["+14155550001", "+14155550002", "+14155550001"] {
+        let mut create = CreateCall::new(
+            to,
+            "+15005550006",
+            CallTarget::Url("https://a.example/v".into()),
+        );
+        create.timeout_secs = Some(20);
+        let (status, call) = post(&client, url.clone(), TOKEN, create.to_form()).await;
+        assert_eq!(status, 201);
+        sids.push(call["sid"].as_str().unwrap().to_owned());
+    }
+    let (status, page) = get(&client, format!("{url}?To=%2B14155550001&Status=queued")).await;
+    assert_eq!(status, 200, "{page}");
+    let listed: Vec<&str> = page["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["sid"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, [sids[2].as_str(), sids[0].as_str()], "newest first");
+    assert_eq!(
+        (page["page"].as_u64(), page["page_size"].as_u64()),
+        (Some(0), Some(50))
+    );
+    assert!(page["next_page_uri"].is_null() && page["first_page_uri"].is_string());
+    let (_, one) = get(&client, format!("{url}?PageSize=1")).await;
+    assert_eq!(one["calls"].as_array().unwrap().len(), 1);
+    let (_, none) = get(&client, format!("{url}?Status=completed")).await;
+    assert!(none["calls"].as_array().unwrap().is_empty());
+    let (status, error) = get(&client, format!("{url}?Status=gone")).await;
+    assert_eq!((status, error["status"].as_u64()), (400, Some(400)));
+
+    state.set_server_error_share(0.5);
+    let mut codes = Vec::new();
+    for _ in 0..4 {
+        let (status, body) = post(&client, url.clone(), TOKEN, create_body()).await;
+        codes.push((status, body["code"].as_u64()));
+    }
+    assert_eq!(
+        codes.iter().filter(|c| **c == (500, Some(20500))).count(),
+        2,
+        "{codes:?}"
+    );
+    state.set_server_error_share(0.0);
+    let (status, error) = post(
+        &client,
+        url,
+        TOKEN,
+        "To=%2B1-415-555&From=%2B15005550006&Url=https://a/b".into(),
+    )
+    .await;
+    assert_eq!((status, error["code"].as_u64()), (400, Some(21211)));
+}

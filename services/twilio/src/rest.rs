@@ -6,7 +6,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::amd::{AMD_FIELDS, AmdRequest, MachineDetection};
 use crate::form::{all, encode_form, first};
+pub use crate::update::UpdateCall;
 
 /// The API version in every path and webhook.
 pub const API_VERSION: &str = "2010-04-01";
@@ -165,9 +167,22 @@ pub struct CreateCall {
     pub status_callback_method: Option<String>,
     /// Ring timeout, seconds.
     pub timeout_secs: Option<u32>,
-    /// Every other field as sent (`MachineDetection`, `Record`, …).
+    /// `MachineDetection`: run AMD on the callee (`AnsweredBy` on the resource and callbacks).
+    pub machine_detection: Option<MachineDetection>,
+    /// `AsyncAmd=true`: run the call's TwiML at once and POST the AMD result separately.
+    pub async_amd: bool,
+    /// Where the asynchronous AMD result goes.
+    pub async_amd_status_callback: Option<String>,
+    /// `GET` or `POST` (Twilio's default).
+    pub async_amd_status_callback_method: Option<String>,
+    /// `MachineDetectionTimeout`, 3–59 s (Twilio's default 30).
+    pub machine_detection_timeout_secs: Option<u32>,
+    /// Every other field as sent (`Record`, `SendDigits`, …).
     pub extra: Vec<(String, String)>,
 }
+
+/// The values `StatusCallbackEvent` may take.
+pub const STATUS_CALLBACK_EVENTS: [&str; 4] = ["initiated", "ringing", "answered", "completed"];
 
 const CREATE_FIELDS: &[&str] = &[
     "To",
@@ -194,7 +209,30 @@ impl CreateCall {
             status_callback_event: Vec::new(),
             status_callback_method: None,
             timeout_secs: None,
+            machine_detection: None,
+            async_amd: false,
+            async_amd_status_callback: None,
+            async_amd_status_callback_method: None,
+            machine_detection_timeout_secs: None,
             extra: Vec::new(),
+        }
+    }
+
+    /// Whether a status callback is due for `event` (`initiated`, `ringing`, `answered`,
+    /// `completed`): those listed in `StatusCallbackEvent`, and `completed` always, as
+    /// Twilio sends it whatever the list says. Never without a `StatusCallback`.
+    pub fn wants_event(&self, event: &str) -> bool {
+        self.status_callback.is_some()
+            && (event == "completed" || self.status_callback_event.iter().any(|e| e == event))
+    }
+
+    fn amd(&self) -> AmdRequest {
+        AmdRequest {
+            machine_detection: self.machine_detection,
+            async_amd: self.async_amd,
+            async_amd_status_callback: self.async_amd_status_callback.clone(),
+            async_amd_status_callback_method: self.async_amd_status_callback_method.clone(),
+            machine_detection_timeout_secs: self.machine_detection_timeout_secs,
         }
     }
 
@@ -221,6 +259,7 @@ impl CreateCall {
         for event in &self.status_callback_event {
             out.push(("StatusCallbackEvent".to_owned(), event.clone()));
         }
+        self.amd().to_params(&mut out);
         out.extend(self.extra.iter().cloned());
         out
     }
@@ -281,7 +320,7 @@ impl CreateCall {
             .collect();
         if let Some(bad) = events
             .iter()
-            .find(|e| !["initiated", "ringing", "answered", "completed"].contains(&e.as_str()))
+            .find(|e| !STATUS_CALLBACK_EVENTS.contains(&e.as_str()))
         {
             return Err(ApiError::invalid(
                 21626,
@@ -295,6 +334,7 @@ impl CreateCall {
             ),
             None => None,
         };
+        let amd = AmdRequest::from_params(params)?;
         Ok(Self {
             to: to.to_owned(),
             from: from.to_owned(),
@@ -304,9 +344,16 @@ impl CreateCall {
             status_callback_event: events,
             status_callback_method: first(params, "StatusCallbackMethod").map(str::to_owned),
             timeout_secs,
+            machine_detection: amd.machine_detection,
+            async_amd: amd.async_amd,
+            async_amd_status_callback: amd.async_amd_status_callback,
+            async_amd_status_callback_method: amd.async_amd_status_callback_method,
+            machine_detection_timeout_secs: amd.machine_detection_timeout_secs,
             extra: params
                 .iter()
-                .filter(|(k, _)| !CREATE_FIELDS.contains(&k.as_str()))
+                .filter(|(k, _)| {
+                    !CREATE_FIELDS.contains(&k.as_str()) && !AMD_FIELDS.contains(&k.as_str())
+                })
                 .cloned()
                 .collect(),
         })
@@ -321,72 +368,6 @@ fn is_address(value: &str) -> bool {
     value.strip_prefix('+').is_some_and(|digits| {
         (2..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit())
     })
-}
-
-/// `POST …/Calls/{CallSid}.json`: hang up (`Status=completed|canceled`) or redirect.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct UpdateCall {
-    pub status: Option<CallStatus>,
-    pub url: Option<String>,
-    pub method: Option<String>,
-    pub twiml: Option<String>,
-}
-
-impl UpdateCall {
-    /// Hang up an answered call.
-    pub fn hang_up() -> Self {
-        Self {
-            status: Some(CallStatus::Completed),
-            ..Self::default()
-        }
-    }
-
-    /// The form pairs.
-    pub fn to_params(&self) -> Vec<(String, String)> {
-        let mut out = Vec::new();
-        if let Some(status) = self.status {
-            out.push(("Status".to_owned(), status.as_str().to_owned()));
-        }
-        for (name, value) in [
-            ("Url", &self.url),
-            ("Method", &self.method),
-            ("Twiml", &self.twiml),
-        ] {
-            if let Some(value) = value {
-                out.push((name.to_owned(), value.clone()));
-            }
-        }
-        out
-    }
-
-    /// The form body.
-    pub fn to_form(&self) -> String {
-        encode_form(&self.to_params())
-    }
-
-    /// Reads an update; `Status` may only be `completed` or `canceled`.
-    pub fn from_params(params: &[(String, String)]) -> Result<Self, ApiError> {
-        let status = match first(params, "Status") {
-            Some(value) => match CallStatus::parse(value) {
-                Some(status @ (CallStatus::Completed | CallStatus::Canceled)) => Some(status),
-                _ => return Err(ApiError::invalid(21218, format!("Invalid Status: {value}"))),
-            },
-            None => None,
-        };
-        let update = Self {
-            status,
-            url: first(params, "Url").map(str::to_owned),
-            method: first(params, "Method").map(str::to_owned),
-            twiml: first(params, "Twiml").map(str::to_owned),
-        };
-        if update == Self::default() {
-            return Err(ApiError::invalid(
-                21218,
-                "One of Status, Url or Twiml is required",
-            ));
-        }
-        Ok(update)
-    }
 }
 
 #[cfg(test)]

@@ -21,7 +21,8 @@ fn create_form_roundtrip() {
     );
     create.status_callback = Some("https://agent.example.com/twilio/status".into());
     create.status_callback_event = vec!["initiated".into(), "answered".into(), "completed".into()];
-    create.extra = vec![("MachineDetection".into(), "Enable".into())];
+    create.machine_detection = Some(crate::amd::MachineDetection::Enable);
+    create.extra = vec![("Record".into(), "true".into())];
     let body = create.to_form();
     assert!(body.contains("StatusCallbackEvent=initiated&StatusCallbackEvent=answered&StatusCallbackEvent=completed"), "{body}");
     assert!(

@@ -119,6 +119,8 @@ pub struct StatusCallback {
     pub callback_source: Option<String>,
     /// Event order from 0: callbacks may arrive out of order.
     pub sequence_number: Option<u64>,
+    /// `human`, `machine_end_beep`, …: only when AMD was requested on the call.
+    pub answered_by: Option<String>,
     /// Every field as received, in order: what the signature covers.
     pub params: Vec<(String, String)>,
 }
@@ -145,6 +147,7 @@ impl StatusCallback {
             timestamp: optional(&params, "Timestamp"),
             callback_source: optional(&params, "CallbackSource"),
             sequence_number: number(&params, "SequenceNumber")?,
+            answered_by: optional(&params, "AnsweredBy"),
             params,
         })
     }
@@ -191,6 +194,7 @@ impl StatusCallback {
             timestamp: Some(timestamp.to_owned()),
             callback_source: Some("call-progress-events".to_owned()),
             sequence_number: Some(sequence_number),
+            answered_by: None,
             params,
         }
     }

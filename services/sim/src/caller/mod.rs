@@ -68,6 +68,12 @@ pub struct CallerConfig {
     pub direction: String,
     /// Cancel to hang up from outside, as REST `Status=completed` does.
     pub hangup: CancellationToken,
+    /// POST the `completed` status callback to `status_path` when the call ends. The REST
+    /// stand-in turns it off: it sends outbound calls' callbacks itself, to the
+    /// `StatusCallback` URL of the create request, once.
+    pub send_status_callback: bool,
+    /// Extra webhook fields, e.g. `AnsweredBy` after synchronous AMD.
+    pub webhook_extra: Vec<(String, String)>,
 }
 
 impl std::fmt::Debug for CallerConfig {
@@ -106,6 +112,8 @@ impl CallerConfig {
             call_sid: None,
             direction: "inbound".to_owned(),
             hangup: CancellationToken::new(),
+            send_status_callback: true,
+            webhook_extra: Vec::new(),
         }
     }
 }
@@ -163,13 +171,14 @@ pub async fn place_call(
 ) -> Result<CallReport, CallerError> {
     let spoken = script::synthesise(scenario).await?;
     let call_sid = config.call_sid.clone().unwrap_or_else(|| new_sid("CA"));
-    let call = IncomingCall::ringing(
+    let mut call = IncomingCall::ringing(
         &config.account_sid,
         &call_sid,
         &scenario.from,
         &scenario.to,
         &config.direction,
     );
+    call.params.extend(config.webhook_extra.iter().cloned());
     let http = reqwest::Client::builder()
         .timeout(HTTP_TIMEOUT)
         .build()
@@ -182,7 +191,9 @@ pub async fn place_call(
     }
     let response = twiml::parse(&body)?;
     let Ok(stream) = response.connect_stream().cloned() else {
-        let _ = post_completed(&http, &config, &call, began).await;
+        if config.send_status_callback {
+            let _ = post_completed(&http, &config, &call, began).await;
+        }
         return Err(CallerError::Rejected {
             said: response.said(),
         });
@@ -207,11 +218,13 @@ pub async fn place_call(
         () = script::run_script(scenario, spoken, commands, status_rx) => line.await,
     };
 
-    match post_completed(&http, &config, &call, began).await {
-        Ok(status) => report.status_callback = Some(status),
-        Err(error) => report
-            .notes
-            .push(format!("status callback failed: {error}")),
+    if config.send_status_callback {
+        match post_completed(&http, &config, &call, began).await {
+            Ok(status) => report.status_callback = Some(status),
+            Err(error) => report
+                .notes
+                .push(format!("status callback failed: {error}")),
+        }
     }
     Ok(report)
 }

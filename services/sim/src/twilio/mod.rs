@@ -1,13 +1,23 @@
-//! Twilio REST stand-in: the Calls API (create, update, fetch) of `api.twilio.com`, so the
-//! dialer and the ingress can place, hang up and redirect calls without Twilio.
+//! Twilio REST stand-in: the Calls API (create, list, update, fetch) of `api.twilio.com`,
+//! so the dialer and the ingress can place, list, hang up and redirect calls without Twilio.
 //!
 //! Consumes a [`Config`]; produces a loopback server ([`SimServer`]) answering
-//! `POST /2010-04-01/Accounts/{AccountSid}/Calls.json`,
+//! `POST|GET /2010-04-01/Accounts/{AccountSid}/Calls.json`,
 //! `POST|GET /2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json` with Twilio's JSON and
-//! error bodies (PROTOCOLS §4). State: [`TwilioState`] in memory — every call and every
-//! request, for tests to assert on; optionally created calls are answered by the scripted
-//! caller against Switchboard's ingress.
+//! error bodies (PROTOCOLS §4). State: [`TwilioState`] in memory — every call, its status
+//! history and callbacks, and every request, for tests to assert on.
+//!
+//! Calls live only when [`Config::callees`] or [`Config::answer`] is set: then each created
+//! call goes `initiated` → `ringing` → its [`Callee`]'s outcome in the background, with
+//! signed status and AMD callbacks ([`life`]); a human or voicemail callee is played by the
+//! scripted caller against the ingress of `answer`, or, without one, the call simply lasts
+//! (a human its scenario's spoken length, a voicemail until hung up or `max_call`).
+//! Without either, calls stay `queued` until updated, as before.
 
+mod callback;
+mod callee;
+mod life;
+mod record;
 mod routes;
 mod state;
 
@@ -17,8 +27,12 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 
+use std::time::Duration;
+
+pub use callee::{Callee, Callees, CalleesError, DEFAULT_GREETING, empty_scenario, spoken_length};
+pub use record::{CallRecord, CallbackKind, CallbackRecord, RecordedRequest, StatusChange};
 pub use routes::Answer;
-pub use state::{CallRecord, RecordedRequest, TwilioState};
+pub use state::TwilioState;
 
 use crate::SimServer;
 use crate::caller::{CallerConfig, DEFAULT_ACCOUNT_SID, Scenario};
@@ -34,8 +48,36 @@ pub struct Config {
     pub auth_token: String,
     /// Share (0.0–1.0) of requests answered 429 / 20429, spread evenly.
     pub rate_limit_share: f64,
-    /// Answer created calls with the scripted caller.
+    /// Share (0.0–1.0) of creates answered 500 / 20500, spread evenly.
+    pub server_error_share: f64,
+    /// Answer created calls with the scripted caller against this ingress; also the
+    /// default callee (a human playing its scenario) when `callees` is not set.
     pub answer: Option<Answer>,
+    /// Who picks up, per number. Setting this (or `answer`) makes calls live.
+    pub callees: Option<Callees>,
+    pub timing: Timing,
+}
+
+/// How long the simulated network takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// How long a `NoAnswer` callee rings before `no-answer` (Twilio rings `Timeout`).
+    pub ring: Duration,
+    /// How long AMD takes to recognise a human (or, with `Enable`, a machine).
+    pub amd_delay: Duration,
+    /// The longest an answered call lasts when nobody hangs up (a voicemail records until
+    /// then), then it completes anyway.
+    pub max_call: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self {
+            ring: Duration::from_millis(300),
+            amd_delay: Duration::from_millis(800),
+            max_call: Duration::from_secs(120),
+        }
+    }
 }
 
 impl std::fmt::Debug for Config {
@@ -45,7 +87,10 @@ impl std::fmt::Debug for Config {
             .field("account_sid", &self.account_sid)
             .field("auth_token", &"<redacted>")
             .field("rate_limit_share", &self.rate_limit_share)
+            .field("server_error_share", &self.server_error_share)
             .field("answer", &self.answer.is_some())
+            .field("callees", &self.callees)
+            .field("timing", &self.timing)
             .finish()
     }
 }
@@ -58,7 +103,10 @@ impl Config {
             account_sid: account_sid.into(),
             auth_token: auth_token.into(),
             rate_limit_share: 0.0,
+            server_error_share: 0.0,
             answer: None,
+            callees: None,
+            timing: Timing::default(),
         }
     }
 }
@@ -67,11 +115,25 @@ impl Config {
 pub async fn spawn(config: Config) -> std::io::Result<(SimServer, TwilioState)> {
     let state = TwilioState::new(
         config.account_sid,
-        config.auth_token,
+        config.auth_token.clone(),
         config.rate_limit_share,
     );
-    let server =
-        SimServer::spawn(config.addr, routes::router(state.clone(), config.answer)).await?;
+    state.set_server_error_share(config.server_error_share);
+    let callees = match (config.callees, &config.answer) {
+        (Some(callees), _) => Some(callees),
+        (None, Some(answer)) => Some(Callees::new(Callee::Human(answer.scenario.clone()))),
+        (None, None) => None,
+    };
+    let lives = callees.map(|callees| {
+        let ingress = config.answer.as_ref().map(|a| a.caller.ingress_url.clone());
+        let settings = life::Settings {
+            delivery: callback::Delivery::new(config.auth_token, ingress),
+            answer: config.answer,
+            timing: config.timing,
+        };
+        (settings, callees)
+    });
+    let server = SimServer::spawn(config.addr, routes::router(state.clone(), lives)).await?;
     Ok((server, state))
 }
 
@@ -91,11 +153,27 @@ pub struct Args {
     #[arg(long, default_value_t = 0.0)]
     pub rate_limit_share: f64,
     /// Answer created calls by running the scripted caller against this ingress base URL.
-    #[arg(long, requires = "answer_scenario")]
+    #[arg(long)]
     pub answer_ingress: Option<String>,
-    /// Scenario TOML the answering party plays.
-    #[arg(long, requires = "answer_ingress")]
+    /// Scenario TOML the answering party plays (the default human callee).
+    #[arg(long)]
     pub answer_scenario: Option<PathBuf>,
+    /// Callee scripts per number (TOML; format in services/sim/src/twilio/callee.rs,
+    /// example services/sim/examples/callees.toml). Makes created calls live.
+    #[arg(long)]
+    pub callees: Option<PathBuf>,
+    /// Share of creates (0.0–1.0) answered with 500 / code 20500, spread evenly.
+    #[arg(long, default_value_t = 0.0)]
+    pub server_error_share: f64,
+    /// How long a no-answer callee rings, milliseconds.
+    #[arg(long, default_value_t = 300)]
+    pub ring_ms: u64,
+    /// How long answering machine detection takes, milliseconds.
+    #[arg(long, default_value_t = 800)]
+    pub amd_delay_ms: u64,
+    /// The longest an answered call lasts when nobody hangs up, milliseconds.
+    #[arg(long, default_value_t = 120_000)]
+    pub max_call_ms: u64,
 }
 
 impl std::fmt::Debug for Args {
@@ -111,20 +189,34 @@ impl std::fmt::Debug for Args {
 
 /// `sim twilio`: serves until Ctrl-C or SIGTERM. First stdout line: `listening on <url>`.
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let answer = match (&args.answer_ingress, &args.answer_scenario) {
-        (Some(ingress), Some(path)) => {
-            let scenario =
-                Scenario::load(path).with_context(|| format!("scenario {}", path.display()))?;
-            let caller =
-                CallerConfig::new(ingress.clone(), ingress.clone(), args.auth_token.clone());
-            Some(Answer { caller, scenario })
+    let scenario = match &args.answer_scenario {
+        Some(path) => {
+            Scenario::load(path).with_context(|| format!("scenario {}", path.display()))?
         }
-        _ => None,
+        None => empty_scenario(),
     };
+    let callees = match &args.callees {
+        Some(path) => Some(
+            Callees::load(path, &scenario)
+                .with_context(|| format!("callees {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let answer = args.answer_ingress.as_ref().map(|ingress| {
+        let caller = CallerConfig::new(ingress.clone(), ingress.clone(), args.auth_token.clone());
+        Answer { caller, scenario }
+    });
     let mut config = Config::new(args.account_sid, args.auth_token);
     config.addr = args.addr;
     config.rate_limit_share = args.rate_limit_share.clamp(0.0, 1.0);
+    config.server_error_share = args.server_error_share.clamp(0.0, 1.0);
     config.answer = answer;
+    config.callees = callees;
+    config.timing = Timing {
+        ring: Duration::from_millis(args.ring_ms),
+        amd_delay: Duration::from_millis(args.amd_delay_ms),
+        max_call: Duration::from_millis(args.max_call_ms),
+    };
     let (server, _state) = spawn(config).await.context("binding the twilio stand-in")?;
     println!("listening on {}", server.http_url());
     std::io::stdout().flush()?;

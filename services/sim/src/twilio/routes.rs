@@ -1,25 +1,29 @@
 //! HTTP face of the Twilio REST stand-in: the Calls endpoints of API 2010-04-01.
 //!
-//! Consumes HTTP requests (basic auth, form bodies); produces Twilio's JSON (201 call
-//! resource, 200 on update/fetch, legacy error bodies 400/401/404/429) and records every
-//! request in [`TwilioState`]. A created call with a `Url` can be answered by the scripted
-//! caller (see [`Answer`]). State: all of it in [`TwilioState`].
+//! Consumes HTTP requests (basic auth, form bodies, list queries); produces Twilio's JSON
+//! (201 call resource, 200 on update/fetch, a page of calls on list, legacy error bodies
+//! 400/401/404/429/500) and records every request in [`TwilioState`]. A created call is
+//! handed to its life ([`super::life`]) when the stand-in has callees or an [`Answer`].
+//! State: all of it in [`TwilioState`].
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine as _;
 use sb_twilio::form::parse_form;
 use sb_twilio::rest::{call_path, calls_path};
-use sb_twilio::{ApiError, CallResource, CallTarget, CreateCall, UpdateCall};
+use sb_twilio::{ApiError, CallPage, CreateCall, ListCalls, UpdateCall};
 
-use super::state::{RecordedRequest, TwilioState};
-use crate::caller::{CallerConfig, Scenario, place_call};
+use super::callee::Callees;
+use super::life::{Life, Settings};
+use super::record::RecordedRequest;
+use super::state::TwilioState;
+use crate::caller::{CallerConfig, Scenario};
 
 /// Answering created calls with the scripted caller: where Switchboard's ingress listens
 /// and what the callee does. The public URL that is signed comes from each call's `Url`.
@@ -34,17 +38,21 @@ pub struct Answer {
 #[derive(Clone)]
 struct App {
     state: TwilioState,
-    answer: Option<Arc<Answer>>,
+    /// Calls live their lives (callbacks, callees) only when set.
+    lives: Option<(Arc<Settings>, Arc<Callees>)>,
 }
 
 /// The stand-in's router.
-pub(crate) fn router(state: TwilioState, answer: Option<Answer>) -> Router {
+pub(crate) fn router(state: TwilioState, lives: Option<(Settings, Callees)>) -> Router {
     let app = App {
         state,
-        answer: answer.map(Arc::new),
+        lives: lives.map(|(settings, callees)| (Arc::new(settings), Arc::new(callees))),
     };
     Router::new()
-        .route("/2010-04-01/Accounts/{account}/Calls.json", post(create))
+        .route(
+            "/2010-04-01/Accounts/{account}/Calls.json",
+            post(create).get(list),
+        )
         .route(
             "/2010-04-01/Accounts/{account}/Calls/{call}",
             get(fetch).post(update),
@@ -112,10 +120,10 @@ fn respond(
     method: Method,
     path: String,
     params: Vec<(String, String)>,
-    result: Result<(StatusCode, CallResource), ApiError>,
+    result: Result<(StatusCode, String), ApiError>,
 ) -> Response {
     let (response, status, error_code) = match result {
-        Ok((status, resource)) => (json(status, resource.to_json()), status.as_u16(), None),
+        Ok((status, body)) => (json(status, body), status.as_u16(), None),
         Err(error) => (error_response(&error), error.status, Some(error.code)),
     };
     state.record(RecordedRequest {
@@ -137,21 +145,47 @@ async fn create(
     let path = calls_path(&account);
     let params = parse_form(&body).unwrap_or_default();
     let result = admit(&app.state, &headers, &account, &path)
-        .and_then(|()| CreateCall::from_params(&params))
+        .and_then(|()| match app.state.take_server_error() {
+            true => Err(ApiError::new(500, 20500, "Internal Server Error")),
+            false => CreateCall::from_params(&params),
+        })
         .map(|create| {
-            let (resource, hangup) = app.state.create_call(create.clone());
-            if let Some(answer) = &app.answer {
-                spawn_answer(
-                    app.state.clone(),
-                    Arc::clone(answer),
-                    &resource,
-                    &create,
+            let callees = app.lives.as_ref().map(|(_, callees)| callees.as_ref());
+            let (resource, hangup, callee) = app.state.create_call(create.clone(), callees);
+            if let (Some((settings, _)), Some(callee)) = (&app.lives, callee) {
+                let life = Life {
+                    state: app.state.clone(),
+                    settings: Arc::clone(settings),
+                    call_sid: resource.sid.clone(),
+                    create,
+                    callee,
                     hangup,
-                );
+                };
+                tokio::spawn(life.run());
             }
-            (StatusCode::CREATED, resource)
+            (StatusCode::CREATED, resource.to_json())
         });
     respond(&app.state, Method::POST, path, params, result)
+}
+
+/// `GET …/Calls.json?To=&From=&Status=&PageSize=`: one page, newest first.
+async fn list(
+    State(app): State<App>,
+    Path(account): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let path = calls_path(&account);
+    let query = query.unwrap_or_default();
+    let params = parse_form(query.as_bytes()).unwrap_or_default();
+    let result = admit(&app.state, &headers, &account, &path)
+        .and_then(|()| ListCalls::from_query(&query))
+        .map(|filters| {
+            let calls = app.state.list(&filters);
+            let page = CallPage::first(app.state.account_sid(), &filters, calls);
+            (StatusCode::OK, page.to_json())
+        });
+    respond(&app.state, Method::GET, path, params, result)
 }
 
 /// `CA….json` → `CA…`.
@@ -176,7 +210,7 @@ async fn update(
         })
         .and_then(|()| UpdateCall::from_params(&params))
         .and_then(|update| app.state.update_call(&sid, update, &path))
-        .map(|resource| (StatusCode::OK, resource));
+        .map(|resource| (StatusCode::OK, resource.to_json()));
     respond(&app.state, Method::POST, path, params, result)
 }
 
@@ -193,58 +227,6 @@ async fn fetch(
                 .and_then(|sid| app.state.fetch(sid))
                 .ok_or_else(|| ApiError::not_found(&path))
         })
-        .map(|resource| (StatusCode::OK, resource));
+        .map(|resource| (StatusCode::OK, resource.to_json()));
     respond(&app.state, Method::GET, path, Vec::new(), result)
-}
-
-/// `(origin, path and query)` of an absolute URL: what Twilio signs is `origin + path`.
-fn split_url(url: &str) -> Option<(String, String)> {
-    let parsed = url::Url::parse(url).ok()?;
-    let path = match parsed.query() {
-        Some(query) => format!("{}?{query}", parsed.path()),
-        None => parsed.path().to_owned(),
-    };
-    Some((parsed.origin().ascii_serialization(), path))
-}
-
-/// Picks up a created call with the scripted caller: the webhook goes to the ingress at
-/// the path of the call's `Url` (signed over the `Url` itself), status callbacks to the
-/// `StatusCallback` path (signed over the `Url`'s origin + that path).
-fn spawn_answer(
-    state: TwilioState,
-    answer: Arc<Answer>,
-    resource: &CallResource,
-    create: &CreateCall,
-    hangup: tokio_util::sync::CancellationToken,
-) {
-    let call_sid = resource.sid.clone();
-    let CallTarget::Url(url) = &create.target else {
-        state.caller_done(
-            &call_sid,
-            Err("only calls created with Url are answered".to_owned()),
-        );
-        return;
-    };
-    let mut config = answer.caller.clone();
-    config.account_sid = state.account_sid().to_owned();
-    config.call_sid = Some(call_sid.clone());
-    config.direction = "outbound-api".to_owned();
-    config.hangup = hangup;
-    if let Some((origin, path)) = split_url(url) {
-        config.public_url = origin;
-        config.voice_path = path;
-    }
-    if let Some((_, path)) = create.status_callback.as_deref().and_then(split_url) {
-        config.status_path = path;
-    }
-    let mut scenario = answer.scenario.clone();
-    scenario.from = create.from.clone();
-    scenario.to = create.to.clone();
-    tokio::spawn(async move {
-        state.answered(&call_sid);
-        let outcome = place_call(config, &scenario)
-            .await
-            .map_err(|e| e.to_string());
-        state.caller_done(&call_sid, outcome);
-    });
 }

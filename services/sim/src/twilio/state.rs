@@ -11,47 +11,23 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use sb_twilio::resource::rfc2822;
-use sb_twilio::{ApiError, CallResource, CallStatus, CreateCall, UpdateCall};
+use sb_twilio::{
+    AnsweredBy, ApiError, CallResource, CallStatus, CreateCall, ListCalls, UpdateCall,
+};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::callee::{Callee, Callees};
+use super::record::{CallRecord, CallbackRecord, RecordedRequest};
 use crate::caller::{CallReport, new_sid};
-
-/// One request the stand-in answered.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecordedRequest {
-    pub method: String,
-    pub path: String,
-    /// Form fields as sent (empty for GET).
-    pub params: Vec<(String, String)>,
-    /// HTTP status answered.
-    pub status: u16,
-    /// Twilio error code answered, if any.
-    pub error_code: Option<u32>,
-}
-
-/// A call created through the stand-in.
-#[derive(Debug, Clone)]
-pub struct CallRecord {
-    /// The resource as the API would return it now.
-    pub resource: CallResource,
-    /// The create request.
-    pub create: CreateCall,
-    /// Accepted updates, in order (hang-ups, redirects).
-    pub updates: Vec<UpdateCall>,
-    /// When the stand-in answered the call with the scripted caller: its report.
-    pub caller_report: Option<CallReport>,
-    /// … or why the scripted caller failed.
-    pub caller_error: Option<String>,
-    /// When the call was answered (`in-progress`), for its duration.
-    pub answered_at: Option<SystemTime>,
-}
 
 #[derive(Default)]
 struct Data {
     calls: Vec<CallRecord>,
     requests: Vec<RecordedRequest>,
     hangups: Vec<(String, CancellationToken)>,
+    /// The most calls live (created, not yet over) at once.
+    max_live: usize,
 }
 
 struct Inner {
@@ -59,6 +35,8 @@ struct Inner {
     auth_token: String,
     rate_limit_share: Mutex<f64>,
     counter: AtomicU64,
+    server_error_share: Mutex<f64>,
+    server_error_counter: AtomicU64,
     data: Mutex<Data>,
     version: watch::Sender<u64>,
 }
@@ -85,6 +63,8 @@ impl TwilioState {
                 auth_token,
                 rate_limit_share: Mutex::new(rate_limit_share),
                 counter: AtomicU64::new(0),
+                server_error_share: Mutex::new(0.0),
+                server_error_counter: AtomicU64::new(0),
                 data: Mutex::new(Data::default()),
                 version: watch::Sender::new(0),
             }),
@@ -160,16 +140,27 @@ impl TwilioState {
         tokio::time::timeout(timeout, wait).await.is_ok() && condition(self)
     }
 
-    /// Whether this request falls in the injected 429 share: request `n` is rejected when
-    /// `floor((n+1)·share) > floor(n·share)`, so exactly that share is rejected, evenly.
+    /// Whether this request falls in the injected 429 share (see [`evenly`]).
     pub(crate) fn take_rate_limit(&self) -> bool {
-        let share = *self
+        evenly(&self.inner.rate_limit_share, &self.inner.counter)
+    }
+
+    /// Answer this share (0.0–1.0) of creates with 500 / 20500, spread evenly (after the
+    /// 429 share: a request is counted here only when it was not rate-limited).
+    pub fn set_server_error_share(&self, share: f64) {
+        *self
             .inner
-            .rate_limit_share
+            .server_error_share
             .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let n = self.inner.counter.fetch_add(1, Ordering::Relaxed) as f64;
-        ((n + 1.0) * share).floor() > (n * share).floor()
+            .unwrap_or_else(|p| p.into_inner()) = share.clamp(0.0, 1.0);
+    }
+
+    /// Whether this create falls in the injected 500 share.
+    pub(crate) fn take_server_error(&self) -> bool {
+        evenly(
+            &self.inner.server_error_share,
+            &self.inner.server_error_counter,
+        )
     }
 
     pub(crate) fn record(&self, request: RecordedRequest) {
@@ -177,8 +168,13 @@ impl TwilioState {
         self.changed();
     }
 
-    /// Creates a `queued` outbound call; returns its resource and its hang-up token.
-    pub(crate) fn create_call(&self, create: CreateCall) -> (CallResource, CancellationToken) {
+    /// Creates a `queued` outbound call, picking its callee from `callees` (the n-th call to
+    /// its `To`); returns its resource, its hang-up token and the callee.
+    pub(crate) fn create_call(
+        &self,
+        create: CreateCall,
+        callees: Option<&Callees>,
+    ) -> (CallResource, CancellationToken, Option<Callee>) {
         let sid = new_sid("CA");
         let now = rfc2822(SystemTime::now());
         let resource = CallResource::queued_outbound(
@@ -190,18 +186,20 @@ impl TwilioState {
         );
         let hangup = CancellationToken::new();
         let mut data = self.data();
-        data.calls.push(CallRecord {
-            resource: resource.clone(),
-            create,
-            updates: Vec::new(),
-            caller_report: None,
-            caller_error: None,
-            answered_at: None,
-        });
+        let nth = data
+            .calls
+            .iter()
+            .filter(|c| c.create.to == create.to)
+            .count();
+        let callee = callees.map(|c| c.pick(&create.to, nth));
+        data.calls
+            .push(CallRecord::new(resource.clone(), create, callee.clone()));
         data.hangups.push((sid, hangup.clone()));
+        let live = data.calls.iter().filter(|c| c.is_live()).count();
+        data.max_live = data.max_live.max(live);
         drop(data);
         self.changed();
-        (resource, hangup)
+        (resource, hangup, callee)
     }
 
     /// Applies an update: `Status=completed|canceled` ends the call (and stops a running
@@ -233,7 +231,7 @@ impl TwilioState {
             } else {
                 status
             };
-            finish(record, final_status);
+            record.finish(final_status);
         }
         record.updates.push(update.clone());
         let resource = record.resource.clone();
@@ -252,60 +250,123 @@ impl TwilioState {
         self.call(call_sid).map(|c| c.resource)
     }
 
-    /// The scripted caller picked up: `in-progress`.
-    pub(crate) fn answered(&self, call_sid: &str) {
+    /// Moves a live call to a progress status; `None` when it is already over (hung up).
+    pub(crate) fn advance(&self, call_sid: &str, status: CallStatus) -> Option<CallResource> {
         self.with_call(call_sid, |record| {
-            if !record.resource.status.is_final() {
-                record.resource.status = CallStatus::InProgress;
-                record.answered_at = Some(SystemTime::now());
-                let now = rfc2822(SystemTime::now());
-                record.resource.start_time = Some(now.clone());
-                record.resource.date_updated = Some(now);
-            }
+            record.advance(status).then(|| record.resource.clone())
+        })
+        .flatten()
+    }
+
+    /// Ends the call with `status` unless it already ended; returns the final resource.
+    pub(crate) fn end(&self, call_sid: &str, status: CallStatus) -> Option<CallResource> {
+        self.with_call(call_sid, |record| {
+            record.finish(status);
+            record.resource.clone()
+        })
+    }
+
+    /// The AMD result: on the record and the resource.
+    pub(crate) fn set_answered_by(&self, call_sid: &str, answered_by: AnsweredBy) {
+        self.with_call(call_sid, |record| {
+            record.answered_by = Some(answered_by);
+            record.resource.answered_by = Some(answered_by.as_str().to_owned());
         });
     }
 
-    /// The scripted caller's call is over.
+    /// Takes the next `SequenceNumber` of the call's status callbacks.
+    pub(crate) fn next_sequence(&self, call_sid: &str) -> u64 {
+        self.with_call(call_sid, |record| {
+            record.sequence += 1;
+            record.sequence - 1
+        })
+        .unwrap_or(0)
+    }
+
+    pub(crate) fn record_callback(&self, callback: CallbackRecord) {
+        let sid = callback.call_sid.clone();
+        self.with_call(&sid, |record| record.callbacks.push(callback));
+    }
+
+    /// The scripted caller's call is over: `completed` (or `failed` when the caller could
+    /// not place it) unless already over; the report and the bot audio it heard are kept.
     pub(crate) fn caller_done(&self, call_sid: &str, outcome: Result<CallReport, String>) {
         self.with_call(call_sid, |record| {
-            if !record.resource.status.is_final() {
-                let status = if outcome.is_ok() {
-                    CallStatus::Completed
-                } else {
-                    CallStatus::Failed
-                };
-                finish(record, status);
-            }
+            record.finish(if outcome.is_ok() {
+                CallStatus::Completed
+            } else {
+                CallStatus::Failed
+            });
             match outcome {
-                Ok(report) => record.caller_report = Some(report),
+                Ok(report) => {
+                    record.bot_audio_bytes = report.bot_bytes_received;
+                    record.caller_report = Some(report);
+                }
                 Err(error) => record.caller_error = Some(error),
             }
         });
     }
 
-    fn with_call(&self, call_sid: &str, change: impl FnOnce(&mut CallRecord)) {
-        if let Some(record) = self
+    fn with_call<T>(&self, call_sid: &str, change: impl FnOnce(&mut CallRecord) -> T) -> Option<T> {
+        let out = self
             .data()
             .calls
             .iter_mut()
             .find(|c| c.resource.sid == call_sid)
-        {
-            change(record);
-        }
+            .map(change);
         self.changed();
+        out
+    }
+
+    /// Calls passing `list`'s filters, newest first (as Twilio lists them).
+    pub(crate) fn list(&self, list: &ListCalls) -> Vec<CallResource> {
+        self.data()
+            .calls
+            .iter()
+            .rev()
+            .filter(|c| list.matches(&c.resource))
+            .map(|c| c.resource.clone())
+            .collect()
+    }
+
+    /// Every callback sent so far, call by call in creation order.
+    pub fn callbacks(&self) -> Vec<CallbackRecord> {
+        self.data()
+            .calls
+            .iter()
+            .flat_map(|c| c.callbacks.iter().cloned())
+            .collect()
+    }
+
+    /// Calls created and not yet over.
+    pub fn live_calls(&self) -> usize {
+        self.data().calls.iter().filter(|c| c.is_live()).count()
+    }
+
+    /// The most calls that were live at once.
+    pub fn max_live_calls(&self) -> usize {
+        self.data().max_live
+    }
+
+    /// How many calls were created to `number`.
+    pub fn calls_to(&self, number: &str) -> usize {
+        self.data()
+            .calls
+            .iter()
+            .filter(|c| c.create.to == number)
+            .count()
+    }
+
+    /// When each call was created, in order (for calls-per-second checks).
+    pub fn created_at(&self) -> Vec<std::time::Instant> {
+        self.data().calls.iter().map(|c| c.created_at).collect()
     }
 }
 
-/// Ends a call: final status, end time, duration in whole seconds since answered.
-fn finish(record: &mut CallRecord, status: CallStatus) {
-    let now = SystemTime::now();
-    let seconds = record
-        .answered_at
-        .and_then(|at| now.duration_since(at).ok())
-        .map_or(0, |d| d.as_secs());
-    let resource = &mut record.resource;
-    resource.status = status;
-    resource.end_time = Some(rfc2822(now));
-    resource.date_updated = resource.end_time.clone();
-    resource.duration = Some(seconds.to_string());
+/// Whether request `n` of `counter` falls in `share`: it does when
+/// `floor((n+1)·share) > floor(n·share)`, so exactly that share is hit, evenly.
+fn evenly(share: &Mutex<f64>, counter: &AtomicU64) -> bool {
+    let share = *share.lock().unwrap_or_else(|p| p.into_inner());
+    let n = counter.fetch_add(1, Ordering::Relaxed) as f64;
+    ((n + 1.0) * share).floor() > (n * share).floor()
 }

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)] // a test file: helpers panic on failure by design
 
 mod fake_ingress;
+mod outbound;
 
 use fake_ingress::{Mode, Seen, fake_ingress};
 use sb_sim::caller::{CallReport, CallerConfig, CallerError, EndedBy, Scenario, place_call};
@@ -289,70 +290,4 @@ async fn rejections_are_errors() {
             .find(|s| matches!(s, Seen::Webhook { .. })),
         Some(Seen::Webhook { valid: false, .. })
     ));
-}
-
-/// The REST stand-in answers a created call with the scripted caller: the webhook goes to
-/// the ingress signed over the call's `Url`, with the created CallSid and
-/// `Direction=outbound-api`; when the caller is done the call is `completed` with a report.
-#[tokio::test]
-async fn rest_stand_in_answers_created_calls() {
-    use sb_sim::twilio::{Answer, Config, TwilioState};
-    use sb_twilio::{CallStatus, CallTarget, CreateCall};
-
-    let (ingress, fake) = fake_ingress(Mode::Converse).await;
-    let mut config = Config::new(sb_sim::caller::DEFAULT_ACCOUNT_SID, TOKEN);
-    config.answer = Some(Answer {
-        caller: CallerConfig::new(ingress.http_url(), ingress.http_url(), TOKEN),
-        scenario: Scenario::from_toml(
-            "tones = true\nbot_quiet_ms = 200\n[[steps]]\nwait_for_bot = 3000",
-        )
-        .unwrap(),
-    });
-    let (twilio, state) = sb_sim::twilio::spawn(config).await.unwrap();
-    let mut create = CreateCall::new(
-        "+14155551234",
-        "+15005550006",
-        CallTarget::Url(format!("{PUBLIC}/twilio/voice")),
-    );
-    create.status_callback = Some(format!("{PUBLIC}/twilio/status"));
-    let response = reqwest::Client::new()
-        .post(format!(
-            "{}{}",
-            twilio.http_url(),
-            sb_twilio::rest::calls_path(sb_sim::caller::DEFAULT_ACCOUNT_SID)
-        ))
-        .basic_auth(sb_sim::caller::DEFAULT_ACCOUNT_SID, Some(TOKEN))
-        .header("Content-Type", "application/x-www-form-urlencoded")
-        .body(create.to_form())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 201);
-    let done = |s: &TwilioState| {
-        s.calls()
-            .first()
-            .is_some_and(|c| c.caller_report.is_some() || c.caller_error.is_some())
-    };
-    assert!(
-        state
-            .wait_until(std::time::Duration::from_secs(10), done)
-            .await
-    );
-    let record = state.calls().remove(0);
-    assert_eq!(
-        record.resource.status,
-        CallStatus::Completed,
-        "{:?}",
-        record.caller_error
-    );
-    let report = record.caller_report.unwrap();
-    assert_eq!(report.call_sid, record.resource.sid);
-    assert!(report.turns[0].voice_to_voice_ms.is_some());
-    let Seen::Webhook { valid: true, call } = &fake.seen()[0] else {
-        panic!("{:?}", fake.seen()[0])
-    };
-    assert_eq!(
-        (call.call_sid.as_str(), call.direction.as_str()),
-        (record.resource.sid.as_str(), "outbound-api")
-    );
 }
