@@ -16,8 +16,8 @@ use axum::routing::post;
 use sb_runtime::metrics::Metric;
 use sb_runtime::redis::campaigns::{Attempt, AttemptId};
 use sb_schemas::{AnsweredBy, Body};
-use sb_twilio::StatusCallback;
-use sb_twilio::form::{first, parse_form};
+use sb_twilio::form::parse_form;
+use sb_twilio::{AmdCallback, StatusCallback};
 use tracing::Instrument as _;
 
 use crate::dialer::Dialer;
@@ -148,12 +148,14 @@ async fn amd(
         Ok(ok) => ok,
         Err(status) => return status,
     };
-    let (Some(call_sid), Some(answered_by)) = (
-        first(&params, "CallSid").map(str::to_owned),
-        first(&params, "AnsweredBy").map(str::to_owned),
-    ) else {
-        return counted(ROUTE, "bad_request", StatusCode::BAD_REQUEST);
+    let callback = match AmdCallback::from_params(params) {
+        Ok(callback) => callback,
+        Err(error) => {
+            tracing::warn!(error = %error, "machine-detection callback fields rejected");
+            return counted(ROUTE, "bad_request", StatusCode::BAD_REQUEST);
+        }
     };
+    let (call_sid, answered_by) = (callback.call_sid, callback.answered_by.as_str().to_owned());
     let Some(tenant) = record.tenant() else {
         return counted(ROUTE, "unknown_attempt", StatusCode::NO_CONTENT);
     };

@@ -21,7 +21,8 @@ use sb_runtime::redis::campaigns::{
     AttemptId, CampaignId, CampaignQueue, Lease, Outcome, RetryPolicy,
 };
 use sb_schemas::{Body, CallSid, Dial, Envelope, TenantId};
-use sb_twilio::{CallTarget, CreateCall};
+use sb_twilio::rest::STATUS_CALLBACK_EVENTS;
+use sb_twilio::{CallTarget, CreateCall, MachineDetection};
 use tracing::Instrument as _;
 
 use crate::campaign::{
@@ -301,20 +302,14 @@ impl Dialer {
             s.dialer_url
         ));
         create.status_callback_method = Some("POST".into());
-        create.status_callback_event = ["initiated", "ringing", "answered", "completed"]
-            .map(String::from)
-            .to_vec();
+        create.status_callback_event = STATUS_CALLBACK_EVENTS.map(String::from).to_vec();
         create.timeout_secs = Some(s.ring_secs);
         if def.spec.machine_detection {
-            create.extra = vec![
-                ("MachineDetection".into(), "DetectMessageEnd".into()),
-                ("AsyncAmd".into(), "true".into()),
-                (
-                    "AsyncAmdStatusCallback".into(),
-                    format!("{}/twilio/dial/amd?attempt={attempt}", s.dialer_url),
-                ),
-                ("AsyncAmdStatusCallbackMethod".into(), "POST".into()),
-            ];
+            create.machine_detection = Some(MachineDetection::DetectMessageEnd);
+            create.async_amd = true;
+            create.async_amd_status_callback =
+                Some(format!("{}/twilio/dial/amd?attempt={attempt}", s.dialer_url));
+            create.async_amd_status_callback_method = Some("POST".into());
         }
         create
     }

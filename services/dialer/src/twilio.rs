@@ -10,8 +10,7 @@ use std::time::Duration;
 
 use sb_runtime::Secret;
 use sb_twilio::rest::{call_path, calls_path};
-use sb_twilio::{ApiError, CallResource, CreateCall};
-use serde::Deserialize;
+use sb_twilio::{ApiError, CallPage, CallResource, CreateCall};
 
 /// Why a REST request did not give a call resource.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -48,12 +47,6 @@ impl RestError {
             Self::Unknown(_) => "unknown",
         }
     }
-}
-
-/// One page of `GET …/Calls.json` (the fields the reconciler reads).
-#[derive(Debug, Clone, Deserialize)]
-pub struct CallList {
-    pub calls: Vec<CallResource>,
 }
 
 /// Twilio's REST API for one account.
@@ -124,7 +117,7 @@ impl TwilioRest {
     }
 
     /// `GET …/Calls.json?To=…&From=…`: the newest calls between two numbers.
-    pub async fn list_calls(&self, to: &str, from: &str) -> Result<CallList, RestError> {
+    pub async fn list_calls(&self, to: &str, from: &str) -> Result<CallPage, RestError> {
         let url = format!("{}{}", self.base, calls_path(&self.account_sid));
         let request = self
             .http
