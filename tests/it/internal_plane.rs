@@ -53,6 +53,13 @@ fn cases(role: Role) -> (String, String, String, String) {
             format!("{}.probe", role.inbox_prefix()),
             event(Kind::Sentence),
         ),
+        Role::Dialer => (
+            event(Kind::DialResult),
+            // A forged hang-up or transcript needs the ingress' or stt's password.
+            event(Kind::End),
+            format!("{}.probe", role.inbox_prefix()),
+            event(Kind::Transcript),
+        ),
         Role::Replay => (
             "$JS.API.STREAM.INFO.CALLS".to_owned(),
             event(Kind::Start),

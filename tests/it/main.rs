@@ -7,6 +7,7 @@ mod agent_tts;
 mod cache_pressure;
 mod campaign_queue;
 mod cluster;
+mod dialer;
 mod e2e;
 mod ingress;
 mod ingress_trust;

@@ -37,7 +37,8 @@ fn bad(field: &str, reason: impl Into<String>) -> SpecError {
 }
 
 /// When calls may be placed: on these days, from–to (local time, `HH:MM`, `from` before
-/// `to`), in `time_zone` unless the contact has a `timezone` variable of its own.
+/// `to`), in `time_zone`; with `callee_time_zone`, in each contact's own `timezone`
+/// variable where it has one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CallingHours {
@@ -47,6 +48,10 @@ pub struct CallingHours {
     pub to: String,
     /// IANA name, e.g. `America/New_York`.
     pub time_zone: String,
+    /// Use a contact's `timezone` variable (IANA) when it has one. Outside its hours such a
+    /// contact alone waits; without this the whole campaign waits for its hours to open.
+    #[serde(default)]
+    pub callee_time_zone: bool,
 }
 
 /// Which outcomes are tried again, how many attempts in all, how far apart.
@@ -298,11 +303,20 @@ impl Campaign {
         }
     }
 
-    /// The time zone whose hours apply to a contact: its own `timezone` variable when that
-    /// names a zone, else the campaign's.
+    /// A contact's own time zone, when the campaign uses callees' zones and the contact's
+    /// `timezone` variable names one.
+    pub fn callee_zone(&self, vars: &BTreeMap<String, String>) -> Option<Tz> {
+        self.spec
+            .calling_hours
+            .callee_time_zone
+            .then(|| vars.get(TIMEZONE_VARIABLE)?.parse::<Tz>().ok())
+            .flatten()
+    }
+
+    /// The time zone whose hours apply to a contact: its own (see [`Self::callee_zone`]),
+    /// else the campaign's.
     pub fn zone_for(&self, vars: &BTreeMap<String, String>) -> Tz {
-        vars.get(TIMEZONE_VARIABLE)
-            .and_then(|z| z.parse::<Tz>().ok())
+        self.callee_zone(vars)
             .or_else(|| self.spec.calling_hours.time_zone.parse::<Tz>().ok())
             .unwrap_or(Tz::UTC)
     }
@@ -356,6 +370,7 @@ mod tests {
             from: "09:00".into(),
             to: "17:00".into(),
             time_zone: "America/New_York".into(),
+            callee_time_zone: false,
         }
     }
 
@@ -496,6 +511,13 @@ mod tests {
         assert_eq!(c.window(at("2026-12-08T16:30:00Z"), ny), Window::Open);
         assert_eq!(c.window(at("2026-12-10T00:00:00Z"), ny), Window::Ended);
         let vars = [(TIMEZONE_VARIABLE.into(), "Asia/Tokyo".into())].into();
+        assert_eq!(
+            c.zone_for(&vars),
+            ny,
+            "the campaign's zone unless callees' are used"
+        );
+        let mut c = c;
+        c.spec.calling_hours.callee_time_zone = true;
         assert_eq!(c.zone_for(&vars), "Asia/Tokyo".parse::<Tz>().unwrap());
         assert!(is_e164("+15005550006") && !is_e164("15005550006") && !is_e164("+0123"));
     }

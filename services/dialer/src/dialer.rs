@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use sb_runtime::Tenants;
 use sb_runtime::metrics::Metric;
 use sb_runtime::outbox::Outbox;
 use sb_runtime::redis::RedisError;
@@ -25,9 +26,7 @@ use sb_twilio::rest::STATUS_CALLBACK_EVENTS;
 use sb_twilio::{CallTarget, CreateCall, MachineDetection};
 use tracing::Instrument as _;
 
-use crate::campaign::{
-    Campaign, CampaignState, DEFAULT_VOICEMAIL, TIMEZONE_VARIABLE, Window, render,
-};
+use crate::campaign::{Campaign, CampaignState, DEFAULT_VOICEMAIL, Window, render};
 use crate::clock::SharedClock;
 use crate::config::Settings;
 use crate::twilio::RestError;
@@ -54,6 +53,15 @@ impl std::fmt::Debug for Dialer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Dialer").finish_non_exhaustive()
     }
+}
+
+/// An attempt recorded and its request built, not yet sent ([`Dialer::prepare`]).
+#[derive(Debug)]
+pub struct Prepared {
+    pub lease: Lease,
+    pub attempt: AttemptId,
+    pub create: CreateCall,
+    def: Arc<Campaign>,
 }
 
 /// What became of one popped contact.
@@ -88,6 +96,17 @@ impl Dialer {
             clock,
             defs: Arc::default(),
         }
+    }
+
+    /// Sets every tenant's cap on outbound calls in flight from its tier (at start-up: the
+    /// tenants file is the truth, so every replica writes the same caps).
+    pub async fn apply_tenant_caps(&self, tenants: &Tenants) -> Result<(), RedisError> {
+        for tenant in tenants.iter() {
+            self.queue
+                .set_tenant_cap(&tenant.id, Some(tenant.tier.outbound_concurrency))
+                .await?;
+        }
+        Ok(())
     }
 
     /// A campaign's definition, from a short-lived cache; `None` if it has none.
@@ -173,7 +192,7 @@ impl Dialer {
             }
             Window::Opens(at) => {
                 let at_ms = u64::try_from(at.timestamp_millis()).unwrap_or(now);
-                if lease.payload.vars.contains_key(TIMEZONE_VARIABLE) {
+                if def.callee_zone(&lease.payload.vars).is_some() {
                     // Its own hours: only this contact waits.
                     self.queue.release(&lease, now, at_ms).await?;
                 } else {
@@ -192,7 +211,7 @@ impl Dialer {
             dials("cps_wait");
             return Ok(Dialled::Returned);
         }
-        let result = self.place(&lease, &def).await;
+        let result = self.place(lease, def).await;
         metrics::histogram!(Metric::DialerDialSeconds.name())
             .record(started.elapsed().as_secs_f64());
         result
@@ -221,7 +240,25 @@ impl Dialer {
     }
 
     /// Records the attempt, then asks Twilio for the call.
-    async fn place(&self, lease: &Lease, def: &Campaign) -> Result<Dialled, RedisError> {
+    async fn place(&self, lease: Lease, def: Arc<Campaign>) -> Result<Dialled, RedisError> {
+        match self.prepare(lease, def).await? {
+            Some(prepared) => self.send(prepared).await,
+            None => {
+                dials("stale");
+                Ok(Dialled::Stale)
+            }
+        }
+    }
+
+    /// The first half of a dial: the attempt is recorded (the contact is `calling`) and
+    /// its `Calls.json` request built. `None` when the lease was no longer ours. A dialer
+    /// that dies after this and before [`Self::send`] leaves an attempt with no call,
+    /// which the reconciler abandons.
+    pub async fn prepare(
+        &self,
+        lease: Lease,
+        def: Arc<Campaign>,
+    ) -> Result<Option<Prepared>, RedisError> {
         let attempt = AttemptId::random();
         let vars = &lease.payload.vars;
         let text = |t: &Option<String>| t.as_deref().map(|t| render(t, vars)).unwrap_or_default();
@@ -246,13 +283,30 @@ impl Dialer {
         ];
         if !self
             .queue
-            .begin(lease, &attempt, now, self.settings.reconcile, &fields)
+            .begin(&lease, &attempt, now, self.settings.reconcile, &fields)
             .await?
         {
-            dials("stale");
-            return Ok(Dialled::Stale);
+            return Ok(None);
         }
-        let create = self.create_call(&attempt, &lease.payload.phone, def);
+        let create = self.create_call(&attempt, &lease.payload.phone, &def);
+        Ok(Some(Prepared {
+            lease,
+            attempt,
+            create,
+            def,
+        }))
+    }
+
+    /// The second half of a dial: asks Twilio for the call and records what it said.
+    pub async fn send(&self, prepared: Prepared) -> Result<Dialled, RedisError> {
+        let Prepared {
+            lease,
+            attempt,
+            create,
+            def,
+        } = prepared;
+        let (lease, def) = (&lease, def.as_ref());
+
         match self.settings.rest.create_call(&create).await {
             Ok(call) => {
                 self.placed(lease, &attempt, def, &call.sid).await?;
@@ -307,8 +361,10 @@ impl Dialer {
         if def.spec.machine_detection {
             create.machine_detection = Some(MachineDetection::DetectMessageEnd);
             create.async_amd = true;
-            create.async_amd_status_callback =
-                Some(format!("{}/twilio/dial/amd?attempt={attempt}", s.dialer_url));
+            create.async_amd_status_callback = Some(format!(
+                "{}/twilio/dial/amd?attempt={attempt}",
+                s.dialer_url
+            ));
             create.async_amd_status_callback_method = Some("POST".into());
         }
         create

@@ -28,6 +28,7 @@ async fn main() -> anyhow::Result<()> {
     let queue = runtime.redis.campaign_queue();
     let outbox = Arc::new(runtime.publisher.clone());
     let dialer = Dialer::new(queue, outbox, settings, Arc::new(SystemClock));
+    dialer.apply_tenant_caps(&runtime.tenants).await?;
     sb_dialer::run::run(runtime, dialer, axum::Router::new()).await?;
     Ok(())
 }

@@ -87,6 +87,11 @@ impl TwilioRest {
         })
     }
 
+    /// The API's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     pub fn account_sid(&self) -> &str {
         &self.account_sid
     }

@@ -78,6 +78,7 @@ pub(crate) async fn breakdown(
                 to: NUMBER.into(),
                 direction: "inbound".into(),
                 call_status: "ringing".into(),
+                attempt: None,
             }),
         );
         let started = Instant::now();
