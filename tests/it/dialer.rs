@@ -5,7 +5,7 @@
 //! dialer that dies at any point of a dial loses no contact and never calls one twice
 //! ([`windows`]).
 
-mod rig;
+pub(crate) mod rig;
 mod windows;
 
 use std::time::Duration;

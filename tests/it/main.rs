@@ -9,6 +9,7 @@ mod campaign_queue;
 mod cluster;
 mod dialer;
 mod e2e;
+mod e2e_outbound;
 mod ingress;
 mod ingress_trust;
 mod internal_plane;

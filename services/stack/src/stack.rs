@@ -9,12 +9,12 @@
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::{Context as _, bail};
-use sb_schemas::roles::Role;
 
 use crate::{
     nats_server::{NatsCluster, NatsOptions},
     process::{Process, Usage, free_addr},
     servers::{RedisServer, workspace_root},
+    service_env::Env,
 };
 
 /// Fixed stand-in delays (what a real vendor would take), so overhead can be isolated.
@@ -68,6 +68,9 @@ pub struct StackConfig {
     pub nats: NatsOptions,
     /// NATS nodes: 1, or a cluster (the streams then get this many replicas).
     pub nats_nodes: usize,
+    /// Who answers the calls the dialer places (`sim twilio --callees`); `None`: placed
+    /// calls are never answered.
+    pub callees: Option<PathBuf>,
 }
 
 /// `SB_AUDIO_BATCH_MS` as deploy/base/k8s/config.yaml sets it: the demo, the end-to-end tests
@@ -90,6 +93,7 @@ impl StackConfig {
             )],
             nats: NatsOptions::default(),
             nats_nodes: 1,
+            callees: None,
         }
     }
 }
@@ -116,6 +120,7 @@ pub struct Stack {
     pub agent: Process,
     pub tts: Process,
     pub stt: Vec<Process>,
+    pub dialer: Process,
     bins: PathBuf,
 }
 
@@ -161,7 +166,7 @@ impl Stack {
         if !config.tts_speech {
             tts_args.push("--deterministic".into());
         }
-        let twilio_args: Vec<String> = [
+        let mut twilio_args: Vec<String> = [
             "twilio",
             "--account-sid",
             ACCOUNT_SID,
@@ -170,6 +175,16 @@ impl Stack {
         ]
         .map(String::from)
         .to_vec();
+        // The ingress' address is chosen now: the Twilio stand-in answers placed calls there.
+        let ingress_addr = free_addr()?;
+        if let Some(callees) = &config.callees {
+            twilio_args.extend([
+                "--answer-ingress".to_owned(),
+                format!("http://{ingress_addr}"),
+                "--callees".to_owned(),
+                callees.display().to_string(),
+            ]);
+        }
         let with_key = |mut args: Vec<String>| {
             args.extend(key.iter().cloned());
             args
@@ -195,10 +210,13 @@ impl Stack {
             twilio: twilio.addr,
             extra: &config.service_env,
         };
-        let start = |name: &'static str| {
+        let start_at = |name: &'static str, addr: Option<SocketAddr>| {
             let (bins, env) = (&bins, &env);
             async move {
-                let addr = free_addr()?;
+                let addr = match addr {
+                    Some(addr) => addr,
+                    None => free_addr()?,
+                };
                 Process::service(
                     name,
                     &bins.join(name),
@@ -209,11 +227,15 @@ impl Stack {
                 .await
             }
         };
-        let (ingress, agent, tts) =
-            tokio::try_join!(start("ingress"), start("agent"), start("tts"))?;
+        let (ingress, agent, tts, dialer) = tokio::try_join!(
+            start_at("ingress", Some(ingress_addr)),
+            start_at("agent", None),
+            start_at("tts", None),
+            start_at("dialer", None),
+        )?;
         let mut stt = Vec::new();
         for _ in 0..config.stt_workers.max(1) {
-            stt.push(start("stt").await?);
+            stt.push(start_at("stt", None).await?);
         }
         Ok(Self {
             config,
@@ -227,6 +249,7 @@ impl Stack {
             agent,
             tts,
             stt,
+            dialer,
             bins,
         })
     }
@@ -276,16 +299,21 @@ impl Stack {
         Ok(async_nats::jetstream::new(client))
     }
 
+    /// Where the dialer serves the campaigns API.
+    pub fn dialer_url(&self) -> String {
+        self.dialer.url()
+    }
+
     /// Every Switchboard process' name and HTTP address (`/health`, `/ready`, `/metrics`).
     pub fn service_addrs(&self) -> Vec<(String, SocketAddr)> {
-        let mut all = vec![&self.ingress, &self.agent, &self.tts];
+        let mut all = vec![&self.ingress, &self.agent, &self.tts, &self.dialer];
         all.extend(self.stt.iter());
         all.into_iter().map(|p| (p.name.clone(), p.addr)).collect()
     }
 
     /// Every Switchboard process (not servers or stand-ins) with its resource usage.
     pub fn service_usage(&self) -> Vec<(String, Usage)> {
-        let mut all = vec![&self.ingress, &self.agent, &self.tts];
+        let mut all = vec![&self.ingress, &self.agent, &self.tts, &self.dialer];
         all.extend(self.stt.iter());
         all.into_iter()
             .map(|p| (p.name.clone(), p.usage()))
@@ -318,68 +346,11 @@ impl Stack {
     /// Stops the services gracefully (SIGTERM), then everything else.
     pub async fn stop(self) {
         let grace = Duration::from_secs(10);
-        let mut services = vec![self.ingress, self.agent, self.tts];
+        let mut services = vec![self.ingress, self.agent, self.tts, self.dialer];
         services.extend(self.stt);
         futures::future::join_all(services.into_iter().map(|p| p.stop(grace))).await;
         let stand_ins = [self.deepgram, self.llm, self.tts_sim, self.twilio];
         futures::future::join_all(stand_ins.into_iter().map(|p| p.stop(grace))).await;
-    }
-}
-
-/// The environment each service gets: the stack's servers and stand-ins.
-struct Env<'a> {
-    nats: &'a NatsCluster,
-    redis: &'a RedisServer,
-    deepgram: SocketAddr,
-    llm: SocketAddr,
-    tts: SocketAddr,
-    twilio: SocketAddr,
-    extra: &'a [(String, String)],
-}
-
-impl Env<'_> {
-    fn for_service(&self, service: &str, http: SocketAddr) -> Vec<(String, String)> {
-        let tenants = workspace_root().join("deploy/base/tenants.toml");
-        let mut env: Vec<(String, String)> = vec![
-            ("SB_REDIS_URL".into(), self.redis.url.clone()),
-            ("SB_TENANTS_FILE".into(), tenants.display().to_string()),
-            ("SB_HTTP_ADDR".into(), http.to_string()),
-            ("SB_LOG_FORMAT".into(), "json".into()),
-            ("SB_DRAIN_DEADLINE_SECS".into(), "5".into()),
-        ];
-        let specific: Vec<(&str, String)> = match service {
-            "ingress" => vec![
-                ("SB_TWILIO_AUTH_TOKEN", AUTH_TOKEN.into()),
-                ("SB_PUBLIC_URL", PUBLIC_URL.into()),
-                ("SB_CALL_CREDENTIAL_SECRET", CALL_CREDENTIAL_SECRET.into()),
-            ],
-            "stt" => vec![
-                ("SB_DEEPGRAM_URL", format!("ws://{}", self.deepgram)),
-                ("SB_DEEPGRAM_API_KEY", VENDOR_KEY.into()),
-            ],
-            "agent" => vec![
-                ("SB_LLM_BASE_URL", format!("http://{}/v1", self.llm)),
-                ("SB_LLM_API_KEY", VENDOR_KEY.into()),
-                ("SB_TWILIO_API_URL", format!("http://{}", self.twilio)),
-                ("SB_TWILIO_ACCOUNT_SID", ACCOUNT_SID.into()),
-                ("SB_TWILIO_AUTH_TOKEN", AUTH_TOKEN.into()),
-            ],
-            "tts" => vec![
-                ("SB_TTS_PROVIDER", "azure".into()),
-                (
-                    "SB_AZURE_TTS_URL",
-                    format!("http://{}/cognitiveservices/v1", self.tts),
-                ),
-                ("SB_AZURE_TTS_KEY", VENDOR_KEY.into()),
-            ],
-            _ => vec![],
-        };
-        env.extend(specific.into_iter().map(|(k, v)| (k.to_owned(), v)));
-        if let Some(role) = Role::parse(service) {
-            env.extend(self.nats.service_env(role));
-        }
-        env.extend(self.extra.iter().cloned());
-        env
     }
 }
 
@@ -394,7 +365,7 @@ pub fn binaries_dir() -> anyhow::Result<PathBuf> {
     if dir.file_name().is_some_and(|n| n == "deps") {
         dir.pop();
     }
-    let missing: Vec<&str> = ["ingress", "stt", "agent", "tts", "sim"]
+    let missing: Vec<&str> = ["ingress", "stt", "agent", "tts", "dialer", "sim"]
         .into_iter()
         .filter(|b| !dir.join(b).exists())
         .collect();
@@ -433,7 +404,7 @@ pub fn ensure_built(release: bool) -> anyhow::Result<()> {
             command.env_remove(name);
         }
     }
-    for p in ["sb-ingress", "sb-stt", "sb-agent", "sb-tts", "sb-sim"] {
+    for p in ["sb-ingress", "sb-stt", "sb-agent", "sb-tts", "sb-dialer", "sb-sim"] {
         command.args(["-p", p]);
     }
     if release {
