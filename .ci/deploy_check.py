@@ -65,8 +65,12 @@ CALLERS = {
     ("stt", "http"): {"prometheus"},
     ("agent", "http"): {"prometheus"},
     ("tts", "http"): {"prometheus"},
-    # Every service uses Redis (SB_REDIS_URL); redis_exporter beside it serves Prometheus.
-    ("redis", "redis"): {"ingress", "stt", "agent", "tts"},
+    # Twilio's callbacks about placed calls (/twilio/dial/*), through the ingress
+    # controller; Prometheus. The campaigns API on the same port has no public route.
+    ("dialer", "http"): {"ingress-controller", "prometheus"},
+    # Every service uses Redis (SB_REDIS_URL); KEDA's operator reads the campaign queue's
+    # cq:tenants for the dialer's scaler; redis_exporter beside it serves Prometheus.
+    ("redis", "redis"): {"ingress", "stt", "agent", "tts", "dialer", "keda"},
     ("redis", "metrics"): {"prometheus"},
     # The TTS cache's instance: the tts alone (SB_REDIS_CACHE_URL); its exporter, Prometheus.
     ("redis-cache", "redis"): {"tts"},
@@ -76,6 +80,7 @@ CALLERS = {
 EXTERNAL_CALLERS = {
     "ingress-controller": ("ingress-nginx", {"app.kubernetes.io/name": "ingress-nginx"}),
     "prometheus": ("monitoring", {"app.kubernetes.io/name": "prometheus"}),
+    "keda": ("keda", {"app.kubernetes.io/name": "keda-operator"}),
 }
 
 # Pod Security "restricted" (https://kubernetes.io/docs/concepts/security/pod-security-standards/).
@@ -94,7 +99,7 @@ SELINUX_TYPES = {"", "container_t", "container_init_t", "container_kvm_t", "cont
 # The one image (deploy/Dockerfile): its service binaries log in to NATS as their own user,
 # the operator's `switchboard` as `ops`; without a `command` the image runs the ingress.
 SWITCHBOARD_IMAGE = "switchboard"
-SERVICE_BINARIES = {"ingress", "stt", "agent", "tts"}
+SERVICE_BINARIES = {"ingress", "stt", "agent", "tts", "dialer"}
 OPS_BINARY = "switchboard"
 IMAGE_DEFAULT_BINARY = "ingress"
 # Overlays whose NATS serves client TLS (deploy/nats/values.yaml): every client verifies it.
