@@ -361,6 +361,24 @@ def rule_custom_schemas(overlay: str, docs: list[dict], report: Report) -> None:
             report.fail(ident(overlay, doc), "CRD schema", f"unknown field {path}")
 
 
+CLUSTER_SCOPED_KINDS = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition",
+                        "ClusterTriggerAuthentication", "PriorityClass", "StorageClass", "IngressClass"}
+
+
+def rule_namespaced(overlay: str, docs: list[dict], report: Report) -> None:
+    """Every namespaced object is rendered in the overlay's Namespace (the one rendered):
+    without a namespace, `kubectl apply -k` puts it in the context's (a component's objects
+    get none from the base's kustomization), where a ScaledObject or a budget finds nothing."""
+    namespaces = {d["metadata"]["name"] for d in docs if d["kind"] == "Namespace"}
+    for doc in docs:
+        if doc["kind"] in CLUSTER_SCOPED_KINDS:
+            continue
+        ns = doc["metadata"].get("namespace")
+        if ns not in namespaces:
+            report.fail(ident(overlay, doc), "namespace",
+                        f"rendered in namespace {ns!r}, not in {sorted(namespaces)} (set `namespace:` in the overlay)")
+
+
 def rule_required_by_api_server(overlay: str, docs: list[dict], report: Report) -> None:
     """What the API server rejects although the OpenAPI schema allows it: a container
     without an image, a workload whose selector does not select its own pods."""
@@ -594,6 +612,22 @@ def rule_disruption_budgets(overlay: str, docs: list[dict], report: Report) -> N
             if floors[t["metadata"]["name"]] < 2:
                 report.fail(where, "disruption budget",
                             f"{t['kind']}/{t['metadata']['name']} can run one replica: no budget there")
+
+
+def rule_budget_per_replicated_workload(overlay: str, docs: list[dict], report: Report) -> None:
+    """Every Deployment that runs two replicas or more (its autoscaler's floor, else its
+    count) has a PodDisruptionBudget: a node drain then takes its pods one at a time (a
+    new service added to the autoscalers but not to disruption.yaml fails here)."""
+    floors = _floors(docs)
+    pdbs = [d for d in docs if d["kind"] == "PodDisruptionBudget"]
+    for doc, _ in workloads(docs):
+        if doc["kind"] != "Deployment" or floors[doc["metadata"]["name"]] < 2:
+            continue
+        labels = doc["spec"]["template"]["metadata"].get("labels", {})
+        if not any(p["metadata"].get("namespace") == doc["metadata"].get("namespace")
+                   and selects(p["spec"].get("selector"), labels) for p in pdbs):
+            report.fail(ident(overlay, doc), "disruption budget",
+                        f"runs {floors[doc['metadata']['name']]} replicas or more and no PodDisruptionBudget selects it")
 
 
 def _bytes(quantity: str) -> float:
@@ -1030,6 +1064,7 @@ def rule_nats_tls(overlay: str, docs: list[dict], report: Report) -> None:
 MANIFEST_RULES = [
     rule_builtin_schemas,
     rule_custom_schemas,
+    rule_namespaced,
     rule_required_by_api_server,
     rule_probes,
     rule_resources,
@@ -1041,6 +1076,7 @@ MANIFEST_RULES = [
     rule_grace_outlasts_drain,
     rule_network_paths,
     rule_disruption_budgets,
+    rule_budget_per_replicated_workload,
     rule_redis_memory_headroom,
     rule_public_host,
     rule_local_overlay_builtin_only,
