@@ -18,7 +18,12 @@ Internal plane: every Switchboard service logs in to NATS as its own user, one t
 generated server config (deploy/nats/auth-values.yaml) defines with permissions, and the
 topology Job as `ops`, with passwords from Secrets; no secret is a literal anywhere; the
 topology Job's streams.toml parses (and gives R3 in prod); where NATS serves TLS, every
-client verifies it (SB_NATS_TLS_CA); KEDA reads the account the streams live in.
+client verifies it (SB_NATS_TLS_CA); KEDA reads the account the streams live in, a
+`redis` trigger reads a key of the state Redis with a password from a Secret, and a
+`prometheus` trigger queries metrics the code exports.
+
+Network paths: each Service port's callers (CALLERS) get through the target's Ingress
+policies and, inside the overlay, their own Egress policies (the dialer's).
 
 Monitoring sources (deploy/base/monitoring/): every switchboard_* metric an alert or a
 dashboard panel uses is one services/runtime/src/metrics.rs defines; every other metric
@@ -47,6 +52,7 @@ METRICS_RS = ROOT / "services" / "runtime" / "src" / "metrics.rs"
 AUTH_VALUES = ROOT / "deploy" / "nats" / "auth-values.yaml"
 NATS_STREAMS = ROOT / "nats" / "streams"
 RUNBOOK = ROOT / "docs" / "runbook.md"
+REDIS_KEYS_RS = ROOT / "services" / "runtime" / "src" / "redis" / "keys.rs"
 
 # The oldest Kubernetes minor still supported upstream when this was written; the
 # manifests must be valid there (and are, unchanged, on the newer ones).
@@ -65,8 +71,12 @@ CALLERS = {
     ("stt", "http"): {"prometheus"},
     ("agent", "http"): {"prometheus"},
     ("tts", "http"): {"prometheus"},
-    # Every service uses Redis (SB_REDIS_URL); redis_exporter beside it serves Prometheus.
-    ("redis", "redis"): {"ingress", "stt", "agent", "tts"},
+    # Twilio's callbacks about placed calls (/twilio/dial/*), through the ingress
+    # controller; Prometheus. The campaigns API on the same port has no public route.
+    ("dialer", "http"): {"ingress-controller", "prometheus"},
+    # Every service uses Redis (SB_REDIS_URL); KEDA's operator reads the campaign queue's
+    # cq:tenants for the dialer's scaler; redis_exporter beside it serves Prometheus.
+    ("redis", "redis"): {"ingress", "stt", "agent", "tts", "dialer", "keda"},
     ("redis", "metrics"): {"prometheus"},
     # The TTS cache's instance: the tts alone (SB_REDIS_CACHE_URL); its exporter, Prometheus.
     ("redis-cache", "redis"): {"tts"},
@@ -76,6 +86,7 @@ CALLERS = {
 EXTERNAL_CALLERS = {
     "ingress-controller": ("ingress-nginx", {"app.kubernetes.io/name": "ingress-nginx"}),
     "prometheus": ("monitoring", {"app.kubernetes.io/name": "prometheus"}),
+    "keda": ("keda", {"app.kubernetes.io/name": "keda-operator"}),
 }
 
 # Pod Security "restricted" (https://kubernetes.io/docs/concepts/security/pod-security-standards/).
@@ -94,7 +105,7 @@ SELINUX_TYPES = {"", "container_t", "container_init_t", "container_kvm_t", "cont
 # The one image (deploy/Dockerfile): its service binaries log in to NATS as their own user,
 # the operator's `switchboard` as `ops`; without a `command` the image runs the ingress.
 SWITCHBOARD_IMAGE = "switchboard"
-SERVICE_BINARIES = {"ingress", "stt", "agent", "tts"}
+SERVICE_BINARIES = {"ingress", "stt", "agent", "tts", "dialer"}
 OPS_BINARY = "switchboard"
 IMAGE_DEFAULT_BINARY = "ingress"
 # Overlays whose NATS serves client TLS (deploy/nats/values.yaml): every client verifies it.
@@ -108,6 +119,10 @@ SECRET_ENV = re.compile(r"_PASSWORD|_KEY$|_TOKEN$|_SECRET$|_AUTH$")
 SECRET_ENV_NAMES = {"SB_REDIS_URL", "SB_REDIS_CACHE_URL"}
 # scheme://user:password@ or scheme://:password@
 URL_WITH_PASSWORD = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s:@]*:[^/\s@]+@", re.IGNORECASE)
+
+# The state Redis' Service (the campaign queue lives there; a KEDA redis trigger reads it,
+# never the TTS cache's instance).
+STATE_REDIS_SERVICE = "redis"
 
 # Metrics alerts and panels may use besides Switchboard's own, by exporter.
 EXPORTER_METRICS = {
@@ -251,6 +266,29 @@ def admitted(policies: list[dict], ns: str, pod_labels: dict, number: int, name:
     return False
 
 
+def egress_allowed(policies: list[dict], ns: str, pod_labels: dict, target: Peer, number: int,
+                   name: str | None) -> bool:
+    """Whether the pod (ns, pod_labels) may open a TCP connection to `target`'s port under
+    its Egress policies (none: anything). An ipBlock never matches a pod here: pod
+    addresses are the cluster's own, which an egress to the internet excludes."""
+    applying = [
+        p for p in policies
+        if p["metadata"].get("namespace") == ns
+        and selects(p["spec"].get("podSelector", {}), pod_labels)
+        and "Egress" in p["spec"].get("policyTypes", [])
+    ]
+    if not applying:
+        return True
+    for policy in applying:
+        for rule in policy["spec"].get("egress") or []:
+            tos, ports = rule.get("to"), rule.get("ports")
+            to_ok = not tos or any(peer_matches(t, target, ns) for t in tos)
+            port_ok = not ports or any(port_matches(p, number, name) for p in ports)
+            if to_ok and port_ok:
+                return True
+    return False
+
+
 # --- rules over the rendered objects ------------------------------------------------------
 
 
@@ -321,6 +359,24 @@ def rule_custom_schemas(overlay: str, docs: list[dict], report: Report) -> None:
         kept = parsed.model_dump(by_alias=True, exclude_unset=True, mode="json")
         for path in unknown_fields(doc, kept):
             report.fail(ident(overlay, doc), "CRD schema", f"unknown field {path}")
+
+
+CLUSTER_SCOPED_KINDS = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition",
+                        "ClusterTriggerAuthentication", "PriorityClass", "StorageClass", "IngressClass"}
+
+
+def rule_namespaced(overlay: str, docs: list[dict], report: Report) -> None:
+    """Every namespaced object is rendered in the overlay's Namespace (the one rendered):
+    without a namespace, `kubectl apply -k` puts it in the context's (a component's objects
+    get none from the base's kustomization), where a ScaledObject or a budget finds nothing."""
+    namespaces = {d["metadata"]["name"] for d in docs if d["kind"] == "Namespace"}
+    for doc in docs:
+        if doc["kind"] in CLUSTER_SCOPED_KINDS:
+            continue
+        ns = doc["metadata"].get("namespace")
+        if ns not in namespaces:
+            report.fail(ident(overlay, doc), "namespace",
+                        f"rendered in namespace {ns!r}, not in {sorted(namespaces)} (set `namespace:` in the overlay)")
 
 
 def rule_required_by_api_server(overlay: str, docs: list[dict], report: Report) -> None:
@@ -484,7 +540,9 @@ def _service_targets(docs: list[dict], service: dict):
 
 def rule_network_paths(overlay: str, docs: list[dict], report: Report) -> None:
     """Every Service port is reachable by its real callers (CALLERS) and by nobody else
-    that CALLERS knows of (a namespace without a default deny fails here)."""
+    that CALLERS knows of (a namespace without a default deny fails here): the target's
+    Ingress policies admit the caller and, for a caller in the overlay, the caller's own
+    Egress policies (the dialer's) let it out to that port."""
     policies = [d for d in docs if d["kind"] == "NetworkPolicy"]
     pods = {d["metadata"]["name"]: (d["metadata"].get("namespace"), d["spec"]["template"]["metadata"].get("labels", {}))
             for d, _ in workloads(docs)}
@@ -512,7 +570,11 @@ def rule_network_paths(overlay: str, docs: list[dict], report: Report) -> None:
                 wanted = caller in CALLERS[key]
                 if p is None:
                     continue
-                if admitted(policies, ns, labels, number, port_name, p) != wanted:
+                reaches = admitted(policies, ns, labels, number, port_name, p)
+                if caller in pods:  # its own egress policies too (external ones: not ours)
+                    reaches = reaches and egress_allowed(policies, p.namespace, p.pod_labels,
+                                                         Peer(ns, labels), number, port_name)
+                if reaches != wanted:
                     verdict = "cannot reach" if wanted else "can reach"
                     report.fail(ident(overlay, service), "network paths",
                                 f"{caller} ({p.namespace}) {verdict} port {port.get('name')} ({number})")
@@ -550,6 +612,22 @@ def rule_disruption_budgets(overlay: str, docs: list[dict], report: Report) -> N
             if floors[t["metadata"]["name"]] < 2:
                 report.fail(where, "disruption budget",
                             f"{t['kind']}/{t['metadata']['name']} can run one replica: no budget there")
+
+
+def rule_budget_per_replicated_workload(overlay: str, docs: list[dict], report: Report) -> None:
+    """Every Deployment that runs two replicas or more (its autoscaler's floor, else its
+    count) has a PodDisruptionBudget: a node drain then takes its pods one at a time (a
+    new service added to the autoscalers but not to disruption.yaml fails here)."""
+    floors = _floors(docs)
+    pdbs = [d for d in docs if d["kind"] == "PodDisruptionBudget"]
+    for doc, _ in workloads(docs):
+        if doc["kind"] != "Deployment" or floors[doc["metadata"]["name"]] < 2:
+            continue
+        labels = doc["spec"]["template"]["metadata"].get("labels", {})
+        if not any(p["metadata"].get("namespace") == doc["metadata"].get("namespace")
+                   and selects(p["spec"].get("selector"), labels) for p in pdbs):
+            report.fail(ident(overlay, doc), "disruption budget",
+                        f"runs {floors[doc['metadata']['name']]} replicas or more and no PodDisruptionBudget selects it")
 
 
 def _bytes(quantity: str) -> float:
@@ -760,6 +838,65 @@ def rule_keda_nats_account(overlay: str, docs: list[dict], report: Report) -> No
                             f"account {account!r} is not one of {sorted(accounts)} ({_shown(AUTH_VALUES)})")
 
 
+def redis_fixed_keys() -> set[str]:
+    """The Redis keys services/runtime/src/redis/keys.rs names without a placeholder
+    (`format!("{}cq:tenants", self.prefix)` → `cq:tenants`): what a KEDA trigger can read."""
+    return set(re.findall(r'format!\(\s*"\{\}([^"{}]+)",\s*self\.prefix\s*\)', REDIS_KEYS_RS.read_text()))
+
+
+def rule_keda_redis(overlay: str, docs: list[dict], report: Report) -> None:
+    """Every KEDA `redis` trigger reads the state Redis (STATE_REDIS_SERVICE, a rendered
+    Service and one of its ports), a key that keys.rs defines (SB_REDIS_KEY_PREFIX is empty
+    in a deployment), with no literal password: `authenticationRef` names a rendered
+    TriggerAuthentication that takes `password` from a Secret."""
+    rule = "KEDA redis"
+    services = {(d["metadata"].get("namespace"), d["metadata"]["name"]): d for d in docs if d["kind"] == "Service"}
+    auths = {(d["metadata"].get("namespace"), d["metadata"]["name"]): d
+             for d in docs if d["kind"] == "TriggerAuthentication"}
+    keys = redis_fixed_keys()
+    for so in (d for d in docs if d["kind"] == "ScaledObject"):
+        ns, where = so["metadata"].get("namespace"), ident(overlay, so)
+        for trigger in so["spec"].get("triggers") or []:
+            if trigger.get("type") != "redis":
+                continue
+            meta = trigger.get("metadata") or {}
+            for literal in ("password", "username"):
+                if literal in meta:
+                    report.fail(where, rule, f"metadata.{literal} is a literal; use a TriggerAuthentication")
+            host, _, port = str(meta.get("address", "")).rpartition(":")
+            name, svc_ns = (host.split(".") + [ns])[:2]
+            service = services.get((svc_ns, name))
+            if name != STATE_REDIS_SERVICE:
+                report.fail(where, rule, f"address {meta.get('address')!r} is not the state Redis "
+                                         f"(Service {STATE_REDIS_SERVICE})")
+            elif service is None or not any(str(p["port"]) == port for p in service["spec"].get("ports", [])):
+                report.fail(where, rule, f"address {meta.get('address')!r}: no rendered Service {svc_ns}/{name} "
+                                         f"with port {port}")
+            if meta.get("listName") not in keys:
+                report.fail(where, rule, f"listName {meta.get('listName')!r} is not a key of {_shown(REDIS_KEYS_RS)}")
+            ref = (trigger.get("authenticationRef") or {}).get("name")
+            auth = auths.get((ns, ref))
+            if auth is None:
+                report.fail(where, rule, f"authenticationRef {ref!r} is not a rendered TriggerAuthentication "
+                                         f"(the Redis requires a password)")
+            elif not any(t.get("parameter") == "password" and t.get("name") and t.get("key")
+                         for t in auth["spec"].get("secretTargetRef") or []):
+                report.fail(ident(overlay, auth), rule, "gives no `password` from a Secret (secretTargetRef)")
+
+
+def rule_keda_prometheus_metrics(overlay: str, docs: list[dict], report: Report) -> None:
+    """Every switchboard_* metric a KEDA `prometheus` trigger queries is one the code
+    exports (a misspelt name reads as no series: the scaler would never scale)."""
+    exported = exported_metrics()
+    for so in (d for d in docs if d["kind"] == "ScaledObject"):
+        for trigger in so["spec"].get("triggers") or []:
+            if trigger.get("type") != "prometheus":
+                continue
+            for name in re.findall(r"\bswitchboard_[a-z_]+", str((trigger.get("metadata") or {}).get("query", ""))):
+                if name not in exported:
+                    report.fail(ident(overlay, so), "KEDA prometheus", f"{name} is not exported ({_shown(METRICS_RS)})")
+
+
 def _secret_looking(name: str) -> bool:
     return bool(SECRET_ENV.search(name)) or name in SECRET_ENV_NAMES
 
@@ -927,6 +1064,7 @@ def rule_nats_tls(overlay: str, docs: list[dict], report: Report) -> None:
 MANIFEST_RULES = [
     rule_builtin_schemas,
     rule_custom_schemas,
+    rule_namespaced,
     rule_required_by_api_server,
     rule_probes,
     rule_resources,
@@ -938,6 +1076,7 @@ MANIFEST_RULES = [
     rule_grace_outlasts_drain,
     rule_network_paths,
     rule_disruption_budgets,
+    rule_budget_per_replicated_workload,
     rule_redis_memory_headroom,
     rule_public_host,
     rule_local_overlay_builtin_only,
@@ -946,6 +1085,8 @@ MANIFEST_RULES = [
     rule_config_maps_resolve,
     rule_nats_login,
     rule_keda_nats_account,
+    rule_keda_redis,
+    rule_keda_prometheus_metrics,
     rule_no_literal_secrets,
     rule_stream_settings,
     rule_streams_replicated,
