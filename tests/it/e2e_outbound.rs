@@ -69,8 +69,12 @@ async fn finished(redis: &Redis, c: &CampaignId, number: &str) -> (String, Strin
     let q = redis.campaign_queue();
     eventually(number, Duration::from_secs(90), || async {
         let page = q.contacts_page(&tenant(), c, None, 0, 100).await.ok()?;
-        let row = page.contacts.into_iter().find(|r| r.record.payload.contains(number))?;
-        (row.record.state == ContactState::Done).then(|| (row.call_sids[0].clone(), row.record.reason.clone()))
+        let row = page
+            .contacts
+            .into_iter()
+            .find(|r| r.record.payload.contains(number))?;
+        (row.record.state == ContactState::Done)
+            .then(|| (row.call_sids[0].clone(), row.record.reason.clone()))
     })
     .await
     .unwrap()
@@ -99,33 +103,54 @@ async fn an_outbound_campaign_greets_a_person_by_name_and_leaves_a_machine_a_voi
     let q = redis.campaign_queue();
     let c = CampaignId::parse("tomorrow").unwrap();
     let def = Campaign::new(c.clone(), campaign_spec(), chrono::Utc::now());
-    q.create_def(&tenant(), &c, &serde_json::to_string(&def).unwrap()).await.unwrap();
-    let contacts = [contact(HUMAN, &[("name", "Ann")]), contact(MACHINE, &[("name", "Bob")])];
+    q.create_def(&tenant(), &c, &serde_json::to_string(&def).unwrap())
+        .await
+        .unwrap();
+    let contacts = [
+        contact(HUMAN, &[("name", "Ann")]),
+        contact(MACHINE, &[("name", "Bob")]),
+    ];
     q.enqueue(&tenant(), &c, &contacts, 0).await.unwrap();
 
     let js = stack.jetstream().await.unwrap();
     let (human_sid, outcome) = finished(&redis, &c, HUMAN).await;
     assert_eq!(outcome, "completed");
-    let log = CallLog::load(&js, &CallSid::parse(&human_sid).unwrap()).await.unwrap();
+    let log = CallLog::load(&js, &CallSid::parse(&human_sid).unwrap())
+        .await
+        .unwrap();
     let kinds: Vec<Kind> = log.envelopes().map(|e| e.kind()).collect();
-    for kind in [Kind::Dial, Kind::Webhook, Kind::Start, Kind::AnsweredBy, Kind::Transcript, Kind::DialResult] {
+    for kind in [
+        Kind::Dial,
+        Kind::Webhook,
+        Kind::Start,
+        Kind::AnsweredBy,
+        Kind::Transcript,
+        Kind::DialResult,
+    ] {
         assert!(kinds.contains(&kind), "{kind:?} in {kinds:?}");
     }
     assert_eq!(
         sentence_of_turn_0(&log).as_deref(),
         Some("Hi Ann, this is Acme about your appointment tomorrow.")
     );
-    let heard = log.envelopes().any(|e| e.turn == 0 && matches!(e.body, Body::Played(_)));
+    let heard = log
+        .envelopes()
+        .any(|e| e.turn == 0 && matches!(e.body, Body::Played(_)));
     assert!(heard, "Twilio confirmed the greeting played");
     let webhook = log.envelopes().find_map(|e| match &e.body {
         Body::Webhook(w) => Some(w.clone()),
         _ => None,
     });
-    assert!(webhook.unwrap().attempt.is_some(), "matched to its dial attempt");
+    assert!(
+        webhook.unwrap().attempt.is_some(),
+        "matched to its dial attempt"
+    );
 
     let (machine_sid, outcome) = finished(&redis, &c, MACHINE).await;
     assert_eq!(outcome, "voicemail");
-    let log = CallLog::load(&js, &CallSid::parse(&machine_sid).unwrap()).await.unwrap();
+    let log = CallLog::load(&js, &CallSid::parse(&machine_sid).unwrap())
+        .await
+        .unwrap();
     assert_eq!(
         sentence_of_turn_0(&log).as_deref(),
         Some("Hi Bob, Acme calling about tomorrow. Please call us back.")

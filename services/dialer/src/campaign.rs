@@ -201,6 +201,29 @@ impl CallingHours {
         Ok(())
     }
 
+    /// Hours open all day, every day (00:00–23:59) in a fixed-offset zone where it is
+    /// about noon at `now`: for demos and tests on the real clock, which then never meet a
+    /// closing time.
+    pub fn around_the_clock(now: DateTime<Utc>) -> Self {
+        use chrono::Timelike as _;
+        // Local = UTC + ahead, in -11..=12. `Etc/GMT-3` is UTC+3: the sign is POSIX's.
+        let ahead = 12 - i64::from(now.hour());
+        let time_zone = match ahead {
+            0 => "Etc/GMT".to_owned(),
+            a if a > 0 => format!("Etc/GMT-{a}"),
+            a => format!("Etc/GMT+{}", -a),
+        };
+        Self {
+            days: ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+                .map(String::from)
+                .to_vec(),
+            from: "00:00".into(),
+            to: "23:59".into(),
+            time_zone,
+            callee_time_zone: false,
+        }
+    }
+
     /// `None` when `now` is inside the hours in `zone`; otherwise when they next open.
     /// Validated hours always open within a week.
     pub fn next_open(&self, now: DateTime<Utc>, zone: Tz) -> Option<DateTime<Utc>> {
@@ -411,6 +434,25 @@ mod tests {
             Some(at("2026-12-04T00:00:00Z")),
             "the callee's zone decides: 00:00 Friday in Tokyo opens at 09:00"
         );
+    }
+
+    #[test]
+    fn around_the_clock_is_open_now_and_for_hours() {
+        for hour in 0..24 {
+            let now = at(&format!("2026-12-03T{hour:02}:30:00Z"));
+            let h = CallingHours::around_the_clock(now);
+            h.check().unwrap();
+            let zone = parse_zone("z", &h.time_zone).unwrap();
+            for later in [0, 3, 6, 10] {
+                let t = now + chrono::Duration::hours(later);
+                assert_eq!(
+                    h.next_open(t, zone),
+                    None,
+                    "{hour}h + {later}h in {}",
+                    h.time_zone
+                );
+            }
+        }
     }
 
     #[test]

@@ -33,7 +33,7 @@ use crate::twilio::RestError;
 
 /// How long a definition read from Redis is used before it is read again.
 const DEF_TTL: Duration = Duration::from_secs(2);
-/// A calls-per-second wait longer than this gives the contact back instead of holding it.
+/// The longest a dialer waits for a calls-per-second token before looking again.
 const MAX_CPS_WAIT: Duration = Duration::from_secs(2);
 
 /// Campaign definitions as last read, and when.
@@ -145,8 +145,15 @@ impl Dialer {
         }
     }
 
-    /// Pops one contact and dials it; `None` when nothing is ready.
+    /// Takes a calls-per-second token, then pops one contact and dials it; `None` when
+    /// nothing is ready. The token comes first, so no contact is held (out of every other
+    /// dialer's reach) while its dialer waits for the rate; a token taken when nothing is
+    /// ready is simply unused. `Returned` when no token came within [`MAX_CPS_WAIT`].
     pub async fn dial_next(&self) -> Result<Option<Dialled>, RedisError> {
+        if !self.take_cps_token().await? {
+            dials("cps_wait");
+            return Ok(Some(Dialled::Returned));
+        }
         let now = self.clock.now_ms();
         let Some(lease) = self.queue.pop(now, self.settings.lease).await? else {
             return Ok(None);
@@ -185,7 +192,7 @@ impl Dialer {
             Window::Open => {}
             Window::Ended => {
                 tracing::info!("campaign past its end time: cancelled");
-                self.queue.cancel(&lease.tenant, &lease.campaign).await?;
+                self.end_campaign(&lease, &def).await?;
                 self.queue.release(&lease, now, 0).await?;
                 dials("campaign_gone");
                 return Ok(Dialled::Returned);
@@ -206,15 +213,24 @@ impl Dialer {
                 return Ok(Dialled::Returned);
             }
         }
-        if !self.take_cps_token().await? {
-            self.queue.release(&lease, self.clock.now_ms(), 0).await?;
-            dials("cps_wait");
-            return Ok(Dialled::Returned);
-        }
         let result = self.place(lease, def).await;
         metrics::histogram!(Metric::DialerDialSeconds.name())
             .record(started.elapsed().as_secs_f64());
         result
+    }
+
+    /// A campaign past its end time is cancelled: its definition says so and its queued
+    /// contacts end `canceled`.
+    async fn end_campaign(&self, lease: &Lease, def: &Campaign) -> Result<(), RedisError> {
+        let mut ended = def.clone();
+        ended.state = CampaignState::Canceled;
+        if let Ok(json) = serde_json::to_string(&ended) {
+            self.queue
+                .put_def(&lease.tenant, &lease.campaign, &json)
+                .await?;
+        }
+        self.queue.cancel(&lease.tenant, &lease.campaign).await?;
+        Ok(())
     }
 
     /// Takes a calls-per-second token, waiting up to [`MAX_CPS_WAIT`] for one.

@@ -71,6 +71,17 @@ pub struct OutboundCall {
     pub from: String,
 }
 
+/// What an outbound webhook's attempt says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outbound {
+    /// Open and this call's: run the call for its tenant.
+    Call(OutboundCall),
+    /// Unknown, closed, or claimed by another call.
+    Unknown,
+    /// Open, but the webhook's numbers are not the attempt's (nothing was claimed).
+    Mismatch,
+}
+
 /// The side effects of the ingress. Cheap to clone.
 pub trait Backend: Clone + Send + Sync + 'static {
     /// The server ack of a pipelined publish.
@@ -121,14 +132,15 @@ pub trait Backend: Clone + Send + Sync + 'static {
         owner: &str,
     ) -> impl Future<Output = Result<(), BackendError>> + Send;
 
-    /// The dial attempt of an outbound call's webhook, once it is known, open and not
-    /// another call's: records the call sid with it and starts the session with the
-    /// campaign's overrides. `None` for an unknown, closed or foreign attempt.
+    /// The dial attempt of an outbound call's webhook: when it is open, not another
+    /// call's, and `numbers` (the call's `To`, `From`) are its own, records the call sid
+    /// with it and starts the session with the campaign's overrides.
     fn outbound(
         &self,
         sid: &CallSid,
         attempt: &AttemptId,
-    ) -> impl Future<Output = Result<Option<OutboundCall>, BackendError>> + Send;
+        numbers: (&str, &str),
+    ) -> impl Future<Output = Result<Outbound, BackendError>> + Send;
 
     /// Creates the call's session.
     fn session_start(
@@ -318,23 +330,27 @@ impl Backend for Live {
         &self,
         sid: &CallSid,
         attempt: &AttemptId,
-    ) -> Result<Option<OutboundCall>, BackendError> {
+        (to, from): (&str, &str),
+    ) -> Result<Outbound, BackendError> {
         let queue = self.redis.campaign_queue();
         let Some(record) = queue.attempt(attempt).await? else {
-            return Ok(None);
+            return Ok(Outbound::Unknown);
         };
         let foreign = record.call_sid().is_some_and(|known| known != sid.as_str());
         let Some(tenant) = record.tenant().filter(|_| record.is_open() && !foreign) else {
-            return Ok(None);
+            return Ok(Outbound::Unknown);
         };
+        if record.get("to") != Some(to) || record.get("from") != Some(from) {
+            return Ok(Outbound::Mismatch);
+        }
         queue.set_call_sid(attempt, sid.as_str()).await?;
         self.redis
             .session_outbound(sid, &tenant, &record.outbound_session())
             .await?;
-        Ok(Some(OutboundCall {
+        Ok(Outbound::Call(OutboundCall {
             tenant,
-            to: record.get("to").unwrap_or_default().to_owned(),
-            from: record.get("from").unwrap_or_default().to_owned(),
+            to: to.to_owned(),
+            from: from.to_owned(),
         }))
     }
 

@@ -33,7 +33,7 @@ use sb_runtime::{
     http::{HttpServer, ReadyNeeds},
 };
 
-pub use backend::{Admission, Backend, BackendError, Live, OutboundCall};
+pub use backend::{Admission, Backend, BackendError, Live, Outbound, OutboundCall};
 pub use config::{ConfigError, IngressConfig, Settings};
 pub use media::{Incoming, Outgoing};
 

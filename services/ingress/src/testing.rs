@@ -17,7 +17,7 @@ use sb_runtime::redis::campaigns::AttemptId;
 use sb_runtime::redis::idempotency::AdmissionRecord;
 use sb_schemas::{CallSid, Envelope, Kind, TenantId};
 
-use crate::backend::{Admission, Backend, BackendError, OutboundCall};
+use crate::backend::{Admission, Backend, BackendError, Outbound, OutboundCall};
 
 #[derive(Default)]
 struct State {
@@ -245,13 +245,17 @@ impl Backend for MemoryBackend {
         &self,
         sid: &CallSid,
         attempt: &AttemptId,
-    ) -> Result<Option<OutboundCall>, BackendError> {
+        (to, from): (&str, &str),
+    ) -> Result<Outbound, BackendError> {
         let mut state = self.redis()?;
         let Some((call, known)) = state.attempts.get_mut(attempt) else {
-            return Ok(None);
+            return Ok(Outbound::Unknown);
         };
         if known.as_ref().is_some_and(|known| known != sid) {
-            return Ok(None);
+            return Ok(Outbound::Unknown);
+        }
+        if call.to != to || call.from != from {
+            return Ok(Outbound::Mismatch);
         }
         *known = Some(sid.clone());
         let call = call.clone();
@@ -259,7 +263,7 @@ impl Backend for MemoryBackend {
             .sessions
             .entry(sid.clone())
             .or_insert_with(|| (call.tenant.clone(), 0));
-        Ok(Some(call))
+        Ok(Outbound::Call(call))
     }
 
     async fn session_start(&self, sid: &CallSid, tenant: &TenantId) -> Result<(), BackendError> {

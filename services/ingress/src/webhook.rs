@@ -26,6 +26,7 @@ use sb_twilio::twiml::ConnectStream;
 use sb_twilio::{CallBinding, IncomingCall, StatusCallback, credential};
 use tracing::Instrument as _;
 
+use crate::backend::Outbound;
 use crate::{Admission, Backend, IngressState, Settings};
 
 /// The header Twilio signs every request with.
@@ -152,23 +153,24 @@ async fn outbound_call<B: Backend>(
     let Some(attempt) = AttemptId::parse(raw) else {
         return bad_request("bad_attempt", "attempt must be 32 hex digits");
     };
-    let found = match state.backend.outbound(&sid, &attempt).await {
-        Ok(found) => found,
+    let numbers = (call.to.as_str(), call.from.as_str());
+    let outbound = match state.backend.outbound(&sid, &attempt, numbers).await {
+        Ok(Outbound::Call(outbound)) => outbound,
+        Ok(Outbound::Unknown) => {
+            return hang_up(
+                "unknown_attempt",
+                "no open attempt of that id for this call",
+            );
+        }
+        Ok(Outbound::Mismatch) => {
+            return hang_up(
+                "attempt_mismatch",
+                "the call's numbers are not the attempt's",
+            );
+        }
         // Without the attempt there is no tenant to run the call for.
         Err(error) => return hang_up("attempt_unreadable", &error.to_string()),
     };
-    let Some(outbound) = found else {
-        return hang_up(
-            "unknown_attempt",
-            "no open attempt of that id for this call",
-        );
-    };
-    if outbound.to != call.to || outbound.from != call.from {
-        return hang_up(
-            "attempt_mismatch",
-            "the call's numbers are not the attempt's",
-        );
-    }
     let Some(tenant) = state.tenants.by_id(&outbound.tenant) else {
         return hang_up("unknown_tenant", "the attempt's tenant is not configured");
     };

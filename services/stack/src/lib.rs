@@ -18,7 +18,7 @@ pub mod process;
 pub mod report;
 pub mod run;
 pub mod servers;
-mod service_env;
+pub mod service_env;
 pub mod stack;
 
 pub use stack::{Delays, Stack, StackConfig};

@@ -11,6 +11,29 @@ use sb_schemas::roles::Role;
 
 use crate::nats_server::NatsCluster;
 use crate::servers::{RedisServer, workspace_root};
+
+/// The local stack's campaigns API key for every tenant (not a secret: loopback only).
+pub const CAMPAIGNS_API_KEY: &str = "local-stack-campaigns-key";
+
+/// Writes `dir/tenants.toml`: the shipped tenants file with [`CAMPAIGNS_API_KEY`]'s
+/// sha256 as every tenant's API key, so the demo and tests can use the campaigns API.
+pub fn local_tenants_file(dir: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
+    use sha2::Digest as _;
+    let shipped = std::fs::read_to_string(workspace_root().join("deploy/base/tenants.toml"))?;
+    let mut doc: toml::Table = toml::from_str(&shipped)?;
+    let hash = hex::encode(sha2::Sha256::digest(CAMPAIGNS_API_KEY.as_bytes()));
+    if let Some(toml::Value::Array(tenants)) = doc.get_mut("tenant") {
+        for tenant in tenants.iter_mut().filter_map(toml::Value::as_table_mut) {
+            tenant.insert(
+                "api_key_sha256".into(),
+                toml::Value::Array(vec![toml::Value::String(hash.clone())]),
+            );
+        }
+    }
+    let path = dir.join("tenants.toml");
+    std::fs::write(&path, toml::to_string(&doc)?)?;
+    Ok(path)
+}
 use crate::stack::{ACCOUNT_SID, AUTH_TOKEN, CALL_CREDENTIAL_SECRET, PUBLIC_URL, VENDOR_KEY};
 
 /// The environment each service gets: the stack's servers and stand-ins.
@@ -21,12 +44,14 @@ pub(crate) struct Env<'a> {
     pub(crate) llm: SocketAddr,
     pub(crate) tts: SocketAddr,
     pub(crate) twilio: SocketAddr,
+    /// The tenants file every service reads (the shipped one plus local API keys).
+    pub(crate) tenants: &'a std::path::Path,
     pub(crate) extra: &'a [(String, String)],
 }
 
 impl Env<'_> {
     pub(crate) fn for_service(&self, service: &str, http: SocketAddr) -> Vec<(String, String)> {
-        let tenants = workspace_root().join("deploy/base/tenants.toml");
+        let tenants = self.tenants;
         let mut env: Vec<(String, String)> = vec![
             ("SB_REDIS_URL".into(), self.redis.url.clone()),
             ("SB_TENANTS_FILE".into(), tenants.display().to_string()),
@@ -81,4 +106,3 @@ impl Env<'_> {
         env
     }
 }
-

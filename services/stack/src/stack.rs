@@ -130,6 +130,7 @@ impl Stack {
         let bins = binaries_dir()?;
         std::fs::create_dir_all(&config.run_dir)?;
         let logs = config.run_dir.as_path();
+        let tenants = crate::service_env::local_tenants_file(logs)?;
         let (nats, redis) = tokio::try_join!(
             NatsCluster::start(config.nats_nodes, config.nats.clone()),
             RedisServer::start()
@@ -208,6 +209,7 @@ impl Stack {
             llm: llm.addr,
             tts: tts_sim.addr,
             twilio: twilio.addr,
+            tenants: &tenants,
             extra: &config.service_env,
         };
         let start_at = |name: &'static str, addr: Option<SocketAddr>| {
@@ -264,6 +266,7 @@ impl Stack {
             llm: self.llm.addr,
             tts: self.tts_sim.addr,
             twilio: self.twilio.addr,
+            tenants: &self.config.run_dir.join("tenants.toml"),
             extra: &self.config.service_env,
         };
         let name = format!("stt-{}", self.stt.len() + 1);
@@ -404,7 +407,14 @@ pub fn ensure_built(release: bool) -> anyhow::Result<()> {
             command.env_remove(name);
         }
     }
-    for p in ["sb-ingress", "sb-stt", "sb-agent", "sb-tts", "sb-dialer", "sb-sim"] {
+    for p in [
+        "sb-ingress",
+        "sb-stt",
+        "sb-agent",
+        "sb-tts",
+        "sb-dialer",
+        "sb-sim",
+    ] {
         command.args(["-p", p]);
     }
     if release {

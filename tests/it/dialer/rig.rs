@@ -266,25 +266,11 @@ impl sb_dialer::clock::Clock for Shifted {
     }
 }
 
-/// Calling hours open around the clock, in a zone where it is about noon now (so a test
-/// on the real clock never meets a closing time).
+/// A campaign open around the clock ([`CallingHours::around_the_clock`]), one attempt per
+/// contact.
 pub(crate) fn always_open() -> CampaignSpec {
-    use chrono::Timelike as _;
-    let hour = i64::from(chrono::Utc::now().hour());
-    let ahead = 12 - hour; // local = UTC + ahead, -11..=12
-    // `Etc/GMT-3` is UTC+3: the sign is the POSIX one.
-    let zone = match ahead {
-        0 => "Etc/GMT".to_owned(),
-        a if a > 0 => format!("Etc/GMT-{a}"),
-        a => format!("Etc/GMT+{}", -a),
-    };
     let mut spec = spec();
-    spec.calling_hours.days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-        .map(String::from)
-        .to_vec();
-    spec.calling_hours.from = "00:00".into();
-    spec.calling_hours.to = "23:59".into();
-    spec.calling_hours.time_zone = zone;
+    spec.calling_hours = CallingHours::around_the_clock(chrono::Utc::now());
     spec.retry.max_attempts = 1;
     spec
 }
