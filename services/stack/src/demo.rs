@@ -3,7 +3,8 @@
 //! Starts the [`Stack`] (with realistic stand-in delays and real espeak-ng speech), places
 //! the scripted call of `services/sim/scenarios/demo.toml` (greeting, two questions, a
 //! barge-in, hang-up), prints the call's timeline and latency waterfall from JetStream,
-//! writes a stereo WAV of the call as the caller heard it, and stops everything.
+//! writes a stereo WAV of the call as the caller heard it, runs a tiny outbound campaign
+//! ([`crate::demo_campaign`]), and stops everything.
 //! State: the stack's processes and the run directory (`.run/demo`).
 
 use std::{path::PathBuf, time::Instant};
@@ -43,17 +44,23 @@ pub async fn run(run_dir: PathBuf) -> anyhow::Result<CallReport> {
     config.stt_script = CALLER_LINES.map(String::from).to_vec();
     config.llm_replies = BOT_REPLIES.map(String::from).to_vec();
     config.tts_speech = true;
+    config.callees = Some(workspace_root().join("services/sim/scenarios/campaign_callees.toml"));
     let stack = Stack::start(config)
         .await
         .context("the stack did not start")?;
     println!(
         "  started nats-server, redis-server, stand-ins for Twilio, Deepgram, the LLM and Azure TTS,\n  \
-         and the ingress, stt, agent and tts services ({:.1} s; logs in {})",
+         and the ingress, stt, agent, tts and dialer services ({:.1} s; logs in {})",
         started.elapsed().as_secs_f64(),
         run_dir.display()
     );
 
-    let result = call(&stack, &run_dir).await;
+    let mut result = call(&stack, &run_dir).await;
+    if result.is_ok()
+        && let Err(error) = crate::demo_campaign::run(&stack).await
+    {
+        result = Err(error.context("the campaign failed"));
+    }
     stack.stop().await;
     println!("  stopped everything it started");
     result

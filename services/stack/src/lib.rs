@@ -8,6 +8,7 @@
 
 pub mod breakdown;
 pub mod demo;
+pub mod demo_campaign;
 pub mod frames;
 pub mod load;
 mod nats_config;

@@ -6,6 +6,7 @@
 //! recorded requests. State: in process memory behind one mutex (never held across an
 //! await), plus a version counter that wakes [`TwilioState::wait_until`].
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
@@ -24,10 +25,34 @@ use crate::caller::{CallReport, new_sid};
 #[derive(Default)]
 struct Data {
     calls: Vec<CallRecord>,
+    /// Call sid → its place in `calls` (a load of tens of thousands of calls stays O(1)).
+    index: HashMap<String, usize>,
+    /// Calls created per `To` number (which entry of a callee's script is next).
+    per_number: HashMap<String, usize>,
     requests: Vec<RecordedRequest>,
-    hangups: Vec<(String, CancellationToken)>,
-    /// The most calls live (created, not yet over) at once.
+    hangups: HashMap<String, CancellationToken>,
+    /// Calls live (created, not yet over) now, and the most at once.
+    live: usize,
     max_live: usize,
+}
+
+impl Data {
+    fn call_mut(&mut self, call_sid: &str) -> Option<&mut CallRecord> {
+        let at = *self.index.get(call_sid)?;
+        self.calls.get_mut(at)
+    }
+
+    /// Applies `change` to a call, keeping the live count.
+    fn change<T>(&mut self, call_sid: &str, change: impl FnOnce(&mut CallRecord) -> T) -> Option<T> {
+        let record = self.call_mut(call_sid)?;
+        let was_live = record.is_live();
+        let out = change(record);
+        let ended = was_live && !record.is_live();
+        if ended {
+            self.live = self.live.saturating_sub(1);
+        }
+        Some(out)
+    }
 }
 
 struct Inner {
@@ -103,11 +128,9 @@ impl TwilioState {
 
     /// One call by sid.
     pub fn call(&self, call_sid: &str) -> Option<CallRecord> {
-        self.data()
-            .calls
-            .iter()
-            .find(|c| c.resource.sid == call_sid)
-            .cloned()
+        let data = self.data();
+        let at = *data.index.get(call_sid)?;
+        data.calls.get(at).cloned()
     }
 
     /// Answer this share (0.0–1.0) of requests with 429 / 20429, spread evenly.
@@ -186,17 +209,17 @@ impl TwilioState {
         );
         let hangup = CancellationToken::new();
         let mut data = self.data();
-        let nth = data
-            .calls
-            .iter()
-            .filter(|c| c.create.to == create.to)
-            .count();
+        let count = data.per_number.entry(create.to.clone()).or_default();
+        let nth = *count;
+        *count += 1;
         let callee = callees.map(|c| c.pick(&create.to, nth));
+        let at = data.calls.len();
         data.calls
             .push(CallRecord::new(resource.clone(), create, callee.clone()));
-        data.hangups.push((sid, hangup.clone()));
-        let live = data.calls.iter().filter(|c| c.is_live()).count();
-        data.max_live = data.max_live.max(live);
+        data.index.insert(sid.clone(), at);
+        data.hangups.insert(sid, hangup.clone());
+        data.live += 1;
+        data.max_live = data.max_live.max(data.live);
         drop(data);
         self.changed();
         (resource, hangup, callee)
@@ -211,32 +234,37 @@ impl TwilioState {
         path: &str,
     ) -> Result<CallResource, ApiError> {
         let mut data = self.data();
-        let record = data
-            .calls
-            .iter_mut()
-            .find(|c| c.resource.sid == call_sid)
-            .ok_or_else(|| ApiError::not_found(path))?;
         let redirect = update.url.is_some() || update.twiml.is_some();
-        if redirect && record.resource.status.is_final() {
+        let over = data
+            .call_mut(call_sid)
+            .ok_or_else(|| ApiError::not_found(path))?
+            .resource
+            .status
+            .is_final();
+        if redirect && over {
             return Err(ApiError::invalid(
                 21220,
                 "Call is not in-progress. Cannot redirect.",
             ));
         }
-        if let Some(status) = update.status
-            && !record.resource.status.is_final()
-        {
-            let final_status = if record.resource.status == CallStatus::InProgress {
-                CallStatus::Completed
-            } else {
-                status
-            };
-            record.finish(final_status);
-        }
-        record.updates.push(update.clone());
-        let resource = record.resource.clone();
+        let resource = data
+            .change(call_sid, |record| {
+                if let Some(status) = update.status
+                    && !record.resource.status.is_final()
+                {
+                    let final_status = if record.resource.status == CallStatus::InProgress {
+                        CallStatus::Completed
+                    } else {
+                        status
+                    };
+                    record.finish(final_status);
+                }
+                record.updates.push(update.clone());
+                record.resource.clone()
+            })
+            .ok_or_else(|| ApiError::not_found(path))?;
         if update.status.is_some()
-            && let Some((_, token)) = data.hangups.iter().find(|(sid, _)| sid == call_sid)
+            && let Some(token) = data.hangups.get(call_sid)
         {
             token.cancel();
         }
@@ -308,12 +336,7 @@ impl TwilioState {
     }
 
     fn with_call<T>(&self, call_sid: &str, change: impl FnOnce(&mut CallRecord) -> T) -> Option<T> {
-        let out = self
-            .data()
-            .calls
-            .iter_mut()
-            .find(|c| c.resource.sid == call_sid)
-            .map(change);
+        let out = self.data().change(call_sid, change);
         self.changed();
         out
     }
@@ -340,7 +363,7 @@ impl TwilioState {
 
     /// Calls created and not yet over.
     pub fn live_calls(&self) -> usize {
-        self.data().calls.iter().filter(|c| c.is_live()).count()
+        self.data().live
     }
 
     /// The most calls that were live at once.
@@ -350,11 +373,7 @@ impl TwilioState {
 
     /// How many calls were created to `number`.
     pub fn calls_to(&self, number: &str) -> usize {
-        self.data()
-            .calls
-            .iter()
-            .filter(|c| c.create.to == number)
-            .count()
+        self.data().per_number.get(number).copied().unwrap_or(0)
     }
 
     /// When each call was created, in order (for calls-per-second checks).
