@@ -53,6 +53,12 @@ fn cases(role: Role) -> (String, String, String, String) {
             format!("{}.probe", role.inbox_prefix()),
             event(Kind::Sentence),
         ),
+        Role::Dialer => (
+            event(Kind::Dial),
+            event(Kind::Transcript),
+            format!("{}.probe", role.inbox_prefix()),
+            event(Kind::Audio),
+        ),
         Role::Replay => (
             "$JS.API.STREAM.INFO.CALLS".to_owned(),
             event(Kind::Start),
