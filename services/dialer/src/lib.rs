@@ -6,5 +6,6 @@
 //! JetStream, and the outcome of every contact in the queue. Stateless: every fact lives
 //! in Redis (the queue, the open attempts) or in the log.
 
+pub mod api;
 pub mod campaign;
 pub mod clock;
