@@ -216,8 +216,14 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        if inner.is_syntax() || inner.is_eof() || path == "." {
+        if inner.is_syntax() || inner.is_eof() {
             ApiError::InvalidJson(format!("the body is not valid JSON: {inner}"))
+        } else if path == "." {
+            // Valid JSON of the wrong shape as a whole (an array, a string): no one field.
+            ApiError::InvalidField {
+                field: None,
+                message: format!("the body: {inner}"),
+            }
         } else {
             ApiError::InvalidField {
                 message: format!("{path}: {inner}"),
@@ -257,5 +263,136 @@ where
                 _ => ApiError::InvalidJson(format!("cannot read the body: {e}")),
             })?;
         parse_json(&bytes).map(JsonBody)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::Router;
+    use axum::body::Body;
+    use axum::extract::DefaultBodyLimit;
+    use axum::http::{Request, StatusCode};
+    use axum::routing::post;
+    use tower::ServiceExt as _;
+
+    use serde_json::Value;
+
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Thing {
+        inner: Inner,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    struct Inner {
+        n: u32,
+    }
+
+    fn app() -> Router {
+        Router::new()
+            .route(
+                "/thing",
+                post(|JsonBody(t): JsonBody<Thing>| async move { t.inner.n.to_string() }),
+            )
+            .layer(DefaultBodyLimit::max(64))
+            .layer(axum::middleware::map_response(json_errors))
+    }
+
+    async fn send(
+        method: &str,
+        path: &str,
+        kind: &str,
+        body: &str,
+    ) -> (StatusCode, Option<String>, Value) {
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("content-type", kind);
+        let res = app()
+            .oneshot(req.body(Body::from(body.to_owned())).unwrap())
+            .await
+            .unwrap();
+        let status = res.status();
+        let allow = res
+            .headers()
+            .get("allow")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let bytes = axum::body::to_bytes(res.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        (
+            status,
+            allow,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    /// Body rejections and axum's own route and method misses all answer the one JSON
+    /// shape with their status; a wrong type names the field by its path; `Allow` stays.
+    #[tokio::test]
+    async fn every_rejection_is_the_json_error_shape() {
+        let j = "application/json";
+        let cases = [
+            (
+                "POST",
+                "/thing",
+                j,
+                "{\"inner\": {\"n\": \"x\"}}",
+                400,
+                "invalid_field",
+                Some("inner.n"),
+            ),
+            (
+                "POST",
+                "/thing",
+                j,
+                "{\"inner\": {\"n\": 1}, \"x\": 2}",
+                400,
+                "invalid_field",
+                Some("x"),
+            ),
+            (
+                "POST",
+                "/thing",
+                j,
+                "{\"inner\": ",
+                400,
+                "invalid_json",
+                None,
+            ),
+            ("POST", "/thing", j, "[]", 400, "invalid_field", None),
+            (
+                "POST",
+                "/thing",
+                "text/plain",
+                "{}",
+                415,
+                "unsupported_media_type",
+                None,
+            ),
+            (
+                "POST",
+                "/thing",
+                j,
+                &"x".repeat(100),
+                413,
+                "too_large",
+                None,
+            ),
+            ("POST", "/nowhere", j, "{}", 404, "not_found", None),
+            ("GET", "/thing", j, "", 405, "method_not_allowed", None),
+        ];
+        for (method, path, kind, body, status, code, field) in cases {
+            let (got, allow, e) = send(method, path, kind, body).await;
+            assert_eq!(
+                (got.as_u16(), e["error"]["code"].as_str()),
+                (status, Some(code)),
+                "{body}: {e}"
+            );
+            assert_eq!(e["error"]["field"].as_str(), field, "{body}: {e}");
+            assert_eq!(allow.is_some(), status == 405);
+        }
     }
 }
