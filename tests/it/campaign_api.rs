@@ -521,6 +521,59 @@ async fn keys_open_only_their_own_tenant() {
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
+/// An upload over 16 MiB is a 413 whether its length is declared or it streams without
+/// one (cut off at the limit), and so is a campaign definition over 256 KiB.
+#[tokio::test]
+async fn oversized_bodies_are_refused_with_413() {
+    let api = start().await;
+    let id = api.create("acme", ACME_KEY, "+15005550006").await;
+    // Few, long rows: what the streamed upload queues before the cut stays small.
+    let mut big = String::from("phone,note\n");
+    for i in 0..20_000 {
+        big.push_str(&format!("+1415{i:07},{}\n", "x".repeat(900)));
+    }
+    assert!(big.len() > 16 * 1024 * 1024);
+    let (status, e) = api.upload_csv(&id, big.clone()).await;
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, Some("too_large"))
+    );
+    let chunks: Vec<Result<bytes::Bytes, std::io::Error>> = big
+        .into_bytes()
+        .chunks(1 << 20)
+        .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
+        .collect();
+    let res = api
+        .http
+        .post(format!(
+            "{}/v1/tenants/acme/campaigns/{id}/contacts",
+            api.base
+        ))
+        .bearer_auth(ACME_KEY)
+        .header("content-type", "text/csv")
+        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let e: Value = res.json().await.unwrap();
+    assert_eq!(e["error"]["code"], "too_large");
+    let mut huge = spec("+15005550006");
+    huge["name"] = json!("x".repeat(300 * 1024));
+    let (status, e) = api
+        .call(
+            Method::POST,
+            "/v1/tenants/acme/campaigns",
+            Some(ACME_KEY),
+            Some(("application/json", huge.to_string())),
+        )
+        .await;
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, Some("too_large"))
+    );
+}
+
 /// 100,000 rows (~2 MB) in one request are all queued.
 #[tokio::test]
 async fn a_100000_row_csv_is_queued_in_one_request() {
