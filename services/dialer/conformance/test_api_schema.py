@@ -1,7 +1,7 @@
 """The campaigns API against its own OpenAPI document, with schemathesis (`st run`).
 
 A campaign is created and given contacts first, and schemathesis' config points every
-`{tenant}` and `{campaign}` at it, so requests reach the handlers instead of 404. Every
+`{tenant}`, `{campaign}` and `{contact}` at it, so requests reach the handlers instead of 404. Every
 check runs (no 5xx, status codes, content types, headers and bodies as documented,
 schema-invalid input refused, missing or ignored auth, unsupported methods), except
 `positive_data_acceptance` on the two operations whose valid input the schema cannot
@@ -54,6 +54,7 @@ enabled = true
 [parameters]
 "path.tenant" = "acme"
 "path.campaign" = "{campaign['id']}"
+"path.contact" = "14155550100"
 
 [[operations]]
 include-operation-id = "create"
