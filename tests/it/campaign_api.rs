@@ -1,7 +1,8 @@
 //! The campaigns API (docs/campaigns-api.md) served on a loopback port over a real
 //! redis-server: uploads (CSV with bad rows, JSON, 100,000 rows in one request), pause,
 //! resume and cancel as the queue's pops see them, paging with a state filter, deletes,
-//! tenant isolation and authentication, JSON errors naming the field, and the
+//! tenant isolation and authentication, JSON errors naming the field, 413s, a Redis
+//! outage as 503, and the
 //! `switchboard campaign` CLI (`cli`). The queue is checked directly (`counts`, `depth`, `pop`).
 
 use std::collections::HashSet;
@@ -27,7 +28,7 @@ const ACME_KEY: &str = "acme-secret-key";
 const GLOBEX_KEY: &str = "globex-secret-key";
 
 struct Api {
-    _redis: RedisServer,
+    redis: RedisServer,
     queue: CampaignQueue,
     base: String,
     http: reqwest::Client,
@@ -56,7 +57,7 @@ async fn start() -> Api {
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(axum::serve(listener, router(state)).into_future());
     Api {
-        _redis: redis,
+        redis,
         queue,
         base,
         http: reqwest::Client::new(),
@@ -571,6 +572,26 @@ async fn oversized_bodies_are_refused_with_413() {
     assert_eq!(
         (status, e["error"]["code"].as_str()),
         (StatusCode::PAYLOAD_TOO_LARGE, Some("too_large"))
+    );
+}
+
+/// With Redis gone, a request answers 503 in the JSON error shape, not a 500.
+#[tokio::test]
+async fn a_redis_outage_is_a_503() {
+    let mut api = start().await;
+    let id = api.create("acme", ACME_KEY, "+15005550006").await;
+    api.redis.stop();
+    let (status, e) = api
+        .call(
+            Method::GET,
+            &format!("/v1/tenants/acme/campaigns/{id}"),
+            Some(ACME_KEY),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("unavailable"))
     );
 }
 
