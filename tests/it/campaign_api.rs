@@ -2,8 +2,8 @@
 //! redis-server: uploads (CSV with bad rows, JSON, 100,000 rows in one request), pause,
 //! resume and cancel as the queue's pops see them, paging with a state filter, deletes,
 //! tenant isolation and authentication, JSON errors naming the field, 413s, a Redis
-//! outage as 503, and the
-//! `switchboard campaign` CLI (`cli`). The queue is checked directly (`counts`, `depth`, `pop`).
+//! outage as 503, and the `switchboard campaign` CLI (`cli`). The queue is checked
+//! directly (`counts`, `depth`, `pop`).
 
 use std::collections::HashSet;
 use std::sync::Arc;
