@@ -5,6 +5,7 @@
 
 mod agent_tts;
 mod cache_pressure;
+mod campaign_api;
 mod campaign_queue;
 mod cluster;
 mod dialer;

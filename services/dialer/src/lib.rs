@@ -6,6 +6,7 @@
 //! JetStream, and the outcome of every contact in the queue. Stateless: every fact lives
 //! in Redis (the queue, the open attempts) or in the log.
 
+pub mod api;
 pub mod callbacks;
 pub mod campaign;
 pub mod clock;

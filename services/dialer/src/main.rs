@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use clap::Parser;
+use sb_dialer::api::{self, ApiState};
 use sb_dialer::clock::SystemClock;
 use sb_dialer::{Dialer, DialerConfig, Settings};
 use sb_runtime::{Runtime, RuntimeConfig, telemetry};
@@ -27,8 +28,14 @@ async fn main() -> anyhow::Result<()> {
     let runtime = Runtime::start("dialer", config.runtime).await?;
     let queue = runtime.redis.campaign_queue();
     let outbox = Arc::new(runtime.publisher.clone());
-    let dialer = Dialer::new(queue, outbox, settings, Arc::new(SystemClock));
+    let clock = Arc::new(SystemClock);
+    let api = api::router(ApiState::new(
+        queue.clone(),
+        runtime.tenants.clone(),
+        clock.clone(),
+    ));
+    let dialer = Dialer::new(queue, outbox, settings, clock);
     dialer.apply_tenant_caps(&runtime.tenants).await?;
-    sb_dialer::run::run(runtime, dialer, axum::Router::new()).await?;
+    sb_dialer::run::run(runtime, dialer, api).await?;
     Ok(())
 }

@@ -68,11 +68,10 @@ pub async fn run(stack: &Stack) -> anyhow::Result<Vec<Outcome>> {
     let created = api(http.post(&base).json(&spec())).await?;
     let id = created["id"].as_str().context("no campaign id")?.to_owned();
     let campaign = format!("{base}/{id}");
-    let upload = api(
-        http.post(format!("{campaign}/contacts"))
-            .header("content-type", "text/csv")
-            .body(CONTACTS_CSV),
-    )
+    let upload = api(http
+        .post(format!("{campaign}/contacts"))
+        .header("content-type", "text/csv")
+        .body(CONTACTS_CSV))
     .await?;
     println!(
         "\nA campaign: POST /v1/tenants/acme/campaigns ({id}), then {} contacts uploaded as CSV",
@@ -106,12 +105,19 @@ pub async fn run(stack: &Stack) -> anyhow::Result<Vec<Outcome>> {
             last_outcome: c["last_outcome"].as_str().unwrap_or("-").to_owned(),
             call_sids: c["call_sids"]
                 .as_array()
-                .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|s| s.as_str().map(str::to_owned))
+                        .collect()
+                })
                 .unwrap_or_default(),
         })
         .collect();
     outcomes.sort_by(|a, b| a.phone.cmp(&b.phone));
-    println!("  every contact finished after {:.1} s:", started.elapsed().as_secs_f64());
+    println!(
+        "  every contact finished after {:.1} s:",
+        started.elapsed().as_secs_f64()
+    );
     let js = stack.jetstream().await?;
     for o in &outcomes {
         let first = match o.call_sids.last().map(|s| CallSid::parse(s)) {
@@ -124,7 +130,9 @@ pub async fn run(stack: &Stack) -> anyhow::Result<Vec<Outcome>> {
             o.state,
             o.attempts,
             o.last_outcome,
-            first.map(|t| format!("; the agent said “{t}”")).unwrap_or_default()
+            first
+                .map(|t| format!("; the agent said “{t}”"))
+                .unwrap_or_default()
         );
     }
     Ok(outcomes)

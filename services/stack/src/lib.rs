@@ -2,11 +2,14 @@
 //!
 //! [`nats_server`] and [`servers`] run real nats-server (auth on, optionally TLS or a
 //! cluster) and redis-server (password on) child processes; [`ops`] is the operator's
-//! `topology` and `nats-auth` commands; [`process`] runs
+//! `topology` and `nats-auth` commands; [`campaign_cli`] and [`campaigns_api`] the
+//! campaigns API's client and stand-alone server; [`process`] runs
 //! the stand-ins and services as child processes; [`stack`] starts all of it on free
 //! loopback ports. State: the child processes, killed on drop, and their log files.
 
 pub mod breakdown;
+pub mod campaign_cli;
+pub mod campaigns_api;
 pub mod demo;
 pub mod demo_campaign;
 pub mod frames;

@@ -88,6 +88,10 @@ enum Command {
         #[arg(long)]
         helm: bool,
     },
+    /// Outbound campaigns through the campaigns API (the key in SB_CAMPAIGNS_API_KEY).
+    Campaign(sb_stack::campaign_cli::CampaignArgs),
+    /// Serve the campaigns API alone (no NATS, no dialling): conformance runs, benchmarks.
+    CampaignsApi(sb_stack::campaigns_api::ServeArgs),
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -117,6 +121,16 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Campaign(args) => {
+            let key = std::env::var(sb_stack::campaign_cli::KEY_VARIABLE).map_err(|_| {
+                anyhow::anyhow!(
+                    "set {} to the tenant's API key",
+                    sb_stack::campaign_cli::KEY_VARIABLE
+                )
+            })?;
+            sb_stack::campaign_cli::run(args, &key, &mut std::io::stdout()).await?;
+        }
+        Command::CampaignsApi(args) => sb_stack::campaigns_api::serve(args).await?,
         Command::NatsAuth { helm: false } => print!("{}", sb_runtime::nats_auth::server_config()),
         Command::NatsAuth { helm: true } => print!("{}", sb_runtime::nats_auth::helm_values()),
         Command::Topology {

@@ -43,7 +43,11 @@ impl Data {
     }
 
     /// Applies `change` to a call, keeping the live count.
-    fn change<T>(&mut self, call_sid: &str, change: impl FnOnce(&mut CallRecord) -> T) -> Option<T> {
+    fn change<T>(
+        &mut self,
+        call_sid: &str,
+        change: impl FnOnce(&mut CallRecord) -> T,
+    ) -> Option<T> {
         let record = self.call_mut(call_sid)?;
         let was_live = record.is_live();
         let out = change(record);
