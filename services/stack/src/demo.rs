@@ -44,7 +44,7 @@ pub async fn run(run_dir: PathBuf) -> anyhow::Result<CallReport> {
     config.stt_script = CALLER_LINES.map(String::from).to_vec();
     config.llm_replies = BOT_REPLIES.map(String::from).to_vec();
     config.tts_speech = true;
-    config.callees = Some(workspace_root().join("services/sim/scenarios/campaign_callees.toml"));
+    config.callees = Some(workspace_root().join("services/sim/examples/campaign_callees.toml"));
     let stack = Stack::start(config)
         .await
         .context("the stack did not start")?;

@@ -4,7 +4,7 @@
 //! Creates a campaign for tenant acme (its greeting and voicemail with `{{name}}` and
 //! `{{day}}`, busy calls retried 3 s later), uploads three contacts as CSV, waits until
 //! every contact is finished, and prints each one's outcome, attempts and what the agent
-//! said first. The Twilio stand-in answers as `services/sim/scenarios/campaign_callees.toml`
+//! said first. The Twilio stand-in answers as `services/sim/examples/campaign_callees.toml`
 //! says: Ann answers and asks a question, Bob's voicemail takes the message, Cleo is busy
 //! and answers the retry. State: none beyond the stack's.
 
