@@ -96,6 +96,12 @@ bench-ingress *args:
 bench-queue *args:
     cargo run --release --quiet -p sb-tests --bin bench-queue -- "$@"
 
+# Outbound campaigns: contacts enqueued/s through the campaigns API (CSV and JSON), then popped-and-dialled/s by two dialer processes against the Twilio stand-in, a small tenant's first call beside 1,000,000 queued, Redis bytes per contact.
+bench-dialer *args:
+    cargo build --release --quiet --bins -p sb-dialer -p sb-sim -p sb-tests
+    target/release/bench-campaign-api
+    target/release/bench-dialer "$@"
+
 # Agent + tts pipeline overhead (transcript → first bot audio chunk) at 1/100/500 calls, and TTS cache hit → first chunk.
 bench-stages *args:
     cargo run --release --quiet -p sb-tests --example bench_stages -- "$@"

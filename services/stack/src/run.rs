@@ -4,7 +4,8 @@
 //! secret, Deepgram key, LLM base URL and key, Azure key and region) and a running NATS + Redis (`just up`,
 //! whose passwords `just run` reads from .run/secrets.env: each service logs in as its own NATS user);
 //! checks every required setting first and names what is missing, then starts the
-//! ingress, stt, agent and tts as processes and runs until Ctrl-C. State: the processes.
+//! ingress, stt, agent and tts (and the dialer when its public URL and the Twilio account
+//! are set) as processes and runs until Ctrl-C. State: the processes.
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -74,7 +75,16 @@ pub async fn run(run_dir: PathBuf, ingress_addr: SocketAddr) -> anyhow::Result<(
         .filter(|(k, _)| k.starts_with("SB_"))
         .collect();
     let mut processes = Vec::new();
-    for (i, name) in ["ingress", "stt", "agent", "tts"].into_iter().enumerate() {
+    // Outbound campaigns need the dialer's own public URL (Twilio's callbacks) and the
+    // account to place calls on; without them only inbound calls run.
+    let outbound = ["SB_DIALER_PUBLIC_URL", "SB_TWILIO_ACCOUNT_SID"]
+        .iter()
+        .all(|v| std::env::var(v).is_ok_and(|v| !v.trim().is_empty()));
+    let mut services = vec!["ingress", "stt", "agent", "tts"];
+    if outbound {
+        services.push("dialer");
+    }
+    for (i, name) in services.into_iter().enumerate() {
         let addr = if name == "ingress" {
             ingress_addr
         } else {
@@ -99,7 +109,15 @@ pub async fn run(run_dir: PathBuf, ingress_addr: SocketAddr) -> anyhow::Result<(
     println!(
         "  ingress on {ingress_addr}: set your Twilio number's Voice URL to {public}/twilio/voice"
     );
-    println!("  and its status callback to {public}/twilio/status. Ctrl-C stops everything.");
+    println!("  and its status callback to {public}/twilio/status.");
+    if outbound {
+        println!(
+            "  dialer on 127.0.0.1:9105: the campaigns API (`switchboard campaign --help`), Twilio's callbacks at $SB_DIALER_PUBLIC_URL/twilio/dial/*"
+        );
+    } else {
+        println!("  (set SB_DIALER_PUBLIC_URL and SB_TWILIO_ACCOUNT_SID to run outbound campaigns too)");
+    }
+    println!("  Ctrl-C stops everything.");
     tokio::signal::ctrl_c().await?;
     futures::future::join_all(
         processes
