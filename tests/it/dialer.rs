@@ -6,6 +6,7 @@
 //! ([`windows`]).
 
 pub(crate) mod rig;
+mod processes;
 mod windows;
 
 use std::time::Duration;

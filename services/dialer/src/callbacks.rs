@@ -3,7 +3,7 @@
 //! `?attempt=…` in the URL the dialer gave Twilio.
 //!
 //! Consumes signed form bodies (a bad `X-Twilio-Signature` is 403, a bad body 400, both
-//! counted, nothing changed); produces the attempt's call sid and last status, its
+//! counted, nothing changed); produces the attempt's call sid, its
 //! resolution on a final status ([`Dialer::conclude`]) and the `answered_by` event the
 //! agent greets or leaves a voicemail on. Any dialer replica answers any callback: the
 //! attempt lives in Redis. State: none here.
@@ -114,11 +114,8 @@ async fn status(
     }
     let result = async {
         dialer.adopt(&attempt, &record, &callback.call_sid).await?;
-        let status = callback.call_status.as_str();
-        dialer
-            .queue
-            .note_attempt(&attempt, &[("status", status)])
-            .await?;
+        // Progress (initiated, ringing, answered) changes nothing: only a final status
+        // resolves the attempt, so a progress callback costs one read.
         dialer
             .conclude(&attempt, &record, &callback.call_sid, callback.call_status)
             .await

@@ -10,7 +10,9 @@
 //! - **fairness**: the big campaign resumed (the dialers now dial it flat out), then
 //!   `--samples` times the small tenant queues one contact: the time until it is dialled.
 //!
-//! Each figure is the median of `--runs` runs. Build first: `cargo build --release --bins`.
+//! Each figure is the median of `--runs` runs, with the CPU each process spent per placed
+//! call (callbacks included), since all of them share this machine's cores. Build first:
+//! `cargo build --release --bins`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,7 +26,7 @@ use sb_runtime::redis::campaigns::{
 use sb_runtime::redis::{Keys, Redis};
 use sb_schemas::TenantId;
 use sb_schemas::roles::Role;
-use sb_stack::process::{Process, free_addr};
+use sb_stack::process::{Process, free_addr, usage};
 use sb_stack::servers::workspace_root;
 use sb_tests::{NatsServer, RedisServer, RedisSettings};
 
@@ -129,6 +131,8 @@ async fn used_memory(url: &str) -> anyhow::Result<f64> {
 #[derive(Debug, Default)]
 struct Run {
     dials_per_s: f64,
+    /// CPU per placed call (ms) of the dialers, the stand-in, redis-server, nats-server.
+    cpu_per_call: Vec<(String, f64)>,
     bytes_per_contact: f64,
     first_call_ms_p50: f64,
     first_call_ms_max: f64,
@@ -215,12 +219,41 @@ async fn run(args: &Args, logs: &Path) -> anyhow::Result<Run> {
     let batch = contacts("d", args.contacts);
     q.pause(&acme, &c).await?;
     q.enqueue(&acme, &c, &batch, now_ms()).await?;
+    let pids: Vec<(&str, u32)> = vec![
+        ("dialers", dialers[0].pid()),
+        ("dialers", dialers[1].pid()),
+        ("stand-in", twilio.pid()),
+        ("redis", redis.pid()),
+        ("nats", nats.pid()),
+    ];
+    let cpu = |pids: &[(&str, u32)]| -> Vec<(String, Duration)> {
+        let mut by: Vec<(String, Duration)> = Vec::new();
+        for (name, pid) in pids {
+            let used = usage(*pid).cpu;
+            match by.iter_mut().find(|(n, _)| n == name) {
+                Some((_, d)) => *d += used,
+                None => by.push(((*name).to_owned(), used)),
+            }
+        }
+        by
+    };
+    let before = cpu(&pids);
     let started = Instant::now();
     q.resume(&acme, &c).await?;
     while dialled(&q, &acme, &c).await? < args.contacts as u64 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let dials_per_s = args.contacts as f64 / started.elapsed().as_secs_f64();
+    // Let the last calls' callbacks land, so their cost is counted too.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let cpu_per_call: Vec<(String, f64)> = cpu(&pids)
+        .into_iter()
+        .zip(before)
+        .map(|((name, after), (_, before))| {
+            let ms = (after - before).as_secs_f64() * 1000.0 / args.contacts as f64;
+            (name, ms)
+        })
+        .collect();
 
     // Memory: the big campaign queued while paused.
     let big = create(&q, &acme, "big").await?;
@@ -251,6 +284,7 @@ async fn run(args: &Args, logs: &Path) -> anyhow::Result<Run> {
     twilio.stop(Duration::from_secs(5)).await;
     Ok(Run {
         dials_per_s,
+        cpu_per_call,
         bytes_per_contact,
         first_call_ms_p50: waits[waits.len() / 2],
         first_call_ms_max: waits[waits.len() - 1],
@@ -283,6 +317,12 @@ async fn main() -> anyhow::Result<()> {
             r.first_call_ms_p50,
             r.first_call_ms_max
         );
+        let cpu: Vec<String> = r
+            .cpu_per_call
+            .iter()
+            .map(|(n, ms)| format!("{n} {ms:.3}"))
+            .collect();
+        println!("         CPU per placed call (ms): {}", cpu.join(", "));
         runs.push(r);
     }
     let m = |f: fn(&Run) -> f64| median(runs.iter().map(f).collect());
