@@ -5,8 +5,8 @@
 //! dialer that dies at any point of a dial loses no contact and never calls one twice
 //! ([`windows`]).
 
-pub(crate) mod rig;
 mod processes;
+pub(crate) mod rig;
 mod windows;
 
 use std::time::Duration;

@@ -115,7 +115,9 @@ pub async fn run(run_dir: PathBuf, ingress_addr: SocketAddr) -> anyhow::Result<(
             "  dialer on 127.0.0.1:9105: the campaigns API (`switchboard campaign --help`), Twilio's callbacks at $SB_DIALER_PUBLIC_URL/twilio/dial/*"
         );
     } else {
-        println!("  (set SB_DIALER_PUBLIC_URL and SB_TWILIO_ACCOUNT_SID to run outbound campaigns too)");
+        println!(
+            "  (set SB_DIALER_PUBLIC_URL and SB_TWILIO_ACCOUNT_SID to run outbound campaigns too)"
+        );
     }
     println!("  Ctrl-C stops everything.");
     tokio::signal::ctrl_c().await?;

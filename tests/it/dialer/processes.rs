@@ -20,7 +20,13 @@ async fn dialer(env: &TestEnv, twilio: &str, logs: &std::path::Path, n: usize) -
     let addr = free_addr().unwrap();
     let mut vars: Vec<(String, String)> = [
         ("SB_REDIS_URL", env.redis.url.clone()),
-        ("SB_TENANTS_FILE", workspace_root().join("deploy/base/tenants.toml").display().to_string()),
+        (
+            "SB_TENANTS_FILE",
+            workspace_root()
+                .join("deploy/base/tenants.toml")
+                .display()
+                .to_string(),
+        ),
         ("SB_HTTP_ADDR", addr.to_string()),
         ("SB_LOG_FORMAT", "json".into()),
         ("SB_TWILIO_API_URL", twilio.into()),
@@ -53,20 +59,28 @@ async fn two_dialer_processes_share_the_rate_and_survive_one_being_killed() {
     let mut sim = twilio::Config::new(ACCOUNT, TOKEN);
     sim.callees = Some(Callees::new(human()));
     let (server, twilio) = twilio::spawn(sim).await.unwrap();
-    let queue = sb_runtime::redis::Redis::connect(&env.redis.url, sb_runtime::redis::Keys::new(""), Duration::from_secs(60))
-        .await
-        .unwrap()
-        .campaign_queue();
+    let queue = sb_runtime::redis::Redis::connect(
+        &env.redis.url,
+        sb_runtime::redis::Keys::new(""),
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap()
+    .campaign_queue();
     let c = sb_runtime::redis::campaigns::CampaignId::parse("killed").unwrap();
     let def = sb_dialer::campaign::Campaign::new(c.clone(), always_open(), chrono::Utc::now());
-    queue.create_def(&tenant(), &c, &serde_json::to_string(&def).unwrap()).await.unwrap();
+    queue
+        .create_def(&tenant(), &c, &serde_json::to_string(&def).unwrap())
+        .await
+        .unwrap();
     let numbers: Vec<String> = (0..20).map(|i| format!("+150055504{i:02}")).collect();
     let contacts: Vec<_> = numbers.iter().map(|n| contact(n, &[])).collect();
     queue.enqueue(&tenant(), &c, &contacts, 0).await.unwrap();
 
+    let url = server.http_url();
     let (one, two) = tokio::join!(
-        dialer(&env, &server.http_url(), logs.path(), 1),
-        dialer(&env, &server.http_url(), logs.path(), 2),
+        dialer(&env, &url, logs.path(), 1),
+        dialer(&env, &url, logs.path(), 2),
     );
     twilio
         .wait_until(Duration::from_secs(30), |t| t.calls().len() >= 6)
@@ -81,7 +95,8 @@ async fn two_dialer_processes_share_the_rate_and_survive_one_being_killed() {
     .unwrap();
     for number in &numbers {
         assert_eq!(twilio.calls_to(number), 1, "{number}: exactly one call");
-        let id = sb_runtime::redis::campaigns::ContactId::parse(number.trim_start_matches('+')).unwrap();
+        let id =
+            sb_runtime::redis::campaigns::ContactId::parse(number.trim_start_matches('+')).unwrap();
         let r = queue.contact(&tenant(), &c, &id).await.unwrap().unwrap();
         assert_eq!((r.state, r.attempts), (ContactState::Done, 1), "{number}");
     }
