@@ -16,8 +16,8 @@ use sb_runtime::redis::{
 };
 use sb_runtime::state::Stale;
 use sb_schemas::CallSid;
-use sb_schemas::testing::{sid, tenant, tenant_id};
-use sb_tests::{TestEnv, eventually};
+use sb_schemas::testing::{sid, tenant};
+use sb_tests::TestEnv;
 
 async fn ttl(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> i64 {
     redis::cmd("TTL").arg(key).query_async(conn).await.unwrap()
@@ -258,77 +258,6 @@ async fn rate_limit_is_exact_under_concurrency() {
     let mut raw = env.redis_raw().await.unwrap();
     let key = redis.keys().rate_limit(&tenant(), 1_800_000_000 / 60);
     assert!((1..=61).contains(&ttl(&mut raw, &key).await));
-}
-
-/// Jobs pop by priority, FIFO within a priority; ZCARD counts them.
-#[tokio::test]
-async fn queue_pops_by_priority_then_fifo() {
-    let env = TestEnv::start().await.unwrap();
-    let redis = env.redis().await.unwrap();
-    let t = tenant();
-    for (priority, payload) in [(1, "a"), (5, "b"), (1, "c"), (5, "d"), (9, "e")] {
-        redis.queue_push(&t, priority, payload).await.unwrap();
-    }
-    assert_eq!(redis.queue_len(&t).await.unwrap(), 5);
-    let mut popper = redis.queue_popper().await.unwrap();
-    let mut order = Vec::new();
-    while let Some(job) = popper
-        .pop(std::slice::from_ref(&t), Duration::from_millis(100))
-        .await
-        .unwrap()
-    {
-        order.push((job.priority, job.payload));
-    }
-    let order: Vec<(u16, &str)> = order.iter().map(|(p, s)| (*p, s.as_str())).collect();
-    assert_eq!(order, [(9, "e"), (5, "b"), (5, "d"), (1, "a"), (1, "c")]);
-    let mut raw = env.redis_raw().await.unwrap();
-    assert_eq!(
-        ttl(&mut raw, &redis.keys().campaign_queue(&t)).await,
-        -2,
-        "emptied"
-    );
-}
-
-/// A blocked pop (on its own connection) wakes when a job is pushed, while the shared
-/// connection keeps serving other commands.
-#[tokio::test]
-async fn blocking_pop_wakes_on_push() {
-    let env = TestEnv::start().await.unwrap();
-    let redis = env.redis().await.unwrap();
-    let other = tenant_id("globex");
-    let mut popper = redis.queue_popper().await.unwrap();
-    let tenants = [tenant(), other.clone()];
-    let waiting = tokio::spawn(async move { popper.pop(&tenants, Duration::from_secs(30)).await });
-
-    let mut raw = env.redis_raw().await.unwrap();
-    eventually("the pop to block", Duration::from_secs(5), || {
-        let mut raw = raw.clone();
-        async move {
-            let info: String = redis::cmd("INFO")
-                .arg("clients")
-                .query_async(&mut raw)
-                .await
-                .unwrap();
-            info.contains("blocked_clients:1").then_some(())
-        }
-    })
-    .await
-    .unwrap();
-    assert_eq!(
-        redis.session_progress(&sid(9)).await.unwrap().bargein,
-        0,
-        "shared connection still serves"
-    );
-    redis
-        .queue_push(&other, 3, "call +15005550123")
-        .await
-        .unwrap();
-    let job = waiting.await.unwrap().unwrap().expect("woken with a job");
-    assert_eq!(
-        (job.tenant, job.priority, job.payload.as_str()),
-        (other, 3, "call +15005550123")
-    );
-    let _: () = redis::cmd("PING").query_async(&mut raw).await.unwrap();
 }
 
 /// The TTS cache stores audio for 24 h under a key that case, spacing and punctuation

@@ -59,16 +59,6 @@ impl Keys {
         format!("{}tts:{}", self.prefix, hex::encode(hash.finalize()))
     }
 
-    /// `queue:campaigns:{tenant}`: the ZSET of outbound calls KEDA scales dialers on.
-    pub fn campaign_queue(&self, tenant: &TenantId) -> String {
-        format!("{}queue:campaigns:{tenant}", self.prefix)
-    }
-
-    /// `queue:campaigns:{tenant}:seq`: the counter that keeps one priority FIFO.
-    pub fn campaign_seq(&self, tenant: &TenantId) -> String {
-        format!("{}queue:campaigns:{tenant}:seq", self.prefix)
-    }
-
     /// `llm:slots:{tenant}`: the ZSET of the tenant's LLM requests in flight on every
     /// replica, each scored by its lease's expiry (ms, Redis' clock).
     pub fn llm_slots(&self, tenant: &TenantId) -> String {
@@ -327,7 +317,6 @@ mod tests {
             k.live_socket(&sid),
             "p:live:CA0123456789abcdef0123456789abcdef"
         );
-        assert_eq!(k.campaign_queue(&t), "p:queue:campaigns:acme");
         assert_eq!(k.llm_slots(&t), "p:llm:slots:acme");
         assert_eq!(k.llm_aimd(), "p:llm:aimd");
         assert_eq!(k.llm_aimd_slots(), "p:llm:aimd:slots");

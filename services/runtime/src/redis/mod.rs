@@ -13,7 +13,6 @@ pub mod idempotency;
 pub mod keys;
 pub mod live_socket;
 pub mod llm_limits;
-pub mod queue;
 pub mod rate_limit;
 pub mod session;
 pub mod tts_cache;
@@ -61,7 +60,6 @@ pub(crate) fn failed(op: &'static str) -> impl FnOnce(redis::RedisError) -> Redi
 /// The shared Redis handle. Cheap to clone.
 #[derive(Clone)]
 pub struct Redis {
-    client: redis::Client,
     conn: ConnectionManager,
     keys: Keys,
     session_ttl: Duration,
@@ -88,7 +86,6 @@ impl Redis {
             .await
             .map_err(RedisError::Connect)?;
         Ok(Self {
-            client,
             conn,
             keys,
             session_ttl,
