@@ -82,3 +82,34 @@ impl TestEnv {
             .await?)
     }
 }
+
+/// Benchmark contacts: `n` contacts with ids `{prefix}{i}`, priority 1, ready now, two short
+/// variables each (`name`, `ref`) and distinct numbers.
+pub fn bench_contacts(prefix: &str, n: usize) -> Vec<sb_runtime::redis::campaigns::NewContact> {
+    use sb_runtime::redis::campaigns::{ContactId, ContactPayload, NewContact};
+    (0..n)
+        .map(|i| NewContact {
+            id: ContactId::parse(&format!("{prefix}{i}")).expect("valid id"),
+            priority: 1,
+            not_before_ms: 0,
+            payload: ContactPayload {
+                phone: format!("+1500{:07}", i % 10_000_000),
+                vars: [
+                    ("name".into(), "Ann".into()),
+                    ("ref".into(), format!("R{i}")),
+                ]
+                .into(),
+            },
+        })
+        .collect()
+}
+
+/// Redis' `used_memory` (bytes), for memory-per-key figures.
+pub async fn used_memory(conn: &mut redis::aio::MultiplexedConnection) -> anyhow::Result<f64> {
+    let info: String = redis::cmd("INFO").arg("memory").query_async(conn).await?;
+    let line = info
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .ok_or_else(|| anyhow::anyhow!("no used_memory"))?;
+    Ok(line.trim().parse()?)
+}

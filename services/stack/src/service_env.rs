@@ -106,3 +106,34 @@ impl Env<'_> {
         env
     }
 }
+
+/// A dialer process outside a [`crate::Stack`] (the dialer benchmark and ring-3 tests):
+/// its servers, the shipped tenants file, its address (also its public URL, for Twilio's
+/// callbacks), the Twilio account at `twilio` and the NATS user `dialer`; `extra` settings
+/// go on top (`SB_DIALER_CPS`, …).
+pub fn dialer_env(
+    nats: &crate::nats_server::NatsServer,
+    redis_url: &str,
+    http: SocketAddr,
+    twilio: &str,
+    (account, token): (&str, &str),
+    extra: &[(&str, String)],
+) -> Vec<(String, String)> {
+    let tenants = workspace_root().join("deploy/base/tenants.toml");
+    let mut env: Vec<(String, String)> = [
+        ("SB_REDIS_URL", redis_url.to_owned()),
+        ("SB_TENANTS_FILE", tenants.display().to_string()),
+        ("SB_HTTP_ADDR", http.to_string()),
+        ("SB_LOG_FORMAT", "json".into()),
+        ("SB_TWILIO_API_URL", twilio.to_owned()),
+        ("SB_TWILIO_ACCOUNT_SID", account.to_owned()),
+        ("SB_TWILIO_AUTH_TOKEN", token.to_owned()),
+        ("SB_PUBLIC_URL", PUBLIC_URL.to_owned()),
+        ("SB_DIALER_PUBLIC_URL", format!("http://{http}")),
+    ]
+    .map(|(k, v)| (k.to_owned(), v))
+    .to_vec();
+    env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+    env.extend(nats.service_env(Role::Dialer));
+    env
+}

@@ -7,10 +7,9 @@
 use std::time::Duration;
 
 use sb_runtime::redis::campaigns::ContactState;
-use sb_schemas::roles::Role;
 use sb_sim::twilio::{self, Callees};
 use sb_stack::process::{Process, free_addr};
-use sb_stack::servers::workspace_root;
+use sb_stack::service_env::dialer_env;
 use sb_stack::stack::{binaries_dir, ensure_built};
 use sb_tests::{TestEnv, eventually};
 
@@ -18,33 +17,23 @@ use super::rig::{ACCOUNT, TOKEN, always_open, contact, human, tenant};
 
 async fn dialer(env: &TestEnv, twilio: &str, logs: &std::path::Path, n: usize) -> Process {
     let addr = free_addr().unwrap();
-    let mut vars: Vec<(String, String)> = [
-        ("SB_REDIS_URL", env.redis.url.clone()),
-        (
-            "SB_TENANTS_FILE",
-            workspace_root()
-                .join("deploy/base/tenants.toml")
-                .display()
-                .to_string(),
-        ),
-        ("SB_HTTP_ADDR", addr.to_string()),
-        ("SB_LOG_FORMAT", "json".into()),
-        ("SB_TWILIO_API_URL", twilio.into()),
-        ("SB_TWILIO_ACCOUNT_SID", ACCOUNT.into()),
-        ("SB_TWILIO_AUTH_TOKEN", TOKEN.into()),
-        ("SB_PUBLIC_URL", "https://switchboard.example".into()),
-        ("SB_DIALER_PUBLIC_URL", format!("http://{addr}")),
-        ("SB_DIALER_CPS", "5".into()),
+    let extra = [
+        ("SB_DIALER_CPS", "5".to_owned()),
         ("SB_DIALER_CPS_BURST", "1".into()),
         ("SB_DIALER_WORKERS", "4".into()),
         ("SB_DIALER_LEASE_SECS", "5".into()),
         ("SB_DIALER_RECONCILE_SECS", "2".into()),
         ("SB_DIALER_ORPHAN_SECS", "2".into()),
         ("SB_DIALER_IDLE_MS", "50".into()),
-    ]
-    .map(|(k, v)| (k.to_owned(), v))
-    .to_vec();
-    vars.extend(env.nats.service_env(Role::Dialer));
+    ];
+    let vars = dialer_env(
+        &env.nats,
+        &env.redis.url,
+        addr,
+        twilio,
+        (ACCOUNT, TOKEN),
+        &extra,
+    );
     let bin = binaries_dir().unwrap().join("dialer");
     Process::service(&format!("dialer-{n}"), &bin, &vars, addr, logs)
         .await
@@ -101,14 +90,6 @@ async fn two_dialer_processes_share_the_rate_and_survive_one_being_killed() {
         assert_eq!((r.state, r.attempts), (ContactState::Done, 1), "{number}");
     }
     // 5 a second with a burst of 1, over both processes: no second holds more than 6.
-    let mut at = twilio.created_at();
-    at.sort();
-    for (i, start) in at.iter().enumerate() {
-        let within = at[i..]
-            .iter()
-            .take_while(|t| t.duration_since(*start) < Duration::from_secs(1))
-            .count();
-        assert!(within <= 6, "{within} calls within a second of call {i}");
-    }
+    super::rig::assert_rate(twilio.created_at(), 6);
     two.stop(Duration::from_secs(5)).await;
 }

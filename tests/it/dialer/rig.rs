@@ -274,3 +274,15 @@ pub(crate) fn always_open() -> CampaignSpec {
     spec.retry.max_attempts = 1;
     spec
 }
+
+/// No second of `created` (when the stand-in created each call) holds more than `max` calls.
+pub(crate) fn assert_rate(mut created: Vec<std::time::Instant>, max: usize) {
+    created.sort();
+    for (i, start) in created.iter().enumerate() {
+        let within = created[i..]
+            .iter()
+            .take_while(|t| t.duration_since(*start) < Duration::from_secs(1))
+            .count();
+        assert!(within <= max, "{within} calls within a second of call {i}");
+    }
+}

@@ -14,21 +14,18 @@
 //! call (callbacks included), since all of them share this machine's cores. Build first:
 //! `cargo build --release --bins`.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use sb_dialer::campaign::{CallingHours, Campaign, CampaignSpec, RetrySpec};
-use sb_runtime::redis::campaigns::{
-    CampaignId, CampaignQueue, ContactId, ContactPayload, NewContact,
-};
+use sb_runtime::redis::campaigns::{CampaignId, CampaignQueue};
 use sb_runtime::redis::{Keys, Redis};
 use sb_schemas::TenantId;
-use sb_schemas::roles::Role;
 use sb_stack::process::{Process, free_addr, usage};
 use sb_stack::servers::workspace_root;
-use sb_tests::{NatsServer, RedisServer, RedisSettings};
+use sb_stack::service_env::dialer_env;
+use sb_tests::{NatsServer, RedisServer, RedisSettings, bench_contacts as contacts, used_memory};
 
 /// Dialer benchmark (real servers, two dialer processes, the Twilio stand-in).
 #[derive(Debug, Parser)]
@@ -74,25 +71,6 @@ fn spec() -> CampaignSpec {
     }
 }
 
-fn contacts(prefix: &str, n: usize) -> Vec<NewContact> {
-    (0..n)
-        .map(|i| NewContact {
-            id: ContactId::parse(&format!("{prefix}{i}")).expect("valid id"),
-            priority: 1,
-            not_before_ms: 0,
-            payload: ContactPayload {
-                phone: format!("+1500{:07}", i % 10_000_000),
-                vars: [
-                    ("name".into(), "Ann".into()),
-                    ("ref".into(), format!("R{i}")),
-                ]
-                .into_iter()
-                .collect::<BTreeMap<_, _>>(),
-            },
-        })
-        .collect()
-}
-
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -113,19 +91,11 @@ async fn dialled(q: &CampaignQueue, tenant: &TenantId, c: &CampaignId) -> anyhow
     Ok(counts["calling"] + counts["done"] + counts["failed"])
 }
 
-async fn used_memory(url: &str) -> anyhow::Result<f64> {
+async fn memory(url: &str) -> anyhow::Result<f64> {
     let mut conn = redis::Client::open(url)?
         .get_multiplexed_async_connection()
         .await?;
-    let info: String = redis::cmd("INFO")
-        .arg("memory")
-        .query_async(&mut conn)
-        .await?;
-    let line = info
-        .lines()
-        .find_map(|l| l.strip_prefix("used_memory:"))
-        .ok_or_else(|| anyhow::anyhow!("no used_memory"))?;
-    Ok(line.trim().parse()?)
+    used_memory(&mut conn).await
 }
 
 #[derive(Debug, Default)]
@@ -169,31 +139,22 @@ async fn run(args: &Args, logs: &Path) -> anyhow::Result<Run> {
     let mut dialers = Vec::new();
     for i in 0..2 {
         let addr = free_addr()?;
-        let mut env: Vec<(String, String)> = [
-            ("SB_REDIS_URL", redis.url.clone()),
-            (
-                "SB_TENANTS_FILE",
-                workspace_root()
-                    .join("deploy/base/tenants.toml")
-                    .display()
-                    .to_string(),
-            ),
-            ("SB_HTTP_ADDR", addr.to_string()),
-            ("SB_LOG_FORMAT", "json".into()),
-            ("RUST_LOG", "warn".into()),
-            ("SB_TWILIO_API_URL", format!("http://{}", twilio.addr)),
-            ("SB_TWILIO_ACCOUNT_SID", ACCOUNT.into()),
-            ("SB_TWILIO_AUTH_TOKEN", TOKEN.into()),
-            ("SB_PUBLIC_URL", "https://switchboard.local".into()),
-            ("SB_DIALER_PUBLIC_URL", format!("http://{addr}")),
+        let extra = [
+            ("RUST_LOG", "warn".to_owned()),
             ("SB_DIALER_CPS", "10000".into()),
             ("SB_DIALER_CPS_BURST", "10000".into()),
             ("SB_DIALER_WORKERS", args.workers.to_string()),
             ("SB_DIALER_IDLE_MS", "20".into()),
-        ]
-        .map(|(k, v)| (k.to_owned(), v))
-        .to_vec();
-        env.extend(nats.service_env(Role::Dialer));
+        ];
+        let twilio_url = format!("http://{}", twilio.addr);
+        let env = dialer_env(
+            &nats,
+            &redis.url,
+            addr,
+            &twilio_url,
+            (ACCOUNT, TOKEN),
+            &extra,
+        );
         dialers.push(
             Process::service(
                 &format!("dialer-{i}"),
@@ -259,10 +220,10 @@ async fn run(args: &Args, logs: &Path) -> anyhow::Result<Run> {
     let big = create(&q, &acme, "big").await?;
     q.set_campaign_cap(&acme, &big, None).await?;
     q.pause(&acme, &big).await?;
-    let before = used_memory(&redis.url).await?;
+    let before = memory(&redis.url).await?;
     q.enqueue(&acme, &big, &contacts("b", args.big), now_ms())
         .await?;
-    let bytes_per_contact = (used_memory(&redis.url).await? - before) / args.big as f64;
+    let bytes_per_contact = (memory(&redis.url).await? - before) / args.big as f64;
 
     // Fairness: the dialers busy on the big campaign, the small tenant's first call.
     q.resume(&acme, &big).await?;

@@ -21,12 +21,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
 use futures::future::join_all;
-use sb_runtime::redis::campaigns::{
-    CampaignId, CampaignQueue, ContactId, ContactPayload, NewContact,
-};
+use sb_runtime::redis::campaigns::{CampaignId, CampaignQueue};
 use sb_runtime::redis::{Keys, Redis};
 use sb_schemas::TenantId;
-use sb_tests::{RedisServer, RedisSettings};
+use sb_tests::{RedisServer, RedisSettings, bench_contacts as contacts, used_memory};
 use tokio::sync::mpsc;
 
 /// Campaign queue benchmark (real redis-server).
@@ -58,33 +56,6 @@ fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
-}
-
-fn contacts(prefix: &str, n: usize) -> Vec<NewContact> {
-    (0..n)
-        .map(|i| NewContact {
-            id: ContactId::parse(&format!("{prefix}{i}")).expect("valid id"),
-            priority: 1,
-            not_before_ms: 0,
-            payload: ContactPayload {
-                phone: format!("+1500555{:04}", i % 10_000),
-                vars: [
-                    ("name".into(), "Ann".into()),
-                    ("ref".into(), format!("R{i}")),
-                ]
-                .into(),
-            },
-        })
-        .collect()
-}
-
-async fn used_memory(q: &mut redis::aio::MultiplexedConnection) -> anyhow::Result<f64> {
-    let info: String = redis::cmd("INFO").arg("memory").query_async(q).await?;
-    let line = info
-        .lines()
-        .find_map(|l| l.strip_prefix("used_memory:"))
-        .ok_or_else(|| anyhow::anyhow!("no used_memory"))?;
-    Ok(line.trim().parse()?)
 }
 
 /// Two poppers with `tasks` pops in flight each, until `stop` (or, with `until_empty`,
