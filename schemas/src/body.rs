@@ -315,6 +315,15 @@ pub enum EndReason {
     Hangup,
     /// The call was transferred away.
     Transferred,
+    /// The media socket closed or broke without Twilio's `stop` (a reset, a lost peer).
+    Closed,
+    /// The ingress was draining and its deadline passed with the call still on it.
+    Drained,
+    /// No message on the media socket for the tenant's idle timeout (Twilio sends media
+    /// every 20 ms while a call lives).
+    IdleTimeout,
+    /// The ingress closed the socket for a protocol violation (a frame over the hard limit: 1009).
+    Rejected,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -70,7 +70,7 @@ async fn wait_for_start(client: &async_nats::Client, sid: &CallSid) -> async_nat
 }
 
 /// The call's control events as stored in CALLS, in stream order.
-async fn call_events(env: &TestEnv, sid: &CallSid) -> Vec<Envelope> {
+pub(crate) async fn call_events(env: &TestEnv, sid: &CallSid) -> Vec<Envelope> {
     support::payloads(&env.js, "CALLS", &subject::call_events_filter(sid))
         .await
         .iter()

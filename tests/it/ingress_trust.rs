@@ -262,3 +262,33 @@ async fn trust_a_status_callback_for_a_call_never_admitted_publishes_no_end() {
     assert!(stored_for(&env, &stranger).await.is_empty());
     ingress.shutdown().await;
 }
+
+/// A frame over the transport's hard limit (64 × `SB_WS_MAX_MESSAGE_BYTES`) on a real
+/// socket: the ingress closes it with 1009 (message too big), not silently (1005), and the
+/// call it carried ends `Rejected`.
+#[tokio::test]
+async fn trust_a_frame_over_the_hard_limit_is_closed_with_1009() {
+    let env = TestEnv::start().await.unwrap();
+    let (_runtime, ingress) = start(&env).await;
+    let sid = CallSid::parse(&new_sid("CA")).unwrap();
+    let parameters = admit(ingress.addr, &sid).await;
+    let mut ws = open(ingress.addr).await;
+    start_stream(&mut ws, &sid, parameters).await;
+    // The default `SB_WS_MAX_MESSAGE_BYTES` (16 KiB) times 64.
+    let limit = 16 * 1024 * 64;
+    let huge = "x".repeat(limit + 1);
+    // The ingress may close before the whole frame is written; the write's result is moot.
+    let _ =
+        futures::SinkExt::send(&mut ws, tokio_tungstenite::tungstenite::Message::text(huge)).await;
+    assert_eq!(close_code(&mut ws).await, Some(1009));
+    let ends = eventually("the call's end", WAIT, || async {
+        let events = crate::ingress::call_events(&env, &sid).await;
+        events.into_iter().find_map(|e| match e.body {
+            sb_schemas::Body::End(end) => Some(end.reason),
+            _ => None,
+        })
+    })
+    .await
+    .unwrap();
+    assert_eq!(ends, sb_schemas::EndReason::Rejected);
+}

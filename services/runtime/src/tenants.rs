@@ -104,6 +104,16 @@ struct RawTenant {
     stt_endpointing_ms: u32,
     #[serde(default)]
     api_key_sha256: Vec<String>,
+    #[serde(default = "default_media_idle")]
+    media_idle_secs: u32,
+}
+
+/// How long a media socket may go without a message before the ingress closes it, unless
+/// a tenant says otherwise.
+pub const DEFAULT_MEDIA_IDLE_SECS: u32 = 15;
+
+fn default_media_idle() -> u32 {
+    DEFAULT_MEDIA_IDLE_SECS
 }
 
 fn default_endpointing() -> u32 {
@@ -139,6 +149,8 @@ pub struct Tenant {
     /// SHA-256 (hex) of each API key of the tenant's campaigns API; the keys themselves
     /// are never stored.
     pub api_key_sha256: Vec<String>,
+    /// A media socket with no message for this long is closed (`end` reason `IdleTimeout`).
+    pub media_idle_secs: u32,
 }
 
 /// Every tenant, by id and by phone number.
@@ -281,6 +293,9 @@ fn validate(raw: RawTenant, tiers: &BTreeMap<String, Tier>) -> Result<Tenant, St
             ));
         }
     }
+    if !(1..=600).contains(&raw.media_idle_secs) {
+        return Err(field("media_idle_secs", "must be between 1 and 600".into()));
+    }
     if !(10..=5000).contains(&raw.stt_endpointing_ms) {
         return Err(field(
             "stt_endpointing_ms",
@@ -302,6 +317,7 @@ fn validate(raw: RawTenant, tiers: &BTreeMap<String, Tier>) -> Result<Tenant, St
         transfer_number: raw.transfer_number,
         stt_endpointing_ms: raw.stt_endpointing_ms,
         api_key_sha256: raw.api_key_sha256,
+        media_idle_secs: raw.media_idle_secs,
     })
 }
 

@@ -26,7 +26,7 @@ use crate::bargein::Detector;
 use crate::playback::{Echo, Output, Playback};
 use crate::{Backend, IngressState};
 
-/// Why a socket's call ended (a log field).
+/// Why a socket's call ended: a log field, and its `end` event's reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum EndCause {
     /// Twilio sent `stop`.
@@ -37,6 +37,10 @@ pub(crate) enum EndCause {
     Drained,
     /// The gate refused the `start` (see [`gate`]).
     Refused,
+    /// No message for the idle timeout.
+    IdleTimeout,
+    /// A frame over the hard limit (closed with 1009).
+    TooBig,
 }
 
 impl EndCause {
@@ -46,6 +50,19 @@ impl EndCause {
             Self::Closed => "closed",
             Self::Drained => "drained",
             Self::Refused => "refused",
+            Self::IdleTimeout => "idle_timeout",
+            Self::TooBig => "too_big",
+        }
+    }
+
+    /// The `end` event's reason.
+    pub(crate) fn reason(self) -> EndReason {
+        match self {
+            Self::Stop => EndReason::Stop,
+            Self::Closed => EndReason::Closed,
+            Self::Drained => EndReason::Drained,
+            Self::IdleTimeout => EndReason::IdleTimeout,
+            Self::Refused | Self::TooBig => EndReason::Rejected,
         }
     }
 }
@@ -333,6 +350,11 @@ impl<B: Backend> Call<B> {
         Some(message.to_json())
     }
 
+    /// How long the socket may go without a message (the tenant's setting).
+    pub(crate) fn idle_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(u64::from(self.tenant.media_idle_secs))
+    }
+
     /// When the next bot frame is due; `None` while waiting for audio.
     pub(crate) fn next_wake(&self) -> Option<Instant> {
         self.playback.next_wake()
@@ -359,7 +381,7 @@ impl<B: Backend> Call<B> {
                     self.sid.clone(),
                     self.latest_turn,
                     Body::End(End {
-                        reason: EndReason::Stop,
+                        reason: cause.reason(),
                     }),
                 );
                 if let Err(error) = backend.publish(&event).await {

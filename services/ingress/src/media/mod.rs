@@ -46,12 +46,17 @@ pub enum Incoming {
     Binary(usize),
     /// The peer closed the socket.
     Closed,
-    /// The transport failed (reset, protocol error, frame over the hard limit).
+    /// A frame over the hard limit: the socket is closed with 1009.
+    TooBig,
+    /// The transport failed (reset, protocol error).
     Failed(String),
 }
 
 /// WebSocket close code of a socket refused at `start` (RFC 6455: policy violation).
 pub const CLOSE_POLICY_VIOLATION: u16 = 1008;
+/// WebSocket close code of a socket that sent a frame over the hard limit (RFC 6455:
+/// message too big).
+pub const CLOSE_TOO_BIG: u16 = 1009;
 
 /// What the socket task sends Twilio.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,6 +122,15 @@ fn incoming(message: Result<Message, axum::Error>) -> Option<Incoming> {
         Ok(Message::Binary(bytes)) => Some(Incoming::Binary(bytes.len())),
         Ok(Message::Close(_)) => Some(Incoming::Closed),
         Ok(Message::Ping(_) | Message::Pong(_)) => None,
-        Err(error) => Some(Incoming::Failed(error.to_string())),
+        Err(error) => {
+            let text = error.to_string();
+            // tungstenite's `CapacityError::MessageTooLong` ("Message too long: …"): the
+            // frame over `max_message_size` / `max_frame_size`.
+            if text.contains("too long") {
+                Some(Incoming::TooBig)
+            } else {
+                Some(Incoming::Failed(text))
+            }
+        }
     }
 }

@@ -16,8 +16,14 @@ use sb_twilio::media::{InboundMessage, decode_payload, parse_inbound};
 use tokio::time::Instant;
 
 use super::call::{Call, EndCause};
-use super::{CLOSE_POLICY_VIOLATION, Incoming, Outgoing, fast};
+use super::{CLOSE_POLICY_VIOLATION, CLOSE_TOO_BIG, Incoming, Outgoing, fast};
+
+/// WebSocket close code of a socket closed for being idle (RFC 6455: normal closure).
+const CLOSE_NORMAL: u16 = 1000;
 use crate::{Backend, IngressState};
+
+/// The idle timeout before a `start` named the tenant (the tenants' default too).
+const DEFAULT_IDLE_SECS: u32 = sb_runtime::tenants::DEFAULT_MEDIA_IDLE_SECS;
 
 /// Rejections logged per socket before only every 100th is (they are all counted).
 const LOGGED_REJECTIONS: u64 = 10;
@@ -66,17 +72,26 @@ where
         call: None,
         rejected: 0,
     };
+    let mut last_frame = Instant::now();
     let cause = loop {
         let wake = socket.call.as_ref().and_then(Call::next_wake);
+        let idle = last_frame + socket.idle_timeout();
         let step = tokio::select! {
             biased;
             () = abort.cancelled() => Step::End(EndCause::Drained),
             () = sleep_until(wake) => Step::Go,
             event = next_event(&mut socket.call) => socket.on_event(event, &mut sink).await,
-            frame = stream.next() => match frame {
-                Some(frame) => socket.on_frame(frame).await,
-                None => Step::End(EndCause::Closed),
-            },
+            frame = stream.next() => {
+                last_frame = Instant::now();
+                match frame {
+                    Some(frame) => socket.on_frame(frame).await,
+                    None => Step::End(EndCause::Closed),
+                }
+            }
+            () = tokio::time::sleep_until(idle) => {
+                socket.reject("idle_timeout");
+                Step::End(EndCause::IdleTimeout)
+            }
         };
         let step = match step {
             Step::Go => socket.pump(&mut sink).await,
@@ -89,11 +104,22 @@ where
     if let Some(call) = socket.call.take() {
         call.finish(cause).await;
     }
-    if cause == EndCause::Refused {
-        let close = Outgoing::Close {
+    let close = match cause {
+        EndCause::Refused => Some(Outgoing::Close {
             code: CLOSE_POLICY_VIOLATION,
             reason: "call not admitted on this socket",
-        };
+        }),
+        EndCause::TooBig => Some(Outgoing::Close {
+            code: CLOSE_TOO_BIG,
+            reason: "frame over the size limit",
+        }),
+        EndCause::IdleTimeout => Some(Outgoing::Close {
+            code: CLOSE_NORMAL,
+            reason: "no media for the idle timeout",
+        }),
+        _ => None,
+    };
+    if let Some(close) = close {
         let _ = sink.send(close).await;
     }
     let _ = sink.close().await;
@@ -114,6 +140,15 @@ async fn next_event<B: Backend>(call: &mut Option<Call<B>>) -> Option<Envelope> 
 }
 
 impl<B: Backend> Socket<B> {
+    /// How long the socket may go without a message: the call's tenant's setting once
+    /// `start` named one, the default before.
+    fn idle_timeout(&self) -> std::time::Duration {
+        self.call.as_ref().map_or(
+            std::time::Duration::from_secs(u64::from(DEFAULT_IDLE_SECS)),
+            Call::idle_timeout,
+        )
+    }
+
     fn reject(&mut self, reason: &'static str) {
         metrics::counter!(Metric::IngressRejectedMessages.name(), "reason" => reason).increment(1);
         self.rejected += 1;
@@ -132,6 +167,10 @@ impl<B: Backend> Socket<B> {
                 Step::Go
             }
             Incoming::Closed => Step::End(EndCause::Closed),
+            Incoming::TooBig => {
+                self.reject("over_hard_limit");
+                Step::End(EndCause::TooBig)
+            }
             Incoming::Failed(error) => {
                 tracing::debug!(error = %error, "media socket failed");
                 Step::End(EndCause::Closed)
