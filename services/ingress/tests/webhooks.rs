@@ -313,8 +313,8 @@ async fn rate_limit_declines_politely() {
     assert_eq!(backend.of_kind(Kind::Webhook).len(), 3);
 }
 
-/// Bodies that are not an incoming call get a clear 400 (when signed) and publish nothing;
-/// an oversized body gets 413.
+/// Bodies that are not an incoming call (a field Twilio sends once given twice included)
+/// get a clear 400 (when signed) and publish nothing; an oversized body gets 413.
 #[tokio::test]
 async fn bad_bodies_are_rejected() {
     let (app, backend) = setup();
@@ -330,7 +330,21 @@ async fn bad_bodies_are_rejected() {
         .unwrap()
         .1 = "exploded".into();
     let garbage = pairs(&[("\u{fffd}\u{fffd}", ""), ("x", "")]);
-    for params in [missing, bad_sid, bad_status, garbage, Vec::new()] {
+    // A field Twilio sends once, given twice (both signed): which one counts is not for
+    // the ingress to guess.
+    let mut repeated_to = call.params.clone();
+    repeated_to.push(("To".into(), GLOBEX.into()));
+    let mut repeated_sid = call.params.clone();
+    repeated_sid.push(("CallSid".into(), sid(6).as_str().into()));
+    for params in [
+        missing,
+        bad_sid,
+        bad_status,
+        garbage,
+        Vec::new(),
+        repeated_to,
+        repeated_sid,
+    ] {
         let (status, body) = send(&app, signed(PUBLIC, "/twilio/voice", &params)).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{params:?}: {body}");
     }

@@ -15,6 +15,10 @@ pub enum FormError {
     /// A field's value is not one Twilio sends.
     #[error("invalid {field}: {value:?}")]
     Invalid { field: &'static str, value: String },
+    /// A field Twilio sends once came more than once (which value would count is not
+    /// Twilio's to say, so the request is refused).
+    #[error("field {0} given more than once")]
+    Repeated(&'static str),
 }
 
 impl FormError {
@@ -24,6 +28,7 @@ impl FormError {
             Self::Malformed(_) => "malformed",
             Self::Missing(_) => "missing",
             Self::Invalid { .. } => "invalid",
+            Self::Repeated(_) => "repeated",
         }
     }
 }
@@ -59,27 +64,46 @@ pub fn all<'a>(params: &'a [(String, String)], name: &str) -> Vec<&'a str> {
         .collect()
 }
 
-/// The first value of `name`, which must be present.
+/// The one value of a single-valued field, if present; a repeated one is refused.
+fn single<'a>(
+    params: &'a [(String, String)],
+    name: &'static str,
+) -> Result<Option<&'a str>, FormError> {
+    let mut values = params
+        .iter()
+        .filter(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str());
+    let value = values.next();
+    match values.next() {
+        Some(_) => Err(FormError::Repeated(name)),
+        None => Ok(value),
+    }
+}
+
+/// The value of `name`, which must be present, once.
 pub(crate) fn required(
     params: &[(String, String)],
     name: &'static str,
 ) -> Result<String, FormError> {
-    first(params, name)
+    single(params, name)?
         .map(str::to_owned)
         .ok_or(FormError::Missing(name))
 }
 
-/// The first value of `name`, if present.
-pub(crate) fn optional(params: &[(String, String)], name: &str) -> Option<String> {
-    first(params, name).map(str::to_owned)
+/// The value of `name` if present (once).
+pub(crate) fn optional(
+    params: &[(String, String)],
+    name: &'static str,
+) -> Result<Option<String>, FormError> {
+    Ok(single(params, name)?.map(str::to_owned))
 }
 
-/// The first value of `name` parsed as a number, if present.
+/// The value of `name` as a number, if present (once).
 pub(crate) fn number<T: std::str::FromStr>(
     params: &[(String, String)],
     name: &'static str,
 ) -> Result<Option<T>, FormError> {
-    first(params, name)
+    single(params, name)?
         .map(|v| {
             v.parse().map_err(|_| FormError::Invalid {
                 field: name,

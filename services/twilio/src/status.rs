@@ -47,10 +47,10 @@ impl IncomingCall {
             call_status: call_status(&params)?,
             api_version: required(&params, "ApiVersion")?,
             direction: required(&params, "Direction")?,
-            forwarded_from: optional(&params, "ForwardedFrom"),
-            caller_name: optional(&params, "CallerName"),
-            parent_call_sid: optional(&params, "ParentCallSid"),
-            call_token: optional(&params, "CallToken"),
+            forwarded_from: optional(&params, "ForwardedFrom")?,
+            caller_name: optional(&params, "CallerName")?,
+            parent_call_sid: optional(&params, "ParentCallSid")?,
+            call_token: optional(&params, "CallToken")?,
             params,
         })
     }
@@ -144,10 +144,10 @@ impl StatusCallback {
             call_duration_secs: number(&params, "CallDuration")?,
             duration_mins: number(&params, "Duration")?,
             sip_response_code: number(&params, "SipResponseCode")?,
-            timestamp: optional(&params, "Timestamp"),
-            callback_source: optional(&params, "CallbackSource"),
+            timestamp: optional(&params, "Timestamp")?,
+            callback_source: optional(&params, "CallbackSource")?,
             sequence_number: number(&params, "SequenceNumber")?,
-            answered_by: optional(&params, "AnsweredBy"),
+            answered_by: optional(&params, "AnsweredBy")?,
             params,
         })
     }
