@@ -205,6 +205,13 @@ async fn calling_hours_hold_calls_until_they_open() {
     rig.clock.set(monday_9am_ny - 1);
     assert_eq!(rig.dialer.dial_next().await.unwrap(), None);
     assert!(rig.twilio.calls().is_empty());
+    // Queued, but none dialable until the hours open (what the stuck-queue alert reads).
+    assert_eq!(rig.queue().depth(&tenant()).await.unwrap(), 2);
+    assert_eq!(
+        rig.queue().dialable(monday_9am_ny - 1, 100).await.unwrap(),
+        0
+    );
+    assert_eq!(rig.queue().dialable(monday_9am_ny, 100).await.unwrap(), 2);
     rig.clock.set(monday_9am_ny);
     assert_eq!(rig.dialer.dial_next().await.unwrap(), Some(Dialled::Placed));
     assert_eq!(

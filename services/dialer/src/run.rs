@@ -4,7 +4,8 @@
 //! Consumes a started [`Runtime`] and a [`Dialer`]; produces running tasks: `workers`
 //! loops that pop and dial, one reconciler pass a second (any replica may run it: it
 //! claims what it looks at), and a gauge refresh a second
-//! (`switchboard_campaign_queue_depth{tenant}`, `switchboard_dialer_open_attempts`). On
+//! (`switchboard_campaign_queue_depth{tenant}`, `switchboard_campaign_contacts_dialable`,
+//! `switchboard_dialer_open_attempts`). On
 //! SIGTERM the workers stop popping and finish the dial in hand; placed calls stay open
 //! attempts that any replica's callbacks and reconciler resolve. State: the task handles.
 
@@ -20,6 +21,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::callbacks;
 use crate::dialer::Dialer;
+
+/// Campaigns the dialable gauge looks at, at most.
+const DIALABLE_SCAN: u32 = 10_000;
 
 /// How often the reconciler and the gauges run.
 const TICK: Duration = Duration::from_secs(1);
@@ -137,6 +141,13 @@ async fn refresh_gauges(dialer: &Dialer, reported: &mut BTreeSet<String>) {
     }
     if let Ok(open) = dialer.queue.open_attempts().await {
         metrics::gauge!(Metric::DialerOpenAttempts.name()).set(open as f64);
+    }
+    if let Ok(n) = dialer
+        .queue
+        .dialable(dialer.clock.now_ms(), DIALABLE_SCAN)
+        .await
+    {
+        metrics::gauge!(Metric::CampaignContactsDialable.name()).set(n as f64);
     }
 }
 

@@ -119,6 +119,9 @@ pub enum Metric {
     DialerReconciled,
     /// Campaign contacts queued (ready and delayed) per tenant: the dialers' scaling signal. Labels: tenant.
     CampaignQueueDepth,
+    /// Campaign contacts the dialers could call now: ready, in campaigns neither paused,
+    /// cancelled nor outside their calling hours (over every tenant).
+    CampaignContactsDialable,
 }
 
 impl Metric {
@@ -174,6 +177,7 @@ impl Metric {
             Metric::DialerOpenAttempts => "switchboard_dialer_open_attempts",
             Metric::DialerReconciled => "switchboard_dialer_reconciled_total",
             Metric::CampaignQueueDepth => "switchboard_campaign_queue_depth",
+            Metric::CampaignContactsDialable => "switchboard_campaign_contacts_dialable",
         }
     }
 }

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use sb_schemas::TenantId;
 
-use super::scripts::{CANCEL_SCRIPT, DELETE_SCRIPT, HOLD_SCRIPT};
+use super::scripts::{CANCEL_SCRIPT, DELETE_SCRIPT, DIALABLE_SCRIPT, HOLD_SCRIPT};
 use super::{CampaignId, CampaignQueue, ContactId, ContactRecord, ContactState, corrupt};
 use crate::redis::{RedisError, failed};
 
@@ -289,6 +289,18 @@ impl CampaignQueue {
             .query_async(&mut self.conn.clone())
             .await
             .map_err(failed("cq_defs"))
+    }
+
+    /// Ready contacts of campaigns that are not held at `now` (paused, cancelled, outside
+    /// their hours), over every tenant: what the dialers could call now. Looks at no more
+    /// than `max_campaigns` campaigns (a gauge, not an exact count past that).
+    pub async fn dialable(&self, now_ms: u64, max_campaigns: u32) -> Result<u64, RedisError> {
+        self.invocation(&DIALABLE_SCRIPT)
+            .arg(now_ms)
+            .arg(max_campaigns)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(failed("cq_dialable"))
     }
 
     /// Every tenant's queued contacts (ready and delayed), for the depth gauge.

@@ -396,6 +396,21 @@ end
 return cur or ''
 ";
 
+/// arg 1..2: now, the most campaigns looked at. Read-only: the ready contacts of every
+/// campaign in the rings that is not held (paused, cancelled, outside its hours) at now:
+/// what the dialers could call right now.
+const DIALABLE: &str = r"
+local now, budget, n = tonumber(arg(1)), tonumber(arg(2)), 0
+for _, t in ipairs(redis.call('ZRANGE', TENANTS, 0, -1)) do
+  for _, c in ipairs(redis.call('ZRANGE', key(5, t), 0, -1)) do
+    budget = budget - 1
+    if budget < 0 then return n end
+    if not held(t, c, now) then n = n + redis.call('ZCARD', key(1, t, c)) end
+  end
+end
+return n
+";
+
 /// A token bucket. KEYS[1]: the account's bucket hash (`tokens`, `at`). ARGV: calls per
 /// second, burst, now. A clock behind the stored `at` (another replica's) adds nothing.
 /// Returns {1, 0} (take the call) or {0, ms until a token}.
@@ -434,4 +449,5 @@ pub(super) static DUE_ATTEMPTS_SCRIPT: LazyLock<Script> =
 pub(super) static CANCEL_SCRIPT: LazyLock<Script> = LazyLock::new(|| queue_script(CANCEL));
 pub(super) static DELETE_SCRIPT: LazyLock<Script> = LazyLock::new(|| queue_script(DELETE));
 pub(super) static HOLD_SCRIPT: LazyLock<Script> = LazyLock::new(|| queue_script(HOLD));
+pub(super) static DIALABLE_SCRIPT: LazyLock<Script> = LazyLock::new(|| queue_script(DIALABLE));
 pub(super) static CPS_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(CPS));
