@@ -40,6 +40,21 @@ async fn an_idle_socket_is_closed_and_its_end_says_so() {
     assert_eq!(end_reason(&line.backend), EndReason::IdleTimeout);
 }
 
+/// The tenant's own timeout (tiny: 4 s) applies once `start` named the tenant.
+#[tokio::test(start_paused = true)]
+async fn the_tenants_idle_timeout_applies() {
+    let mut line = Line::open(5, "tiny");
+    line.start().await;
+    let started = Instant::now();
+    assert_eq!(line.closed_with().await, Some(1000));
+    let waited = started.elapsed();
+    assert!(
+        (Duration::from_millis(3_900)..Duration::from_secs(5)).contains(&waited),
+        "{waited:?}"
+    );
+    assert_eq!(end_reason(&line.backend), EndReason::IdleTimeout);
+}
+
 /// Media every 10 s keeps a socket open past 15 s; `stop` ends it as `Stop`.
 #[tokio::test(start_paused = true)]
 async fn messages_keep_a_socket_open() {

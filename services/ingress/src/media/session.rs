@@ -72,10 +72,15 @@ where
         call: None,
         rejected: 0,
     };
+    // One idle timer per socket, armed at the earliest moment the socket could be idle and
+    // re-armed only when it fires early: a frame (50 a second per call) only stores the
+    // time, it never touches the timer wheel.
     let mut last_frame = Instant::now();
+    let mut timeout = socket.idle_timeout();
+    let idle = tokio::time::sleep_until(last_frame + timeout);
+    tokio::pin!(idle);
     let cause = loop {
         let wake = socket.call.as_ref().and_then(Call::next_wake);
-        let idle = last_frame + socket.idle_timeout();
         let step = tokio::select! {
             biased;
             () = abort.cancelled() => Step::End(EndCause::Drained),
@@ -88,11 +93,23 @@ where
                     None => Step::End(EndCause::Closed),
                 }
             }
-            () = tokio::time::sleep_until(idle) => {
-                socket.reject("idle_timeout");
-                Step::End(EndCause::IdleTimeout)
+            () = &mut idle => {
+                let due = last_frame + timeout;
+                if Instant::now() >= due {
+                    socket.reject("idle_timeout");
+                    Step::End(EndCause::IdleTimeout)
+                } else {
+                    idle.as_mut().reset(due);
+                    Step::Go
+                }
             }
         };
+        // `start` names the tenant, whose timeout may differ from the default.
+        let now_timeout = socket.idle_timeout();
+        if now_timeout != timeout {
+            timeout = now_timeout;
+            idle.as_mut().reset(last_frame + timeout);
+        }
         let step = match step {
             Step::Go => socket.pump(&mut sink).await,
             end => end,

@@ -22,7 +22,8 @@ pub const GLOBEX: &str = "+15005550007";
 pub const TINY: &str = "+15005550008";
 pub const CALLER: &str = "+14155551234";
 
-/// acme: words barge-in with backchannel; globex: speech barge-in; tiny: 2 calls a day.
+/// acme: words barge-in with backchannel; globex: speech barge-in; tiny: 2 calls a day,
+/// media sockets idle after 4 s.
 pub fn tenants() -> Arc<Tenants> {
     let file = TenantToml::new()
         .tier("big", 4, 1000)
@@ -38,7 +39,8 @@ pub fn tenants() -> Arc<Tenants> {
         .barge_in_speech()
         .tenant("tiny", TINY, "tiny")
         .set("greeting", "Tiny.")
-        .set("fallback_phrase", "Sorry?");
+        .set("fallback_phrase", "Sorry?")
+        .set("media_idle_secs", 4);
     Arc::new(file.parse().expect("test tenants parse"))
 }
 
