@@ -263,7 +263,7 @@ impl Backend for MemoryBackend {
             .sessions
             .entry(sid.clone())
             .or_insert_with(|| (call.tenant.clone(), 0));
-        Ok(Outbound::Call(call))
+        Ok(Outbound::Call(call.tenant))
     }
 
     async fn session_start(&self, sid: &CallSid, tenant: &TenantId) -> Result<(), BackendError> {

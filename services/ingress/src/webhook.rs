@@ -154,8 +154,8 @@ async fn outbound_call<B: Backend>(
         return bad_request("bad_attempt", "attempt must be 32 hex digits");
     };
     let numbers = (call.to.as_str(), call.from.as_str());
-    let outbound = match state.backend.outbound(&sid, &attempt, numbers).await {
-        Ok(Outbound::Call(outbound)) => outbound,
+    let tenant_id = match state.backend.outbound(&sid, &attempt, numbers).await {
+        Ok(Outbound::Call(tenant)) => tenant,
         Ok(Outbound::Unknown) => {
             return hang_up(
                 "unknown_attempt",
@@ -171,7 +171,7 @@ async fn outbound_call<B: Backend>(
         // Without the attempt there is no tenant to run the call for.
         Err(error) => return hang_up("attempt_unreadable", &error.to_string()),
     };
-    let Some(tenant) = state.tenants.by_id(&outbound.tenant) else {
+    let Some(tenant) = state.tenants.by_id(&tenant_id) else {
         return hang_up("unknown_tenant", "the attempt's tenant is not configured");
     };
     let span = tracing::info_span!("call", tenant = %tenant.id, call_sid = %sid);
