@@ -102,6 +102,9 @@ pub struct CallReport {
     pub late_frames: u64,
     /// Total audible gap of those late frames.
     pub underrun_ms: u64,
+    /// The longest of those gaps: the longest silence the caller heard in the middle of a
+    /// sentence (a crash, a migration or a lost chunk shows here).
+    pub longest_gap_ms: u64,
     /// Messages received after the caller sent `stop` (the stream is over; Twilio
     /// would ignore them).
     pub out_of_order: u64,
@@ -153,6 +156,7 @@ impl CallReport {
             bot_bytes_cleared: 0,
             late_frames: 0,
             underrun_ms: 0,
+            longest_gap_ms: 0,
             out_of_order: 0,
             marks: Vec::new(),
             clears_ms: Vec::new(),
@@ -230,9 +234,10 @@ impl fmt::Display for CallReport {
         )?;
         writeln!(
             f,
-            "  late frames {} (gaps {} ms), out of order {}, clears {}, marks echoed {} ({} by clear)",
+            "  late frames {} (gaps {} ms, longest {} ms), out of order {}, clears {}, marks echoed {} ({} by clear)",
             self.late_frames,
             self.underrun_ms,
+            self.longest_gap_ms,
             self.out_of_order,
             self.clears_ms.len(),
             self.marks.len(),

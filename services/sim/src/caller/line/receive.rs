@@ -79,6 +79,7 @@ impl<Si: Sink<Message> + Unpin> Line<Si> {
             if gap > LATE_AFTER_MS {
                 self.report.late_frames += 1;
                 self.report.underrun_ms += gap;
+                self.report.longest_gap_ms = self.report.longest_gap_ms.max(gap);
             }
         }
         self.boundary = false;

@@ -239,6 +239,8 @@ async fn measures_latency_late_frames_and_barge_in() {
         "{}",
         report.underrun_ms
     );
+    // One late frame: its gap is the longest.
+    assert_eq!(report.longest_gap_ms, report.underrun_ms);
     let barge = report.turns[2].barge_in.clone().unwrap();
     let latency = barge.latency_ms.unwrap();
     assert!((100..=190).contains(&latency), "{latency}");
