@@ -140,6 +140,11 @@ impl Role {
         match self {
             Role::Ingress => {
                 publish.push(subject::stt_assign_filter().into());
+                // A lost session rebuilt from the call's events (direct gets: no consumer
+                // on CALLS, where the stages' durables live); bot audio read again after
+                // a gap or a migration (AUDIO has no durable consumer).
+                publish.push(js::direct_next(CALLS_STREAM));
+                publish.extend(js::read_ordered(AUDIO_STREAM));
                 // Its calls' bot audio and the caller's voice activity, live.
                 subscribe.extend(
                     [Kind::TtsChunk, Kind::Speech, Kind::Partial].map(subject::kind_filter),
@@ -152,9 +157,13 @@ impl Role {
                     subject::kind_filter(Kind::End),
                 ]);
                 publish.extend(js::read_ordered(AUDIO_STREAM));
+                // A lost session rebuilt from the call's events.
+                publish.push(js::direct_next(CALLS_STREAM));
                 // Whether a call's `end` is already stored (direct get, last by subject).
                 publish.push(js::direct_get(CALLS_STREAM));
             }
+            // A lost session rebuilt from the call's events.
+            Role::Agent => publish.push(js::direct_next(CALLS_STREAM)),
             Role::Replay => {
                 for stream in [CALLS_STREAM, AUDIO_STREAM, DLQ_STREAM] {
                     publish.extend(js::read_ordered(stream));
@@ -191,6 +200,12 @@ mod js {
             format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.*"),
             format!("$JS.API.CONSUMER.DELETE.{stream}.*"),
         ]
+    }
+
+    /// Direct gets by sequence or "next by subject" (the request names the subject in its
+    /// body, not in the API subject): reading a call's events without a consumer.
+    pub(super) fn direct_next(stream: &str) -> String {
+        format!("$JS.API.DIRECT.GET.{stream}")
     }
 
     pub(super) fn direct_get(stream: &str) -> String {

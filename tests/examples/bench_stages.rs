@@ -269,7 +269,12 @@ impl Bench {
         let turns = if args.burst { 1 } else { args.turns };
         let mut samples = Vec::new();
         for t in 0..turns {
-            let turn = self.runtime.redis.session_next_turn(&sid).await?;
+            let turn = self
+                .runtime
+                .redis
+                .session_next_turn(&sid, 0)
+                .await?
+                .expect("the session was started");
             let event = Envelope::new(
                 self.tenant.clone(),
                 sid.clone(),
@@ -365,7 +370,12 @@ impl Bench {
         self.runtime.redis.session_start(&sid, &self.tenant).await?;
         let mut out = Vec::new();
         for _ in 0..samples {
-            let turn = self.runtime.redis.session_next_turn(&sid).await?;
+            let turn = self
+                .runtime
+                .redis
+                .session_next_turn(&sid, 0)
+                .await?
+                .expect("the session was started");
             let event = Envelope::new(
                 self.tenant.clone(),
                 sid.clone(),

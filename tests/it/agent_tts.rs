@@ -52,7 +52,7 @@ async fn transcript_yields_sentences_and_audio_in_order() {
     );
     check_sentence_audio(&watch.chunks(0), 0);
 
-    let turn = p.redis.session_next_turn(&call).await.unwrap();
+    let turn = p.redis.session_next_turn(&call, 0).await.unwrap().unwrap();
     p.publish(&transcript(&call, turn, "When are you open?"))
         .await;
     watch.turn_spoken(turn).await;
@@ -149,7 +149,12 @@ async fn barge_in_stops_tokens_and_audio_within_one_chunk() {
     })
     .await
     .unwrap();
-    let token = p.redis.session_interrupt(&call, turn).await.unwrap();
+    let token = p
+        .redis
+        .session_interrupt(&call, turn)
+        .await
+        .unwrap()
+        .unwrap();
     let (calls_mark, audio_mark) = (
         last_seq(&p.env, "CALLS").await,
         last_seq(&p.env, "AUDIO").await,
@@ -312,7 +317,7 @@ async fn cache_hit_serves_audio_without_calling_the_provider() {
     assert!(metric("switchboard_tts_cache_requests_total{result=\"hit\"}") >= 1.0);
 
     let fresh = "A sentence nobody said before.";
-    let turn2 = p.redis.session_next_turn(&call).await.unwrap();
+    let turn2 = p.redis.session_next_turn(&call, 0).await.unwrap().unwrap();
     p.publish(&sentence_event(&call, turn2, 0, fresh, true))
         .await;
     watch.turn_spoken(turn2).await;
@@ -320,7 +325,7 @@ async fn cache_hit_serves_audio_without_calling_the_provider() {
         requests(Pipeline::stats(&p.tts_sim).await),
         after_prewarm + 1
     );
-    let turn3 = p.redis.session_next_turn(&call).await.unwrap();
+    let turn3 = p.redis.session_next_turn(&call, 0).await.unwrap().unwrap();
     p.publish(&sentence_event(
         &call,
         turn3,
@@ -490,8 +495,8 @@ async fn session_truncate_progress_and_action() {
     let progress = |turn, bargein| Progress { turn, bargein };
     assert_eq!(redis.session_progress(&call).await.unwrap(), progress(0, 0));
     redis.session_start(&call, &tenant()).await.unwrap();
-    let turn = redis.session_next_turn(&call).await.unwrap();
-    redis.session_interrupt(&call, 0).await.unwrap();
+    let turn = redis.session_next_turn(&call, 0).await.unwrap().unwrap();
+    redis.session_interrupt(&call, 0).await.unwrap().unwrap();
     assert_eq!(
         redis.session_progress(&call).await.unwrap(),
         progress(turn, 1)

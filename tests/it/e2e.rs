@@ -18,8 +18,10 @@ pub(crate) async fn stack(configure: impl FnOnce(&mut StackConfig)) -> (Stack, t
     let t = std::time::Instant::now();
     ensure_built(false).expect("the service binaries build");
     eprintln!("e2e: binaries ready after {:?}", t.elapsed());
+    // SB_KEEP_RUN=1 keeps the logs of the stack's processes after the test.
     let dir = tempfile::Builder::new()
         .prefix("sb-e2e-")
+        .disable_cleanup(std::env::var_os("SB_KEEP_RUN").is_some())
         .tempdir()
         .unwrap();
     eprintln!("e2e: logs in {}", dir.path().display());

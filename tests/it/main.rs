@@ -17,6 +17,7 @@ mod internal_plane;
 mod llm_limits;
 mod redis_patterns;
 mod replay;
+mod resilience;
 mod runner;
 mod secrets;
 mod shutdown;

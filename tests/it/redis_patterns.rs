@@ -12,6 +12,7 @@ use sb_runtime::redis::{
     idempotency::{AdmissionRecord, IDEMPOTENCY_TTL},
     live_socket::LIVE_SOCKET_TTL,
     session::{MAX_TURNS, Role, Turn},
+    session_restore::Restore,
     tts_cache::{Speech, TTS_CACHE_TTL},
 };
 use sb_runtime::state::Stale;
@@ -86,6 +87,53 @@ async fn session_ttl_is_set_refreshed_and_shortened() {
     assert!((50..=60).contains(&ttl(&mut raw, &key).await));
 }
 
+/// A session without its tenant (Redis restarted empty, evicted) is lost: it reads as
+/// `None` and its counters refuse to move, even after a stage wrote a field of its own;
+/// a restore merges the log's view into what is there, counters only up.
+#[tokio::test]
+async fn a_lost_session_refuses_counters_until_restored() {
+    let env = TestEnv::start().await.unwrap();
+    let redis = env.redis().await.unwrap();
+    let call = sid(3);
+    assert_eq!(redis.session_next_turn(&call, 0).await.unwrap(), None);
+    assert_eq!(redis.session_interrupt(&call, 1).await.unwrap(), None);
+    // The stt checkpoints and the agent stores a turn on the lost session meanwhile.
+    assert!(redis.session_checkpoint(&call, 2, 900).await.unwrap());
+    redis.session_push_turn(&call, &turn(5)).await.unwrap();
+    assert_eq!(redis.session_load(&call).await.unwrap(), None, "still lost");
+    assert!(!redis.session_intact(&call).await.unwrap());
+
+    let restore = Restore {
+        tenant: Some(tenant()),
+        turn: 4,
+        bargein: 4,
+        stt_epoch: 1,
+        stt_checkpoint: Some(600),
+        turns: (1..=4).map(turn).collect(),
+        outbound: None,
+    };
+    redis
+        .session_restore(&call, &tenant(), &restore)
+        .await
+        .unwrap();
+    redis
+        .session_restore(&call, &tenant(), &restore)
+        .await
+        .unwrap();
+    let s = redis.session_load(&call).await.unwrap().unwrap();
+    assert_eq!(
+        (s.turn, s.bargein, s.stt_epoch, s.stt_checkpoint),
+        (4, 4, 2, Some(900)),
+        "counters up, the newer epoch's checkpoint kept"
+    );
+    let turns: Vec<u32> = s.turns.iter().map(|t| t.turn).collect();
+    assert_eq!(turns, vec![1, 2, 3, 4, 5], "merged once, in order");
+    assert_eq!(redis.session_next_turn(&call, 0).await.unwrap(), Some(5));
+    // A counter that lost its last writes (AOF everysec) still goes past the caller's own.
+    assert_eq!(redis.session_next_turn(&call, 9).await.unwrap(), Some(10));
+    assert_eq!(redis.session_interrupt(&call, 5).await.unwrap(), Some(6));
+}
+
 /// Whether the stages' one staleness rule, read from Redis, finds `turn` interrupted.
 async fn interrupted(redis: &Redis, call: &CallSid, turn: u32) -> bool {
     let progress = redis.session_progress(call).await.unwrap();
@@ -100,22 +148,23 @@ async fn session_counters_and_checkpoint_fencing() {
     let redis = env.redis().await.unwrap();
     let call = sid(2);
     assert_eq!(redis.session_progress(&call).await.unwrap().bargein, 0);
-    assert_eq!(redis.session_next_turn(&call).await.unwrap(), 1);
-    assert_eq!(redis.session_next_turn(&call).await.unwrap(), 2);
+    redis.session_start(&call, &tenant()).await.unwrap();
+    assert_eq!(redis.session_next_turn(&call, 0).await.unwrap().unwrap(), 1);
+    assert_eq!(redis.session_next_turn(&call, 0).await.unwrap().unwrap(), 2);
     assert!(
         !interrupted(&redis, &call, 0).await,
         "nothing interrupted yet"
     );
     assert_eq!(
-        redis.session_interrupt(&call, 0).await.unwrap(),
+        redis.session_interrupt(&call, 0).await.unwrap().unwrap(),
         1,
         "the greeting interrupted"
     );
     assert!(interrupted(&redis, &call, 0).await);
     assert!(!interrupted(&redis, &call, 1).await);
-    assert_eq!(redis.session_interrupt(&call, 2).await.unwrap(), 3);
+    assert_eq!(redis.session_interrupt(&call, 2).await.unwrap().unwrap(), 3);
     assert_eq!(
-        redis.session_interrupt(&call, 1).await.unwrap(),
+        redis.session_interrupt(&call, 1).await.unwrap().unwrap(),
         3,
         "a late, older barge-in"
     );

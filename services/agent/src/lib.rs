@@ -35,6 +35,7 @@ use std::time::Duration;
 
 use sb_runtime::http::ReadyNeeds;
 use sb_runtime::redis::RedisError;
+use sb_runtime::session_log::LoggedSessions;
 use sb_runtime::state::Sessions;
 use sb_runtime::{Emitter, Runtime, Stage, StageError, StageMain, Tenants};
 use sb_schemas::{Body, Envelope, Kind};
@@ -95,7 +96,7 @@ impl Agent {
             config.shared_limits(),
         );
         let agent = Self::with_providers(
-            Arc::new(runtime.redis.clone()),
+            Arc::new(LoggedSessions(runtime.session_log())),
             runtime.tenants.clone(),
             Arc::new(llm),
             telephony,

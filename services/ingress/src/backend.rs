@@ -12,6 +12,7 @@ use std::pin::Pin;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures::{FutureExt as _, Stream, StreamExt as _, future::BoxFuture};
+use sb_runtime::session_log::{RebuildError, SessionLog};
 use sb_runtime::{
     Publisher, Runtime, Tenant,
     metrics::Metric,
@@ -31,6 +32,8 @@ pub enum BackendError {
     Redis(#[from] RedisError),
     #[error(transparent)]
     Publish(#[from] PublishError),
+    #[error(transparent)]
+    Rebuild(#[from] RebuildError),
     #[error("subscribe to {subject} failed: {reason}")]
     Subscribe { subject: String, reason: String },
     /// A stand-in was told to fail (tests).
@@ -45,6 +48,7 @@ impl BackendError {
             Self::Redis(e) => e.kind(),
             Self::Publish(e) => e.kind(),
             Self::Subscribe { .. } => "subscribe",
+            Self::Rebuild(_) => "session_rebuild",
             Self::Injected(kind) => kind,
         }
     }
@@ -192,6 +196,7 @@ pub trait Backend: Clone + Send + Sync + 'static {
 #[derive(Clone)]
 pub struct Live {
     redis: Redis,
+    log: SessionLog,
     admission: redis::aio::ConnectionManager,
     publisher: Publisher,
     nats: async_nats::Client,
@@ -219,6 +224,7 @@ impl Live {
             .map_err(RedisError::Connect)?;
         Ok(Self {
             redis: runtime.redis.clone(),
+            log: runtime.session_log(),
             admission,
             publisher: runtime.publisher.clone(),
             nats: runtime.nats.clone(),
@@ -355,8 +361,15 @@ impl Backend for Live {
         Ok(self.redis.session_start(sid, tenant).await?)
     }
 
+    /// A lost session is rebuilt from the call's events first, so the token is raised
+    /// past every turn the call had, not from zero.
     async fn interrupt(&self, sid: &CallSid, turn: u32) -> Result<u64, BackendError> {
-        Ok(self.redis.session_interrupt(sid, turn).await?)
+        if let Some(token) = self.redis.session_interrupt(sid, turn).await? {
+            return Ok(token);
+        }
+        self.log.restore(sid).await?;
+        let token = self.redis.session_interrupt(sid, turn).await?;
+        Ok(token.ok_or(RebuildError::Missing)?)
     }
 
     async fn publish(&self, event: &Envelope) -> Result<(), BackendError> {

@@ -8,7 +8,8 @@
 //! ([`runner`]) with dead letters ([`dead_letter`]), a stage binary's whole `main`
 //! ([`stage_main`]), graceful shutdown ([`shutdown`]), the health/metrics HTTP server
 //! ([`http`]), tenant configuration ([`tenants`]), every Redis pattern ([`redis`]), the call
-//! state stages use behind traits ([`state`]) with the one staleness rule ([`progress`]),
+//! state stages use behind traits ([`state`]) with the one staleness rule ([`progress`]) and
+//! its rebuild from the call's events when Redis lost it ([`session_log`]),
 //! and in-memory doubles of those seams for ring-2 tests (`testing`, feature `testing`).
 //! [`Runtime`] wires them for a binary.
 //! State: connections and handles only; no call state lives here.
@@ -32,6 +33,7 @@ pub mod reconcile;
 pub mod redis;
 pub mod runner;
 mod service;
+pub mod session_log;
 pub mod shutdown;
 pub mod stage;
 pub mod stage_main;

@@ -122,6 +122,8 @@ pub enum Metric {
     /// Campaign contacts the dialers could call now: ready, in campaigns neither paused,
     /// cancelled nor outside their calling hours (over every tenant).
     CampaignContactsDialable,
+    /// Sessions rebuilt from the call's events after Redis lost them. Labels: service.
+    SessionRebuilt,
 }
 
 impl Metric {
@@ -178,6 +180,7 @@ impl Metric {
             Metric::DialerReconciled => "switchboard_dialer_reconciled_total",
             Metric::CampaignQueueDepth => "switchboard_campaign_queue_depth",
             Metric::CampaignContactsDialable => "switchboard_campaign_contacts_dialable",
+            Metric::SessionRebuilt => "switchboard_session_rebuilt_total",
         }
     }
 }
@@ -227,6 +230,7 @@ mod tests {
             Metric::LifecycleDraining,
             Metric::NatsPermissionDenied,
             Metric::IngressSocketsRefused,
+            Metric::SessionRebuilt,
         ];
         for m in all {
             let name = m.name();

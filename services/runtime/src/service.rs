@@ -110,6 +110,15 @@ impl Runtime {
         })
     }
 
+    /// Rebuilds this service's lost sessions from the call's events.
+    pub fn session_log(&self) -> crate::session_log::SessionLog {
+        crate::session_log::SessionLog {
+            js: self.js.clone(),
+            redis: self.redis.clone(),
+            service: self.service,
+        }
+    }
+
     /// The state behind `/health`, `/ready` and `/metrics`, for a service that `needs` this.
     pub fn health(&self, needs: ReadyNeeds) -> HealthState {
         HealthState::new(

@@ -215,10 +215,24 @@ impl<S: SpeechToText> Call<S> {
 
     async fn load_session(&mut self) -> Result<(), Flow> {
         let redis = &self.ctx.runtime.redis;
-        let session = redis.session_load(&self.sid).await.map_err(|error| {
-            tracing::warn!(%error, "cannot load the session");
-            Flow::Reconnect("redis")
-        })?;
+        let session = match redis.session_load(&self.sid).await {
+            Ok(Some(session)) => Some(session),
+            // Lost by Redis: rebuilt from the call's events (none: the call ended).
+            Ok(None) => self
+                .ctx
+                .runtime
+                .session_log()
+                .rebuild(&self.sid)
+                .await
+                .map_err(|error| {
+                    tracing::warn!(%error, "cannot rebuild the session");
+                    Flow::Reconnect("redis")
+                })?,
+            Err(error) => {
+                tracing::warn!(%error, "cannot load the session");
+                return Err(Flow::Reconnect("redis"));
+            }
+        };
         match session {
             Some(session) if session.stt_epoch > self.epoch => return Err(Flow::Exit(Exit::Stale)),
             Some(session) => {

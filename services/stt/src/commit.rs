@@ -13,6 +13,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use sb_runtime::metrics::Metric;
+use sb_runtime::session_log::RebuildError;
 use sb_schemas::{Body, Envelope, Partial, Speech, Transcript, now_micros};
 
 use crate::call::{Call, Conn, Exit, Flow};
@@ -122,8 +123,8 @@ impl<S: SpeechToText> Call<S> {
         let spoken_at = timeline
             .spoken_at_us(utterance.last_word_end_ms)
             .unwrap_or_else(now_micros);
-        let (redis, publisher) = (&self.ctx.runtime.redis, &self.ctx.runtime.publisher);
-        let turn = retry("session_next_turn", || redis.session_next_turn(&self.sid))
+        let publisher = &self.ctx.runtime.publisher;
+        let turn = retry("session_next_turn", || self.next_turn())
             .await
             .map_err(|_| CommitError::Failed("redis"))?;
         let event = self.event(
@@ -151,6 +152,18 @@ impl<S: SpeechToText> Call<S> {
         metrics::counter!(Metric::SttTranscripts.name(), "outcome" => outcome).increment(1);
         tracing::info!(turn, audio_seq, outcome, "transcript");
         stored
+    }
+
+    /// The next turn number, above this owner's last one; a session Redis lost is rebuilt
+    /// from the call's events first, so numbers never go back.
+    async fn next_turn(&self) -> Result<u32, RebuildError> {
+        let redis = &self.ctx.runtime.redis;
+        if let Some(turn) = redis.session_next_turn(&self.sid, self.turn).await? {
+            return Ok(turn);
+        }
+        self.ctx.runtime.session_log().restore(&self.sid).await?;
+        let turn = redis.session_next_turn(&self.sid, self.turn).await?;
+        turn.ok_or(RebuildError::Missing)
     }
 
     /// A final without words while nothing is open: counted, and the checkpoint moves over

@@ -99,7 +99,12 @@ impl Replicas {
     /// Starts `call`'s session and its first caller turn, and publishes its transcript.
     pub(super) async fn turn(&self, call: &CallSid, text: &str) {
         self.redis.session_start(call, &tenant()).await.unwrap();
-        let turn = self.redis.session_next_turn(call).await.unwrap();
+        let turn = self
+            .redis
+            .session_next_turn(call, 0)
+            .await
+            .unwrap()
+            .unwrap();
         self.publisher
             .publish(&transcript(call, turn, text))
             .await

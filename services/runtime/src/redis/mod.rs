@@ -15,6 +15,7 @@ pub mod live_socket;
 pub mod llm_limits;
 pub mod rate_limit;
 pub mod session;
+pub mod session_restore;
 pub mod tts_cache;
 
 use std::time::Duration;

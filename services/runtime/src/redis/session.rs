@@ -4,8 +4,10 @@
 //! number), `bargein` (the barge-in token: one past the last interrupted turn), `stt_epoch`
 //! and `stt_ckpt` (the STT owner's fencing epoch and audio checkpoint), `action` (the
 //! agent's pending hang-up or transfer). The TTL (30 min by default) is refreshed on every
-//! turn and shortened when the call ends. A missing session reads as `None`, never an
-//! error: an evicted session degrades to the generic fallback (ARCHITECTURE §6).
+//! turn and shortened when the call ends. A session without its `tenant` was lost (a Redis
+//! restarted empty, a failover, an eviction): it reads as `None`, never an error, and the
+//! turn counter and barge-in token refuse to move on it, so the caller rebuilds it from the
+//! call's events first ([`crate::session_log`], ARCHITECTURE §6).
 
 use std::{collections::HashMap, time::Duration};
 
@@ -84,8 +86,24 @@ redis.call('EXPIRE', KEYS[1], ARGV[3])
 return #list
 ";
 
-/// Raises the barge-in token to ARGV[1] if it is lower; returns the token.
+/// Starts the next turn: one past the stored counter and past ARGV[1] (the caller's own
+/// last turn, so a counter that lost its last second of writes never repeats a number).
+/// Returns -1, changing nothing, when the session was lost.
+const NEXT_TURN: &str = r"
+if redis.call('HEXISTS', KEYS[1], 'tenant') == 0 then return -1 end
+local turn = redis.call('HINCRBY', KEYS[1], 'turn', 1)
+if turn <= tonumber(ARGV[1]) then
+  turn = tonumber(ARGV[1]) + 1
+  redis.call('HSET', KEYS[1], 'turn', turn)
+end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return turn
+";
+
+/// Raises the barge-in token to ARGV[1] if it is lower; returns the token, or -1 (changing
+/// nothing) when the session was lost.
 const INTERRUPT: &str = r"
+if redis.call('HEXISTS', KEYS[1], 'tenant') == 0 then return -1 end
 local token = tonumber(redis.call('HGET', KEYS[1], 'bargein') or '0')
 if tonumber(ARGV[1]) > token then
   token = tonumber(ARGV[1])
@@ -145,7 +163,7 @@ impl Redis {
             .query_async(&mut self.conn())
             .await
             .map_err(failed("session_load"))?;
-        if fields.is_empty() {
+        if !fields.contains_key("tenant") {
             return Ok(None);
         }
         let number = |name: &str| fields.get(name).and_then(|v| v.parse::<u64>().ok());
@@ -220,25 +238,41 @@ impl Redis {
             .map_err(failed("session_push_turn"))
     }
 
-    /// Starts the call's next turn; returns its number (1, 2, …; 0 is the greeting).
-    pub async fn session_next_turn(&self, sid: &CallSid) -> Result<u32, RedisError> {
-        self.incr_field(sid, "turn", "session_next_turn")
+    /// Starts the call's next turn; returns its number (1, 2, …; 0 is the greeting), above
+    /// `after` (the caller's own last turn) whatever the counter says. `None` when the
+    /// session was lost: rebuild it from the log, then ask again.
+    pub async fn session_next_turn(
+        &self,
+        sid: &CallSid,
+        after: u32,
+    ) -> Result<Option<u32>, RedisError> {
+        let turn: i64 = Script::new(NEXT_TURN)
+            .key(self.keys.session(sid))
+            .arg(after)
+            .arg(self.ttl_secs())
+            .invoke_async(&mut self.conn())
             .await
-            .map(|n| n as u32)
+            .map_err(failed("session_next_turn"))?;
+        Ok(u32::try_from(turn).ok())
     }
 
     /// Records that the caller interrupted `turn`. The barge-in token becomes one past the
     /// highest interrupted turn, so every token, sentence and audio chunk of that turn or an
     /// earlier one is stale (`turn < token`; the greeting is turn 0). A late, older
-    /// barge-in never lowers it. Returns the token.
-    pub async fn session_interrupt(&self, sid: &CallSid, turn: u32) -> Result<u64, RedisError> {
-        Script::new(INTERRUPT)
+    /// barge-in never lowers it. Returns the token; `None` when the session was lost.
+    pub async fn session_interrupt(
+        &self,
+        sid: &CallSid,
+        turn: u32,
+    ) -> Result<Option<u64>, RedisError> {
+        let token: i64 = Script::new(INTERRUPT)
             .key(self.keys.session(sid))
             .arg(u64::from(turn) + 1)
             .arg(self.ttl_secs())
             .invoke_async(&mut self.conn())
             .await
-            .map_err(failed("session_interrupt"))
+            .map_err(failed("session_interrupt"))?;
+        Ok(u64::try_from(token).ok())
     }
 
     /// The call's latest turn number and barge-in token in one round trip: what every
@@ -338,24 +372,6 @@ impl Redis {
             .await
             .map(|_| ())
             .map_err(failed("session_end"))
-    }
-
-    async fn incr_field(
-        &self,
-        sid: &CallSid,
-        field: &str,
-        op: &'static str,
-    ) -> Result<u64, RedisError> {
-        let key = self.keys.session(sid);
-        let (value,): (u64,) = redis::pipe()
-            .atomic()
-            .hincr(&key, field, 1)
-            .expire(&key, self.ttl_secs())
-            .ignore()
-            .query_async(&mut self.conn())
-            .await
-            .map_err(failed(op))?;
-        Ok(value)
     }
 
     fn ttl_secs(&self) -> i64 {
