@@ -121,3 +121,45 @@ async fn redis_restarted_empty_mid_call_loses_no_turn() {
     assert!(rebuilt >= 1.0, "a rebuild was counted: {rebuilt}");
     stack.stop().await;
 }
+
+/// A bot-audio chunk lost between the tts and the ingress (dropped on receipt by the
+/// ingress' fault setting) is read back from the `AUDIO` stream: the caller hears every
+/// byte the tts stored, and the repair is counted.
+#[tokio::test]
+async fn a_lost_bot_audio_chunk_is_recovered() {
+    let (stack, _dir) = stack(|c| {
+        c.stt_script = QUESTIONS.map(String::from).to_vec();
+        c.llm_replies = REPLIES.map(String::from).to_vec();
+        // Turn 1's first sentence, its second chunk (the first is one frame, cut early).
+        c.service_env
+            .push(("SB_FAULT_DROP_BOT_CHUNKS".into(), "1:0:1".into()));
+    })
+    .await;
+    let report = crate::e2e::call(&stack, &asking(&QUESTIONS[..1], 20_000)).await;
+    assert!(report.turns[1].first_bot_audio_ms.is_some(), "{report}");
+    let sid = CallSid::parse(&report.call_sid).unwrap();
+    let log = log_after_end(&stack, &sid).await;
+    let bytes: u64 = log
+        .envelopes()
+        .map(|e| match &e.body {
+            Body::TtsChunk(c) => c.payload.0.len() as u64,
+            _ => 0,
+        })
+        .sum();
+    assert!(
+        log.envelopes().any(|e| matches!(&e.body,
+            Body::TtsChunk(c) if e.turn == 1 && c.sentence == 0 && c.chunk == 1)),
+        "the dropped chunk exists"
+    );
+    assert_eq!(
+        report.bot_bytes_received, bytes,
+        "every stored byte heard: {report}"
+    );
+    let fetched = counter_total(
+        &stack,
+        "switchboard_ingress_gap_repairs_total{outcome=\"fetched\"",
+    )
+    .await;
+    assert!(fetched >= 1.0, "the repair was counted: {fetched}");
+    stack.stop().await;
+}

@@ -11,6 +11,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use futures::{FutureExt as _, Stream, StreamExt as _, future::BoxFuture};
 use sb_runtime::session_log::{RebuildError, SessionLog};
 use sb_runtime::{
@@ -36,6 +37,8 @@ pub enum BackendError {
     Rebuild(#[from] RebuildError),
     #[error("subscribe to {subject} failed: {reason}")]
     Subscribe { subject: String, reason: String },
+    #[error("cannot read the call's audio back: {0}")]
+    Fetch(String),
     /// A stand-in was told to fail (tests).
     #[error("injected failure: {0}")]
     Injected(&'static str),
@@ -48,6 +51,7 @@ impl BackendError {
             Self::Redis(e) => e.kind(),
             Self::Publish(e) => e.kind(),
             Self::Subscribe { .. } => "subscribe",
+            Self::Fetch(_) => "fetch",
             Self::Rebuild(_) => "session_rebuild",
             Self::Injected(kind) => kind,
         }
@@ -183,6 +187,15 @@ pub trait Backend: Clone + Send + Sync + 'static {
         start: &Envelope,
     ) -> impl Future<Output = Result<(), BackendError>> + Send;
 
+    /// The call's bot audio stored since `since_us` (µs since the epoch), read back from
+    /// the `AUDIO` stream: a gap's missing chunk, or a migrated call's unplayed audio.
+    fn fetch_bot_audio(
+        &self,
+        tenant: &TenantId,
+        sid: &CallSid,
+        since_us: u64,
+    ) -> impl Future<Output = Result<Vec<Envelope>, BackendError>> + Send;
+
     /// Subscribes to the call's bot audio, `speech` and `partial` events.
     fn subscribe_call(
         &self,
@@ -195,6 +208,7 @@ pub trait Backend: Clone + Send + Sync + 'static {
 /// the one-round-trip admission pipeline on a connection of its own.
 #[derive(Clone)]
 pub struct Live {
+    js: async_nats::jetstream::Context,
     redis: Redis,
     log: SessionLog,
     admission: redis::aio::ConnectionManager,
@@ -223,6 +237,7 @@ impl Live {
             .await
             .map_err(RedisError::Connect)?;
         Ok(Self {
+            js: runtime.js.clone(),
             redis: runtime.redis.clone(),
             log: runtime.session_log(),
             admission,
@@ -393,6 +408,50 @@ impl Backend for Live {
     async fn publish_lease(&self, start: &Envelope) -> Result<(), BackendError> {
         self.publisher.publish_lease(start).await?;
         Ok(())
+    }
+
+    /// An ordered consumer on the call's `audio.out` subject from `since_us`, read to the
+    /// end and deleted.
+    async fn fetch_bot_audio(
+        &self,
+        tenant: &TenantId,
+        sid: &CallSid,
+        since_us: u64,
+    ) -> Result<Vec<Envelope>, BackendError> {
+        let fail = |e: &dyn std::fmt::Display| BackendError::Fetch(e.to_string());
+        let stream = self
+            .js
+            .get_stream_no_info(subject::AUDIO_STREAM)
+            .await
+            .map_err(|e| fail(&e))?;
+        let start_time =
+            async_nats::datetime::from_nanos(i128::from(since_us) * 1000).map_err(|e| fail(&e))?;
+        let consumer = stream
+            .create_consumer(pull::OrderedConfig {
+                filter_subject: subject::audio_out(tenant, sid),
+                deliver_policy: DeliverPolicy::ByStartTime { start_time },
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| fail(&e))?;
+        let mut pending = consumer.cached_info().num_pending;
+        let mut events = Vec::new();
+        if pending == 0 {
+            return Ok(events);
+        }
+        let mut messages = consumer.messages().await.map_err(|e| fail(&e))?;
+        while pending > 0 {
+            let message = match messages.next().await {
+                Some(Ok(message)) => message,
+                Some(Err(e)) => return Err(fail(&e)),
+                None => break,
+            };
+            pending = message.info().map(|i| i.pending).unwrap_or(0);
+            if let Ok(event) = decode(&message.payload) {
+                events.push(event);
+            }
+        }
+        Ok(events)
     }
 
     async fn subscribe_call(

@@ -43,6 +43,13 @@ pub struct IngressConfig {
     #[arg(long, env = "SB_CALL_CREDENTIAL_TTL_SECS", default_value_t = 300)]
     pub call_credential_ttl_secs: u64,
 
+    /// Fault injection, for tests and chaos runs only: bot-audio chunks the ingress drops
+    /// on receipt as if lost in transit, each `turn:sentence:chunk` (comma-separated). The
+    /// gap repair then fetches them from the `AUDIO` stream. Empty (the default) in
+    /// production.
+    #[arg(long, env = "SB_FAULT_DROP_BOT_CHUNKS", value_delimiter = ',')]
+    pub fault_drop_bot_chunks: Vec<String>,
+
     /// Caller audio per published `audio.in` event, in ms: a multiple of 20 (one Twilio frame).
     #[arg(long, env = "SB_AUDIO_BATCH_MS", default_value_t = 20)]
     pub audio_batch_ms: u32,
@@ -121,6 +128,7 @@ impl IngressConfig {
             public_url: Some(public_url.to_owned()),
             call_credential_secret: Some(Secret::new(Self::TEST_CREDENTIAL_SECRET)),
             call_credential_ttl_secs: 300,
+            fault_drop_bot_chunks: Vec::new(),
             audio_batch_ms: 20,
             playback_lead_ms: 80,
             bargein_pending_ms: 1500,
@@ -187,6 +195,8 @@ pub struct Settings {
     pub voice_path: String,
     pub status_callback_path: String,
     pub media_path: String,
+    /// Bot-audio chunks dropped on receipt (fault injection; see the config).
+    pub drop_bot_chunks: Vec<(u32, u32, u32)>,
 }
 
 impl Settings {
@@ -257,6 +267,17 @@ impl Settings {
         if !(1..=1000).contains(&config.audio_ack_every) {
             return Err(invalid("SB_AUDIO_ACK_EVERY", "must be between 1 and 1000"));
         }
+        let drop_bot_chunks = config
+            .fault_drop_bot_chunks
+            .iter()
+            .map(|raw| chunk_position(raw))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| {
+                invalid(
+                    "SB_FAULT_DROP_BOT_CHUNKS",
+                    "each entry must be turn:sentence:chunk",
+                )
+            })?;
         let stream_url = format!(
             "{}{}",
             sb_twilio::signature::websocket_url(&public_base),
@@ -283,6 +304,7 @@ impl Settings {
             voice_path: config.voice_path.clone(),
             status_callback_path: config.status_callback_path.clone(),
             media_path: config.media_path.clone(),
+            drop_bot_chunks,
         })
     }
 
@@ -293,6 +315,13 @@ impl Settings {
         url.push_str(path_and_query);
         url
     }
+}
+
+/// `turn:sentence:chunk` → its numbers.
+fn chunk_position(raw: &str) -> Option<(u32, u32, u32)> {
+    let mut parts = raw.trim().split(':').map(|p| p.parse::<u32>().ok());
+    let position = (parts.next()??, parts.next()??, parts.next()??);
+    parts.next().is_none().then_some(position)
 }
 
 fn credentials(config: &IngressConfig) -> Result<CallCredentials, ConfigError> {

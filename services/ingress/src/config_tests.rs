@@ -59,6 +59,10 @@ fn validation_names_the_variable() {
         ("SB_AUDIO_ACK_EVERY", Box::new(|c| c.audio_ack_every = 0)),
         ("SB_MEDIA_PATH", Box::new(|c| c.media_path = "media".into())),
         (
+            "SB_FAULT_DROP_BOT_CHUNKS",
+            Box::new(|c| c.fault_drop_bot_chunks = vec!["1:2".into()]),
+        ),
+        (
             "SB_WS_MAX_MESSAGE_BYTES",
             Box::new(|c| c.ws_max_message_bytes = 10),
         ),
@@ -83,4 +87,19 @@ fn secrets_are_not_printed() {
             "{shown}"
         );
     }
+}
+
+/// Fault injection names chunks as `turn:sentence:chunk`; none by default.
+#[test]
+fn dropped_chunks_parse() {
+    let mut config = IngressConfig::for_tests("token", "https://a.example");
+    assert!(
+        Settings::from_config(&config)
+            .unwrap()
+            .drop_bot_chunks
+            .is_empty()
+    );
+    config.fault_drop_bot_chunks = vec!["1:0:2".into(), " 3:1:0".into()];
+    let settings = Settings::from_config(&config).unwrap();
+    assert_eq!(settings.drop_bot_chunks, [(1, 0, 2), (3, 1, 0)]);
 }

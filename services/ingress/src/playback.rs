@@ -5,8 +5,9 @@
 //! (turn, sentence, chunk) order, 20 ms media frames paced at real time plus a small lead, a
 //! `mark` named `{turn}:{sentence}` after each sentence, and a verdict per echoed mark
 //! (played, or echoed only because of a `clear`). Chunks of a turn older than the newest
-//! seen are dropped (superseded), as are chunks of turns cut by a barge-in (stale). State:
-//! per call, in the socket task's memory; no I/O.
+//! seen are dropped (superseded), as are chunks of turns cut by a barge-in (stale). A chunk
+//! missing while later ones wait is a gap ([`gap`]): the caller fetches it again or skips
+//! it. State: per call, in the socket task's memory; no I/O.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
@@ -130,6 +131,12 @@ pub struct Playback {
     marks: VecDeque<SentMark>,
     /// Sentences of `turn` confirmed played.
     heard: u32,
+    /// Since when the cursor's chunk is missing while later audio of the turn waits.
+    stalled_since: Option<Instant>,
+    /// Repairs tried on the current gap.
+    gap_attempts: u32,
+    /// Marks of sentences a skipped gap ended, sent before anything else.
+    pending: VecDeque<Output>,
 }
 
 impl Playback {
@@ -151,6 +158,9 @@ impl Playback {
             last_activity: now,
             marks: VecDeque::new(),
             heard: 0,
+            stalled_since: None,
+            gap_attempts: 0,
+            pending: VecDeque::new(),
         }
     }
 
@@ -198,11 +208,16 @@ impl Playback {
         self.mid_sentence = false;
         self.turn_finished = false;
         self.heard = 0;
+        self.stalled_since = None;
+        self.gap_attempts = 0;
         discarded
     }
 
     /// The next thing to send at `now`, if any is due. Call until `None`.
     pub fn poll(&mut self, now: Instant) -> Option<Output> {
+        if let Some(output) = self.pending.pop_front() {
+            return Some(output);
+        }
         loop {
             if let Some(current) = &mut self.current {
                 if current.offset < current.payload.len() {
@@ -230,7 +245,14 @@ impl Playback {
             if u64::from(turn) < self.stale_below {
                 return None;
             }
-            let waiting = self.buffer.remove(&self.cursor)?;
+            let Some(waiting) = self.buffer.remove(&self.cursor) else {
+                if !self.buffer.is_empty() {
+                    self.stalled_since.get_or_insert(now);
+                }
+                return None;
+            };
+            self.stalled_since = None;
+            self.gap_attempts = 0;
             self.buffered_bytes -= waiting.payload.len();
             let (sentence, chunk) = self.cursor;
             self.cursor = if waiting.last {
@@ -274,11 +296,15 @@ impl Playback {
             .is_some_and(|c| c.offset < c.payload.len());
         let next = self.turn.is_some_and(|t| u64::from(t) >= self.stale_below)
             && self.buffer.contains_key(&self.cursor);
-        (current || next).then(|| {
+        let frame = (current || next || !self.pending.is_empty()).then(|| {
             self.drained_at
                 .checked_sub(self.lead)
                 .unwrap_or(self.drained_at)
-        })
+        });
+        match (frame, self.gap_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Interprets an echoed mark.
@@ -329,6 +355,8 @@ impl Playback {
         self.buffered_bytes = 0;
         self.current = None;
         self.mid_sentence = false;
+        self.stalled_since = None;
+        self.pending.clear();
         self.drained_at = now;
         for mark in &mut self.marks {
             mark.cleared = true;
@@ -345,6 +373,10 @@ impl Playback {
 fn duration_of(bytes: usize) -> Duration {
     Duration::from_micros(bytes as u64 * 125)
 }
+
+#[path = "playback_gap.rs"]
+mod gap;
+pub use gap::{Gap, GapOutcome};
 
 #[cfg(test)]
 #[path = "playback_tests.rs"]

@@ -121,8 +121,8 @@ async fn waits_for_the_missing_chunk() {
     assert_eq!(rig.playback.poll(rig.start), None);
     assert_eq!(
         rig.playback.next_wake(),
-        None,
-        "nothing to send until chunk 0"
+        Some(rig.start + gap::GAP_WAIT),
+        "nothing to send until chunk 0; its repair falls due"
     );
     rig.push(0, chunk(0, 0, 1, false, false)).unwrap();
     rig.play_until(Duration::from_secs(1)).await;
@@ -302,4 +302,69 @@ async fn barge_in_only_while_audio_is_pending() {
         None,
         "the turn is over"
     );
+}
+
+/// A chunk lost while a later one of its sentence waits is a gap due after `GAP_WAIT`;
+/// fetched again, it plays in its place.
+#[tokio::test(start_paused = true)]
+async fn a_lost_chunk_is_repaired_in_place() {
+    let mut rig = Rig::new();
+    rig.push(0, chunk(0, 1, 1, false, false)).unwrap();
+    rig.push(0, chunk(0, 2, 1, true, true)).unwrap();
+    assert_eq!(rig.playback.poll(rig.start), None);
+    let before = rig.start + gap::GAP_WAIT - Duration::from_millis(1);
+    assert_eq!(rig.playback.gap_due(before), None, "not due yet");
+    let due = rig.start + gap::GAP_WAIT;
+    let gap = rig.playback.gap_due(due).expect("a gap at the cursor");
+    assert_eq!((gap.turn, gap.sentence, gap.chunk), (0, 0, 0));
+    rig.push(0, chunk(0, 0, 1, false, false)).unwrap();
+    assert_eq!(rig.playback.after_repair(gap, due), GapOutcome::Filled);
+    rig.play_until(Duration::from_secs(1)).await;
+    let expected: Vec<u8> = [1u8, 2, 3].iter().flat_map(|&b| [b; FRAME_BYTES]).collect();
+    assert_eq!(rig.sent.audio(), expected);
+    assert_eq!(rig.sent.mark_names(), ["0:0"]);
+}
+
+/// A chunk the stream lacks too is skipped: the rest of the sentence plays, the turn does
+/// not stall.
+#[tokio::test(start_paused = true)]
+async fn a_chunk_lost_for_good_is_skipped() {
+    let mut rig = Rig::new();
+    rig.push(0, chunk(0, 1, 1, true, true)).unwrap();
+    assert_eq!(rig.playback.poll(rig.start), None);
+    let due = rig.start + gap::GAP_WAIT;
+    let gap = rig.playback.gap_due(due).unwrap();
+    assert_eq!(rig.playback.after_repair(gap, due), GapOutcome::Skipped);
+    rig.play_until(Duration::from_secs(1)).await;
+    assert_eq!(rig.sent.audio(), [2; FRAME_BYTES]);
+    assert_eq!(rig.sent.mark_names(), ["0:0"]);
+}
+
+/// With only a later sentence waiting, the missing one may still be synthesising: it is
+/// tried `SENTENCE_ATTEMPTS` times, a second apart, then skipped with its mark sent.
+#[tokio::test(start_paused = true)]
+async fn a_missing_sentence_is_waited_for_then_skipped() {
+    let mut rig = Rig::new();
+    rig.push(0, chunk(1, 0, 1, true, true)).unwrap();
+    assert_eq!(rig.playback.poll(rig.start), None);
+    assert_eq!(rig.playback.gap_due(rig.start + gap::GAP_WAIT), None);
+    let mut now = rig.start;
+    for attempt in 1..=gap::SENTENCE_ATTEMPTS {
+        now += gap::GAP_WAIT_SENTENCE;
+        let gap = rig.playback.gap_due(now).expect("due a second later");
+        let outcome = rig.playback.after_repair(gap, now);
+        let expected = if attempt < gap::SENTENCE_ATTEMPTS {
+            GapOutcome::Waiting
+        } else {
+            GapOutcome::Skipped
+        };
+        assert_eq!(outcome, expected, "attempt {attempt}");
+    }
+    rig.play_until(Duration::from_secs(5)).await;
+    assert_eq!(
+        rig.sent.mark_names(),
+        ["0:0", "0:1"],
+        "the skipped sentence's mark too"
+    );
+    assert_eq!(rig.sent.audio(), [17; FRAME_BYTES]);
 }

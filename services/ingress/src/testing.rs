@@ -40,6 +40,8 @@ struct State {
     subscribers: HashMap<CallSid, mpsc::UnboundedSender<Envelope>>,
     fail_publish: bool,
     fail_redis: bool,
+    /// Bot audio "in the AUDIO stream", for [`Backend::fetch_bot_audio`].
+    stored_audio: Vec<Envelope>,
 }
 
 /// The stand-in. Clones share one record.
@@ -111,6 +113,12 @@ impl MemoryBackend {
             .attempts
             .get(attempt)
             .and_then(|(_, sid)| sid.clone())
+    }
+
+    /// Stores bot audio as the tts would in `AUDIO`, without delivering it live (a chunk
+    /// the live subscription lost).
+    pub fn store_bot_audio(&self, event: Envelope) {
+        self.lock().stored_audio.push(event);
     }
 
     /// Records an answered webhook, as [`Backend::admit`] would.
@@ -303,6 +311,21 @@ impl Backend for MemoryBackend {
         }
         state.leases.push(start.clone());
         Ok(())
+    }
+
+    async fn fetch_bot_audio(
+        &self,
+        _tenant: &TenantId,
+        sid: &CallSid,
+        since_us: u64,
+    ) -> Result<Vec<Envelope>, BackendError> {
+        Ok(self
+            .lock()
+            .stored_audio
+            .iter()
+            .filter(|e| &e.call_sid == sid && e.at >= since_us)
+            .cloned()
+            .collect())
     }
 
     async fn subscribe_call(

@@ -124,6 +124,9 @@ pub enum Metric {
     CampaignContactsDialable,
     /// Sessions rebuilt from the call's events after Redis lost them. Labels: service.
     SessionRebuilt,
+    /// Gaps in a call's bot audio repaired from the `AUDIO` stream, by outcome (fetched,
+    /// skipped, waiting). Labels: outcome.
+    IngressGapRepairs,
 }
 
 impl Metric {
@@ -181,6 +184,7 @@ impl Metric {
             Metric::CampaignQueueDepth => "switchboard_campaign_queue_depth",
             Metric::CampaignContactsDialable => "switchboard_campaign_contacts_dialable",
             Metric::SessionRebuilt => "switchboard_session_rebuilt_total",
+            Metric::IngressGapRepairs => "switchboard_ingress_gap_repairs_total",
         }
     }
 }

@@ -4,7 +4,8 @@
 //! mark echoes from the socket, and the call's bot audio and STT events from NATS. Produces
 //! the `start` event and STT lease (after subscribing, so no bot audio is missed),
 //! `audio.in` batches, `dtmf`, `played`, `bargein` and `end` events, and the outbound
-//! messages for Twilio (paced media, marks, `clear`). State: the playback buffer, the audio
+//! messages for Twilio (paced media, marks, `clear`), and repairs gaps in the bot audio
+//! from the `AUDIO` stream. State: the playback buffer, the audio
 //! batch and counters, in memory for the call's lifetime; the session, the barge-in token
 //! and the live-socket claim live in Redis.
 
@@ -25,6 +26,12 @@ use super::gate::{self, LiveClaim, Refusal};
 use crate::bargein::Detector;
 use crate::playback::{Echo, Output, Playback};
 use crate::{Backend, IngressState};
+
+/// How long a gap repair may wait for the stream (a few frames of silence at most).
+const FETCH_BUDGET: std::time::Duration = std::time::Duration::from_millis(300);
+/// Producer clocks differ a little: a repair reads from this long before the turn's first
+/// chunk.
+const FETCH_MARGIN_US: u64 = 2_000_000;
 
 /// Why a socket's call ended: a log field, and its `end` event's reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +96,9 @@ pub(crate) struct Call<B: Backend> {
     send_failures: u64,
     /// `audio.in` events sent so far: every `audio_ack_every`th asks for a store ack.
     audio_events: u64,
+    /// The newest turn of bot audio and the earliest producer time (µs) of its chunks:
+    /// where a gap repair reads the stream from.
+    turn_since: Option<(u32, u64)>,
 }
 
 impl<B: Backend> Call<B> {
@@ -170,6 +180,7 @@ impl<B: Backend> Call<B> {
             max_epoch: 0,
             send_failures: 0,
             audio_events: 0,
+            turn_since: None,
         })
     }
 
@@ -265,7 +276,17 @@ impl<B: Backend> Call<B> {
         }
         match event.body {
             Body::TtsChunk(chunk) => {
+                let position = (event.turn, chunk.sentence, chunk.chunk);
+                if self.state.settings.drop_bot_chunks.contains(&position) {
+                    dropped("fault", 1);
+                    return None;
+                }
                 self.latest_turn = self.latest_turn.max(event.turn);
+                self.turn_since = match self.turn_since {
+                    Some((turn, at)) if turn == event.turn => Some((turn, at.min(event.at))),
+                    Some((turn, _)) if turn > event.turn => self.turn_since,
+                    _ => Some((event.turn, event.at)),
+                };
                 match self.playback.push(event.turn, chunk, Instant::now()) {
                     Ok(0) => {}
                     Ok(superseded) => dropped("superseded", superseded),
@@ -333,6 +354,54 @@ impl<B: Backend> Call<B> {
             .tracker()
             .spawn(task.instrument(self.span.clone()));
         Some(OutboundMessage::clear(self.stream_sid.clone()).to_json())
+    }
+
+    /// Repairs a due gap in the bot audio: the turn's chunks are read back from the
+    /// `AUDIO` stream (within [`FETCH_BUDGET`]) and the missing one takes its place, or
+    /// the playback skips it (see [`crate::playback::Gap`]). Counted by outcome.
+    pub(crate) async fn repair_gap(&mut self, now: Instant) {
+        let Some(gap) = self.playback.gap_due(now) else {
+            return;
+        };
+        let since = self
+            .turn_since
+            .filter(|(turn, _)| *turn == gap.turn)
+            .map_or(0, |(_, at)| at.saturating_sub(FETCH_MARGIN_US));
+        let backend = &self.state.backend;
+        let fetched = tokio::time::timeout(
+            FETCH_BUDGET,
+            backend.fetch_bot_audio(&self.tenant.id, &self.sid, since),
+        )
+        .await;
+        let _entered = self.span.enter();
+        let events = match fetched {
+            Ok(Ok(events)) => events,
+            Ok(Err(error)) => {
+                tracing::warn!(error = %error, "bot audio not read back");
+                Vec::new()
+            }
+            Err(_) => {
+                tracing::warn!("bot audio not read back in time");
+                Vec::new()
+            }
+        };
+        let at = Instant::now();
+        for event in events {
+            if let (true, Body::TtsChunk(chunk)) = (event.turn == gap.turn, event.body) {
+                // Chunks already played or buffered are refused as duplicates: not counted.
+                let _ = self.playback.push(event.turn, chunk, at);
+            }
+        }
+        let outcome = self.playback.after_repair(gap, at);
+        metrics::counter!(Metric::IngressGapRepairs.name(), "outcome" => outcome.as_str())
+            .increment(1);
+        tracing::info!(
+            turn = gap.turn,
+            sentence = gap.sentence,
+            chunk = gap.chunk,
+            outcome = outcome.as_str(),
+            "bot audio gap"
+        );
     }
 
     /// The next message for Twilio that is due at `now`.

@@ -321,6 +321,7 @@ impl<B: Backend> Socket<B> {
         let Some(call) = self.call.as_mut() else {
             return Step::Go;
         };
+        call.repair_gap(Instant::now()).await;
         let now = Instant::now();
         let mut fed = false;
         while let Some(message) = call.poll_output(now) {
