@@ -21,6 +21,7 @@ use sb_runtime::{
     redis::{
         Redis, RedisError,
         campaigns::AttemptId,
+        handoff::Handoff,
         idempotency::{AdmissionRecord, IDEMPOTENCY_TTL},
     },
 };
@@ -39,6 +40,8 @@ pub enum BackendError {
     Subscribe { subject: String, reason: String },
     #[error("cannot read the call's audio back: {0}")]
     Fetch(String),
+    #[error("twilio refused the redirect: {0}")]
+    Redirect(String),
     /// A stand-in was told to fail (tests).
     #[error("injected failure: {0}")]
     Injected(&'static str),
@@ -52,6 +55,7 @@ impl BackendError {
             Self::Publish(e) => e.kind(),
             Self::Subscribe { .. } => "subscribe",
             Self::Fetch(_) => "fetch",
+            Self::Redirect(_) => "redirect",
             Self::Rebuild(_) => "session_rebuild",
             Self::Injected(kind) => kind,
         }
@@ -187,6 +191,48 @@ pub trait Backend: Clone + Send + Sync + 'static {
         start: &Envelope,
     ) -> impl Future<Output = Result<(), BackendError>> + Send;
 
+    /// Records a live call's handoff to another replica (before the redirect).
+    fn handoff_begin(
+        &self,
+        sid: &CallSid,
+        handoff: &Handoff,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send;
+
+    /// Drops a handoff whose redirect failed.
+    fn handoff_cancel(
+        &self,
+        sid: &CallSid,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send;
+
+    /// The old stream stopped: the final frame number and playback position.
+    fn handoff_stopped(
+        &self,
+        sid: &CallSid,
+        handoff: &Handoff,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send;
+
+    /// Takes a handoff with its token, and the live claim for `owner`.
+    fn handoff_take(
+        &self,
+        sid: &CallSid,
+        token: &str,
+        owner: &str,
+    ) -> impl Future<Output = Result<Option<Handoff>, BackendError>> + Send;
+
+    /// The handoff as stored now.
+    fn handoff_read(
+        &self,
+        sid: &CallSid,
+    ) -> impl Future<Output = Result<Option<Handoff>, BackendError>> + Send;
+
+    /// Asks Twilio to run `twiml` on the live call (`POST …/Calls/{sid}.json`, `Twiml=`).
+    fn redirect(
+        &self,
+        account_sid: &str,
+        sid: &CallSid,
+        twiml: &str,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send;
+
     /// The call's bot audio stored since `since_us` (µs since the epoch), read back from
     /// the `AUDIO` stream: a gap's missing chunk, or a migrated call's unplayed audio.
     fn fetch_bot_audio(
@@ -209,6 +255,7 @@ pub trait Backend: Clone + Send + Sync + 'static {
 #[derive(Clone)]
 pub struct Live {
     js: async_nats::jetstream::Context,
+    twilio: crate::migrate::TwilioCalls,
     redis: Redis,
     log: SessionLog,
     admission: redis::aio::ConnectionManager,
@@ -238,12 +285,22 @@ impl Live {
             .map_err(RedisError::Connect)?;
         Ok(Self {
             js: runtime.js.clone(),
+            twilio: crate::migrate::TwilioCalls::default(),
             redis: runtime.redis.clone(),
             log: runtime.session_log(),
             admission,
             publisher: runtime.publisher.clone(),
             nats: runtime.nats.clone(),
         })
+    }
+}
+
+impl Live {
+    /// Moves live calls through this Twilio client on drain (none by default: a redirect
+    /// fails and the call stays).
+    pub fn with_twilio(mut self, twilio: crate::migrate::TwilioCalls) -> Self {
+        self.twilio = twilio;
+        self
     }
 }
 
@@ -408,6 +465,40 @@ impl Backend for Live {
     async fn publish_lease(&self, start: &Envelope) -> Result<(), BackendError> {
         self.publisher.publish_lease(start).await?;
         Ok(())
+    }
+
+    async fn handoff_begin(&self, sid: &CallSid, handoff: &Handoff) -> Result<(), BackendError> {
+        Ok(self.redis.handoff_begin(sid, handoff).await?)
+    }
+
+    async fn handoff_cancel(&self, sid: &CallSid) -> Result<(), BackendError> {
+        Ok(self.redis.handoff_cancel(sid).await?)
+    }
+
+    async fn handoff_stopped(&self, sid: &CallSid, handoff: &Handoff) -> Result<(), BackendError> {
+        Ok(self.redis.handoff_stopped(sid, handoff).await?)
+    }
+
+    async fn handoff_take(
+        &self,
+        sid: &CallSid,
+        token: &str,
+        owner: &str,
+    ) -> Result<Option<Handoff>, BackendError> {
+        Ok(self.redis.handoff_take(sid, token, owner).await?)
+    }
+
+    async fn handoff_read(&self, sid: &CallSid) -> Result<Option<Handoff>, BackendError> {
+        Ok(self.redis.handoff_read(sid).await?)
+    }
+
+    async fn redirect(
+        &self,
+        account_sid: &str,
+        sid: &CallSid,
+        twiml: &str,
+    ) -> Result<(), BackendError> {
+        self.twilio.redirect(account_sid, sid, twiml).await
     }
 
     /// An ordered consumer on the call's `audio.out` subject from `since_us`, read to the

@@ -43,6 +43,20 @@ pub struct IngressConfig {
     #[arg(long, env = "SB_CALL_CREDENTIAL_TTL_SECS", default_value_t = 300)]
     pub call_credential_ttl_secs: u64,
 
+    /// Twilio's REST API (the stand-in's locally): on drain, live calls are redirected
+    /// through it to another replica.
+    #[arg(
+        long,
+        env = "SB_TWILIO_API_URL",
+        default_value = "https://api.twilio.com"
+    )]
+    pub twilio_api_url: String,
+
+    /// On drain (SIGTERM), move each live call to another replica through a Twilio
+    /// redirect instead of playing it out until the drain deadline.
+    #[arg(long, env = "SB_MIGRATE_ON_DRAIN", default_value_t = true, action = clap::ArgAction::Set)]
+    pub migrate_on_drain: bool,
+
     /// Fault injection, for tests and chaos runs only: bot-audio chunks the ingress drops
     /// on receipt as if lost in transit, each `turn:sentence:chunk` (comma-separated). The
     /// gap repair then fetches them from the `AUDIO` stream. Empty (the default) in
@@ -128,6 +142,8 @@ impl IngressConfig {
             public_url: Some(public_url.to_owned()),
             call_credential_secret: Some(Secret::new(Self::TEST_CREDENTIAL_SECRET)),
             call_credential_ttl_secs: 300,
+            twilio_api_url: "https://api.twilio.com".to_owned(),
+            migrate_on_drain: true,
             fault_drop_bot_chunks: Vec::new(),
             audio_batch_ms: 20,
             playback_lead_ms: 80,
@@ -197,6 +213,8 @@ pub struct Settings {
     pub media_path: String,
     /// Bot-audio chunks dropped on receipt (fault injection; see the config).
     pub drop_bot_chunks: Vec<(u32, u32, u32)>,
+    /// Live calls move to another replica on drain.
+    pub migrate_on_drain: bool,
 }
 
 impl Settings {
@@ -305,6 +323,7 @@ impl Settings {
             status_callback_path: config.status_callback_path.clone(),
             media_path: config.media_path.clone(),
             drop_bot_chunks,
+            migrate_on_drain: config.migrate_on_drain,
         })
     }
 

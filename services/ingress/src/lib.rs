@@ -17,6 +17,7 @@ pub mod bargein;
 pub mod config;
 pub mod media;
 mod meters;
+pub mod migrate;
 pub mod playback;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -150,8 +151,14 @@ impl Ingress {
 /// Validates `config` and serves the ingress on the runtime's HTTP address.
 pub async fn start(runtime: &Runtime, config: &IngressConfig) -> Result<Ingress, IngressError> {
     let settings = Settings::from_config(config)?;
+    let token = config
+        .twilio_auth_token
+        .clone()
+        .unwrap_or_else(|| sb_runtime::Secret::new(""));
+    let twilio = migrate::TwilioCalls::new(&config.twilio_api_url, token)
+        .map_err(|e| BackendError::Redirect(e.to_string()))?;
     let state = IngressState::new(
-        Live::connect(runtime).await?,
+        Live::connect(runtime).await?.with_twilio(twilio),
         runtime.tenants.clone(),
         settings,
         runtime.shutdown.clone(),

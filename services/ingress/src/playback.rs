@@ -91,6 +91,7 @@ struct Current {
     payload: Bytes,
     offset: usize,
     sentence: u32,
+    chunk: u32,
     last: bool,
     turn_last: bool,
 }
@@ -137,6 +138,8 @@ pub struct Playback {
     gap_attempts: u32,
     /// Marks of sentences a skipped gap ended, sent before anything else.
     pending: VecDeque<Output>,
+    /// A resumed call's first chunk and the bytes of it already heard.
+    resume_at: Option<((u32, u32), usize)>,
 }
 
 impl Playback {
@@ -161,6 +164,7 @@ impl Playback {
             stalled_since: None,
             gap_attempts: 0,
             pending: VecDeque::new(),
+            resume_at: None,
         }
     }
 
@@ -260,10 +264,18 @@ impl Playback {
             } else {
                 (sentence, chunk + 1)
             };
+            // A resumed call starts its first chunk where the old socket's caller stopped.
+            let offset = match self.resume_at.take() {
+                Some((at, offset)) if at == (sentence, chunk) => {
+                    offset.min(waiting.payload.len()) / FRAME_BYTES * FRAME_BYTES
+                }
+                _ => 0,
+            };
             self.current = Some(Current {
                 payload: waiting.payload,
-                offset: 0,
+                offset,
                 sentence,
+                chunk,
                 last: waiting.last,
                 turn_last: waiting.turn_last,
             });
@@ -377,6 +389,9 @@ fn duration_of(bytes: usize) -> Duration {
 #[path = "playback_gap.rs"]
 mod gap;
 pub use gap::{Gap, GapOutcome};
+#[path = "playback_resume.rs"]
+mod resume;
+pub use resume::Position;
 
 #[cfg(test)]
 #[path = "playback_tests.rs"]

@@ -14,6 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use futures::channel::mpsc;
 use sb_runtime::Tenant;
 use sb_runtime::redis::campaigns::AttemptId;
+use sb_runtime::redis::handoff::Handoff;
 use sb_runtime::redis::idempotency::AdmissionRecord;
 use sb_schemas::{CallSid, Envelope, Kind, TenantId};
 
@@ -42,6 +43,11 @@ struct State {
     fail_redis: bool,
     /// Bot audio "in the AUDIO stream", for [`Backend::fetch_bot_audio`].
     stored_audio: Vec<Envelope>,
+    /// `handoff:{sid}`.
+    handoffs: HashMap<CallSid, Handoff>,
+    /// Redirects asked of "Twilio": (call, TwiML).
+    redirects: Vec<(CallSid, String)>,
+    fail_redirect: bool,
 }
 
 /// The stand-in. Clones share one record.
@@ -113,6 +119,26 @@ impl MemoryBackend {
             .attempts
             .get(attempt)
             .and_then(|(_, sid)| sid.clone())
+    }
+
+    /// The redirects asked of Twilio so far: (call, TwiML).
+    pub fn redirects(&self) -> Vec<(CallSid, String)> {
+        self.lock().redirects.clone()
+    }
+
+    /// Makes every redirect fail (Twilio refuses or cannot be reached).
+    pub fn fail_redirects(&self, fail: bool) {
+        self.lock().fail_redirect = fail;
+    }
+
+    /// Records a handoff as a draining replica would have.
+    pub fn handoff_begin_for_tests(&self, sid: &CallSid, handoff: &Handoff) {
+        self.lock().handoffs.insert(sid.clone(), handoff.clone());
+    }
+
+    /// The call's handoff record, if one was begun.
+    pub fn handoff(&self, sid: &CallSid) -> Option<Handoff> {
+        self.lock().handoffs.get(sid).cloned()
     }
 
     /// Stores bot audio as the tts would in `AUDIO`, without delivering it live (a chunk
@@ -310,6 +336,65 @@ impl Backend for MemoryBackend {
             return Err(BackendError::Injected("publish"));
         }
         state.leases.push(start.clone());
+        Ok(())
+    }
+
+    async fn handoff_begin(&self, sid: &CallSid, handoff: &Handoff) -> Result<(), BackendError> {
+        self.redis()?.handoffs.insert(sid.clone(), handoff.clone());
+        Ok(())
+    }
+
+    async fn handoff_cancel(&self, sid: &CallSid) -> Result<(), BackendError> {
+        self.redis()?.handoffs.remove(sid);
+        Ok(())
+    }
+
+    async fn handoff_stopped(&self, sid: &CallSid, handoff: &Handoff) -> Result<(), BackendError> {
+        let mut state = self.redis()?;
+        if state
+            .handoffs
+            .get(sid)
+            .is_some_and(|h| h.token == handoff.token)
+        {
+            state.handoffs.insert(sid.clone(), handoff.clone());
+        }
+        Ok(())
+    }
+
+    async fn handoff_take(
+        &self,
+        sid: &CallSid,
+        token: &str,
+        owner: &str,
+    ) -> Result<Option<Handoff>, BackendError> {
+        let mut state = self.redis()?;
+        let Some(handoff) = state
+            .handoffs
+            .get(sid)
+            .filter(|h| h.token == token)
+            .cloned()
+        else {
+            return Ok(None);
+        };
+        state.live.insert(sid.clone(), owner.to_owned());
+        Ok(Some(handoff))
+    }
+
+    async fn handoff_read(&self, sid: &CallSid) -> Result<Option<Handoff>, BackendError> {
+        Ok(self.redis()?.handoffs.get(sid).cloned())
+    }
+
+    async fn redirect(
+        &self,
+        _account_sid: &str,
+        sid: &CallSid,
+        twiml: &str,
+    ) -> Result<(), BackendError> {
+        let mut state = self.lock();
+        if state.fail_redirect {
+            return Err(BackendError::Injected("redirect"));
+        }
+        state.redirects.push((sid.clone(), twiml.to_owned()));
         Ok(())
     }
 

@@ -22,8 +22,7 @@ use sb_runtime::{Tenant, metrics::Metric};
 use sb_schemas::{Body, CallSid, End, EndReason, Envelope, Webhook};
 use sb_twilio::form::{FormError, parse_form};
 use sb_twilio::rest::CallStatus;
-use sb_twilio::twiml::ConnectStream;
-use sb_twilio::{CallBinding, IncomingCall, StatusCallback, credential};
+use sb_twilio::{IncomingCall, StatusCallback};
 use tracing::Instrument as _;
 
 use crate::backend::Outbound;
@@ -31,8 +30,6 @@ use crate::{Admission, Backend, IngressState, Settings};
 
 /// The header Twilio signs every request with.
 pub(crate) const SIGNATURE_HEADER: &str = "x-twilio-signature";
-/// `<Parameter>` values are clipped to this, far under Twilio's 500-character limit.
-const MAX_PARAMETER_VALUE: usize = 128;
 
 /// How one webhook ended: a metric label and the response.
 pub(crate) struct Answer {
@@ -253,27 +250,12 @@ fn connect_twiml(
     sid: &CallSid,
     call: &IncomingCall,
 ) -> Option<String> {
-    let clip = |value: &str| value.chars().take(MAX_PARAMETER_VALUE).collect::<String>();
-    let binding = CallBinding {
-        call_sid: sid.as_str(),
-        tenant: tenant.id.as_str(),
-        stream_url: &settings.stream_url,
-    };
-    let stream = ConnectStream::new(settings.stream_url.clone())
-        .parameter("tenant", tenant.id.as_str())
-        .parameter("from", clip(&call.from))
-        .parameter("to", clip(&call.to))
-        .parameter(
-            credential::PARAMETER,
-            settings.credentials.issue(&binding, SystemTime::now()),
-        );
-    match stream.to_twiml() {
-        Ok(xml) => Some(xml),
-        Err(error) => {
-            tracing::error!(error = %error, "cannot build the stream TwiML");
-            None
-        }
-    }
+    crate::migrate::stream_twiml(
+        settings,
+        (tenant.id.as_str(), sid),
+        (&call.from, &call.to),
+        &[],
+    )
 }
 
 /// A webhook's form fields, once they parse and `X-Twilio-Signature` matches them: 400 or

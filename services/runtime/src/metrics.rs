@@ -127,6 +127,9 @@ pub enum Metric {
     /// Gaps in a call's bot audio repaired from the `AUDIO` stream, by outcome (fetched,
     /// skipped, waiting). Labels: outcome.
     IngressGapRepairs,
+    /// Live calls moved between ingress replicas on drain, by outcome (redirected, failed,
+    /// resumed). Labels: outcome.
+    IngressMigrations,
 }
 
 impl Metric {
@@ -185,6 +188,7 @@ impl Metric {
             Metric::CampaignContactsDialable => "switchboard_campaign_contacts_dialable",
             Metric::SessionRebuilt => "switchboard_session_rebuilt_total",
             Metric::IngressGapRepairs => "switchboard_ingress_gap_repairs_total",
+            Metric::IngressMigrations => "switchboard_ingress_migrations_total",
         }
     }
 }

@@ -39,6 +39,9 @@ pub(crate) struct AudioBatch {
     since_voice: Option<u64>,
     /// Index of the next frame, counted from 0 per call.
     next_seq: u64,
+    /// Added to Twilio's timestamps (ms since its stream started): a resumed call's new
+    /// stream starts at 0 again.
+    timestamp_offset_ms: u64,
     first_seq: u64,
     first_timestamp_ms: u64,
     frames: usize,
@@ -54,6 +57,7 @@ impl AudioBatch {
             hold_frames,
             since_voice: None,
             next_seq: 0,
+            timestamp_offset_ms: 0,
             first_seq: 0,
             first_timestamp_ms: 0,
             frames: 0,
@@ -61,8 +65,17 @@ impl AudioBatch {
         }
     }
 
+    /// Numbers frames on from `seq` (a call resumed on a new stream), its timestamps
+    /// following the old stream's 20 ms per frame.
+    pub(crate) fn starting_at(mut self, seq: u64) -> Self {
+        self.next_seq = seq;
+        self.timestamp_offset_ms = seq * 20;
+        self
+    }
+
     /// Adds one frame; returns a batch that is full or must not wait.
     pub(crate) fn push(&mut self, payload: Vec<u8>, timestamp_ms: u64) -> Option<Audio> {
+        let timestamp_ms = timestamp_ms + self.timestamp_offset_ms;
         let seq = self.next_seq;
         self.next_seq += 1;
         if self.frames_per_batch == 1 {

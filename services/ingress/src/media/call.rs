@@ -48,6 +48,8 @@ pub(crate) enum EndCause {
     IdleTimeout,
     /// A frame over the hard limit (closed with 1009).
     TooBig,
+    /// The call moved to another replica (its stream stopped after our redirect): no `end`.
+    Migrated,
 }
 
 impl EndCause {
@@ -59,6 +61,7 @@ impl EndCause {
             Self::Refused => "refused",
             Self::IdleTimeout => "idle_timeout",
             Self::TooBig => "too_big",
+            Self::Migrated => "migrated",
         }
     }
 
@@ -67,7 +70,7 @@ impl EndCause {
         match self {
             Self::Stop => EndReason::Stop,
             Self::Closed => EndReason::Closed,
-            Self::Drained => EndReason::Drained,
+            Self::Drained | Self::Migrated => EndReason::Drained,
             Self::IdleTimeout => EndReason::IdleTimeout,
             Self::Refused | Self::TooBig => EndReason::Rejected,
         }
@@ -75,22 +78,27 @@ impl EndCause {
 }
 
 pub(crate) struct Call<B: Backend> {
-    state: IngressState<B>,
-    tenant: Arc<Tenant>,
-    sid: CallSid,
+    pub(super) state: IngressState<B>,
+    pub(super) tenant: Arc<Tenant>,
+    pub(super) sid: CallSid,
+    /// Twilio's account of the call and its numbers: what a redirect needs.
+    pub(super) account_sid: String,
+    pub(super) numbers: (String, String),
+    /// The token of the handoff this socket began (a redirect was accepted).
+    pub(super) migrating: Option<String>,
     pub(crate) stream_sid: String,
     pub(crate) span: tracing::Span,
     /// This socket's claim on the call, released when it ends.
-    live: LiveClaim<B>,
+    pub(super) live: LiveClaim<B>,
     /// `None` when the subscription failed or ended: the call goes on without bot audio.
     events: Option<B::Events>,
-    playback: Playback,
+    pub(super) playback: Playback,
     detector: Detector,
-    batch: AudioBatch,
+    pub(super) batch: AudioBatch,
     /// Names the call in the ack checker's log lines.
     tag: Arc<CallTag>,
     /// The newest turn of any bot audio: the turn of `dtmf` events.
-    latest_turn: u32,
+    pub(super) latest_turn: u32,
     /// The highest STT epoch seen: events of a stale STT owner are ignored.
     max_epoch: u64,
     send_failures: u64,
@@ -98,7 +106,7 @@ pub(crate) struct Call<B: Backend> {
     audio_events: u64,
     /// The newest turn of bot audio and the earliest producer time (µs) of its chunks:
     /// where a gap repair reads the stream from.
-    turn_since: Option<(u32, u64)>,
+    pub(super) turn_since: Option<(u32, u64)>,
 }
 
 impl<B: Backend> Call<B> {
@@ -110,7 +118,12 @@ impl<B: Backend> Call<B> {
         start: StartMeta,
         stream_sid: String,
     ) -> Result<Self, Refusal> {
-        let gate::Admitted { sid, tenant, live } = gate::admit(state, &start).await?;
+        let gate::Admitted {
+            sid,
+            tenant,
+            live,
+            handoff,
+        } = gate::admit(state, &start).await?;
         let mut custom_parameters = start.custom_parameters;
         // It opens this call's socket: not for the event log.
         custom_parameters.remove(credential::PARAMETER);
@@ -143,7 +156,12 @@ impl<B: Backend> Call<B> {
                 custom_parameters: custom_parameters.clone(),
             }),
         );
+        // A call moved here from another replica has its `start` and STT lease already.
+        let resumed = handoff.is_some();
         async {
+            if resumed {
+                return;
+            }
             let (started, leased) =
                 tokio::join!(backend.publish(&event), backend.publish_lease(&event));
             if let Err(error) = started {
@@ -158,7 +176,11 @@ impl<B: Backend> Call<B> {
         .await;
         let settings = &state.settings;
         let now = Instant::now();
-        Ok(Self {
+        let numbers = (
+            params.get("from").cloned().unwrap_or_default(),
+            params.get("to").cloned().unwrap_or_default(),
+        );
+        let mut call = Self {
             tag: Arc::new(CallTag {
                 tenant: tenant.id.clone(),
                 sid: sid.clone(),
@@ -172,6 +194,9 @@ impl<B: Backend> Call<B> {
             state: state.clone(),
             tenant,
             sid,
+            account_sid: start.account_sid.clone(),
+            numbers,
+            migrating: None,
             stream_sid,
             span,
             live,
@@ -181,7 +206,11 @@ impl<B: Backend> Call<B> {
             send_failures: 0,
             audio_events: 0,
             turn_since: None,
-        })
+        };
+        if let Some(handoff) = handoff {
+            call.resume(handoff).await;
+        }
+        Ok(call)
     }
 
     fn event(&self, turn: u32, body: Body) -> Envelope {
@@ -438,6 +467,15 @@ impl<B: Backend> Call<B> {
                 self.send_audio(audio, true).await;
             }
             let backend = &self.state.backend;
+            if cause == EndCause::Migrated {
+                self.stopped_here().await;
+                self.live.release().await;
+                tracing::info!(
+                    frames_in = self.batch.frames(),
+                    "call moved to another replica"
+                );
+                return;
+            }
             let first = backend.claim_end(&self.sid).await.unwrap_or_else(|error| {
                 tracing::warn!(error = %error, "end claim failed; publishing anyway");
                 true

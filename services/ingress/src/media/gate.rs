@@ -17,7 +17,10 @@
 //! (`tenant_mismatch`); the credential was issued for this call, that tenant and our stream
 //! URL (`bad_credential`) and has not expired (`expired`); the call has not ended (`ended`:
 //! its `end` was claimed, so a credential replayed after a short call cannot start a ghost
-//! call); and no other socket serves the call (`already_live`).
+//! call); and no other socket serves the call (`already_live`). A socket whose call is
+//! being moved here from a draining replica brings the handoff token in its `handoff`
+//! parameter: it takes the call's live-socket claim from the old socket with it (`handoff`
+//! when the token is wrong or expired) and resumes the call ([`Admitted::handoff`]).
 //!
 //! Rate limits: a socket costs its tenant nothing beyond its webhook, which the tenant's
 //! webhook rate limit already counted (`admit`); a socket without an admitted webhook is
@@ -36,6 +39,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use sb_runtime::redis::handoff::Handoff;
 use sb_runtime::redis::idempotency::AdmissionRecord;
 use sb_runtime::redis::live_socket::LIVE_SOCKET_REFRESH;
 use sb_runtime::{Tenant, metrics::Metric};
@@ -57,6 +61,7 @@ pub(crate) enum Refusal {
     TenantMismatch,
     Ended,
     AlreadyLive,
+    Handoff,
 }
 
 impl Refusal {
@@ -69,6 +74,7 @@ impl Refusal {
             Self::TenantMismatch => "tenant_mismatch",
             Self::Ended => "ended",
             Self::AlreadyLive => "already_live",
+            Self::Handoff => "handoff",
         }
     }
 }
@@ -79,6 +85,8 @@ pub(crate) struct Admitted<B: Backend> {
     /// The tenant the call's webhook admitted.
     pub(crate) tenant: Arc<Tenant>,
     pub(crate) live: LiveClaim<B>,
+    /// Set when the call moved here from a draining replica: where to resume.
+    pub(crate) handoff: Option<Handoff>,
 }
 
 /// Checks a `start` (see the module doc); refusals are counted and logged here.
@@ -157,11 +165,23 @@ pub(crate) async fn admit<B: Backend>(
         }
     }
     let owner = format!("{:032x}", rand::random::<u128>());
-    match backend.live_claim(&sid, &owner).await {
-        Ok(true) => {}
-        Ok(false) => return Err(refuse(Refusal::AlreadyLive, Some(&tenant_id))),
-        Err(error) => {
-            tracing::warn!(tenant = %tenant_id, call_sid = %sid, error = %error, "live-socket claim failed; serving without it");
+    let mut handoff = None;
+    if let Some(token) = params.get(crate::migrate::HANDOFF_PARAMETER) {
+        match backend.handoff_take(&sid, token, &owner).await {
+            Ok(Some(taken)) => handoff = Some(taken),
+            Ok(None) => return Err(refuse(Refusal::Handoff, Some(&tenant_id))),
+            Err(error) => {
+                tracing::warn!(tenant = %tenant_id, call_sid = %sid, error = %error, "handoff unreadable");
+                return Err(refuse(Refusal::Handoff, Some(&tenant_id)));
+            }
+        }
+    } else {
+        match backend.live_claim(&sid, &owner).await {
+            Ok(true) => {}
+            Ok(false) => return Err(refuse(Refusal::AlreadyLive, Some(&tenant_id))),
+            Err(error) => {
+                tracing::warn!(tenant = %tenant_id, call_sid = %sid, error = %error, "live-socket claim failed; serving without it");
+            }
         }
     }
     let span = tracing::info_span!("call", tenant = %tenant_id, call_sid = %sid);
@@ -169,6 +189,7 @@ pub(crate) async fn admit<B: Backend>(
         live: LiveClaim::hold(backend.clone(), sid.clone(), owner, span),
         sid,
         tenant,
+        handoff,
     })
 }
 

@@ -13,6 +13,7 @@ mod batch;
 mod call;
 mod fast;
 mod gate;
+mod handoff;
 mod session;
 
 use axum::extract::State;

@@ -5,8 +5,8 @@
 //! Consumes Twilio's messages (`connected`, `start`, `media`, `dtmf`, `mark`, `stop`; every
 //! bad one — malformed, oversized, unknown, binary, before `start`, a second `start`, wrong
 //! stream — is rejected on its own, counted and logged, and the call goes on; a `start` the
-//! gate refuses closes the socket with 1008), the call's NATS events, the pacing clock and
-//! the drain deadline. Produces the outbound messages (sent as soon as due) and, through
+//! gate refuses closes the socket with 1008), the call's NATS events, the pacing clock, the
+//! drain (the live call is moved to another replica) and the drain deadline. Produces the outbound messages (sent as soon as due) and, through
 //! [`Call`], the call's events. State: this task's memory; it ends with the socket.
 
 use futures::{Sink, SinkExt as _, Stream, StreamExt as _};
@@ -67,6 +67,8 @@ where
 {
     let _active = Active::new();
     let abort = state.shutdown.abort().clone();
+    let stopping = state.shutdown.stopping().clone();
+    let mut drain_seen = false;
     let mut socket = Socket {
         state,
         call: None,
@@ -84,6 +86,15 @@ where
         let step = tokio::select! {
             biased;
             () = abort.cancelled() => Step::End(EndCause::Drained),
+            // Draining: the live call moves to another replica (its stream's `stop` ends
+            // this socket); until then, and if Twilio refuses, it plays on here.
+            () = stopping.cancelled(), if !drain_seen => {
+                drain_seen = true;
+                if let Some(call) = socket.call.as_mut() {
+                    call.migrate().await;
+                }
+                Step::Go
+            }
             () = sleep_until(wake) => Step::Go,
             event = next_event(&mut socket.call) => socket.on_event(event, &mut sink).await,
             frame = stream.next() => {
@@ -119,6 +130,11 @@ where
         }
     };
     if let Some(call) = socket.call.take() {
+        // Our redirect ended the stream: a move, not a hang-up.
+        let cause = match cause {
+            EndCause::Stop | EndCause::Closed if call.is_migrating() => EndCause::Migrated,
+            cause => cause,
+        };
         call.finish(cause).await;
     }
     let close = match cause {

@@ -53,6 +53,19 @@ impl Line {
         Self::on(state, sid(n), tenant)
     }
 
+    /// A socket for the same call on another replica: its own ingress state, the same
+    /// Redis and NATS (backend).
+    pub fn on_another_replica(&self) -> Self {
+        let settings = sb_ingress::Settings::from_config(&config()).expect("valid");
+        let state = IngressState::new(
+            self.backend.clone(),
+            tenants(),
+            settings,
+            sb_runtime::Shutdown::new(Duration::from_secs(5)),
+        );
+        Self::on(state, self.sid.clone(), self.tenant)
+    }
+
     /// Another socket for the same call on the same ingress (and backend).
     pub fn another(&self) -> Self {
         Self::on(self.state.clone(), self.sid.clone(), self.tenant)

@@ -43,6 +43,12 @@ impl Keys {
         format!("{}live:{sid}", self.prefix)
     }
 
+    /// `handoff:{call_sid}`: a live call moving to another ingress replica (the token
+    /// its new socket must bring, where playback stood, the next caller-audio frame).
+    pub fn handoff(&self, sid: &CallSid) -> String {
+        format!("{}handoff:{sid}", self.prefix)
+    }
+
     /// `rl:{tenant}:{window}`, where `window` is the window's index since the epoch.
     pub fn rate_limit(&self, tenant: &TenantId, window: u64) -> String {
         format!("{}rl:{tenant}:{window}", self.prefix)

@@ -9,6 +9,7 @@
 //! (reconnects in the background); blocking pops use a connection of their own.
 
 pub mod campaigns;
+pub mod handoff;
 pub mod idempotency;
 pub mod keys;
 pub mod live_socket;

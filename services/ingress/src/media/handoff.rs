@@ -1,0 +1,187 @@
+//! Live call migration, the socket's side: moving a call off a draining replica, and
+//! resuming one that moved here.
+//!
+//! Consumes the drain (SIGTERM), the call's playback and audio batch, and a taken
+//! [`Handoff`]. Produces, on the draining side, the handoff record and the Twilio redirect
+//! ([`Call::migrate`]), then, once the old stream stopped, the final caller-audio frame
+//! number and the playback position ([`Call::stopped_here`]); on the new side, a call that
+//! continues the old one ([`Call::resume`]): frames numbered on, playback from where the
+//! caller stopped hearing, the turn's unplayed audio read back from the `AUDIO` stream. No
+//! `start`, STT lease or `end` is published for a move. State: the call's.
+
+use std::time::Duration;
+
+use sb_runtime::metrics::Metric;
+use sb_runtime::redis::handoff::Handoff;
+use sb_schemas::{Body, now_micros};
+use tokio::time::Instant;
+use tracing::Instrument as _;
+
+use super::call::Call;
+use crate::Backend;
+use crate::migrate::{HANDOFF_PARAMETER, stream_twiml};
+use crate::playback::Position;
+
+/// How long a resumed socket waits for the old stream to report where it stopped.
+const STOPPED_WAIT: Duration = Duration::from_secs(3);
+/// How often it looks.
+const STOPPED_POLL: Duration = Duration::from_millis(10);
+/// Producer clocks differ a little: the turn's audio is read back from this much earlier.
+const READ_MARGIN_US: u64 = 2_000_000;
+/// How long reading the turn's audio back may take.
+const READ_BUDGET: Duration = Duration::from_millis(500);
+
+impl<B: Backend> Call<B> {
+    /// Asks Twilio to move the call to another replica: records the handoff, then the
+    /// redirect. `true` when Twilio accepted (the old stream will get `stop`); on failure
+    /// the call stays here until it ends or the drain deadline passes.
+    pub(crate) async fn migrate(&mut self) -> bool {
+        if !self.state.settings.migrate_on_drain || self.migrating.is_some() {
+            return false;
+        }
+        let span = self.span.clone();
+        self.redirect_elsewhere().instrument(span).await
+    }
+
+    async fn redirect_elsewhere(&mut self) -> bool {
+        let token = format!("{:032x}", rand::random::<u128>());
+        let handoff = Handoff {
+            token: token.clone(),
+            seq: self.batch.frames(),
+            ..Handoff::default()
+        };
+        let backend = &self.state.backend;
+        if let Err(error) = backend.handoff_begin(&self.sid, &handoff).await {
+            tracing::warn!(error = %error, "handoff not recorded; the call stays");
+            return false;
+        }
+        let Some(twiml) = stream_twiml(
+            &self.state.settings,
+            (self.tenant.id.as_str(), &self.sid),
+            (&self.numbers.0, &self.numbers.1),
+            &[(HANDOFF_PARAMETER, &token)],
+        ) else {
+            return false;
+        };
+        match backend.redirect(&self.account_sid, &self.sid, &twiml).await {
+            Ok(()) => {
+                metrics::counter!(Metric::IngressMigrations.name(), "outcome" => "redirected")
+                    .increment(1);
+                tracing::info!("moving the call to another replica");
+                self.migrating = Some(token);
+                true
+            }
+            Err(error) => {
+                metrics::counter!(Metric::IngressMigrations.name(), "outcome" => "failed")
+                    .increment(1);
+                tracing::warn!(error = %error, "redirect failed; the call stays");
+                let _ = backend.handoff_cancel(&self.sid).await;
+                false
+            }
+        }
+    }
+
+    /// Whether this socket handed its call over (its stream's end is a move, not a hang-up).
+    pub(crate) fn is_migrating(&self) -> bool {
+        self.migrating.is_some()
+    }
+
+    /// The old stream stopped after the redirect: the next frame number and where the
+    /// caller stopped hearing, for the new socket.
+    pub(crate) async fn stopped_here(&mut self) {
+        let Some(token) = self.migrating.clone() else {
+            return;
+        };
+        let position = self.playback.position(Instant::now());
+        let since_us = self
+            .turn_since
+            .filter(|(turn, _)| *turn == position.turn)
+            .map_or(0, |(_, at)| at);
+        let handoff = Handoff {
+            token,
+            seq: self.batch.frames(),
+            stopped: true,
+            turn: position.turn,
+            sentence: position.sentence,
+            chunk: position.chunk,
+            offset: position.offset,
+            stale_below: position.stale_below,
+            since_us,
+        };
+        let stored = self.state.backend.handoff_stopped(&self.sid, &handoff);
+        if let Err(error) = stored.instrument(self.span.clone()).await {
+            let _entered = self.span.enter();
+            tracing::warn!(error = %error, "handoff position not recorded");
+        }
+    }
+
+    /// Continues a call that moved here: waits for the old stream's final numbers, then
+    /// numbers frames on and plays the turn from where the caller stopped hearing.
+    pub(crate) async fn resume(&mut self, taken: Handoff) {
+        let span = self.span.clone();
+        self.resume_from(taken).instrument(span).await;
+    }
+
+    async fn resume_from(&mut self, taken: Handoff) {
+        let backend = &self.state.backend;
+        let deadline = Instant::now() + STOPPED_WAIT;
+        let mut handoff = taken;
+        while !handoff.stopped && Instant::now() < deadline {
+            tokio::time::sleep(STOPPED_POLL).await;
+            if let Ok(Some(now)) = backend.handoff_read(&self.sid).await {
+                handoff = now;
+            }
+        }
+        if !handoff.stopped {
+            tracing::warn!(
+                "the old stream never reported where it stopped; numbering on from the redirect"
+            );
+        }
+        self.batch = std::mem::replace(&mut self.batch, super::batch::AudioBatch::new(1, 0))
+            .starting_at(handoff.seq);
+        let position = Position {
+            turn: handoff.turn,
+            sentence: handoff.sentence,
+            chunk: handoff.chunk,
+            offset: handoff.offset,
+            stale_below: handoff.stale_below,
+        };
+        self.playback.resume(position);
+        self.latest_turn = handoff.turn;
+        self.turn_since = Some((handoff.turn, handoff.since_us));
+        // Everything of the turn since its first chunk (and anything newer); the playback
+        // refuses what the caller already heard.
+        let since = if handoff.since_us > 0 {
+            handoff.since_us.saturating_sub(READ_MARGIN_US)
+        } else {
+            now_micros().saturating_sub(READ_MARGIN_US)
+        };
+        let read = backend.fetch_bot_audio(&self.tenant.id, &self.sid, since);
+        let events = match tokio::time::timeout(READ_BUDGET, read).await {
+            Ok(Ok(events)) => events,
+            Ok(Err(error)) => {
+                tracing::warn!(error = %error, "the turn's audio not read back");
+                Vec::new()
+            }
+            Err(_) => {
+                tracing::warn!("the turn's audio not read back in time");
+                Vec::new()
+            }
+        };
+        let now = Instant::now();
+        for event in events {
+            if let Body::TtsChunk(chunk) = event.body {
+                let _ = self.playback.push(event.turn, chunk, now);
+            }
+        }
+        metrics::counter!(Metric::IngressMigrations.name(), "outcome" => "resumed").increment(1);
+        tracing::info!(
+            seq = handoff.seq,
+            turn = position.turn,
+            sentence = position.sentence,
+            chunk = position.chunk,
+            offset = position.offset,
+            "call resumed here"
+        );
+    }
+}
