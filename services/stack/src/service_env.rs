@@ -62,6 +62,8 @@ impl Env<'_> {
         let specific: Vec<(&str, String)> = match service {
             "ingress" => vec![
                 ("SB_TWILIO_AUTH_TOKEN", AUTH_TOKEN.into()),
+                // Live calls move to another replica on drain through its redirects.
+                ("SB_TWILIO_API_URL", format!("http://{}", self.twilio)),
                 ("SB_PUBLIC_URL", PUBLIC_URL.into()),
                 ("SB_CALL_CREDENTIAL_SECRET", CALL_CREDENTIAL_SECRET.into()),
             ],

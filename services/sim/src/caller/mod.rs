@@ -7,6 +7,7 @@
 //! `mark` echoes, `stop`) and a signed `completed` status callback; returns a
 //! [`CallReport`]. State: per call, in the tasks of [`place_call`]; nothing survives it.
 
+mod control;
 mod line;
 mod playback;
 mod report;
@@ -74,6 +75,10 @@ pub struct CallerConfig {
     pub send_status_callback: bool,
     /// Extra webhook fields, e.g. `AnsweredBy` after synchronous AMD.
     pub webhook_extra: Vec<(String, String)>,
+    /// The Twilio stand-in's URL: the call's line registers there, so what an update runs
+    /// on the call (a redirect to a new stream, a hang-up) reaches it. `None`: updates
+    /// cannot reach the call.
+    pub control_url: Option<String>,
 }
 
 impl std::fmt::Debug for CallerConfig {
@@ -114,6 +119,7 @@ impl CallerConfig {
             hangup: CancellationToken::new(),
             send_status_callback: true,
             webhook_extra: Vec::new(),
+            control_url: None,
         }
     }
 }
@@ -211,7 +217,11 @@ pub async fn place_call(
         max_call: config.max_call,
         hangup: config.hangup.clone(),
     };
-    let line = line::run_line(setup, sink, socket_stream, command_rx, status_tx);
+    let switches = match &config.control_url {
+        Some(url) => Some(control::open(&config, url, &call_sid).await?),
+        None => None,
+    };
+    let line = line::run_line(setup, (sink, socket_stream), switches, command_rx, status_tx);
     tokio::pin!(line);
     let mut report = tokio::select! {
         report = &mut line => report,
@@ -276,11 +286,11 @@ async fn post_completed(
     )
 }
 
-type Socket =
+pub(crate) type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Opens the media WebSocket: signed over the stream's `wss://` URL, connected locally.
-async fn connect_media(
+pub(crate) async fn connect_media(
     config: &CallerConfig,
     stream: &ConnectStream,
 ) -> Result<Socket, CallerError> {

@@ -102,6 +102,8 @@ pub struct CallReport {
     pub late_frames: u64,
     /// Total audible gap of those late frames.
     pub underrun_ms: u64,
+    /// Times an update moved the call to a new stream (a live call migration).
+    pub redirects: u32,
     /// The longest of those gaps: the longest silence the caller heard in the middle of a
     /// sentence (a crash, a migration or a lost chunk shows here).
     pub longest_gap_ms: u64,
@@ -157,6 +159,7 @@ impl CallReport {
             late_frames: 0,
             underrun_ms: 0,
             longest_gap_ms: 0,
+            redirects: 0,
             out_of_order: 0,
             marks: Vec::new(),
             clears_ms: Vec::new(),

@@ -4,6 +4,7 @@
 //! (201 call resource, 200 on update/fetch, a page of calls on list, legacy error bodies
 //! 400/401/404/429/500) and records every request in [`TwilioState`]. A created call is
 //! handed to its life ([`super::life`]) when the stand-in has callees or an [`Answer`].
+//! Media lines register at `/sim/lines/{sid}` for the TwiML an update runs on their call.
 //! State: all of it in [`TwilioState`].
 
 use std::sync::Arc;
@@ -57,6 +58,7 @@ pub(crate) fn router(state: TwilioState, lives: Option<(Settings, Callees)>) -> 
             "/2010-04-01/Accounts/{account}/Calls/{call}",
             get(fetch).post(update),
         )
+        .route("/sim/lines/{call}", get(line))
         .with_state(app)
 }
 
@@ -186,6 +188,38 @@ async fn list(
             (StatusCode::OK, page.to_json())
         });
     respond(&app.state, Method::GET, path, params, result)
+}
+
+/// `GET /sim/lines/{call}` (WebSocket; the stand-in's own, not Twilio's API): a media
+/// line registers for its call, and every TwiML an update runs on the call arrives as a
+/// text message (a redirect's `<Connect><Stream>`, a hang-up's `<Hangup/>`), until the
+/// line closes the socket.
+async fn line(
+    State(app): State<App>,
+    Path(call): Path<String>,
+    ws: axum::extract::WebSocketUpgrade,
+) -> Response {
+    ws.on_upgrade(move |mut socket| async move {
+        use axum::extract::ws::Message;
+        let mut twimls = app.state.open_line(&call);
+        loop {
+            tokio::select! {
+                twiml = twimls.recv() => match twiml {
+                    Some(twiml) => {
+                        if socket.send(Message::Text(twiml.into())).await.is_err() {
+                            break;
+                        }
+                    }
+                    None => break,
+                },
+                message = socket.recv() => match message {
+                    Some(Ok(Message::Close(_)) | Err(_)) | None => break,
+                    Some(Ok(_)) => {}
+                },
+            }
+        }
+        app.state.close_line(&call);
+    })
 }
 
 /// `CA….json` → `CA…`.

@@ -15,7 +15,7 @@ use sb_twilio::resource::rfc2822;
 use sb_twilio::{
     AnsweredBy, ApiError, CallResource, CallStatus, CreateCall, ListCalls, UpdateCall,
 };
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::callee::{Callee, Callees};
@@ -31,6 +31,9 @@ struct Data {
     per_number: HashMap<String, usize>,
     requests: Vec<RecordedRequest>,
     hangups: HashMap<String, CancellationToken>,
+    /// Media lines registered for control (`/sim/lines/{sid}`): redirects and hang-ups
+    /// reach the line as TwiML.
+    lines: HashMap<String, mpsc::UnboundedSender<String>>,
     /// Calls live (created, not yet over) now, and the most at once.
     live: usize,
     max_live: usize,
@@ -229,8 +232,21 @@ impl TwilioState {
         (resource, hangup, callee)
     }
 
+    /// Registers a call's media line for control; its TwiML arrives on the receiver.
+    pub(crate) fn open_line(&self, call_sid: &str) -> mpsc::UnboundedReceiver<String> {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        self.data().lines.insert(call_sid.to_owned(), sender);
+        receiver
+    }
+
+    pub(crate) fn close_line(&self, call_sid: &str) {
+        self.data().lines.remove(call_sid);
+    }
+
     /// Applies an update: `Status=completed|canceled` ends the call (and stops a running
-    /// scripted caller); `Url`/`Twiml` redirect a live call.
+    /// scripted caller); `Url`/`Twiml` redirect a live call. A registered media line gets
+    /// the TwiML (a hang-up as `<Hangup/>`), as Twilio would run it on the call: that is
+    /// how a call placed by a caller outside this process (an inbound call) is reached.
     pub(crate) fn update_call(
         &self,
         call_sid: &str,
@@ -238,6 +254,35 @@ impl TwilioState {
         path: &str,
     ) -> Result<CallResource, ApiError> {
         let mut data = self.data();
+        if let Some(line) = data.lines.get(call_sid).cloned() {
+            let twiml = match (&update.twiml, update.status) {
+                (Some(twiml), _) => Some(twiml.clone()),
+                (None, Some(_)) => Some("<Response><Hangup/></Response>".to_owned()),
+                _ => None,
+            };
+            if let Some(twiml) = twiml
+                && line.send(twiml).is_err()
+            {
+                data.lines.remove(call_sid);
+                return Err(ApiError::invalid(
+                    21220,
+                    "Call is not in-progress. Cannot redirect.",
+                ));
+            }
+            if !data.index.contains_key(call_sid) {
+                let now = rfc2822(SystemTime::now());
+                let mut resource = CallResource::queued_outbound(
+                    &self.inner.account_sid,
+                    call_sid,
+                    "",
+                    "",
+                    &now,
+                );
+                resource.status = CallStatus::InProgress;
+                resource.direction = "inbound".into();
+                return Ok(resource);
+            }
+        }
         let redirect = update.url.is_some() || update.twiml.is_some();
         let over = data
             .call_mut(call_sid)

@@ -21,6 +21,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
+use super::control::Switch;
 use super::playback::Playback;
 use super::report::{BargeIn, CallReport, EndedBy, MarkEcho, TurnReport};
 
@@ -97,8 +98,8 @@ struct Line<Si> {
 /// from outside or `max_call` passes. Never fails: what went wrong is in the report.
 pub(crate) async fn run_line<Si, St, E>(
     setup: LineSetup,
-    sink: Si,
-    mut stream: St,
+    (sink, mut stream): (Si, St),
+    mut switches: Option<mpsc::UnboundedReceiver<Switch<Si, St>>>,
     mut commands: mpsc::Receiver<Command>,
     status: watch::Sender<LineStatus>,
 ) -> CallReport
@@ -130,6 +131,17 @@ where
                 Some(Command::Hangup) | None => Err(EndedBy::Caller),
                 Some(command) => line.on_command(command).await.map_err(|Closed| EndedBy::Ingress),
             },
+            switch = next_switch(&mut switches) => match switch {
+                Some(Switch::Stream { sink, stream: moved, parameters }) => {
+                    stream = moved;
+                    line.switch(sink, parameters).await.map_err(|Closed| EndedBy::Ingress)
+                }
+                Some(Switch::Hangup) => Err(EndedBy::Api),
+                None => {
+                    switches = None;
+                    Ok(())
+                }
+            },
         };
         if let Err(by) = step {
             ended = Some(by);
@@ -143,6 +155,16 @@ where
     }
     let ended = ended.unwrap_or(EndedBy::Caller);
     line.finish(ended, &mut stream).await
+}
+
+/// The next update of the call; never, without a control line.
+async fn next_switch<Si, St>(
+    switches: &mut Option<mpsc::UnboundedReceiver<Switch<Si, St>>>,
+) -> Option<Switch<Si, St>> {
+    match switches {
+        Some(switches) => switches.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 impl<Si: Sink<Message> + Unpin> Line<Si> {
@@ -193,6 +215,46 @@ impl<Si: Sink<Message> + Unpin> Line<Si> {
 
     /// `connected`, then `start` (sequence 1): time zero of the report.
     async fn open(&mut self) -> Result<(), Closed> {
+        self.start_stream().await?;
+        self.start = Instant::now();
+        self.report.started_at_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        Ok(())
+    }
+
+    /// The call moves to a new stream, as Twilio runs a redirect: `stop` on the old one,
+    /// which closes; what Twilio buffered of it is not played; `connected` and `start`
+    /// (a new `streamSid`, the new parameters, numbering from 1) on the new one.
+    async fn switch(
+        &mut self,
+        sink: Si,
+        parameters: BTreeMap<String, String>,
+    ) -> Result<(), Closed> {
+        let sequence_number = self.next_sequence();
+        let stop = InboundMessage::Stop {
+            sequence_number,
+            stop: StopMeta {
+                account_sid: self.setup.account_sid.clone(),
+                call_sid: self.setup.call_sid.clone(),
+            },
+            stream_sid: self.setup.stream_sid.clone(),
+        };
+        let _ = self.send(stop).await;
+        let _ = self.sink.close().await;
+        self.sink = sink;
+        self.playback.clear();
+        self.setup.stream_sid = super::new_sid("MZ");
+        self.setup.custom_parameters = parameters;
+        self.sequence = 0;
+        self.chunk = 0;
+        self.report.redirects += 1;
+        let note = format!("stream moved to {} at {} ms", self.setup.stream_sid, self.now_ms());
+        self.report.notes.push(note);
+        self.start_stream().await
+    }
+
+    async fn start_stream(&mut self) -> Result<(), Closed> {
         self.send(InboundMessage::Connected {
             protocol: "Call".into(),
             version: "1.0.0".into(),
@@ -213,12 +275,7 @@ impl<Si: Sink<Message> + Unpin> Line<Si> {
             start,
             stream_sid,
         })
-        .await?;
-        self.start = Instant::now();
-        self.report.started_at_us = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as u64);
-        Ok(())
+        .await
     }
 
     /// One 20 ms step: send the caller's next frame, play 20 ms of bot audio.
