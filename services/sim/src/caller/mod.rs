@@ -221,7 +221,13 @@ pub async fn place_call(
         Some(url) => Some(control::open(&config, url, &call_sid).await?),
         None => None,
     };
-    let line = line::run_line(setup, (sink, socket_stream), switches, command_rx, status_tx);
+    let line = line::run_line(
+        setup,
+        (sink, socket_stream),
+        switches,
+        command_rx,
+        status_tx,
+    );
     tokio::pin!(line);
     let mut report = tokio::select! {
         report = &mut line => report,

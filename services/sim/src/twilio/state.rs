@@ -271,13 +271,8 @@ impl TwilioState {
             }
             if !data.index.contains_key(call_sid) {
                 let now = rfc2822(SystemTime::now());
-                let mut resource = CallResource::queued_outbound(
-                    &self.inner.account_sid,
-                    call_sid,
-                    "",
-                    "",
-                    &now,
-                );
+                let mut resource =
+                    CallResource::queued_outbound(&self.inner.account_sid, call_sid, "", "", &now);
                 resource.status = CallStatus::InProgress;
                 resource.direction = "inbound".into();
                 return Ok(resource);

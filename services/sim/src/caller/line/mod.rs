@@ -249,7 +249,11 @@ impl<Si: Sink<Message> + Unpin> Line<Si> {
         self.sequence = 0;
         self.chunk = 0;
         self.report.redirects += 1;
-        let note = format!("stream moved to {} at {} ms", self.setup.stream_sid, self.now_ms());
+        let note = format!(
+            "stream moved to {} at {} ms",
+            self.setup.stream_sid,
+            self.now_ms()
+        );
         self.report.notes.push(note);
         self.start_stream().await
     }
@@ -456,5 +460,7 @@ impl<Si: Sink<Message> + Unpin> Line<Si> {
 }
 
 mod receive;
+#[cfg(test)]
+mod switch_tests;
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,99 @@
+//! A redirect moves the line to a new stream as Twilio runs one: `stop` on the old stream,
+//! then `connected` and `start` on the new one with a new `streamSid` and the redirect's
+//! parameters, numbering from 1; the report counts the move.
+
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use futures::channel::mpsc::{UnboundedReceiver, unbounded};
+use sb_twilio::{InboundMessage, parse_inbound};
+use tokio::sync::{mpsc, watch};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+
+const STREAM: &str = "MZ00000000000000000000000000000001";
+
+async fn next(sent: &mut UnboundedReceiver<Message>) -> InboundMessage {
+    let Some(Message::Text(text)) = sent.next().await else {
+        panic!("the line closed")
+    };
+    parse_inbound(text.as_str()).unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_redirect_moves_the_call_to_a_new_stream() {
+    let (sink, mut sent) = unbounded();
+    let (_bot, stream) = unbounded::<Result<Message, std::io::Error>>();
+    let (switch, switches) = mpsc::unbounded_channel();
+    let (commands, command_rx) = mpsc::channel(8);
+    let (status, _) = watch::channel(LineStatus::default());
+    let setup = LineSetup {
+        account_sid: "AC00000000000000000000000000000000".into(),
+        call_sid: "CA00000000000000000000000000000001".into(),
+        stream_sid: STREAM.into(),
+        custom_parameters: [("tenant".to_owned(), "acme".to_owned())].into(),
+        max_call: Duration::from_secs(60),
+        hangup: CancellationToken::new(),
+    };
+    let task = tokio::spawn(run_line(
+        setup,
+        (sink, stream),
+        Some(switches),
+        command_rx,
+        status,
+    ));
+    assert!(matches!(
+        next(&mut sent).await,
+        InboundMessage::Connected { .. }
+    ));
+    assert!(matches!(
+        next(&mut sent).await,
+        InboundMessage::Start { .. }
+    ));
+
+    let (new_sink, mut new_sent) = unbounded();
+    let (_new_bot, new_stream) = unbounded::<Result<Message, std::io::Error>>();
+    let parameters = [("handoff".to_owned(), "t0k3n".to_owned())].into();
+    let _ = switch.send(Switch::Stream {
+        sink: new_sink,
+        stream: new_stream,
+        parameters,
+    });
+    let stop = loop {
+        match next(&mut sent).await {
+            InboundMessage::Media { .. } => {}
+            other => break other,
+        }
+    };
+    assert!(
+        matches!(&stop, InboundMessage::Stop { stream_sid, .. } if stream_sid == STREAM),
+        "{stop:?}"
+    );
+    assert!(matches!(
+        next(&mut new_sent).await,
+        InboundMessage::Connected { .. }
+    ));
+    let InboundMessage::Start {
+        sequence_number,
+        start,
+        stream_sid,
+    } = next(&mut new_sent).await
+    else {
+        panic!("start expected");
+    };
+    assert_ne!(stream_sid, STREAM, "a new stream");
+    assert_eq!(sequence_number, 1, "numbered from 1 again");
+    assert_eq!(
+        start.custom_parameters.get("handoff").map(String::as_str),
+        Some("t0k3n")
+    );
+    assert!(
+        matches!(next(&mut new_sent).await, InboundMessage::Media { stream_sid: s, .. } if s == stream_sid)
+    );
+
+    commands.send(Command::Hangup).await.unwrap();
+    let report = task.await.unwrap();
+    assert_eq!(report.redirects, 1);
+}
