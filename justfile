@@ -40,6 +40,7 @@ test: bootstrap lint docs-check
     cargo nextest run --workspace --no-fail-fast --cargo-quiet
     just conformance
     just deploy-check
+    just fuzz-smoke
 
 # Check the stand-ins against the vendors' official Python clients.
 conformance:
@@ -61,14 +62,24 @@ docs-check:
 deploy-check:
     .ci/deploy-check
 
+# Fuzz one parser for SECONDS or RUNS executions, whichever first (optimised build; `.ci/fuzz list` names the targets): prints executions, exec/s, corpus, result.
+fuzz target seconds="600" runs="-1":
+    .ci/fuzz run "$1" "$2" "$3"
+
+# Every fuzz target briefly: its seed corpus, then 10 s of fuzzing each (CI; a crash fails it).
+fuzz-smoke:
+    .ci/fuzz smoke 10
+
 # Formatting and clippy, warnings are errors.
 lint:
     cargo fmt --all -- --check
+    cargo fmt --manifest-path fuzz/Cargo.toml -- --check
     cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 # Format the workspace.
 fmt:
     cargo fmt --all
+    cargo fmt --manifest-path fuzz/Cargo.toml
 
 # Build every binary (debug).
 build:

@@ -7,7 +7,7 @@
 //! (first audio sent → first result) and counts unusable replies. State: one socket task
 //! per stream, owning the WebSocket; it ends when the stream closes or its owner drops it.
 
-mod wire;
+pub(crate) mod wire;
 
 use std::time::Duration;
 

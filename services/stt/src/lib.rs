@@ -32,6 +32,15 @@ pub use deepgram::Deepgram;
 pub use lease::{CONSUMER, RunError, run};
 pub use provider::{SpeechToText, StreamOptions, SttCommand, SttError, SttEvent, SttStream};
 
+/// Entry points for the fuzz targets (`fuzz/`) into parsers that are not public API.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Parses one Deepgram server text frame, as the live client does; the error as text.
+    pub fn deepgram_frame(text: &str) -> Result<Option<crate::SttEvent>, String> {
+        crate::deepgram::wire::parse(text).map_err(|e| e.to_string())
+    }
+}
+
 /// Everything the `stt` binary reads from flags or `SB_*` environment variables.
 #[derive(Debug, Parser)]
 #[command(

@@ -121,10 +121,20 @@ fn clip(raw: &str) -> String {
 /// and handing each full batch to `sink` (which returns `false` to stop early). The
 /// last, partial batch stays in `intake`. An I/O error of `reader` comes back as is.
 pub fn read_csv<R: Read>(
-    reader: R,
+    mut reader: R,
     intake: &mut Intake,
     mut sink: impl FnMut(Vec<NewContact>) -> bool,
 ) -> Result<(), CsvFailure> {
+    // The csv reader drops a UTF-8 BOM from its first read only, and a first read that is
+    // nothing but the BOM is then empty, which it takes for the end of the body: give it
+    // at least 4 bytes (or the whole body) at once, however the body arrives.
+    let mut head = Vec::with_capacity(4);
+    reader
+        .by_ref()
+        .take(4)
+        .read_to_end(&mut head)
+        .map_err(CsvFailure::Io)?;
+    let reader = std::io::Cursor::new(head).chain(reader);
     let mut csv = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
@@ -289,6 +299,49 @@ mod tests {
                 "{body:?}"
             );
         }
+    }
+
+    /// A body whose first read is only its UTF-8 BOM (a client that sends it on its own)
+    /// reads like the same body in one piece, not as an empty upload (found by fuzzing).
+    #[test]
+    fn a_bom_in_a_read_of_its_own_is_not_the_end_of_the_body() {
+        struct Reads(Vec<&'static [u8]>);
+        impl Read for Reads {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                let Some(next) = self.0.first_mut() else {
+                    return Ok(0);
+                };
+                let n = next.len().min(buf.len());
+                buf[..n].copy_from_slice(&next[..n]);
+                *next = &next[n..];
+                if next.is_empty() {
+                    self.0.remove(0);
+                }
+                Ok(n)
+            }
+        }
+        let cases: [Vec<&'static [u8]>; 3] = [
+            vec![b"\xef\xbb\xbf", b"Phone,name\r\n+442071838750,Ann\r\n"],
+            vec![b"\xef", b"\xbb\xbf", b"phone,name\n+442071838750,Ann\n"],
+            vec![b"\xef\xbb\xbfphone,name\n+442071838750,Ann\n"],
+        ];
+        for reads in cases {
+            let mut intake = Intake::new(0);
+            read_csv(Reads(reads.clone()), &mut intake, |_| true)
+                .unwrap_or_else(|e| panic!("{reads:?}: {e:?}"));
+            let out = intake.take();
+            assert_eq!(out.len(), 1, "{reads:?}");
+            assert_eq!(
+                out[0].payload.vars.get("name").map(String::as_str),
+                Some("Ann")
+            );
+        }
+        let mut intake = Intake::new(0);
+        let only_bom = read_csv(Reads(vec![b"\xef\xbb\xbf"]), &mut intake, |_| true);
+        assert!(
+            matches!(only_bom, Err(CsvFailure::Invalid(_))),
+            "{only_bom:?}"
+        );
     }
 
     /// Full batches go out as they fill; only the first 1,000 rejections are listed.

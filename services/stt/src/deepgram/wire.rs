@@ -101,13 +101,25 @@ fn ms(seconds: f64) -> u64 {
     }
 }
 
+/// The longest reason kept from a frame (it quotes the frame, and is logged).
+const MAX_REASON_BYTES: usize = 200;
+
+/// `reason` cut to at most [`MAX_REASON_BYTES`], at a character boundary.
+fn clip(mut reason: String) -> String {
+    if reason.len() > MAX_REASON_BYTES {
+        let mut end = MAX_REASON_BYTES;
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+    }
+    reason
+}
+
 /// Parses one text frame.
 pub(crate) fn parse(text: &str) -> Result<Option<SttEvent>, WireError> {
-    let incoming: Incoming = serde_json::from_str(text).map_err(|e| {
-        let mut reason = e.to_string();
-        reason.truncate(200);
-        WireError::Malformed(reason)
-    })?;
+    let incoming: Incoming =
+        serde_json::from_str(text).map_err(|e| WireError::Malformed(clip(e.to_string())))?;
     Ok(match incoming {
         Incoming::Results(results) => Some(SttEvent::Result(result(results))),
         Incoming::SpeechStarted { timestamp } => Some(SttEvent::SpeechStarted {
@@ -120,9 +132,9 @@ pub(crate) fn parse(text: &str) -> Result<Option<SttEvent>, WireError> {
             description,
             variant,
         } => {
-            let mut reason = format!("{variant}: {description}");
-            reason.truncate(200);
-            return Err(WireError::Provider(reason));
+            return Err(WireError::Provider(clip(format!(
+                "{variant}: {description}"
+            ))));
         }
         Incoming::Other => None,
     })
@@ -224,6 +236,26 @@ mod tests {
                 (Err(err), Err(kind)) => assert_eq!(err.kind(), kind, "{text}"),
                 (got, want) => panic!("{text}: got {got:?}, expected {want:?}"),
             }
+        }
+    }
+
+    /// A long reason is cut at a character boundary, not inside one: a frame that is a
+    /// JSON string of `Ḟ`s (the error quotes it; found by fuzzing) and a provider error
+    /// with a multi-byte description (the same cut) are errors, not panics.
+    #[test]
+    fn long_reasons_are_cut_between_characters() {
+        let quoted = format!("\"{}\"", "\u{1e1e}".repeat(100));
+        let described = format!(
+            r#"{{"type":"Error","variant":"","description":"a{}"}}"#,
+            "é".repeat(150)
+        );
+        for (text, kind) in [(quoted, "malformed_reply"), (described, "provider_error")] {
+            let err = parse(&text).unwrap_err();
+            assert_eq!(err.kind(), kind, "{text}");
+            let reason = match err {
+                WireError::Malformed(reason) | WireError::Provider(reason) => reason,
+            };
+            assert!((MAX_REASON_BYTES - 3..=MAX_REASON_BYTES).contains(&reason.len()));
         }
     }
 }
