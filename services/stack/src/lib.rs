@@ -5,7 +5,9 @@
 //! `topology` and `nats-auth` commands; [`campaign_cli`] and [`campaigns_api`] the
 //! campaigns API's client and stand-alone server; [`process`] runs
 //! the stand-ins and services as child processes; [`stack`] starts all of it on free
-//! loopback ports. State: the child processes, killed on drop, and their log files.
+//! loopback ports, any number of replicas per service behind a [`front`], and injects
+//! faults. State: the child processes, killed on drop, and their
+//! log files.
 
 pub mod breakdown;
 pub mod campaign_cli;
@@ -13,6 +15,7 @@ pub mod campaigns_api;
 pub mod demo;
 pub mod demo_campaign;
 pub mod frames;
+pub mod front;
 pub mod load;
 mod nats_config;
 pub mod nats_server;
