@@ -6,12 +6,14 @@
 //! campaigns API's client and stand-alone server; [`process`] runs
 //! the stand-ins and services as child processes; [`stack`] starts all of it on free
 //! loopback ports, any number of replicas per service behind a [`front`], and injects
-//! faults. State: the child processes, killed on drop, and their
+//! faults. [`load`] (`bench-load`) and [`chaos`] run scripted calls against it
+//! ([`pool`] keeps calls in flight). State: the child processes, killed on drop, and their
 //! log files.
 
 pub mod breakdown;
 pub mod campaign_cli;
 pub mod campaigns_api;
+pub mod chaos;
 pub mod demo;
 pub mod demo_campaign;
 pub mod frames;
@@ -21,6 +23,7 @@ mod nats_config;
 pub mod nats_server;
 pub mod ops;
 pub mod plot;
+pub mod pool;
 pub mod process;
 pub mod report;
 pub mod run;
