@@ -1,28 +1,38 @@
-//! The load balancer in front of the stack's ingress replicas: a loopback TCP proxy.
+//! The load balancer in front of the stack's ingress replicas, on loopback.
 //!
-//! Consumes client connections (Twilio's webhooks and Media Streams sockets, from the
-//! scripted callers and the Twilio stand-in) and the list of ingress replicas; forwards each
-//! new connection whole to a ready replica, picked at random among those whose
-//! `GET /ready` answered 200 within the last [`READY_TTL`] (as a Kubernetes Service with
-//! kube-proxy routes: at random, to ready pods only; a fixed rotation would put every
-//! call's media socket on one replica, its webhook on the other). A connection stays on its replica until either side closes it: a replica
-//! that dies takes its connections with it. State: the replica list, the readiness cache
-//! and the accept task (aborted on drop).
+//! Consumes HTTP/1.1 from clients (Twilio's webhooks and Media Streams sockets: the
+//! scripted callers and the Twilio stand-in) and the list of ingress replicas; forwards
+//! each request on a fresh connection to a ready replica, picked at random among those
+//! whose `GET /ready` answered 200 within the last [`READY_TTL`] (as a cloud load balancer
+//! or a Kubernetes Service routes: to ready pods only, and not in a fixed rotation, which
+//! would put every call's socket on one replica and its webhook on the other). A
+//! WebSocket upgrade is tunnelled to its replica for the socket's life, so a replica that
+//! dies takes its sockets with it; a client's keep-alive connection ends at the front and
+//! outlives any replica. State: the replica list, the readiness cache and the accept task
+//! (aborted on drop).
 
 use std::{
+    convert::Infallible,
     net::SocketAddr,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use hyper::{Request, Response, StatusCode, body::Incoming, service::service_fn};
+use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::{process::http_status, servers::eventually};
 
 /// How long a readiness answer is trusted.
 pub const READY_TTL: Duration = Duration::from_millis(100);
-/// How long a new connection waits for some replica to be ready before it is dropped.
-const NO_REPLICA_WAIT: Duration = Duration::from_secs(10);
+/// How long a request waits for some replica to be ready before it is answered 502 (a
+/// replacement takes about a second to become ready).
+const NO_REPLICA_WAIT: Duration = Duration::from_secs(3);
+
+type Body = BoxBody<Bytes, hyper::Error>;
 
 /// A running front; stops accepting when dropped.
 pub struct Front {
@@ -58,7 +68,7 @@ impl Front {
     }
 
     /// Replaces the replica list (a replica started or gone); the readiness cache is
-    /// dropped, so the next connection checks the new list.
+    /// dropped, so the next request checks the new list.
     pub async fn set_replicas(&self, replicas: Vec<SocketAddr>) {
         *self.shared.replicas.lock().expect("never poisoned") = replicas;
         self.shared.ready.lock().await.0 = None;
@@ -76,21 +86,60 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         let Ok((client, _)) = listener.accept().await else {
             continue;
         };
+        let _ = client.set_nodelay(true);
         let shared = shared.clone();
         tokio::spawn(async move {
-            if let Some(mut upstream) = shared.connect().await {
-                let mut client = client;
-                let _ = client.set_nodelay(true);
-                let _ = upstream.set_nodelay(true);
-                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
-            }
+            let service = service_fn(move |request| {
+                let shared = shared.clone();
+                async move { Ok::<_, Infallible>(shared.forward(request).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(client), service)
+                .with_upgrades()
+                .await;
         });
     }
 }
 
+fn bad_gateway(why: String) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(why)).map_err(|e| match e {}).boxed());
+    *response.status_mut() = StatusCode::BAD_GATEWAY;
+    response
+}
+
 impl Shared {
-    /// A connection to a ready replica (trying the others if it refuses); `None`
-    /// when none is ready within [`NO_REPLICA_WAIT`].
+    /// Sends `request` to a ready replica on a new connection; an upgrade (the media
+    /// WebSocket) is then joined to the client's connection byte for byte.
+    async fn forward(&self, mut request: Request<Incoming>) -> Response<Body> {
+        let Some(upstream) = self.connect().await else {
+            return bad_gateway("no ingress replica is ready".into());
+        };
+        let _ = upstream.set_nodelay(true);
+        let (mut sender, connection) =
+            match hyper::client::conn::http1::handshake(TokioIo::new(upstream)).await {
+                Ok(pair) => pair,
+                Err(error) => return bad_gateway(error.to_string()),
+            };
+        tokio::spawn(connection.with_upgrades());
+        let client_side = hyper::upgrade::on(&mut request);
+        let mut response = match sender.send_request(request).await {
+            Ok(response) => response,
+            Err(error) => return bad_gateway(error.to_string()),
+        };
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            let replica_side = hyper::upgrade::on(&mut response);
+            tokio::spawn(async move {
+                if let (Ok(client), Ok(replica)) = tokio::join!(client_side, replica_side) {
+                    let (mut client, mut replica) = (TokioIo::new(client), TokioIo::new(replica));
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut replica).await;
+                }
+            });
+        }
+        response.map(BodyExt::boxed)
+    }
+
+    /// A connection to a ready replica (trying the others if it refuses); `None` when
+    /// none is ready within [`NO_REPLICA_WAIT`].
     async fn connect(&self) -> Option<TcpStream> {
         eventually("a ready ingress replica", NO_REPLICA_WAIT, || async {
             let ready = self.ready().await;
@@ -132,56 +181,90 @@ impl Shared {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use axum::{Router, extract::ws::WebSocketUpgrade, routing::get};
+    use futures::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::Message;
 
-    /// A stand-in replica: `/ready` answers `status`; any other connection gets `name`.
+    /// A stand-in replica: `/ready` answers `status`, `/name` its name, `/echo` is a
+    /// WebSocket that sends back what it gets, prefixed with the name.
     async fn replica(name: &'static str, status: u16) -> SocketAddr {
+        let status = StatusCode::from_u16(status).unwrap();
+        let app = Router::new()
+            .route("/ready", get(move || async move { status }))
+            .route("/name", get(move || async move { name }))
+            .route(
+                "/echo",
+                get(move |ws: WebSocketUpgrade| async move {
+                    ws.on_upgrade(move |mut socket| async move {
+                        while let Some(Ok(axum::extract::ws::Message::Text(text))) =
+                            socket.recv().await
+                        {
+                            let echo = format!("{name}:{}", text.as_str());
+                            let _ = socket.send(echo.into()).await;
+                        }
+                    })
+                }),
+            );
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            while let Ok((mut socket, _)) = listener.accept().await {
-                tokio::spawn(async move {
-                    let mut request = [0u8; 256];
-                    let n = socket.read(&mut request).await.unwrap_or(0);
-                    let answer = if request[..n].starts_with(b"GET /ready") {
-                        format!("HTTP/1.0 {status} x\r\n\r\n")
-                    } else {
-                        name.to_owned()
-                    };
-                    let _ = socket.write_all(answer.as_bytes()).await;
-                });
-            }
-        });
+        tokio::spawn(async move { axum::serve(listener, app).await });
         addr
     }
 
-    async fn through(front: &Front) -> String {
-        let mut socket = TcpStream::connect(front.addr).await.unwrap();
-        socket.write_all(b"hello").await.unwrap();
-        let mut answer = String::new();
-        socket.read_to_string(&mut answer).await.unwrap();
-        answer
+    async fn front(replicas: Vec<SocketAddr>) -> Front {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Front::start(listener, replicas).unwrap()
     }
 
-    /// Connections spread over the ready replicas and never reach one whose `/ready`
-    /// fails; a new replica list is used at once.
+    /// Requests (on one keep-alive connection) spread over the ready replicas and never
+    /// reach one whose `/ready` fails; a new replica list is used at once.
     #[tokio::test]
-    async fn routes_to_ready_replicas_only() {
+    async fn routes_requests_to_ready_replicas_only() {
         let (a, b, draining) = (
             replica("a", 200).await,
             replica("b", 200).await,
             replica("draining", 503).await,
         );
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let front = Front::start(listener, vec![a, draining, b]).unwrap();
+        let front = front(vec![a, draining, b]).await;
+        let http = reqwest::Client::new();
         let mut seen = std::collections::BTreeMap::new();
         for _ in 0..64 {
-            *seen.entry(through(&front).await).or_insert(0) += 1;
+            let name = http
+                .get(format!("{}/name", front.url()))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            *seen.entry(name).or_insert(0) += 1;
         }
         // Both get some (each misses all 64 with probability 2^-64), the draining one none.
         assert_eq!(seen.keys().collect::<Vec<_>>(), ["a", "b"], "{seen:?}");
 
         front.set_replicas(vec![b]).await;
-        assert_eq!(through(&front).await, "b");
+        let name = http.get(format!("{}/name", front.url())).send().await;
+        assert_eq!(name.unwrap().text().await.unwrap(), "b");
+    }
+
+    /// A WebSocket through the front stays on its replica and carries messages both ways.
+    #[tokio::test]
+    async fn tunnels_a_websocket_to_one_replica() {
+        let front = front(vec![replica("a", 200).await]).await;
+        let url = format!("ws://{}/echo", front.addr);
+        let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        for text in ["one", "two"] {
+            socket.send(Message::text(text)).await.unwrap();
+            let echo = socket.next().await.unwrap().unwrap();
+            assert_eq!(echo.into_text().unwrap().as_str(), format!("a:{text}"));
+        }
+    }
+
+    /// With no replica ready, a request is answered 502 (after a bounded wait).
+    #[tokio::test]
+    async fn answers_bad_gateway_without_a_ready_replica() {
+        let front = front(vec![replica("draining", 503).await]).await;
+        let response = reqwest::get(format!("{}/name", front.url())).await.unwrap();
+        assert_eq!(response.status(), 502);
     }
 }

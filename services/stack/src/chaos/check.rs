@@ -134,14 +134,19 @@ pub async fn judge(
 /// What one caller heard: completed or not, questions answered, silences.
 fn experienced(report: &CallReport, result: &mut RoundResult) {
     let sid = &report.call_sid;
+    let notes = if report.notes.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", report.notes.join("; "))
+    };
     match (report.ended_by, report.protocol_errors.first()) {
         (EndedBy::Caller, None) => result.completed += 1,
         (_, Some(error)) => result.dropped.push(format!(
-            "{sid}: protocol error {}: {}",
+            "{sid}: protocol error {}: {}{notes}",
             error.code, error.detail
         )),
         (ended_by, None) => result.dropped.push(format!(
-            "{sid}: ended by {ended_by:?} after {} ms",
+            "{sid}: ended by {ended_by:?} after {} ms{notes}",
             report.duration_ms
         )),
     }
