@@ -6,7 +6,7 @@
 //! campaigns API's client and stand-alone server; [`process`] runs
 //! the stand-ins and services as child processes; [`stack`] starts all of it on free
 //! loopback ports, any number of replicas per service behind a [`front`], and injects
-//! faults. [`load`] (`bench-load`) and [`chaos`] run scripted calls against it
+//! faults. [`load`] (`bench-load`), [`chaos`] and [`soak`] run scripted calls against it
 //! ([`pool`] keeps calls in flight). State: the child processes, killed on drop, and their
 //! log files.
 
@@ -29,6 +29,7 @@ pub mod report;
 pub mod run;
 pub mod servers;
 pub mod service_env;
+pub mod soak;
 pub mod stack;
 
 pub use stack::{Delays, Stack, StackConfig};

@@ -10,7 +10,7 @@ use sb_stack::{
     Delays,
     chaos::{self, ChaosOptions, Fault},
     load::{self, LoadOptions},
-    report,
+    report, soak,
 };
 
 /// Run Switchboard end to end on this machine.
@@ -88,6 +88,18 @@ enum Command {
         quick: bool,
         /// Where logs go.
         #[arg(long, default_value = ".run/chaos")]
+        run_dir: PathBuf,
+    },
+    /// Soak: N concurrent scripted calls, each replaced as it ends, for M minutes; prints
+    /// every process' RSS and open descriptors each minute and exits 1 if one grows beyond
+    /// noise after the warm-up.
+    Soak {
+        #[arg(long, default_value_t = 30)]
+        minutes: u64,
+        #[arg(long, default_value_t = 100)]
+        calls: usize,
+        /// Where logs go.
+        #[arg(long, default_value = ".run/soak")]
         run_dir: PathBuf,
     },
     /// Create or update the JetStream streams and consumers of `nats/` (as the `ops` user),
@@ -171,6 +183,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             quick,
             run_dir,
         } => chaos(calls, &faults, quick, run_dir).await?,
+        Command::Soak {
+            minutes,
+            calls,
+            run_dir,
+        } => {
+            let options = soak::SoakOptions {
+                calls,
+                minutes,
+                run_dir,
+                every: Duration::from_secs(60),
+            };
+            let result = soak::run(&options).await?;
+            print!("{}", soak::verdict(&result));
+            let growing: Vec<&str> = result.growing().iter().map(|t| t.name.as_str()).collect();
+            if !growing.is_empty() {
+                anyhow::bail!("soak: {} grew beyond noise", growing.join(", "));
+            }
+            println!("soak: no process grew beyond noise");
+        }
         Command::Demo { run_dir } => {
             sb_stack::demo::run(run_dir).await?;
         }
