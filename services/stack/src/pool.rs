@@ -101,16 +101,24 @@ impl CallPool {
     }
 
     /// Runs `until` to completion while keeping `target` calls in flight: each call that
-    /// ends is replaced at once.
-    pub async fn keep<T>(&mut self, target: usize, until: impl Future<Output = T>) -> T {
+    /// ends is replaced at once (a call that could not be placed, after a second, so a
+    /// broken stack is not flooded), until `max_placed` calls have been placed in all.
+    pub async fn keep<T>(
+        &mut self,
+        target: usize,
+        max_placed: usize,
+        until: impl Future<Output = T>,
+    ) -> T {
         tokio::pin!(until);
         loop {
             tokio::select! {
                 output = &mut until => return output,
                 Some(joined) = self.tasks.join_next(), if !self.tasks.is_empty() => {
+                    let failed = !matches!(&joined, Ok(Finished { result: Ok(_), .. }));
                     self.record(joined);
-                    while self.tasks.len() < target {
-                        self.place(Duration::ZERO);
+                    let delay = if failed { Duration::from_secs(1) } else { Duration::ZERO };
+                    while self.tasks.len() < target && self.placed.len() < max_placed {
+                        self.place(delay);
                     }
                 }
             }

@@ -4,9 +4,9 @@
 //! the stack, each replaced as it ends ([`CallPool`]); samples each process' RSS
 //! (`VmRSS`) and open file descriptors (`/proc/PID/fd`) at the start, every minute and at
 //! the end, and prints them as they come. After a warm-up ([`warm_up`]) each Switchboard
-//! service, nats-server and redis-server is judged by [`judge`]: the least-squares line
-//! through its samples must not rise more than noise. State: the stack, the pool and the
-//! samples.
+//! service is judged by [`judge`]: the least-squares line through its samples must not
+//! rise more than noise. nats-server, redis-server and the stand-ins are shown beside
+//! them. State: the stack, the pool and the samples.
 
 use std::{fmt::Write as _, path::PathBuf, time::Duration};
 
@@ -62,7 +62,7 @@ pub struct Trend {
     /// Fitted change of open descriptors over the judged window, and the allowed slack.
     pub fd_rise: f64,
     pub fd_slack: f64,
-    /// Judged (a Switchboard process or server) or only shown (the stand-ins).
+    /// Judged (a Switchboard service) or only shown (servers, stand-ins).
     pub judged: bool,
 }
 
@@ -129,7 +129,7 @@ pub async fn run(options: &SoakOptions) -> anyhow::Result<SoakResult> {
     pool.ramp(options.calls, Duration::from_secs(20));
     let minute = options.every.as_secs_f64() / 60.0;
     for i in 1..=options.minutes {
-        pool.keep(options.calls, tokio::time::sleep(options.every))
+        pool.keep(options.calls, usize::MAX, tokio::time::sleep(options.every))
             .await;
         samples.push(sample(&stack, i as f64 * minute, &mut pool));
         println!("{}", row(samples.last().expect("just pushed")));
@@ -144,16 +144,14 @@ pub async fn run(options: &SoakOptions) -> anyhow::Result<SoakResult> {
     })
 }
 
-/// Every process of the stack, stand-ins last (they are shown, not judged).
+/// Every process of the stack: the Switchboard services, then in parentheses (shown, not
+/// judged) the servers, whose memory is the data they hold by design (the TTS cache up to
+/// Redis' `maxmemory`, JetStream's index up to the streams' `max_age` and `max_bytes`),
+/// and the stand-ins.
 fn usage(stack: &Stack) -> Vec<(String, Usage)> {
     let mut all = stack.service_usage();
-    all.extend(stack.server_usage());
-    all.extend(
-        stack
-            .stand_in_usage()
-            .into_iter()
-            .map(|(name, u)| (format!("({name})"), u)),
-    );
+    let others = stack.server_usage().into_iter().chain(stack.stand_in_usage());
+    all.extend(others.map(|(name, u)| (format!("({name})"), u)));
     all
 }
 

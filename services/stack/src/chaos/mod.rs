@@ -294,8 +294,10 @@ async fn round(
     let first = pool.ramp(options.calls, options.ramp);
     let wait = options.ramp + Duration::from_secs(60);
     let ended = pool.ended();
+    // Replacements stop at four times the calls (a broken stack refuses every call).
+    let max_placed = 4 * options.calls;
     let mid_call = pool
-        .keep(options.calls, mid_call(js, &first, ended, wait))
+        .keep(options.calls, max_placed, mid_call(js, &first, ended, wait))
         .await;
     let mut notes = Vec::new();
     if !mid_call {
@@ -307,6 +309,7 @@ async fn round(
     let outcome = pool
         .keep(
             options.calls,
+            max_placed,
             tokio::time::timeout(FAULT_LIMIT, fault.inject(stack)),
         )
         .await;
