@@ -10,7 +10,7 @@ use sb_sim::caller::{CallReport, CallerConfig, Scenario, place_call};
 use sb_stack::{
     Stack, StackConfig,
     demo::{BOT_REPLIES, CALLER_LINES},
-    stack::{AUTH_TOKEN, PUBLIC_URL, ensure_built},
+    stack::{AUTH_TOKEN, PUBLIC_URL, Service, ensure_built},
 };
 use sb_tests::eventually;
 
@@ -284,8 +284,8 @@ async fn a_killed_stt_worker_is_replaced_mid_call() {
     .await
     .unwrap();
     eprintln!("e2e: first transcript stored; crashing stt");
-    stack.crash_stt(0).await.unwrap();
-    stack.add_stt().await.unwrap();
+    stack.kill(Service::Stt, 0).await.unwrap();
+    stack.start_replica(Service::Stt).await.unwrap();
     eprintln!("e2e: new stt worker ready");
 
     let report = placed.await.unwrap().expect("the call completes");

@@ -7,6 +7,7 @@ mod agent_tts;
 mod cache_pressure;
 mod campaign_api;
 mod campaign_queue;
+mod chaos;
 mod cluster;
 mod dialer;
 mod e2e;

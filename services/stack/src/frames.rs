@@ -1,15 +1,18 @@
 //! The caller frames Switchboard stored, read back from JetStream after a load run.
 //!
-//! Consumes every message on the caller-audio subjects (`audio.*.*.in`) of the `AUDIO`
-//! stream; produces, per call sid, the frames stored and the frames missing between
+//! Consumes the messages on the caller-audio subjects (`audio.*.*.in`) of the `AUDIO`
+//! stream (all, or from a sequence on); produces, per call sid, the frames stored and the frames missing between
 //! batches (a gap in the batches' frame sequence numbers). Batches (`AUDIO_BATCH_MS`) are
 //! counted by their payload, 160 bytes a frame. State: none.
 
 use std::{collections::HashMap, time::Duration};
 
 use anyhow::Context as _;
-use async_nats::jetstream::{self, consumer::pull};
-use futures::{StreamExt as _, TryStreamExt as _};
+use async_nats::jetstream::{
+    self,
+    consumer::{DeliverPolicy, pull},
+};
+use futures::StreamExt as _;
 use sb_audio::FRAME_BYTES;
 use sb_schemas::{Body, decode, subject};
 
@@ -37,23 +40,31 @@ impl Stored {
 
 /// Reads every stored caller-audio batch once, in stream order.
 pub async fn stored(js: &jetstream::Context) -> anyhow::Result<HashMap<String, Stored>> {
+    stored_from(js, 1).await
+}
+
+/// Reads the caller-audio batches stored at stream sequence `first` or later (a chaos
+/// round's, not the whole run's), once, in stream order.
+pub async fn stored_from(
+    js: &jetstream::Context,
+    first: u64,
+) -> anyhow::Result<HashMap<String, Stored>> {
     let stream = js.get_stream(subject::AUDIO_STREAM).await?;
-    let filter = subject::all_audio_in_filter();
-    let total: usize = stream
-        .info_with_subjects(filter)
-        .await?
-        .try_fold(0, |sum, (_, n)| async move { Ok(sum + n) })
+    let consumer = stream
+        .create_consumer(pull::OrderedConfig {
+            filter_subject: subject::all_audio_in_filter().to_owned(),
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: first.max(1),
+            },
+            ..Default::default()
+        })
         .await?;
+    // What is stored now; nothing is being added once the calls are over.
+    let total = consumer.cached_info().num_pending;
     let mut per_call: HashMap<String, Stored> = HashMap::new();
     if total == 0 {
         return Ok(per_call);
     }
-    let consumer = stream
-        .create_consumer(pull::OrderedConfig {
-            filter_subject: filter.to_owned(),
-            ..Default::default()
-        })
-        .await?;
     let mut messages = consumer.messages().await?;
     for _ in 0..total {
         let message = tokio::time::timeout(Duration::from_secs(10), messages.next())
@@ -69,6 +80,12 @@ pub async fn stored(js: &jetstream::Context) -> anyhow::Result<HashMap<String, S
         }
     }
     Ok(per_call)
+}
+
+/// The sequence the next message stored in `AUDIO` will get.
+pub async fn next_sequence(js: &jetstream::Context) -> anyhow::Result<u64> {
+    let mut stream = js.get_stream(subject::AUDIO_STREAM).await?;
+    Ok(stream.info().await?.state.last_sequence + 1)
 }
 
 #[cfg(test)]

@@ -8,8 +8,9 @@ use std::time::Duration;
 use clap::Parser;
 use sb_stack::{
     Delays,
+    chaos::{self, ChaosOptions, Fault},
     load::{self, LoadOptions},
-    report,
+    report, soak,
 };
 
 /// Run Switchboard end to end on this machine.
@@ -67,6 +68,38 @@ enum Command {
         nats_no_auth: bool,
         /// Where logs and the plot go.
         #[arg(long, default_value = ".run/load")]
+        run_dir: PathBuf,
+    },
+    /// Chaos: scripted calls against two replicas of every service while faults are
+    /// injected, one kind per round; prints a table per fault and exits 1 if a round dropped
+    /// a call, left a question unanswered or lost an event.
+    Chaos {
+        /// Calls in flight during each round (default 50; 4 with --quick).
+        #[arg(long)]
+        calls: Option<usize>,
+        /// Faults, comma-separated, one round each: kill-ingress, kill-stt, kill-agent,
+        /// kill-tts, kill-dialer, kill-all, restart-nats, restart-redis-aof,
+        /// restart-redis-empty, roll (default: all but kill-all).
+        #[arg(long, value_delimiter = ',')]
+        faults: Vec<String>,
+        /// One fault of each kind (kill-all, restart-nats, restart-redis-aof,
+        /// restart-redis-empty, roll), 4 calls of 4 questions.
+        #[arg(long)]
+        quick: bool,
+        /// Where logs go.
+        #[arg(long, default_value = ".run/chaos")]
+        run_dir: PathBuf,
+    },
+    /// Soak: N concurrent scripted calls, each replaced as it ends, for M minutes; prints
+    /// every process' RSS and open descriptors each minute and exits 1 if one grows beyond
+    /// noise after the warm-up.
+    Soak {
+        #[arg(long, default_value_t = 30)]
+        minutes: u64,
+        #[arg(long, default_value_t = 100)]
+        calls: usize,
+        /// Where logs go.
+        #[arg(long, default_value = ".run/soak")]
         run_dir: PathBuf,
     },
     /// Create or update the JetStream streams and consumers of `nats/` (as the `ops` user),
@@ -144,6 +177,31 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 std::process::exit(1);
             }
         }
+        Command::Chaos {
+            calls,
+            faults,
+            quick,
+            run_dir,
+        } => chaos(calls, &faults, quick, run_dir).await?,
+        Command::Soak {
+            minutes,
+            calls,
+            run_dir,
+        } => {
+            let options = soak::SoakOptions {
+                calls,
+                minutes,
+                run_dir,
+                every: Duration::from_secs(60),
+            };
+            let result = soak::run(&options).await?;
+            print!("{}", soak::verdict(&result));
+            let growing: Vec<&str> = result.growing().iter().map(|t| t.name.as_str()).collect();
+            if !growing.is_empty() {
+                anyhow::bail!("soak: {} grew beyond noise", growing.join(", "));
+            }
+            println!("soak: no process grew beyond noise");
+        }
         Command::Demo { run_dir } => {
             sb_stack::demo::run(run_dir).await?;
         }
@@ -194,6 +252,36 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 print!("{}", report::medians(&results));
             }
         }
+    }
+    Ok(())
+}
+
+async fn chaos(
+    calls: Option<usize>,
+    faults: &[String],
+    quick: bool,
+    run_dir: PathBuf,
+) -> anyhow::Result<()> {
+    let mut options = if quick {
+        ChaosOptions::quick(run_dir)
+    } else {
+        ChaosOptions::full(calls.unwrap_or(50), run_dir)
+    };
+    if let Some(calls) = calls {
+        options.calls = calls;
+        options.ramp = chaos::ramp_for(calls);
+    }
+    if !faults.is_empty() {
+        options.faults = faults
+            .iter()
+            .map(|name| Fault::parse(name).ok_or_else(|| anyhow::anyhow!("unknown fault {name:?}")))
+            .collect::<anyhow::Result<_>>()?;
+    }
+    let result = chaos::run(&options).await?;
+    print!("{}", chaos::table::render(&result));
+    let failed = result.failed().len();
+    if failed > 0 {
+        anyhow::bail!("chaos: {failed} of {} rounds failed", result.rounds.len());
     }
     Ok(())
 }

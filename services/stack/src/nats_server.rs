@@ -150,6 +150,33 @@ impl NatsServer {
         let _ = self.child.wait();
     }
 
+    /// Kills the node (SIGKILL) and starts it again with the same configuration, store
+    /// and client port, so clients reconnect to the same URL; returns once JetStream
+    /// answers (its streams recovered from the store).
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill();
+        let dir = self._dir.path();
+        self.child = spawn(
+            &dir.join("nats.conf"),
+            dir,
+            &self.credentials,
+            Some(self.port),
+        )?;
+        let tls = self.credentials.tls_ca.is_some();
+        let url = read_client_url(dir, self.child.id(), tls).await?;
+        anyhow::ensure!(url == self.url, "restarted on {url}, not {}", self.url);
+        let js = async_nats::jetstream::new(self.ops().await?);
+        eventually(
+            "the restarted nats-server's JetStream",
+            Duration::from_secs(30),
+            || {
+                let js = js.clone();
+                async move { js.query_account().await.ok().map(drop) }
+            },
+        )
+        .await
+    }
+
     async fn spawn_node(
         credentials: Arc<Credentials>,
         cluster: Option<&Node>,
@@ -157,7 +184,7 @@ impl NatsServer {
         let dir = tempfile::tempdir()?;
         let config = dir.path().join("nats.conf");
         std::fs::write(&config, server_config(&credentials, cluster, dir.path()))?;
-        let child = spawn(&config, dir.path(), &credentials)?;
+        let child = spawn(&config, dir.path(), &credentials, None)?;
         let url = read_client_url(dir.path(), child.id(), credentials.tls_ca.is_some()).await?;
         let port = url
             .rsplit(':')
@@ -289,18 +316,29 @@ pub(crate) fn service_env(
     env
 }
 
-fn spawn(config: &Path, dir: &Path, credentials: &Credentials) -> anyhow::Result<Child> {
+/// Starts nats-server on `port`, or on a random one (`-1`).
+fn spawn(
+    config: &Path,
+    dir: &Path,
+    credentials: &Credentials,
+    port: Option<u16>,
+) -> anyhow::Result<Child> {
     let bin = find_binary("nats-server", "NATS_SERVER_BIN")?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("nats.log"))?;
+    let port = port.map_or_else(|| "-1".to_owned(), |p| p.to_string());
     let mut command = Command::new(&bin);
     command
         .arg("-c")
         .arg(config)
-        .args(["-a", "127.0.0.1", "-p", "-1"])
+        .args(["-a", "127.0.0.1", "-p", &port])
         .arg("--ports_file_dir")
         .arg(dir)
         .envs(credentials.server_env())
         .stdout(Stdio::null())
-        .stderr(Stdio::from(std::fs::File::create(dir.join("nats.log"))?));
+        .stderr(Stdio::from(log));
     // The server shares this box's cores with every process of the stack and the load
     // generator. With one Go P (as a 1-CPU pod would get) its idle threads stop spinning
     // for work: at 500 calls it used ~15 % less CPU (BENCHMARKS.md). `GOMAXPROCS` in

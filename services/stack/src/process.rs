@@ -22,12 +22,14 @@ pub fn free_addr() -> anyhow::Result<SocketAddr> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
-/// Memory and CPU of a process, from `/proc`.
+/// Memory, CPU and open file descriptors of a process, from `/proc`.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Usage {
     pub rss_kb: u64,
     pub peak_rss_kb: u64,
     pub cpu: Duration,
+    /// Entries of `/proc/{pid}/fd` (sockets, files, pipes, epoll and event fds).
+    pub fds: u64,
 }
 
 pub fn usage(pid: u32) -> Usage {
@@ -44,6 +46,7 @@ pub fn usage(pid: u32) -> Usage {
         rss_kb: field("VmRSS:"),
         peak_rss_kb: field("VmHWM:"),
         cpu: crate::servers::cpu_time(&pid.to_string()),
+        fds: std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count() as u64),
     }
 }
 
@@ -161,20 +164,20 @@ impl Process {
         }
     }
 
-    /// SIGTERM, then wait up to `grace` before killing.
-    pub async fn stop(mut self, grace: Duration) {
-        if let Some(pid) = self.child.id() {
-            let _ = std::process::Command::new("kill")
-                .arg("-TERM")
-                .arg(pid.to_string())
-                .status();
-            if tokio::time::timeout(grace, self.child.wait())
-                .await
-                .is_err()
-            {
-                let _ = self.child.kill().await;
-            }
+    /// SIGTERM, then wait up to `grace` before killing. `true`: it exited by itself.
+    pub async fn stop(mut self, grace: Duration) -> bool {
+        let Some(pid) = self.child.id() else {
+            return true;
+        };
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status();
+        if tokio::time::timeout(grace, self.child.wait()).await.is_ok() {
+            return true;
         }
+        let _ = self.child.kill().await;
+        false
     }
 
     /// SIGKILL: a crash, no hand-off.

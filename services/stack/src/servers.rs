@@ -63,8 +63,9 @@ where
     }
 }
 
-/// A redis-server on a unix socket in a temp dir, persistence off; killed on drop. Tests
-/// can [`RedisServer::stop`] it and [`RedisServer::restart`] it on the same socket.
+/// A redis-server on a unix socket in a temp dir, persistence off unless
+/// [`RedisSettings::aof`]; killed on drop. Tests can [`RedisServer::stop`] it and
+/// [`RedisServer::restart`] it (or [`RedisServer::restart_empty`]) on the same socket.
 pub struct RedisServer {
     child: Child,
     /// The URL with the password (`redis+unix://…?pass=…`): log in with this.
@@ -80,6 +81,9 @@ pub struct RedisServer {
 pub struct RedisSettings {
     pub maxmemory: String,
     pub policy: &'static str,
+    /// Append-only file, fsynced every second (deploy/base/k8s/redis.yaml): a restart
+    /// reloads what was written.
+    pub aof: bool,
 }
 
 impl RedisSettings {
@@ -89,6 +93,7 @@ impl RedisSettings {
         Self {
             maxmemory: "256mb".into(),
             policy: "volatile-lru",
+            aof: false,
         }
     }
 
@@ -97,7 +102,14 @@ impl RedisSettings {
         Self {
             maxmemory: maxmemory.into(),
             policy: "allkeys-lru",
+            aof: false,
         }
+    }
+
+    /// The same with the append-only file on, as the deployed state instance.
+    pub fn with_aof(mut self) -> Self {
+        self.aof = true;
+        self
     }
 }
 
@@ -136,10 +148,31 @@ impl RedisServer {
         let _ = self.child.wait();
     }
 
-    /// Stops the server if it runs and starts a new, empty one (persistence is off) on the
-    /// same socket; returns once it answers `PING`.
+    /// Stops the server if it runs and starts it again on the same socket with the same
+    /// password; returns once it answers `PING` (with AOF on, once it has reloaded the file;
+    /// with persistence off it comes back empty).
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.stop();
+        self.spawn_again().await
+    }
+
+    /// Stops the server and starts it empty: its append-only file and snapshot are deleted
+    /// first (a lost volume). Same socket and password, so clients reconnect.
+    pub async fn restart_empty(&mut self) -> anyhow::Result<()> {
+        self.stop();
+        let dir = self._dir.path();
+        for data in ["appendonlydir", "appendonly.aof", "dump.rdb"] {
+            let path = dir.join(data);
+            if path.is_dir() {
+                std::fs::remove_dir_all(&path)?;
+            } else if path.exists() {
+                std::fs::remove_file(&path)?;
+            }
+        }
+        self.spawn_again().await
+    }
+
+    async fn spawn_again(&mut self) -> anyhow::Result<()> {
         self.child = Self::spawn(
             &self.socket,
             self._dir.path(),
@@ -169,9 +202,15 @@ impl RedisServer {
         // The password goes in a config file, not on the command line (`ps` shows that).
         let config = dir.join("redis.conf");
         std::fs::write(&config, format!("requirepass {password}\n"))?;
+        let aof: &[&str] = if settings.aof {
+            &["--appendonly", "yes", "--appendfsync", "everysec"]
+        } else {
+            &["--appendonly", "no"]
+        };
         Command::new(&bin)
             .arg(&config)
-            .args(["--port", "0", "--save", "", "--appendonly", "no"])
+            .args(["--port", "0", "--save", ""])
+            .args(aof)
             .arg("--unixsocket")
             .arg(socket)
             .arg("--dir")

@@ -84,6 +84,7 @@ async fn one_run(args: &Args) -> anyhow::Result<Run> {
     let redis = RedisServer::start_with(RedisSettings {
         maxmemory: "2048mb".into(),
         policy: "volatile-lru",
+        aof: false,
     })
     .await?;
     let handle = Redis::connect(&redis.url, Keys::new(""), Duration::from_secs(1800)).await?;

@@ -118,6 +118,7 @@ async fn run(args: &Args, logs: &Path) -> anyhow::Result<Run> {
         RedisServer::start_with(RedisSettings {
             maxmemory: "4096mb".into(),
             policy: "volatile-lru",
+            aof: false,
         })
     )?;
     nats.apply_topology().await?;

@@ -105,6 +105,7 @@ async fn run(args: &Args) -> anyhow::Result<Run> {
     let server = RedisServer::start_with(RedisSettings {
         maxmemory: format!("{}mb", args.maxmemory_mb),
         policy: "volatile-lru",
+        aof: false,
     })
     .await?;
     let connect = || Redis::connect(&server.url, Keys::new(""), Duration::from_secs(1800));
