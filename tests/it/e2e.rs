@@ -36,12 +36,9 @@ pub(crate) async fn stack(configure: impl FnOnce(&mut StackConfig)) -> (Stack, t
 
 pub(crate) async fn call(stack: &Stack, scenario: &str) -> CallReport {
     let scenario = Scenario::from_toml(scenario).unwrap();
-    place_call(
-        CallerConfig::new(stack.ingress_url(), PUBLIC_URL, AUTH_TOKEN),
-        &scenario,
-    )
-    .await
-    .expect("the call completes")
+    place_call(stack.caller_config(), &scenario)
+        .await
+        .expect("the call completes")
 }
 
 /// The call's events once `end` is stored (the stages finish just after the hang-up).

@@ -8,7 +8,7 @@ use sb_schemas::{Body, CallSid};
 use sb_sim::caller::{CallerConfig, Scenario, place_call};
 use sb_stack::{
     Stack,
-    stack::{AUTH_TOKEN, PUBLIC_URL},
+    stack::{AUTH_TOKEN, PUBLIC_URL, Service},
 };
 use sb_tests::eventually;
 
@@ -161,5 +161,130 @@ async fn a_lost_bot_audio_chunk_is_recovered() {
     )
     .await;
     assert!(fetched >= 1.0, "the repair was counted: {fetched}");
+    stack.stop().await;
+}
+
+/// How many messages `stream` holds on subjects matching `filter`.
+async fn stored(js: &async_nats::jetstream::Context, stream: &str, filter: &str) -> Option<usize> {
+    let stream = js.get_stream(stream).await.ok()?;
+    let counts: Vec<(String, usize)> = stream
+        .info_with_subjects(filter)
+        .await
+        .ok()?
+        .try_collect()
+        .await
+        .ok()?;
+    Some(counts.iter().map(|(_, n)| n).sum())
+}
+
+/// The ingress replica serving a call now (its active-calls gauge is 1).
+async fn serving_replica(stack: &Stack) -> Option<usize> {
+    let http = reqwest::Client::new();
+    for (i, replica) in stack.replicas(Service::Ingress).iter().enumerate() {
+        let url = format!("http://{}/metrics", replica.addr);
+        let text = http.get(url).send().await.ok()?.text().await.ok()?;
+        let active = text
+            .lines()
+            .find(|l| l.starts_with("switchboard_ingress_active_calls "))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+        if active == Some(1.0) {
+            return Some(i);
+        }
+    }
+    None
+}
+
+/// The ingress serving a call is drained (SIGTERM) while the bot is mid-sentence: the
+/// call moves to the other replica through a Twilio redirect, the caller hears the rest of
+/// the sentence after a gap of at most 500 ms and the next question is answered; the call
+/// has one `end`, its hang-up.
+#[tokio::test]
+async fn an_ingress_drained_mid_sentence_moves_its_call() {
+    let replies = [
+        "We open at nine in the morning and close at five in the evening, every day of the \
+         week but Sunday, when we rest.",
+        "Yes, every card works.",
+    ];
+    let (mut stack, _dir) = stack(|c| {
+        c.replicas.ingress = 2;
+        c.stt_script = QUESTIONS.map(String::from).to_vec();
+        c.llm_replies = replies.map(String::from).to_vec();
+    })
+    .await;
+    let js = stack.jetstream().await.unwrap();
+    let scenario = Scenario::from_toml(&asking(&QUESTIONS[..2], 20_000)).unwrap();
+    let config = stack.caller_config();
+    let caller = tokio::spawn(async move { place_call(config, &scenario).await });
+
+    // The first answer is being spoken: its transcript is in, and three more chunks.
+    eventually("the first question", Duration::from_secs(60), || async {
+        (transcripts(&js).await? >= 1).then_some(())
+    })
+    .await
+    .unwrap();
+    let before = stored(&js, "AUDIO", "audio.*.*.out").await.unwrap();
+    eventually("the answer's audio", Duration::from_secs(30), || async {
+        (stored(&js, "AUDIO", "audio.*.*.out").await? >= before + 3).then_some(())
+    })
+    .await
+    .unwrap();
+    let serving = eventually("the serving ingress", Duration::from_secs(10), || {
+        serving_replica(&stack)
+    })
+    .await
+    .unwrap();
+    let exited = stack
+        .stop_replica(Service::Ingress, serving, Duration::from_secs(15))
+        .await
+        .unwrap();
+    assert!(exited, "the drained ingress exited once its call moved");
+
+    let report = caller.await.unwrap().expect("the call completes");
+    eprintln!(
+        "migration: longest gap {} ms, late frames {}",
+        report.longest_gap_ms, report.late_frames
+    );
+    assert_eq!(report.redirects, 1, "{report}");
+    for (i, turn) in report.turns.iter().enumerate() {
+        assert!(
+            turn.first_bot_audio_ms.is_some(),
+            "turn {i} unanswered: {report}"
+        );
+    }
+    assert!(
+        report.longest_gap_ms <= 500,
+        "the caller heard {} ms of silence mid-sentence: {report}",
+        report.longest_gap_ms
+    );
+    let sid = CallSid::parse(&report.call_sid).unwrap();
+    let log = log_after_end(&stack, &sid).await;
+    let sentences: Vec<u32> = log
+        .envelopes()
+        .filter_map(|e| match &e.body {
+            Body::Sentence(s) if e.turn == 1 => Some(s.index),
+            _ => None,
+        })
+        .collect();
+    for index in sentences {
+        let name = format!("1:{index}");
+        assert!(
+            report.marks.iter().any(|m| m.name == name && !m.cleared),
+            "sentence {name} was not heard to its end: {report}"
+        );
+    }
+    let ends: Vec<_> = log
+        .envelopes()
+        .filter_map(|e| match &e.body {
+            Body::End(end) => Some(end.reason),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ends, [sb_schemas::EndReason::Stop], "one end, the hang-up");
+    let resumed = counter_total(
+        &stack,
+        "switchboard_ingress_migrations_total{outcome=\"resumed\"",
+    )
+    .await;
+    assert_eq!(resumed, 1.0);
     stack.stop().await;
 }

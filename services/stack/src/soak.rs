@@ -150,7 +150,10 @@ pub async fn run(options: &SoakOptions) -> anyhow::Result<SoakResult> {
 /// and the stand-ins.
 fn usage(stack: &Stack) -> Vec<(String, Usage)> {
     let mut all = stack.service_usage();
-    let others = stack.server_usage().into_iter().chain(stack.stand_in_usage());
+    let others = stack
+        .server_usage()
+        .into_iter()
+        .chain(stack.stand_in_usage());
     all.extend(others.map(|(name, u)| (format!("({name})"), u)));
     all
 }

@@ -159,6 +159,32 @@ impl Stack {
         Ok(killed)
     }
 
+    /// SIGTERMs replica `index` of `service` (out of the front first, as a rollout does)
+    /// and waits for it to exit, at most `grace` (then SIGKILL): whether it exited by itself.
+    pub async fn stop_replica(
+        &mut self,
+        service: Service,
+        index: usize,
+        grace: Duration,
+    ) -> anyhow::Result<bool> {
+        let process = self.take(service, index).await?;
+        Ok(process.stop(grace).await)
+    }
+
+    /// A scripted caller for this stack: through the front, signed for the public URL,
+    /// on the Twilio stand-in's account, its line registered with the stand-in so what a
+    /// call update runs on the call (a redirect to another replica, a hang-up) reaches it.
+    pub fn caller_config(&self) -> sb_sim::caller::CallerConfig {
+        let mut config = sb_sim::caller::CallerConfig::new(
+            self.ingress_url(),
+            crate::stack::PUBLIC_URL,
+            crate::stack::AUTH_TOKEN,
+        );
+        config.account_sid = crate::stack::ACCOUNT_SID.to_owned();
+        config.control_url = Some(self.twilio.url());
+        config
+    }
+
     /// Restarts every nats-server node in turn (SIGKILL, same store and port; see
     /// [`crate::nats_server::NatsServer::restart`]).
     pub async fn restart_nats(&mut self) -> anyhow::Result<()> {
