@@ -15,7 +15,6 @@ use std::{
 use sb_sim::caller::{CallReport, CallerConfig, Scenario, new_sid, place_call};
 use tokio::task::JoinSet;
 
-use crate::stack::{AUTH_TOKEN, PUBLIC_URL};
 
 /// One call's outcome: its report, or why it could not be placed or did not finish.
 #[derive(Debug)]
@@ -26,7 +25,8 @@ pub struct Finished {
 
 /// Calls in flight, replaced as they end while [`CallPool::keep`] runs.
 pub struct CallPool {
-    ingress_url: String,
+    /// Every call's caller, but for its sid and `max_call` (see [`crate::Stack::caller_config`]).
+    caller: CallerConfig,
     scenario: Arc<Scenario>,
     /// A call longer than this hangs up (`CallerConfig::max_call`).
     max_call: Duration,
@@ -38,9 +38,9 @@ pub struct CallPool {
 }
 
 impl CallPool {
-    pub fn new(ingress_url: String, scenario: Scenario, max_call: Duration) -> Self {
+    pub fn new(caller: CallerConfig, scenario: Scenario, max_call: Duration) -> Self {
         Self {
-            ingress_url,
+            caller,
             scenario: Arc::new(scenario),
             max_call,
             tasks: JoinSet::new(),
@@ -69,7 +69,7 @@ impl CallPool {
     /// Places one call after `delay`; returns its sid.
     pub fn place(&mut self, delay: Duration) -> String {
         let sid = new_sid("CA");
-        let mut caller = CallerConfig::new(self.ingress_url.clone(), PUBLIC_URL, AUTH_TOKEN);
+        let mut caller = self.caller.clone();
         caller.call_sid = Some(sid.clone());
         caller.max_call = self.max_call;
         // The caller hangs up at `max_call`; this bounds the webhook and the status

@@ -114,7 +114,7 @@ pub async fn run(options: &SoakOptions) -> anyhow::Result<SoakResult> {
         .await
         .context("the stack did not start")?;
     let mut pool = CallPool::new(
-        stack.ingress_url(),
+        stack.caller_config(),
         Scenario::from_toml(SCENARIO)?,
         Duration::from_secs(180),
     );

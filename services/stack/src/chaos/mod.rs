@@ -287,7 +287,7 @@ async fn round(
     let rebuilt_before = check::sessions_rebuilt(stack).await;
     let audio_from = frames::next_sequence(js).await?;
     let mut pool = CallPool::new(
-        stack.ingress_url(),
+        stack.caller_config(),
         scenario(options.questions)?,
         options.max_call(),
     );
