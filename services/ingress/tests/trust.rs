@@ -103,11 +103,13 @@ async fn a_second_socket_cannot_take_over_a_live_call() {
     assert_eq!(backend.live_owner(&sid), None, "released on end");
 }
 
-/// A `start` for a call no webhook admitted is refused (`not_admitted`) whatever it brings
-/// — a credential forged with another secret, or even one our secret made — and so is one
-/// for a call the rate limit declined; none of them leaves a trace.
+/// Without an admission record, the credential decides: one forged with another secret is
+/// refused (`bad_credential`) and leaves no trace; a call the rate limit declined is
+/// refused (`not_admitted`) even with a credential our secret made; and a genuine
+/// credential whose record Redis lost (a restart, a failover; only an admitting webhook
+/// issues one) starts the call.
 #[tokio::test(start_paused = true)]
-async fn a_call_never_admitted_gets_no_socket() {
+async fn without_an_admission_record_the_credential_decides() {
     let mut line = Line::unadmitted(&config(), 2, "acme");
     let binding = CallBinding {
         call_sid: line.sid.as_str(),
@@ -119,17 +121,23 @@ async fn a_call_never_admitted_gets_no_socket() {
         Duration::from_secs(300),
     )
     .issue(&binding, SystemTime::now());
-    assert_refused(&mut line, "acme", Some(&forged), "not_admitted").await;
-    let genuine = line.credential("acme");
-    let mut again = line.another();
-    assert_refused(&mut again, "acme", Some(&genuine), "not_admitted").await;
+    assert_refused(&mut line, "acme", Some(&forged), "bad_credential").await;
     assert_untouched(&line.backend, &line);
 
+    let genuine = line.credential("acme");
     line.backend
         .record_admission(&line.sid, AdmissionRecord::Declined);
     let mut declined = line.another();
     assert_refused(&mut declined, "acme", Some(&genuine), "not_admitted").await;
     assert_untouched(&line.backend, &line);
+
+    let mut lost = Line::unadmitted(&config(), 3, "acme");
+    lost.start().await;
+    assert_eq!(
+        lost.backend.of_kind(Kind::Start).len(),
+        1,
+        "the call started"
+    );
 }
 
 /// A credential is good only as issued: expired (replayed late), tampered with, made for

@@ -15,7 +15,6 @@ use std::{
 use sb_sim::caller::{CallReport, CallerConfig, Scenario, new_sid, place_call};
 use tokio::task::JoinSet;
 
-
 /// One call's outcome: its report, or why it could not be placed or did not finish.
 #[derive(Debug)]
 pub struct Finished {

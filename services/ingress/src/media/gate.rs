@@ -12,8 +12,9 @@
 //! refresh task, for the call's lifetime; the claim itself lives in Redis.
 //!
 //! A `start` is served only when, in this order: it brings a credential (`no_credential`);
-//! its call was admitted by a webhook (`not_admitted`: no record, a declined call, or a
-//! tenant no longer configured); a `tenant` parameter, if any, names the admitted tenant
+//! its call was not declined by a webhook (`not_admitted`: a declined call, or a tenant no
+//! longer configured; with no record at all, as after Redis lost it, the credential alone
+//! decides: only an admitting webhook issues one); a `tenant` parameter, if any, names the admitted tenant
 //! (`tenant_mismatch`); the credential was issued for this call, that tenant and our stream
 //! URL (`bad_credential`) and has not expired (`expired`); the call has not ended (`ended`:
 //! its `end` was claimed, so a credential replayed after a short call cannot start a ghost
@@ -124,9 +125,16 @@ pub(crate) async fn admit<B: Backend>(
     let backend = &state.backend;
     let tenant_id = match backend.admission(&sid).await {
         Ok(Some(AdmissionRecord::Admitted(id))) => id,
-        Ok(_) => return Err(refuse(Refusal::NotAdmitted, None)),
-        Err(error) => {
-            tracing::warn!(call_sid = %sid, error = %error, "admission record unreadable; the credential decides");
+        Ok(Some(AdmissionRecord::Declined)) => return Err(refuse(Refusal::NotAdmitted, None)),
+        // No record: Redis lost it (a restart, a failover) or the webhook could not write
+        // it (it admits when Redis fails). Only an admitting webhook issues a credential,
+        // so the credential decides, for the tenant the socket names.
+        result => {
+            if let Err(error) = &result {
+                tracing::warn!(call_sid = %sid, error = %error, "admission record unreadable; the credential decides");
+            } else {
+                tracing::warn!(call_sid = %sid, "admission record missing; the credential decides");
+            }
             match claimed.and_then(|t| TenantId::parse(t).ok()) {
                 Some(id) => id,
                 None => return Err(refuse(Refusal::NotAdmitted, None)),
