@@ -122,3 +122,18 @@ bench-stages *args:
 bench-load calls="100" *args:
     cargo build --release --quiet --bins
     target/release/switchboard load "$@"
+
+# Chaos: N scripted calls (default 50) against two replicas of every service while each fault (a replica SIGKILLed, nats-server and redis-server restarted, every service rolled) is injected in its own round; prints a table per fault, fails on a dropped call, an unanswered question or a lost event (release build).
+chaos calls="50" *args:
+    cargo build --release --quiet --bins
+    target/release/switchboard chaos --calls "$@"
+
+# The short chaos run: one fault of each kind, 4 calls (the ring-3 test `chaos::` runs the same).
+chaos-quick *args:
+    cargo build --release --quiet --bins
+    target/release/switchboard chaos --quick "$@"
+
+# Soak: 100 concurrent calls replaced as they end for MINUTES (default 30); prints each process' RSS and open descriptors per minute, fails if one grows beyond noise after the warm-up (release build).
+soak minutes="30" *args:
+    cargo build --release --quiet --bins
+    target/release/switchboard soak --minutes "$@"
