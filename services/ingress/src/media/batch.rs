@@ -67,10 +67,9 @@ impl AudioBatch {
 
     /// Numbers frames on from `seq` (a call resumed on a new stream), its timestamps
     /// following the old stream's 20 ms per frame.
-    pub(crate) fn starting_at(mut self, seq: u64) -> Self {
+    pub(crate) fn start_at(&mut self, seq: u64) {
         self.next_seq = seq;
         self.timestamp_offset_ms = seq * 20;
-        self
     }
 
     /// Adds one frame; returns a batch that is full or must not wait.

@@ -137,8 +137,7 @@ impl<B: Backend> Call<B> {
                 "the old stream never reported where it stopped; numbering on from the redirect"
             );
         }
-        self.batch = std::mem::replace(&mut self.batch, super::batch::AudioBatch::new(1, 0))
-            .starting_at(handoff.seq);
+        self.batch.start_at(handoff.seq);
         let position = Position {
             turn: handoff.turn,
             sentence: handoff.sentence,
