@@ -145,6 +145,10 @@ impl Role {
                 // a gap or a migration (AUDIO has no durable consumer).
                 publish.push(js::direct_next(CALLS_STREAM));
                 publish.extend(js::read_ordered(AUDIO_STREAM));
+                // Where a call whose socket died stood: its last caller audio, `played`
+                // and `bargein` (direct gets, last by subject).
+                publish.push(js::direct_get(CALLS_STREAM));
+                publish.push(js::direct_get(AUDIO_STREAM));
                 // Its calls' bot audio and the caller's voice activity, live.
                 subscribe.extend(
                     [Kind::TtsChunk, Kind::Speech, Kind::Partial].map(subject::kind_filter),

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use futures::TryStreamExt as _;
 use sb_schemas::{Body, CallSid};
-use sb_sim::caller::{CallerConfig, Scenario, place_call};
+use sb_sim::caller::{CallerConfig, EndedBy, Scenario, place_call};
 use sb_stack::{
     Stack,
     stack::{AUTH_TOKEN, PUBLIC_URL, Service},
@@ -286,5 +286,95 @@ async fn an_ingress_drained_mid_sentence_moves_its_call() {
     )
     .await;
     assert_eq!(resumed, 1.0);
+    stack.stop().await;
+}
+
+/// An ingress SIGKILLed mid-answer: the caller's stream drops, Twilio requests the
+/// stream's `<Connect action>`, another replica connects the call anew (a `lost` handoff)
+/// and resumes it from where the log says it stood: the answer goes on from the sentence
+/// the caller was in, the next question is answered, and the call ends once, by the
+/// caller's hang-up.
+#[tokio::test]
+async fn an_ingress_killed_mid_call_reconnects_its_call() {
+    let replies = [
+        "We open at nine in the morning and close at five in the evening, every day of the \
+         week but Sunday, when we rest.",
+        "Yes, every card works.",
+    ];
+    let (mut stack, _dir) = stack(|c| {
+        c.replicas.ingress = 2;
+        c.stt_script = QUESTIONS.map(String::from).to_vec();
+        c.llm_replies = replies.map(String::from).to_vec();
+    })
+    .await;
+    let js = stack.jetstream().await.unwrap();
+    let scenario = Scenario::from_toml(&asking(&QUESTIONS[..2], 20_000)).unwrap();
+    let config = stack.caller_config();
+    let caller = tokio::spawn(async move { place_call(config, &scenario).await });
+
+    eventually("the first question", Duration::from_secs(60), || async {
+        (transcripts(&js).await? >= 1).then_some(())
+    })
+    .await
+    .unwrap();
+    let before = stored(&js, "AUDIO", "audio.*.*.out").await.unwrap();
+    eventually("the answer's audio", Duration::from_secs(30), || async {
+        (stored(&js, "AUDIO", "audio.*.*.out").await? >= before + 3).then_some(())
+    })
+    .await
+    .unwrap();
+    let serving = eventually("the serving ingress", Duration::from_secs(10), || {
+        serving_replica(&stack)
+    })
+    .await
+    .unwrap();
+    stack.kill(Service::Ingress, serving).await.unwrap();
+
+    let report = caller.await.unwrap().expect("the call completes");
+    eprintln!(
+        "reconnect: longest gap {} ms, late frames {}",
+        report.longest_gap_ms, report.late_frames
+    );
+    assert_eq!(report.reconnects, 1, "{report}");
+    assert_eq!(report.ended_by, EndedBy::Caller, "{report}");
+    for (i, turn) in report.turns.iter().enumerate() {
+        assert!(
+            turn.first_bot_audio_ms.is_some(),
+            "turn {i} unanswered: {report}"
+        );
+    }
+    let sid = CallSid::parse(&report.call_sid).unwrap();
+    let log = log_after_end(&stack, &sid).await;
+    for turn in [1, 2] {
+        let sentences: Vec<u32> = log
+            .envelopes()
+            .filter_map(|e| match &e.body {
+                Body::Sentence(s) if e.turn == turn => Some(s.index),
+                _ => None,
+            })
+            .collect();
+        assert!(!sentences.is_empty(), "turn {turn} was answered");
+        for index in sentences {
+            let name = format!("{turn}:{index}");
+            assert!(
+                report.marks.iter().any(|m| m.name == name && !m.cleared),
+                "sentence {name} was not heard to its end: {report}"
+            );
+        }
+    }
+    let ends: Vec<_> = log
+        .envelopes()
+        .filter_map(|e| match &e.body {
+            Body::End(end) => Some(end.reason),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ends, [sb_schemas::EndReason::Stop], "one end, the hang-up");
+    let reconnected = counter_total(
+        &stack,
+        "switchboard_ingress_migrations_total{outcome=\"reconnected\"",
+    )
+    .await;
+    assert_eq!(reconnected, 1.0);
     stack.stop().await;
 }

@@ -218,3 +218,39 @@ async fn outputs_are_stored_once_across_redeliveries() {
     shutdown.trigger();
     task.await.unwrap();
 }
+
+/// A delivery worked on for several times the consumer's `ack_wait` is kept alive with
+/// in-progress acks: it is handled once and never redelivered to another handler while
+/// the first one still works.
+#[tokio::test]
+async fn slow_work_is_kept_alive_past_ack_wait() {
+    let ack_wait = Duration::from_secs(1);
+    let env = TestEnv::with_topology(support::topology(5, ack_wait))
+        .await
+        .unwrap();
+    // The work (an answer that takes long) outlasts ack_wait three and a half times.
+    let stage = TestStage::new(move |_, _| async move {
+        tokio::time::sleep(ack_wait * 7 / 2).await;
+        (vec![], Ok(()))
+    });
+    let (shutdown, task) = spawn(&env, stage.clone(), runner(10));
+    let input = support::transcript(&sid(6), 1, "a slow question");
+    Publisher::new(env.js.clone())
+        .publish(&input)
+        .await
+        .unwrap();
+
+    eventually("the input to be acked", Duration::from_secs(15), || async {
+        (!stage.seen().is_empty() && support::consumer_backlog(&env.js).await == (0, 0))
+            .then_some(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        stage.seen().iter().map(|s| s.delivered).collect::<Vec<_>>(),
+        [1],
+        "handled once, never redelivered while it was worked on"
+    );
+    shutdown.trigger();
+    task.await.unwrap();
+}

@@ -12,6 +12,7 @@ use std::pin::Pin;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_nats::jetstream::consumer::{DeliverPolicy, pull};
+use async_nats::jetstream::stream::DirectGetErrorKind;
 use futures::{FutureExt as _, Stream, StreamExt as _, future::BoxFuture};
 use sb_runtime::session_log::{RebuildError, SessionLog};
 use sb_runtime::{
@@ -21,11 +22,11 @@ use sb_runtime::{
     redis::{
         Redis, RedisError,
         campaigns::AttemptId,
-        handoff::Handoff,
+        handoff::{Handoff, Reconnect},
         idempotency::{AdmissionRecord, IDEMPOTENCY_TTL},
     },
 };
-use sb_schemas::{CallSid, Envelope, TenantId, decode, subject};
+use sb_schemas::{CallSid, Envelope, Kind, TenantId, decode, subject};
 
 /// Why a backend operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +94,15 @@ pub enum Outbound {
     Unknown,
     /// Open, but the webhook's numbers are not the attempt's (nothing was claimed).
     Mismatch,
+}
+
+/// The last of a call's caller audio, `played` and `bargein` events as stored: where a
+/// call whose socket died stood.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LastHeard {
+    pub audio: Option<Envelope>,
+    pub played: Option<Envelope>,
+    pub bargein: Option<Envelope>,
 }
 
 /// The side effects of the ingress. Cheap to clone.
@@ -218,6 +228,20 @@ pub trait Backend: Clone + Send + Sync + 'static {
         token: &str,
         owner: &str,
     ) -> impl Future<Output = Result<Option<Handoff>, BackendError>> + Send;
+
+    /// A call's stream ended without the call ending (Twilio's `<Connect action>`): a
+    /// `lost` handoff that connects it anew, or why not.
+    fn handoff_reconnect(
+        &self,
+        sid: &CallSid,
+    ) -> impl Future<Output = Result<Reconnect, BackendError>> + Send;
+
+    /// The call's last caller audio, `played` and `bargein` events, as stored.
+    fn last_heard(
+        &self,
+        tenant: &TenantId,
+        sid: &CallSid,
+    ) -> impl Future<Output = Result<LastHeard, BackendError>> + Send;
 
     /// The handoff as stored now.
     fn handoff_read(
@@ -486,6 +510,37 @@ impl Backend for Live {
         owner: &str,
     ) -> Result<Option<Handoff>, BackendError> {
         Ok(self.redis.handoff_take(sid, token, owner).await?)
+    }
+
+    async fn handoff_reconnect(&self, sid: &CallSid) -> Result<Reconnect, BackendError> {
+        Ok(self.redis.handoff_reconnect(sid).await?)
+    }
+
+    /// Three "last message on a subject" direct gets.
+    async fn last_heard(
+        &self,
+        tenant: &TenantId,
+        sid: &CallSid,
+    ) -> Result<LastHeard, BackendError> {
+        let fail = |e: &dyn std::fmt::Display| BackendError::Fetch(e.to_string());
+        let last = |stream: &'static str, on: String| async move {
+            let stream = self
+                .js
+                .get_stream_no_info(stream)
+                .await
+                .map_err(|e| fail(&e))?;
+            match stream.direct_get_last_for_subject(on).await {
+                Ok(message) => Ok(decode(&message.payload).ok()),
+                Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
+                Err(e) => Err(fail(&e)),
+            }
+        };
+        let calls = subject::CALLS_STREAM;
+        Ok(LastHeard {
+            audio: last(subject::AUDIO_STREAM, subject::audio_in(tenant, sid)).await?,
+            played: last(calls, subject::event(tenant, sid, Kind::Played)).await?,
+            bargein: last(calls, subject::event(tenant, sid, Kind::BargeIn)).await?,
+        })
     }
 
     async fn handoff_read(&self, sid: &CallSid) -> Result<Option<Handoff>, BackendError> {

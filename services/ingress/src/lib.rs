@@ -34,7 +34,7 @@ use sb_runtime::{
     http::{HttpServer, ReadyNeeds},
 };
 
-pub use backend::{Admission, Backend, BackendError, Live, Outbound, OutboundCall};
+pub use backend::{Admission, Backend, BackendError, LastHeard, Live, Outbound, OutboundCall};
 pub use config::{ConfigError, IngressConfig, Settings};
 pub use media::{Incoming, Outgoing};
 
@@ -110,6 +110,10 @@ pub fn app<B: Backend>(state: IngressState<B>) -> Router {
         .route(
             &settings.status_callback_path,
             post(webhook::handle::<B, sb_twilio::StatusCallback>),
+        )
+        .route(
+            migrate::STREAM_ENDED_PATH,
+            post(webhook::handle::<B, webhook::StreamEnded>),
         )
         .route(&settings.media_path, get(media::upgrade::<B>))
         .layer(DefaultBodyLimit::max(settings.max_form_bytes))

@@ -2,7 +2,9 @@
 //!
 //! Consumes a draining socket's call (its account, sid, tenant, numbers and a handoff
 //! token); produces the TwiML that connects the call's stream anew (`<Connect><Stream>` to
-//! the service URL, a fresh credential, the handoff token as a `<Parameter>`) and asks
+//! the service URL, a fresh credential, the handoff token as a `<Parameter>`; every
+//! stream's `<Connect action>` is [`STREAM_ENDED_PATH`], so a stream that drops without its
+//! call ending is connected anew the same way) and asks
 //! Twilio to run it on the live call (`POST …/Calls/{sid}.json`, `Twiml=`; PROTOCOLS §4).
 //! Twilio then stops the old stream and opens a new one, which the load balancer hands to
 //! a replica that is not draining; that socket resumes the call ([`crate::media`]).
@@ -18,6 +20,10 @@ use sb_twilio::{CallBinding, UpdateCall, credential};
 
 use crate::BackendError;
 use crate::config::Settings;
+
+/// Every stream's `<Connect action>`: Twilio asks here what next when a stream ends
+/// without its call ending (`?tenant=…`, covered by the signature).
+pub const STREAM_ENDED_PATH: &str = "/twilio/stream-ended";
 
 /// The stream parameter that names a handoff.
 pub const HANDOFF_PARAMETER: &str = "handoff";
@@ -40,7 +46,9 @@ pub fn stream_twiml(
         tenant,
         stream_url: &settings.stream_url,
     };
-    let mut stream = ConnectStream::new(settings.stream_url.clone())
+    let mut stream = ConnectStream::new(settings.stream_url.clone());
+    stream.action = Some(settings.public_url_for(&format!("{STREAM_ENDED_PATH}?tenant={tenant}")));
+    let mut stream = stream
         .parameter("tenant", tenant)
         .parameter("from", clip(from))
         .parameter("to", clip(to))

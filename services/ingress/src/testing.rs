@@ -14,11 +14,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use futures::channel::mpsc;
 use sb_runtime::Tenant;
 use sb_runtime::redis::campaigns::AttemptId;
-use sb_runtime::redis::handoff::Handoff;
+use sb_runtime::redis::handoff::{Handoff, MAX_RECONNECTS, Reconnect};
 use sb_runtime::redis::idempotency::AdmissionRecord;
 use sb_schemas::{CallSid, Envelope, Kind, TenantId};
 
-use crate::backend::{Admission, Backend, BackendError, Outbound, OutboundCall};
+use crate::backend::{Admission, Backend, BackendError, LastHeard, Outbound, OutboundCall};
 
 #[derive(Default)]
 struct State {
@@ -45,6 +45,8 @@ struct State {
     stored_audio: Vec<Envelope>,
     /// `handoff:{sid}`.
     handoffs: HashMap<CallSid, Handoff>,
+    /// Drops per call, as the handoff's `reconnects` field counts them.
+    reconnects: HashMap<CallSid, u32>,
     /// Redirects asked of "Twilio": (call, TwiML).
     redirects: Vec<(CallSid, String)>,
     fail_redirect: bool,
@@ -378,6 +380,52 @@ impl Backend for MemoryBackend {
         };
         state.live.insert(sid.clone(), owner.to_owned());
         Ok(Some(handoff))
+    }
+
+    async fn handoff_reconnect(&self, sid: &CallSid) -> Result<Reconnect, BackendError> {
+        let mut state = self.redis()?;
+        if state.ends.contains(sid) {
+            return Ok(Reconnect::Ended);
+        }
+        if !state.live.contains_key(sid) {
+            return Ok(Reconnect::NotLive);
+        }
+        let reconnects = state.reconnects.entry(sid.clone()).or_default();
+        *reconnects += 1;
+        if *reconnects > MAX_RECONNECTS {
+            return Ok(Reconnect::TooMany);
+        }
+        let token = format!("lost-{reconnects}");
+        let handoff = Handoff {
+            token: token.clone(),
+            stopped: true,
+            lost: true,
+            ..Handoff::default()
+        };
+        state.handoffs.insert(sid.clone(), handoff);
+        Ok(Reconnect::Token(token))
+    }
+
+    /// The last of each kind among what was published (bot audio is not consulted).
+    async fn last_heard(
+        &self,
+        _tenant: &TenantId,
+        sid: &CallSid,
+    ) -> Result<LastHeard, BackendError> {
+        let state = self.lock();
+        let last = |kind: Kind| {
+            state
+                .published
+                .iter()
+                .rev()
+                .find(|e| &e.call_sid == sid && e.kind() == kind)
+                .cloned()
+        };
+        Ok(LastHeard {
+            audio: last(Kind::Audio),
+            played: last(Kind::Played),
+            bargein: last(Kind::BargeIn),
+        })
     }
 
     async fn handoff_read(&self, sid: &CallSid) -> Result<Option<Handoff>, BackendError> {

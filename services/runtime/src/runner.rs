@@ -2,7 +2,9 @@
 //!
 //! Consumes the stage's durable pull consumer (definition from `nats/consumers/`); for each
 //! delivery it decodes the input, calls [`Stage::handle`] under the concurrency limit,
-//! waits until every output is stored, then acks. Retryable errors NAK with exponential
+//! waits until every output is stored, then acks. While a delivery is worked on it is kept
+//! alive with in-progress acks, so the consumer's `ack_wait` can stay short: a delivery
+//! whose replica died is redelivered to another within seconds, not half a minute. Retryable errors NAK with exponential
 //! backoff and jitter; poison input and inputs past `max_deliver` are dead-lettered and
 //! terminated; a fatal error stops the process. On shutdown it stops pulling, hands back
 //! what it prefetched, lets in-flight work finish until the drain deadline and NAKs the
@@ -114,6 +116,7 @@ pub async fn run_stage<S: Stage>(
         outbox: Arc::new(Publisher::new(js.clone())),
         js: js.clone(),
         max_deliver: def.config.max_deliver.max(1) as u64,
+        keep_alive_every: keep_alive_period(def.config.ack_wait),
         config: config.clone(),
         shutdown: shutdown.clone(),
         fatal: Mutex::new(None),
@@ -177,6 +180,8 @@ struct Ctx {
     outbox: Arc<dyn Outbox>,
     js: jetstream::Context,
     max_deliver: u64,
+    /// How often a delivery being worked on is acked as in progress.
+    keep_alive_every: Duration,
     config: RunnerConfig,
     shutdown: Shutdown,
     fatal: Mutex<Option<String>>,
@@ -220,7 +225,7 @@ async fn process<S: Stage>(stage: &S, ctx: &Ctx, message: jetstream::Message) {
                 kind = input.kind().as_str(),
                 turn = input.turn,
             );
-            async {
+            let work = async {
                 let abort = ctx.shutdown.abort().clone();
                 let wiring = Wiring {
                     outbox: ctx.outbox.clone(),
@@ -236,6 +241,12 @@ async fn process<S: Stage>(stage: &S, ctx: &Ctx, message: jetstream::Message) {
                     () = abort.cancelled() => None,
                 };
                 settle(ctx, &message, name, delivered, handled, out).await
+            };
+            async {
+                tokio::select! {
+                    outcome = work => outcome,
+                    never = keep_alive(&message, ctx.keep_alive_every) => match never {},
+                }
             }
             .instrument(span)
             .await
@@ -245,6 +256,23 @@ async fn process<S: Stage>(stage: &S, ctx: &Ctx, message: jetstream::Message) {
     m.handle_seconds.record(started.elapsed().as_secs_f64());
     m.processed[outcome as usize].increment(1);
     m.in_flight.decrement(1.0);
+}
+
+/// A third of `ack_wait`: two keep-alives may be lost before the server gives up on us.
+fn keep_alive_period(ack_wait: Duration) -> Duration {
+    (ack_wait / 3).max(Duration::from_millis(10))
+}
+
+/// Acks the delivery as in progress every `every` until dropped (the work is done).
+async fn keep_alive(message: &jetstream::Message, every: Duration) -> std::convert::Infallible {
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if let Err(error) = message.ack_with(AckKind::Progress).await {
+            tracing::debug!(%error, "in-progress ack failed; the next one may land");
+        }
+    }
 }
 
 /// Acks, NAKs, terminates or dead-letters the delivery according to the handle's result.
@@ -342,6 +370,15 @@ async fn nak(message: &jetstream::Message, delay: Option<Duration>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keep_alive_fires_three_times_per_ack_wait() {
+        assert_eq!(
+            keep_alive_period(Duration::from_secs(6)),
+            Duration::from_secs(2)
+        );
+        assert_eq!(keep_alive_period(Duration::ZERO), Duration::from_millis(10));
+    }
 
     #[test]
     fn backoff_doubles_with_jitter_and_caps() {

@@ -51,6 +51,9 @@ pub struct ConnectStream {
     pub url: String,
     /// Absolute URL for stream-started/stopped/error callbacks.
     pub status_callback: Option<String>,
+    /// `<Connect action>`: where Twilio asks what to do next once the stream ends without
+    /// the call ending (the socket closed or dropped); without it the call hangs up.
+    pub action: Option<String>,
     /// `(name, value)` pairs, delivered in `start.customParameters`.
     pub parameters: Vec<(String, String)>,
 }
@@ -78,7 +81,11 @@ impl ConnectStream {
         if self.url.contains('?') {
             return Err(TwimlError::QueryString(self.url.clone()));
         }
-        let mut xml = String::from(r#"<?xml version="1.0" encoding="UTF-8"?><Response><Connect>"#);
+        let mut xml = String::from(r#"<?xml version="1.0" encoding="UTF-8"?><Response><Connect"#);
+        if let Some(action) = &self.action {
+            xml.push_str(&format!(r#" action="{}""#, escape(action.as_str())));
+        }
+        xml.push('>');
         xml.push_str(&format!(r#"<Stream url="{}""#, escape(self.url.as_str())));
         if let Some(callback) = &self.status_callback {
             xml.push_str(&format!(
@@ -160,16 +167,17 @@ pub fn parse(xml: &str) -> Result<Response, TwimlError> {
     let mut reader = quick_xml::Reader::from_str(xml);
     let mut path: Vec<String> = Vec::new();
     let mut response = Response::default();
+    let mut action = None;
     let mut seen_root = false;
     loop {
         match reader.read_event().map_err(malformed)? {
             Event::Start(element) => {
-                let name = open(&mut response, &path, &element, reader.decoder())?;
+                let name = open(&mut response, &mut action, &path, &element, reader.decoder())?;
                 seen_root = true;
                 path.push(name);
             }
             Event::Empty(element) => {
-                open(&mut response, &path, &element, reader.decoder())?;
+                open(&mut response, &mut action, &path, &element, reader.decoder())?;
                 seen_root = true;
             }
             Event::End(_) => {
@@ -217,6 +225,7 @@ fn malformed(error: impl std::fmt::Display) -> TwimlError {
 /// Handles an opening (or self-closing) element at `path`; returns its name.
 fn open(
     response: &mut Response,
+    action: &mut Option<String>,
     path: &[String],
     element: &BytesStart<'_>,
     decoder: Decoder,
@@ -232,6 +241,10 @@ fn open(
         }
         (["Response"], "Say") => response.verbs.push(Verb::Say(String::new())),
         (["Response"], "Hangup") => response.verbs.push(Verb::Hangup),
+        (["Response"], "Connect") => {
+            *action = attribute(element, "action", decoder)?;
+            response.verbs.push(Verb::Other(name.clone()));
+        }
         (["Response"], other) => response.verbs.push(Verb::Other(other.to_owned())),
         (["Response", "Connect"], "Stream") => {
             let url = attribute(element, "url", decoder)?
@@ -241,6 +254,7 @@ fn open(
                 *last = Verb::ConnectStream(ConnectStream {
                     url,
                     status_callback,
+                    action: action.take(),
                     parameters: Vec::new(),
                 });
             }
@@ -286,6 +300,22 @@ fn append_text(response: &mut Response, path: &[String], text: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `<Connect action>` is written and read back; a stream without one has none.
+    #[test]
+    fn connect_action_roundtrip() {
+        let mut stream = ConnectStream::new("wss://h/m").parameter("a", "b");
+        stream.action = Some("https://h/twilio/stream-ended?tenant=acme&x=1".to_owned());
+        let xml = stream.to_twiml().unwrap();
+        assert!(
+            xml.contains(r#"<Connect action="https://h/twilio/stream-ended?tenant=acme&amp;x=1">"#),
+            "{xml}"
+        );
+        assert_eq!(parse(&xml).unwrap().connect_stream().unwrap(), &stream);
+        let plain = parse(r#"<Response><Connect><Stream url="wss://h/m"/></Connect></Response>"#)
+            .unwrap();
+        assert_eq!(plain.connect_stream().unwrap().action, None);
+    }
 
     /// The built document parses back to the same stream, with escaping intact.
     #[test]

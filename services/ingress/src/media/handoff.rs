@@ -6,21 +6,24 @@
 //! ([`Call::migrate`]), then, once the old stream stopped, the final caller-audio frame
 //! number and the playback position ([`Call::stopped_here`]); on the new side, a call that
 //! continues the old one ([`Call::resume`]): frames numbered on, playback from where the
-//! caller stopped hearing, the turn's unplayed audio read back from the `AUDIO` stream. No
+//! caller stopped hearing, the turn's unplayed audio read back from the `AUDIO` stream. A
+//! call whose old socket died (a `lost` handoff, from Twilio's `<Connect action>`) is
+//! resumed the same way from where the log says it stood ([`where_lost`]). No
 //! `start`, STT lease or `end` is published for a move. State: the call's.
 
 use std::time::Duration;
 
+use sb_audio::FRAME_BYTES;
 use sb_runtime::metrics::Metric;
 use sb_runtime::redis::handoff::Handoff;
-use sb_schemas::{Body, now_micros};
+use sb_schemas::{Body, CallSid, TenantId, now_micros};
 use tokio::time::Instant;
 use tracing::Instrument as _;
 
 use super::call::Call;
-use crate::Backend;
 use crate::migrate::{HANDOFF_PARAMETER, stream_twiml};
 use crate::playback::Position;
+use crate::{Backend, LastHeard};
 
 /// How long a resumed socket waits for the old stream to report where it stopped.
 const STOPPED_WAIT: Duration = Duration::from_secs(3);
@@ -30,6 +33,9 @@ const STOPPED_POLL: Duration = Duration::from_millis(10);
 const READ_MARGIN_US: u64 = 2_000_000;
 /// How long reading the turn's audio back may take.
 const READ_BUDGET: Duration = Duration::from_millis(500);
+/// A call whose socket died has its bot audio of this long ago read back (where its turn
+/// began is unknown; the playback refuses older turns and heard sentences).
+const LOST_READ_BACK_US: u64 = 30_000_000;
 
 impl<B: Backend> Call<B> {
     /// Asks Twilio to move the call to another replica: records the handoff, then the
@@ -107,6 +113,7 @@ impl<B: Backend> Call<B> {
             offset: position.offset,
             stale_below: position.stale_below,
             since_us,
+            lost: false,
         };
         let stored = self.state.backend.handoff_stopped(&self.sid, &handoff);
         if let Err(error) = stored.instrument(self.span.clone()).await {
@@ -125,7 +132,12 @@ impl<B: Backend> Call<B> {
     async fn resume_from(&mut self, taken: Handoff) {
         let backend = &self.state.backend;
         let deadline = Instant::now() + STOPPED_WAIT;
-        let mut handoff = taken;
+        let lost = taken.lost;
+        let mut handoff = if lost {
+            where_lost(backend, &self.tenant.id, &self.sid, taken).await
+        } else {
+            taken
+        };
         while !handoff.stopped && Instant::now() < deadline {
             tokio::time::sleep(STOPPED_POLL).await;
             if let Ok(Some(now)) = backend.handoff_read(&self.sid).await {
@@ -173,14 +185,58 @@ impl<B: Backend> Call<B> {
                 let _ = self.playback.push(event.turn, chunk, now);
             }
         }
-        metrics::counter!(Metric::IngressMigrations.name(), "outcome" => "resumed").increment(1);
+        let outcome = if lost { "reconnected" } else { "resumed" };
+        metrics::counter!(Metric::IngressMigrations.name(), "outcome" => outcome).increment(1);
         tracing::info!(
             seq = handoff.seq,
             turn = position.turn,
             sentence = position.sentence,
             chunk = position.chunk,
             offset = position.offset,
+            lost,
             "call resumed here"
         );
+    }
+}
+
+/// Where a call whose socket died stood, read from the log (no old socket reports it):
+/// caller frames number on after the last one stored; playback starts at the sentence
+/// after the last one the caller heard to its end (a sentence cut by the death plays again
+/// from its start) and keeps the last barge-in's cut; the turn's audio is read back from
+/// [`LOST_READ_BACK_US`] ago.
+async fn where_lost<B: Backend>(
+    backend: &B,
+    tenant: &TenantId,
+    sid: &CallSid,
+    taken: Handoff,
+) -> Handoff {
+    let last = match backend.last_heard(tenant, sid).await {
+        Ok(last) => last,
+        Err(error) => {
+            tracing::warn!(error = %error, "the log cannot say where the call stood");
+            LastHeard::default()
+        }
+    };
+    let seq = last.audio.as_ref().map_or(0, |event| match &event.body {
+        Body::Audio(audio) => audio.seq + (audio.payload.0.len() / FRAME_BYTES) as u64,
+        _ => 0,
+    });
+    let (turn, sentence) = last
+        .played
+        .as_ref()
+        .map_or((0, 0), |event| match &event.body {
+            Body::Played(played) => (event.turn, played.sentence + 1),
+            _ => (0, 0),
+        });
+    Handoff {
+        seq,
+        stopped: true,
+        turn,
+        sentence,
+        chunk: 0,
+        offset: 0,
+        stale_below: last.bargein.map_or(0, |event| u64::from(event.turn) + 1),
+        since_us: now_micros().saturating_sub(LOST_READ_BACK_US),
+        ..taken
     }
 }

@@ -7,8 +7,15 @@
 //! where its playback stood (`turn`, `sentence`, `chunk`, `offset`, `stale_below`,
 //! `since_us`). The new socket takes the handoff with its
 //! token, which also moves the live-socket claim to it (the old socket still holds it until
-//! its stream stops). Consumes call sids and tokens; produces [`Handoff`]s. State: the hash,
-//! with a TTL of [`HANDOFF_TTL`].
+//! its stream stops).
+//!
+//! A stream that dropped without its call ending (its ingress replica was killed) is
+//! connected anew the same way, from Twilio's `<Connect action>` request: the hash is
+//! written `lost` (no old socket will report where it stopped; the new one reads that from
+//! the log) by [`Redis::handoff_reconnect`], which also refuses a call that ended, a call
+//! no socket was serving and a call that dropped [`MAX_RECONNECTS`] times within
+//! [`HANDOFF_TTL`]. Consumes call sids and tokens; produces [`Handoff`]s and
+//! [`Reconnect`]s. State: the hash, with a TTL of [`HANDOFF_TTL`].
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -21,6 +28,9 @@ use super::{Redis, RedisError, failed};
 
 /// How long a handoff waits for its new socket.
 pub const HANDOFF_TTL: Duration = Duration::from_secs(120);
+
+/// How many times a call's dropped stream is connected anew within [`HANDOFF_TTL`].
+pub const MAX_RECONNECTS: u32 = 3;
 
 /// A handoff: the token, the next caller-audio frame, and (once the old stream stopped)
 /// where its playback stood.
@@ -41,6 +51,22 @@ pub struct Handoff {
     pub stale_below: u64,
     /// Producer time (µs) of the turn's first chunk: where its audio is read back from.
     pub since_us: u64,
+    /// The old socket is gone (its replica died): the fields above are unknown, and the
+    /// new socket reads the frame number and the playback position from the log.
+    pub lost: bool,
+}
+
+/// What Twilio is told when a call's stream ended without the call ending.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reconnect {
+    /// Connect the stream anew with this handoff token.
+    Token(String),
+    /// The call ended (its `end` was claimed): hang up.
+    Ended,
+    /// No socket was serving the call (it was refused, or its claim expired): hang up.
+    NotLive,
+    /// The stream dropped [`MAX_RECONNECTS`] times already: hang up.
+    TooMany,
 }
 
 impl Handoff {
@@ -55,6 +81,7 @@ impl Handoff {
             ("offset", self.offset.to_string()),
             ("stale_below", self.stale_below.to_string()),
             ("since_us", self.since_us.to_string()),
+            ("lost", u8::from(self.lost).to_string()),
         ]
     }
 
@@ -71,6 +98,7 @@ impl Handoff {
             offset: small("offset")?,
             stale_below: number("stale_below")?,
             since_us: number("since_us")?,
+            lost: number("lost") == Some(1),
         })
     }
 }
@@ -90,7 +118,45 @@ for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 return 1
 ";
 
+/// KEYS: the `end` claim, the live claim, the handoff. ARGV: token, the most reconnects,
+/// the TTL. The handoff's `reconnects` field counts the drops (a migration's `DEL` resets
+/// it; a taken handoff keeps it until it expires).
+const RECONNECT: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 'ended' end
+if redis.call('EXISTS', KEYS[2]) == 0 then return 'not_live' end
+local n = tonumber(redis.call('HGET', KEYS[3], 'reconnects') or '0') + 1
+if n > tonumber(ARGV[2]) then return 'too_many' end
+redis.call('DEL', KEYS[3])
+redis.call('HSET', KEYS[3], 'token', ARGV[1], 'seq', 0, 'stopped', 1, 'lost', 1,
+  'turn', 0, 'sentence', 0, 'chunk', 0, 'offset', 0, 'stale_below', 0, 'since_us', 0,
+  'reconnects', n)
+redis.call('EXPIRE', KEYS[3], ARGV[3])
+return 'token'
+";
+
 impl Redis {
+    /// A call's stream ended without the call ending: records a `lost` handoff with a new
+    /// token, unless the call ended, no socket was serving it, or it dropped too often.
+    pub async fn handoff_reconnect(&self, sid: &CallSid) -> Result<Reconnect, RedisError> {
+        let token = format!("{:032x}", rand::random::<u128>());
+        let decided: String = Script::new(RECONNECT)
+            .key(self.keys.idempotency(sid, Some("end")))
+            .key(self.keys.live_socket(sid))
+            .key(self.keys.handoff(sid))
+            .arg(&token)
+            .arg(MAX_RECONNECTS)
+            .arg(HANDOFF_TTL.as_secs())
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(failed("handoff_reconnect"))?;
+        Ok(match decided.as_str() {
+            "token" => Reconnect::Token(token),
+            "ended" => Reconnect::Ended,
+            "too_many" => Reconnect::TooMany,
+            _ => Reconnect::NotLive,
+        })
+    }
+
     /// Records a handoff before the call is redirected.
     pub async fn handoff_begin(&self, sid: &CallSid, handoff: &Handoff) -> Result<(), RedisError> {
         let key = self.keys.handoff(sid);

@@ -221,10 +221,13 @@ pub async fn place_call(
         Some(url) => Some(control::open(&config, url, &call_sid).await?),
         None => None,
     };
+    let on_stream_end =
+        control::on_stream_end(&config, &http, stream.action.as_deref(), &call.params);
     let line = line::run_line(
         setup,
         (sink, socket_stream),
         switches,
+        on_stream_end,
         command_rx,
         status_tx,
     );

@@ -104,6 +104,9 @@ pub struct CallReport {
     pub underrun_ms: u64,
     /// Times an update moved the call to a new stream (a live call migration).
     pub redirects: u32,
+    /// Times the stream dropped and its `<Connect action>` connected a new one (the
+    /// ingress serving it died).
+    pub reconnects: u32,
     /// The longest of those gaps: the longest silence the caller heard in the middle of a
     /// sentence (a crash, a migration or a lost chunk shows here).
     pub longest_gap_ms: u64,
@@ -160,6 +163,7 @@ impl CallReport {
             underrun_ms: 0,
             longest_gap_ms: 0,
             redirects: 0,
+            reconnects: 0,
             out_of_order: 0,
             marks: Vec::new(),
             clears_ms: Vec::new(),

@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use futures::{Sink, SinkExt as _, Stream, StreamExt as _};
 use sb_audio::FRAME_BYTES;
 use sb_audio::mulaw::SILENCE;
@@ -94,12 +95,20 @@ struct Line<Si> {
     report: CallReport,
 }
 
-/// Runs the stream until the script hangs up, the ingress closes, the call is hung up
-/// from outside or `max_call` passes. Never fails: what went wrong is in the report.
+/// What Twilio does when a stream ends without the call ending: requests the
+/// `<Connect action>` and runs its answer (a new stream, or the end of the call). `None`:
+/// no action, or it could not be run.
+pub(crate) type OnStreamEnd<Si, St> =
+    Box<dyn FnMut() -> BoxFuture<'static, Option<Switch<Si, St>>> + Send>;
+
+/// Runs the stream until the script hangs up, the ingress closes (and the stream's action
+/// does not connect a new one), the call is hung up from outside or `max_call` passes.
+/// Never fails: what went wrong is in the report.
 pub(crate) async fn run_line<Si, St, E>(
     setup: LineSetup,
     (sink, mut stream): (Si, St),
     mut switches: Option<mpsc::UnboundedReceiver<Switch<Si, St>>>,
+    mut on_stream_end: Option<OnStreamEnd<Si, St>>,
     mut commands: mpsc::Receiver<Command>,
     status: watch::Sender<LineStatus>,
 ) -> CallReport
@@ -143,8 +152,22 @@ where
                 }
             },
         };
-        if let Err(by) = step {
-            ended = Some(by);
+        match (step, on_stream_end.as_mut()) {
+            (Err(EndedBy::Ingress), Some(action)) => match action().await {
+                Some(Switch::Stream {
+                    sink,
+                    stream: next,
+                    parameters,
+                }) => {
+                    stream = next;
+                    if line.reconnect(sink, parameters).await.is_err() {
+                        ended = Some(EndedBy::Ingress);
+                    }
+                }
+                Some(Switch::Hangup) | None => ended = Some(EndedBy::Ingress),
+            },
+            (Err(by), _) => ended = Some(by),
+            (Ok(()), _) => {}
         }
         status.send_if_modified(|current| {
             let next = line.status();
@@ -251,6 +274,29 @@ impl<Si: Sink<Message> + Unpin> Line<Si> {
         self.report.redirects += 1;
         let note = format!(
             "stream moved to {} at {} ms",
+            self.setup.stream_sid,
+            self.now_ms()
+        );
+        self.report.notes.push(note);
+        self.start_stream().await
+    }
+
+    /// The stream dropped and its `<Connect action>` connected a new one: no `stop` (the
+    /// old socket is gone); what was buffered of it is lost; a new `streamSid`.
+    async fn reconnect(
+        &mut self,
+        sink: Si,
+        parameters: BTreeMap<String, String>,
+    ) -> Result<(), Closed> {
+        self.sink = sink;
+        self.playback.clear();
+        self.setup.stream_sid = super::new_sid("MZ");
+        self.setup.custom_parameters = parameters;
+        self.sequence = 0;
+        self.chunk = 0;
+        self.report.reconnects += 1;
+        let note = format!(
+            "stream dropped; reconnected as {} at {} ms",
             self.setup.stream_sid,
             self.now_ms()
         );

@@ -41,6 +41,7 @@ async fn a_redirect_moves_the_call_to_a_new_stream() {
         setup,
         (sink, stream),
         Some(switches),
+        None,
         command_rx,
         status,
     ));

@@ -40,7 +40,14 @@ fn start_line() -> Harness {
         max_call: Duration::from_secs(60),
         hangup: CancellationToken::new(),
     };
-    let task = tokio::spawn(run_line(setup, (sink, stream), None, command_rx, status));
+    let task = tokio::spawn(run_line(
+        setup,
+        (sink, stream),
+        None,
+        None,
+        command_rx,
+        status,
+    ));
     Harness {
         sent,
         bot,
