@@ -338,3 +338,49 @@ async fn tts_cache_round_trips_with_ttl() {
     let t = ttl(&mut raw, &redis.keys().tts(&variant)).await;
     assert!((86_390..=86_400).contains(&t), "{t}");
 }
+
+/// A dropped stream's reconnect (`handoff_reconnect`): refused while no socket holds the
+/// call; with a (dead) holder, a `lost` handoff whose token moves the live claim to the new
+/// socket; at most `MAX_RECONNECTS` within the handoff's life; refused once the call ended.
+#[tokio::test]
+async fn a_dropped_stream_reconnects_a_held_call_a_bounded_number_of_times() {
+    use sb_runtime::redis::handoff::{MAX_RECONNECTS, Reconnect};
+    let env = TestEnv::start().await.unwrap();
+    let redis = env.redis().await.unwrap();
+    let call = sid(77);
+    assert_eq!(
+        redis.handoff_reconnect(&call).await.unwrap(),
+        Reconnect::NotLive
+    );
+    assert!(redis.live_claim(&call, "dead").await.unwrap());
+    for n in 1..=MAX_RECONNECTS {
+        let Reconnect::Token(token) = redis.handoff_reconnect(&call).await.unwrap() else {
+            panic!("reconnect {n} refused");
+        };
+        let stored = redis.handoff_read(&call).await.unwrap().unwrap();
+        assert!(stored.lost && stored.stopped && stored.token == token);
+        let owner = format!("socket-{n}");
+        let taken = redis.handoff_take(&call, &token, &owner).await.unwrap();
+        assert!(taken.is_some_and(|h| h.lost));
+        assert!(
+            redis.live_refresh(&call, &owner).await.unwrap(),
+            "the new socket holds the call"
+        );
+    }
+    assert_eq!(
+        redis.handoff_reconnect(&call).await.unwrap(),
+        Reconnect::TooMany
+    );
+    let other = sid(78);
+    assert!(redis.live_claim(&other, "dead").await.unwrap());
+    assert!(
+        redis
+            .claim_once(&other, Some("end"), IDEMPOTENCY_TTL)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        redis.handoff_reconnect(&other).await.unwrap(),
+        Reconnect::Ended
+    );
+}

@@ -85,6 +85,7 @@ async fn the_new_socket_resumes_the_call() {
         offset: 320,
         stale_below: 0,
         since_us: now_micros(),
+        lost: false,
     };
     backend.handoff_begin_for_tests(&old.sid, &handoff);
     let mut chunk = vec![1u8; 320];

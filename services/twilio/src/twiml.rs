@@ -172,12 +172,24 @@ pub fn parse(xml: &str) -> Result<Response, TwimlError> {
     loop {
         match reader.read_event().map_err(malformed)? {
             Event::Start(element) => {
-                let name = open(&mut response, &mut action, &path, &element, reader.decoder())?;
+                let name = open(
+                    &mut response,
+                    &mut action,
+                    &path,
+                    &element,
+                    reader.decoder(),
+                )?;
                 seen_root = true;
                 path.push(name);
             }
             Event::Empty(element) => {
-                open(&mut response, &mut action, &path, &element, reader.decoder())?;
+                open(
+                    &mut response,
+                    &mut action,
+                    &path,
+                    &element,
+                    reader.decoder(),
+                )?;
                 seen_root = true;
             }
             Event::End(_) => {
@@ -312,8 +324,8 @@ mod tests {
             "{xml}"
         );
         assert_eq!(parse(&xml).unwrap().connect_stream().unwrap(), &stream);
-        let plain = parse(r#"<Response><Connect><Stream url="wss://h/m"/></Connect></Response>"#)
-            .unwrap();
+        let plain =
+            parse(r#"<Response><Connect><Stream url="wss://h/m"/></Connect></Response>"#).unwrap();
         assert_eq!(plain.connect_stream().unwrap().action, None);
     }
 
