@@ -3,13 +3,13 @@
 //!
 //! A round keeps `calls` multi-turn calls in flight ([`CallPool`], ramped in), waits until
 //! each of the first calls has a transcript stored (the fault lands mid-call), injects its
-//! [`Fault`] while replacing calls that end, then lets the calls finish and judges the
-//! round ([`check`]): calls completed, questions answered, the longest silence a caller
-//! heard, events lost (what the callers did against what `CALLS` and `AUDIO` stored) and
-//! sessions rebuilt (`switchboard_session_rebuilt_total` scraped from every replica).
-//! Every wait is bounded, so the run stops by itself. Consumes [`ChaosOptions`]; produces
-//! a [`RoundResult`] per fault, which [`table`] prints. State: the stack and the round's
-//! calls.
+//! [`Fault`] while replacing calls that end, places a few fresh calls once it is over, lets
+//! the calls finish and judges the round ([`check`]): calls completed, questions answered,
+//! the longest silence a caller heard, events lost (what the callers did against what
+//! `CALLS` and `AUDIO` stored) and sessions rebuilt (`switchboard_session_rebuilt_total`
+//! scraped from every replica). Every wait is bounded, so the run stops by itself.
+//! Consumes [`ChaosOptions`]; produces a [`RoundResult`] per fault, which [`table`]
+//! prints. State: the stack and the round's calls.
 
 pub mod check;
 pub mod table;
@@ -331,6 +331,11 @@ async fn round(
         Ok(Err(error)) => notes.push(format!("the fault failed: {error:#}")),
         Err(_) => notes.push(format!("the fault did not finish within {FAULT_LIMIT:?}")),
     }
+    // New calls arrive once the fault is over, too: a fault that leaves the stack unable
+    // to take calls shows in its own round, not in the next one's first calls.
+    for _ in 0..fresh_calls(options.calls) {
+        pool.place(Duration::ZERO);
+    }
     pool.drain().await;
     let mut result = check::judge(js, fault, pool.take_finished(), audio_from).await?;
     result.fault_secs = fault_took.as_secs_f64();
@@ -341,6 +346,13 @@ async fn round(
         .sum();
     result.notes.extend(notes);
     Ok(result)
+}
+
+/// Calls placed right after the fault: a tenth of the round's, at least two (the front
+/// picks a replica at random: at two calls both ingress replicas get one half the time,
+/// at five 15 times in 16).
+fn fresh_calls(calls: usize) -> usize {
+    (calls / 10).max(2)
 }
 
 /// Waits until every call of `sids` has a transcript stored (it is past its first
