@@ -490,7 +490,7 @@ async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
 }
 
 /// An incoming call to acme's number, as Twilio's webhook describes it.
-fn acme_call(sid: &CallSid) -> sb_twilio::IncomingCall {
+pub(crate) fn acme_call(sid: &CallSid) -> sb_twilio::IncomingCall {
     sb_twilio::IncomingCall::ringing(
         sb_sim::caller::DEFAULT_ACCOUNT_SID,
         sid.as_str(),
@@ -501,7 +501,7 @@ fn acme_call(sid: &CallSid) -> sb_twilio::IncomingCall {
 }
 
 /// A signed incoming call to acme's number, answered: the status and the TwiML.
-async fn incoming_call(addr: SocketAddr, sid: &CallSid) -> (u16, String) {
+pub(crate) async fn incoming_call(addr: SocketAddr, sid: &CallSid) -> (u16, String) {
     post_signed(addr, "/twilio/voice", &acme_call(sid).params).await
 }
 

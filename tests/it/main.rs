@@ -13,6 +13,7 @@ mod dialer;
 mod e2e;
 mod e2e_outbound;
 mod ingress;
+mod ingress_end;
 mod ingress_trust;
 mod internal_plane;
 mod llm_limits;
