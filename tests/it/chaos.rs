@@ -1,11 +1,9 @@
 //! Chaos, quick (`switchboard chaos --quick`, issue 15): two replicas of every service,
 //! scripted calls in flight, and one fault of each kind in its own round: one replica of
-//! every worker (stt, agent, tts, dialer) SIGKILLed at once, redis-server restarted with
-//! its append-only file and restarted empty, every service (the ingress too: its calls
-//! move) rolled one replica at a time. Two faults run in `just chaos` only, open in issue
-//! 15: a SIGKILLed ingress drops its calls' sockets (surviving it needs Twilio to
-//! reconnect the stream), and across a nats-server restart under load an answer is
-//! sometimes heard late or not at all.
+//! every service SIGKILLed at once (the ingress' calls reconnect through the stream's
+//! `<Connect action>`), redis-server restarted with its append-only file and restarted
+//! empty, every service (the ingress too: its calls move) rolled one replica at a time.
+//! nats-server's restart runs in `just chaos` only (the slowest round to settle).
 
 use sb_stack::{
     chaos::{self, ChaosOptions, Fault},

@@ -3,13 +3,17 @@
 //!
 //! Consumes a [`NatsLogin`] (URLs, user, password, CA); produces a `Client` whose reply
 //! inboxes are private to its user (`_INBOX_{user}`, see `sb_schemas::roles`) and, for a
-//! service, a JetStream `Context` on which its streams were found. State: the connection
-//! (async-nats reconnects by itself).
+//! service, a JetStream `Context` on which its streams were found; and the process' [`Link`]
+//! (reconnects and when the link last went down), for what must catch up on messages a
+//! core subscription missed while it was down. State: the connection (async-nats
+//! reconnects by itself) and the process-wide link watch.
 
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
 use async_nats::{Event, ServerAddr, ServerError, jetstream};
 use sb_schemas::roles::Role;
+use tokio::sync::watch;
 
 use crate::{
     config::Secret,
@@ -133,9 +137,61 @@ pub async fn connect_service(
     Ok((client, js))
 }
 
+/// The process' NATS link, as its connections' events report it. Core subscriptions
+/// (at most once) lose what is published while the link is down; what must not lose it
+/// watches this and reads the gap back from JetStream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Link {
+    /// Times the link came back after going down.
+    pub reconnects: u64,
+    /// When it last went down (µs since the epoch; 0: never).
+    pub down_since_us: u64,
+    /// Down now.
+    pub down: bool,
+}
+
+fn link() -> &'static watch::Sender<Link> {
+    static LINK: OnceLock<watch::Sender<Link>> = OnceLock::new();
+    LINK.get_or_init(|| watch::channel(Link::default()).0)
+}
+
+/// Follows the process' NATS link: changes when it goes down and when it comes back.
+pub fn link_watch() -> watch::Receiver<Link> {
+    link().subscribe()
+}
+
+/// Follows one connection event into the process' [`Link`] (the event callback calls
+/// it; a test can too, to play a reconnect).
+pub fn note_link_event(event: &Event) {
+    match event {
+        Event::Disconnected => {
+            link().send_if_modified(|l| {
+                let first = !l.down;
+                if first {
+                    l.down = true;
+                    l.down_since_us = sb_schemas::now_micros();
+                }
+                first
+            });
+        }
+        Event::Connected => {
+            link().send_if_modified(|l| {
+                let back = l.down;
+                if back {
+                    l.down = false;
+                    l.reconnects += 1;
+                }
+                back
+            });
+        }
+        _ => {}
+    }
+}
+
 /// Counts and logs what the server refuses (a permission this user lacks); the rest of
 /// the connection's life is logged at debug level.
 fn on_event(event: Event) {
+    note_link_event(&event);
     match &event {
         Event::ServerError(ServerError::Other(message))
             if message

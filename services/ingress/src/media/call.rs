@@ -107,6 +107,16 @@ pub(crate) struct Call<B: Backend> {
     /// The newest turn of bot audio and the earliest producer time (µs) of its chunks:
     /// where a gap repair reads the stream from.
     pub(super) turn_since: Option<(u32, u64)>,
+    /// The process' NATS link: bot audio missed while it was down is read back.
+    pub(super) link: tokio::sync::watch::Receiver<sb_runtime::nats::Link>,
+}
+
+/// What NATS brought a call.
+pub(crate) enum FromNats {
+    /// An event of the call (`None`: its subscription ended).
+    Event(Option<Envelope>),
+    /// The link is back after going down.
+    Relinked(sb_runtime::nats::Link),
 }
 
 impl<B: Backend> Call<B> {
@@ -206,6 +216,7 @@ impl<B: Backend> Call<B> {
             send_failures: 0,
             audio_events: 0,
             turn_since: None,
+            link: sb_runtime::nats::link_watch(),
         };
         if let Some(handoff) = handoff {
             call.resume(handoff).await;
@@ -251,11 +262,18 @@ impl<B: Backend> Call<B> {
         }
     }
 
-    /// The next event of this call from NATS; never resolves without a subscription.
-    pub(crate) async fn next_event(&mut self) -> Option<Envelope> {
-        match self.events.as_mut() {
-            Some(events) => events.next().await,
-            None => std::future::pending().await,
+    /// The next event of this call from NATS (never, without a subscription), or the
+    /// process' NATS link back after going down.
+    pub(crate) async fn next_from_nats(&mut self) -> FromNats {
+        let next = async {
+            match self.events.as_mut() {
+                Some(events) => events.next().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            event = next => FromNats::Event(event),
+            link = super::relink::relinked(&mut self.link) => FromNats::Relinked(link),
         }
     }
 
@@ -310,13 +328,7 @@ impl<B: Backend> Call<B> {
                     dropped("fault", 1);
                     return None;
                 }
-                self.latest_turn = self.latest_turn.max(event.turn);
-                self.turn_since = match self.turn_since {
-                    Some((turn, at)) if turn == event.turn => Some((turn, at.min(event.at))),
-                    Some((turn, _)) if turn > event.turn => self.turn_since,
-                    _ => Some((event.turn, event.at)),
-                };
-                match self.playback.push(event.turn, chunk, Instant::now()) {
+                match self.take_chunk(event.turn, event.at, chunk) {
                     Ok(0) => {}
                     Ok(superseded) => dropped("superseded", superseded),
                     Err(reason) => dropped(reason.as_str(), 1),
@@ -329,6 +341,23 @@ impl<B: Backend> Call<B> {
             }
             _ => None,
         }
+    }
+
+    /// A chunk of bot audio (live, or read back) into the playback; tracks the newest turn
+    /// and when its audio began.
+    pub(super) fn take_chunk(
+        &mut self,
+        turn: u32,
+        at: u64,
+        chunk: sb_schemas::TtsChunk,
+    ) -> Result<usize, crate::playback::Dropped> {
+        self.latest_turn = self.latest_turn.max(turn);
+        self.turn_since = match self.turn_since {
+            Some((newest, since)) if newest == turn => Some((turn, since.min(at))),
+            Some((newest, _)) if newest > turn => self.turn_since,
+            _ => Some((turn, at)),
+        };
+        self.playback.push(turn, chunk, Instant::now())
     }
 
     fn fresh_epoch(&mut self, epoch: u64) -> bool {

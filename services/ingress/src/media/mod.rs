@@ -14,6 +14,7 @@ mod call;
 mod fast;
 mod gate;
 mod handoff;
+mod relink;
 mod session;
 
 use axum::extract::State;

@@ -6,7 +6,8 @@
 //! bad one — malformed, oversized, unknown, binary, before `start`, a second `start`, wrong
 //! stream — is rejected on its own, counted and logged, and the call goes on; a `start` the
 //! gate refuses closes the socket with 1008), the call's NATS events, the pacing clock, the
-//! drain (the live call is moved to another replica) and the drain deadline. Produces the outbound messages (sent as soon as due) and, through
+//! drain (the live call is moved to another replica), the NATS link coming back (missed bot
+//! audio is read back) and the drain deadline. Produces the outbound messages (sent as soon as due) and, through
 //! [`Call`], the call's events. State: this task's memory; it ends with the socket.
 
 use futures::{Sink, SinkExt as _, Stream, StreamExt as _};
@@ -15,7 +16,7 @@ use sb_schemas::Envelope;
 use sb_twilio::media::{InboundMessage, decode_payload, parse_inbound};
 use tokio::time::Instant;
 
-use super::call::{Call, EndCause};
+use super::call::{Call, EndCause, FromNats};
 use super::{CLOSE_POLICY_VIOLATION, CLOSE_TOO_BIG, Incoming, Outgoing, fast};
 
 /// WebSocket close code of a socket closed for being idle (RFC 6455: normal closure).
@@ -96,7 +97,15 @@ where
                 Step::Go
             }
             () = sleep_until(wake) => Step::Go,
-            event = next_event(&mut socket.call) => socket.on_event(event, &mut sink).await,
+            from = next_from_nats(&mut socket.call) => match from {
+                FromNats::Event(event) => socket.on_event(event, &mut sink).await,
+                FromNats::Relinked(link) => {
+                    if let Some(call) = socket.call.as_mut() {
+                        call.catch_up(link).await;
+                    }
+                    Step::Go
+                }
+            },
             frame = stream.next() => {
                 last_frame = Instant::now();
                 match frame {
@@ -165,9 +174,9 @@ async fn sleep_until(wake: Option<Instant>) {
     }
 }
 
-async fn next_event<B: Backend>(call: &mut Option<Call<B>>) -> Option<Envelope> {
+async fn next_from_nats<B: Backend>(call: &mut Option<Call<B>>) -> FromNats {
     match call {
-        Some(call) => call.next_event().await,
+        Some(call) => call.next_from_nats().await,
         None => std::future::pending().await,
     }
 }
