@@ -30,6 +30,9 @@ pub(crate) struct Settings {
     pub(crate) answer: Option<Answer>,
     pub(crate) timing: Timing,
     pub(crate) delivery: Delivery,
+    /// The stand-in's own URL once it listens: answered calls' control lines register
+    /// there unless the caller config names another.
+    pub(crate) own_url: Arc<std::sync::OnceLock<String>>,
 }
 
 /// One created call.
@@ -209,6 +212,9 @@ impl Life {
         config.max_call = max_call;
         config.send_status_callback = false;
         config.webhook_extra = webhook_extra;
+        if config.control_url.is_none() {
+            config.control_url = self.settings.own_url.get().cloned();
+        }
         if let Ok(parsed) = url::Url::parse(url) {
             config.public_url = parsed.origin().ascii_serialization();
             config.voice_path = match parsed.query() {

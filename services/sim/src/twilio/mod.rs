@@ -24,6 +24,7 @@ mod state;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 
 use anyhow::Context as _;
 
@@ -124,16 +125,21 @@ pub async fn spawn(config: Config) -> std::io::Result<(SimServer, TwilioState)> 
         (None, Some(answer)) => Some(Callees::new(Callee::Human(answer.scenario.clone()))),
         (None, None) => None,
     };
+    let own_url = Arc::new(OnceLock::new());
     let lives = callees.map(|callees| {
         let ingress = config.answer.as_ref().map(|a| a.caller.ingress_url.clone());
         let settings = life::Settings {
             delivery: callback::Delivery::new(config.auth_token, ingress),
             answer: config.answer,
             timing: config.timing,
+            own_url: own_url.clone(),
         };
         (settings, callees)
     });
     let server = SimServer::spawn(config.addr, routes::router(state.clone(), lives)).await?;
+    // Answered calls register their media line here, so updates (a redirect, a hang-up)
+    // reach them as they reach the callers a test places itself.
+    let _ = own_url.set(format!("http://{}", server.addr()));
     Ok((server, state))
 }
 
