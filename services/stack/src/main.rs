@@ -82,8 +82,8 @@ enum Command {
         /// restart-redis-empty, roll (default: all but kill-all).
         #[arg(long, value_delimiter = ',')]
         faults: Vec<String>,
-        /// One fault of each kind (kill-all, restart-nats, restart-redis-aof,
-        /// restart-redis-empty, roll), 4 calls of 4 questions.
+        /// One fault of each kind (kill-all, restart-redis-aof, restart-redis-empty, roll),
+        /// 4 calls of 4 questions.
         #[arg(long)]
         quick: bool,
         /// Where logs go.
