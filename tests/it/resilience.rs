@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use futures::TryStreamExt as _;
 use sb_schemas::{Body, CallSid};
-use sb_sim::caller::{CallerConfig, EndedBy, Scenario, place_call};
+use sb_sim::caller::{CallReport, CallerConfig, EndedBy, Scenario, place_call};
 use sb_stack::{
     Stack,
     stack::{AUTH_TOKEN, PUBLIC_URL, Service},
@@ -194,18 +194,21 @@ async fn serving_replica(stack: &Stack) -> Option<usize> {
     None
 }
 
-/// The ingress serving a call is drained (SIGTERM) while the bot is mid-sentence: the
-/// call moves to the other replica through a Twilio redirect, the caller hears the rest of
-/// the sentence after a gap of at most 500 ms and the next question is answered; the call
-/// has one `end`, its hang-up.
-#[tokio::test]
-async fn an_ingress_drained_mid_sentence_moves_its_call() {
+/// A call on a stack with two ingress replicas, in the middle of its first, long answer
+/// (its transcript is in and three chunks of the answer are stored): the stack, the
+/// caller's task, the replica serving the call and the logs' directory.
+async fn mid_answer() -> (
+    Stack,
+    tokio::task::JoinHandle<Result<CallReport, sb_sim::caller::CallerError>>,
+    usize,
+    tempfile::TempDir,
+) {
     let replies = [
         "We open at nine in the morning and close at five in the evening, every day of the \
          week but Sunday, when we rest.",
         "Yes, every card works.",
     ];
-    let (mut stack, _dir) = stack(|c| {
+    let (stack, dir) = stack(|c| {
         c.replicas.ingress = 2;
         c.stt_script = QUESTIONS.map(String::from).to_vec();
         c.llm_replies = replies.map(String::from).to_vec();
@@ -215,8 +218,6 @@ async fn an_ingress_drained_mid_sentence_moves_its_call() {
     let scenario = Scenario::from_toml(&asking(&QUESTIONS[..2], 20_000)).unwrap();
     let config = stack.caller_config();
     let caller = tokio::spawn(async move { place_call(config, &scenario).await });
-
-    // The first answer is being spoken: its transcript is in, and three more chunks.
     eventually("the first question", Duration::from_secs(60), || async {
         (transcripts(&js).await? >= 1).then_some(())
     })
@@ -233,110 +234,12 @@ async fn an_ingress_drained_mid_sentence_moves_its_call() {
     })
     .await
     .unwrap();
-    let exited = stack
-        .stop_replica(Service::Ingress, serving, Duration::from_secs(15))
-        .await
-        .unwrap();
-    assert!(exited, "the drained ingress exited once its call moved");
-
-    let report = caller.await.unwrap().expect("the call completes");
-    eprintln!(
-        "migration: longest gap {} ms, late frames {}",
-        report.longest_gap_ms, report.late_frames
-    );
-    assert_eq!(report.redirects, 1, "{report}");
-    for (i, turn) in report.turns.iter().enumerate() {
-        assert!(
-            turn.first_bot_audio_ms.is_some(),
-            "turn {i} unanswered: {report}"
-        );
-    }
-    assert!(
-        report.longest_gap_ms <= 500,
-        "the caller heard {} ms of silence mid-sentence: {report}",
-        report.longest_gap_ms
-    );
-    let sid = CallSid::parse(&report.call_sid).unwrap();
-    let log = log_after_end(&stack, &sid).await;
-    let sentences: Vec<u32> = log
-        .envelopes()
-        .filter_map(|e| match &e.body {
-            Body::Sentence(s) if e.turn == 1 => Some(s.index),
-            _ => None,
-        })
-        .collect();
-    for index in sentences {
-        let name = format!("1:{index}");
-        assert!(
-            report.marks.iter().any(|m| m.name == name && !m.cleared),
-            "sentence {name} was not heard to its end: {report}"
-        );
-    }
-    let ends: Vec<_> = log
-        .envelopes()
-        .filter_map(|e| match &e.body {
-            Body::End(end) => Some(end.reason),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(ends, [sb_schemas::EndReason::Stop], "one end, the hang-up");
-    let resumed = counter_total(
-        &stack,
-        "switchboard_ingress_migrations_total{outcome=\"resumed\"",
-    )
-    .await;
-    assert_eq!(resumed, 1.0);
-    stack.stop().await;
+    (stack, caller, serving, dir)
 }
 
-/// An ingress SIGKILLed mid-answer: the caller's stream drops, Twilio requests the
-/// stream's `<Connect action>`, another replica connects the call anew (a `lost` handoff)
-/// and resumes it from where the log says it stood: the answer goes on from the sentence
-/// the caller was in, the next question is answered, and the call ends once, by the
-/// caller's hang-up.
-#[tokio::test]
-async fn an_ingress_killed_mid_call_reconnects_its_call() {
-    let replies = [
-        "We open at nine in the morning and close at five in the evening, every day of the \
-         week but Sunday, when we rest.",
-        "Yes, every card works.",
-    ];
-    let (mut stack, _dir) = stack(|c| {
-        c.replicas.ingress = 2;
-        c.stt_script = QUESTIONS.map(String::from).to_vec();
-        c.llm_replies = replies.map(String::from).to_vec();
-    })
-    .await;
-    let js = stack.jetstream().await.unwrap();
-    let scenario = Scenario::from_toml(&asking(&QUESTIONS[..2], 20_000)).unwrap();
-    let config = stack.caller_config();
-    let caller = tokio::spawn(async move { place_call(config, &scenario).await });
-
-    eventually("the first question", Duration::from_secs(60), || async {
-        (transcripts(&js).await? >= 1).then_some(())
-    })
-    .await
-    .unwrap();
-    let before = stored(&js, "AUDIO", "audio.*.*.out").await.unwrap();
-    eventually("the answer's audio", Duration::from_secs(30), || async {
-        (stored(&js, "AUDIO", "audio.*.*.out").await? >= before + 3).then_some(())
-    })
-    .await
-    .unwrap();
-    let serving = eventually("the serving ingress", Duration::from_secs(10), || {
-        serving_replica(&stack)
-    })
-    .await
-    .unwrap();
-    stack.kill(Service::Ingress, serving).await.unwrap();
-
-    let report = caller.await.unwrap().expect("the call completes");
-    eprintln!(
-        "reconnect: longest gap {} ms, late frames {}",
-        report.longest_gap_ms, report.late_frames
-    );
-    assert_eq!(report.reconnects, 1, "{report}");
-    assert_eq!(report.ended_by, EndedBy::Caller, "{report}");
+/// After the call ended: both questions were answered, every sentence of `turns` was heard
+/// to its end (its mark echoed, not cleared), and the call has one `end`, its hang-up.
+async fn heard_whole_and_ended_once(stack: &Stack, report: &CallReport, turns: &[u32]) {
     for (i, turn) in report.turns.iter().enumerate() {
         assert!(
             turn.first_bot_audio_ms.is_some(),
@@ -344,8 +247,8 @@ async fn an_ingress_killed_mid_call_reconnects_its_call() {
         );
     }
     let sid = CallSid::parse(&report.call_sid).unwrap();
-    let log = log_after_end(&stack, &sid).await;
-    for turn in [1, 2] {
+    let log = log_after_end(stack, &sid).await;
+    for &turn in turns {
         let sentences: Vec<u32> = log
             .envelopes()
             .filter_map(|e| match &e.body {
@@ -370,6 +273,60 @@ async fn an_ingress_killed_mid_call_reconnects_its_call() {
         })
         .collect();
     assert_eq!(ends, [sb_schemas::EndReason::Stop], "one end, the hang-up");
+}
+
+/// The ingress serving a call is drained (SIGTERM) while the bot is mid-sentence: the
+/// call moves to the other replica through a Twilio redirect, the caller hears the rest of
+/// the sentence after a gap of at most 500 ms and the next question is answered; the call
+/// has one `end`, its hang-up.
+#[tokio::test]
+async fn an_ingress_drained_mid_sentence_moves_its_call() {
+    let (mut stack, caller, serving, _dir) = mid_answer().await;
+    let exited = stack
+        .stop_replica(Service::Ingress, serving, Duration::from_secs(15))
+        .await
+        .unwrap();
+    assert!(exited, "the drained ingress exited once its call moved");
+
+    let report = caller.await.unwrap().expect("the call completes");
+    eprintln!(
+        "migration: longest gap {} ms, late frames {}",
+        report.longest_gap_ms, report.late_frames
+    );
+    assert_eq!(report.redirects, 1, "{report}");
+    assert!(
+        report.longest_gap_ms <= 500,
+        "the caller heard {} ms of silence mid-sentence: {report}",
+        report.longest_gap_ms
+    );
+    heard_whole_and_ended_once(&stack, &report, &[1]).await;
+    let resumed = counter_total(
+        &stack,
+        "switchboard_ingress_migrations_total{outcome=\"resumed\"",
+    )
+    .await;
+    assert_eq!(resumed, 1.0);
+    stack.stop().await;
+}
+
+/// An ingress SIGKILLed mid-answer: the caller's stream drops, Twilio requests the
+/// stream's `<Connect action>`, another replica connects the call anew (a `lost` handoff)
+/// and resumes it from where the log says it stood: the answer goes on from the sentence
+/// the caller was in, the next question is answered, and the call ends once, by the
+/// caller's hang-up.
+#[tokio::test]
+async fn an_ingress_killed_mid_call_reconnects_its_call() {
+    let (mut stack, caller, serving, _dir) = mid_answer().await;
+    stack.kill(Service::Ingress, serving).await.unwrap();
+
+    let report = caller.await.unwrap().expect("the call completes");
+    eprintln!(
+        "reconnect: longest gap {} ms, late frames {}",
+        report.longest_gap_ms, report.late_frames
+    );
+    assert_eq!(report.reconnects, 1, "{report}");
+    assert_eq!(report.ended_by, EndedBy::Caller, "{report}");
+    heard_whole_and_ended_once(&stack, &report, &[1, 2]).await;
     let reconnected = counter_total(
         &stack,
         "switchboard_ingress_migrations_total{outcome=\"reconnected\"",

@@ -6,25 +6,11 @@
 
 mod common;
 
-use bytes::Bytes;
 use common::line::{Line, media_bytes};
-use sb_schemas::testing::tenant_id;
-use sb_schemas::{Body, Envelope, Mulaw, TtsChunk};
 
-/// A chunk of turn 0, sentence 0, every byte `byte`.
-fn stored(line: &Line, chunk: u32, last: bool, byte: u8) -> Envelope {
-    Envelope::new(
-        tenant_id(line.tenant),
-        line.sid.clone(),
-        0,
-        Body::TtsChunk(TtsChunk {
-            sentence: 0,
-            chunk,
-            last,
-            turn_last: last,
-            payload: Mulaw(Bytes::from(vec![byte; 160])),
-        }),
-    )
+/// A one-frame chunk of turn 0, sentence 0, every byte `byte`, as the stream holds it.
+fn stored(line: &Line, chunk: u32, last: bool, byte: u8) -> sb_schemas::Envelope {
+    line.chunk_event(0, (0, chunk), 1, (last, last), byte)
 }
 
 /// Chunks 0 and 2 arrive live, chunk 1 only reached the stream: it is fetched and the

@@ -8,35 +8,18 @@
 mod common;
 
 use async_nats::Event;
-use bytes::Bytes;
 use common::line::{Line, media_bytes};
-use sb_schemas::testing::tenant_id;
-use sb_schemas::{Body, Envelope, Mulaw, TtsChunk};
-
-/// Turn 0's only sentence, stored while the link was down: two chunks of `byte`s.
-fn stored(line: &Line, chunk: u32, byte: u8) -> Envelope {
-    let last = chunk == 1;
-    Envelope::new(
-        tenant_id(line.tenant),
-        line.sid.clone(),
-        0,
-        Body::TtsChunk(TtsChunk {
-            sentence: 0,
-            chunk,
-            last,
-            turn_last: last,
-            payload: Mulaw(Bytes::from(vec![byte; 160])),
-        }),
-    )
-}
 
 #[tokio::test(start_paused = true)]
 async fn an_answer_missed_while_nats_was_down_is_read_back() {
     let mut line = Line::open(1, "acme");
     line.start().await;
     sb_runtime::nats::note_link_event(&Event::Disconnected);
-    line.backend.store_bot_audio(stored(&line, 0, 1));
-    line.backend.store_bot_audio(stored(&line, 1, 2));
+    // Turn 0's only sentence, two chunks, stored while the link was down.
+    line.backend
+        .store_bot_audio(line.chunk_event(0, (0, 0), 1, (false, false), 1));
+    line.backend
+        .store_bot_audio(line.chunk_event(0, (0, 1), 1, (true, true), 2));
     sb_runtime::nats::note_link_event(&Event::Connected);
     let out = line.until_mark("0:0").await;
     let mut expected = vec![1u8; 160];

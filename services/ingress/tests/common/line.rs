@@ -210,20 +210,30 @@ impl Line {
         assert!(self.backend.deliver(event), "the call is subscribed");
     }
 
-    /// Bot audio: every byte of the chunk is `byte`.
+    /// Bot audio, delivered live: every byte of the chunk is `byte`.
     /// `at` = (sentence, chunk), `ends` = (last, turn_last).
     pub fn chunk(&self, turn: u32, at: (u32, u32), frames: usize, ends: (bool, bool), byte: u8) {
-        let ((sentence, chunk), (last, turn_last)) = (at, ends);
-        self.deliver(
-            turn,
-            Body::TtsChunk(TtsChunk {
-                sentence,
-                chunk,
-                last,
-                turn_last,
-                payload: Mulaw(Bytes::from(vec![byte; frames * 160])),
-            }),
-        );
+        let event = self.chunk_event(turn, at, frames, ends, byte);
+        assert!(self.backend.deliver(event), "the call is subscribed");
+    }
+
+    /// The event of [`Line::chunk`], not delivered (to store it "in the stream" instead).
+    pub fn chunk_event(
+        &self,
+        turn: u32,
+        (sentence, chunk): (u32, u32),
+        frames: usize,
+        (last, turn_last): (bool, bool),
+        byte: u8,
+    ) -> Envelope {
+        let body = Body::TtsChunk(TtsChunk {
+            sentence,
+            chunk,
+            last,
+            turn_last,
+            payload: Mulaw(Bytes::from(vec![byte; frames * 160])),
+        });
+        Envelope::new(tenant_id(self.tenant), self.sid.clone(), turn, body)
     }
 
     /// The next message to Twilio and when it came; `None` when the socket closed (with or

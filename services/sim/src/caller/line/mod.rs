@@ -265,20 +265,8 @@ impl<Si: Sink<Message> + Unpin> Line<Si> {
         };
         let _ = self.send(stop).await;
         let _ = self.sink.close().await;
-        self.sink = sink;
-        self.playback.clear();
-        self.setup.stream_sid = super::new_sid("MZ");
-        self.setup.custom_parameters = parameters;
-        self.sequence = 0;
-        self.chunk = 0;
         self.report.redirects += 1;
-        let note = format!(
-            "stream moved to {} at {} ms",
-            self.setup.stream_sid,
-            self.now_ms()
-        );
-        self.report.notes.push(note);
-        self.start_stream().await
+        self.continue_on(sink, parameters, "stream moved to").await
     }
 
     /// The stream dropped and its `<Connect action>` connected a new one: no `stop` (the
@@ -288,18 +276,26 @@ impl<Si: Sink<Message> + Unpin> Line<Si> {
         sink: Si,
         parameters: BTreeMap<String, String>,
     ) -> Result<(), Closed> {
+        self.report.reconnects += 1;
+        self.continue_on(sink, parameters, "stream dropped; reconnected as")
+            .await
+    }
+
+    /// The call goes on on a new stream: what Twilio buffered of the old one is not played;
+    /// `connected` and `start` with a new `streamSid` and `parameters`, numbering from 1.
+    async fn continue_on(
+        &mut self,
+        sink: Si,
+        parameters: BTreeMap<String, String>,
+        why: &str,
+    ) -> Result<(), Closed> {
         self.sink = sink;
         self.playback.clear();
         self.setup.stream_sid = super::new_sid("MZ");
         self.setup.custom_parameters = parameters;
         self.sequence = 0;
         self.chunk = 0;
-        self.report.reconnects += 1;
-        let note = format!(
-            "stream dropped; reconnected as {} at {} ms",
-            self.setup.stream_sid,
-            self.now_ms()
-        );
+        let note = format!("{why} {} at {} ms", self.setup.stream_sid, self.now_ms());
         self.report.notes.push(note);
         self.start_stream().await
     }
