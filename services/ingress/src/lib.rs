@@ -19,6 +19,7 @@ pub mod media;
 mod meters;
 pub mod migrate;
 pub mod playback;
+mod stream_ended;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod webhook;
@@ -113,7 +114,7 @@ pub fn app<B: Backend>(state: IngressState<B>) -> Router {
         )
         .route(
             migrate::STREAM_ENDED_PATH,
-            post(webhook::handle::<B, webhook::StreamEnded>),
+            post(webhook::handle::<B, stream_ended::StreamEnded>),
         )
         .route(&settings.media_path, get(media::upgrade::<B>))
         .layer(DefaultBodyLimit::max(settings.max_form_bytes))
