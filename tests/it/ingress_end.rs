@@ -1,8 +1,10 @@
 //! How a media socket's call ends, against the real ingress, NATS and Redis (issue 15): a
 //! socket that goes silent after `start` is closed after its tenant's idle timeout with
 //! `end` reason `IdleTimeout`; one whose TCP connection is cut without `stop` ends with
-//! `Closed`, not with a hang-up's `Stop`. The sockets are opened by hand (signed, with the
-//! webhook's credential), so they can go silent or vanish mid-call.
+//! `Closed`, not with a hang-up's `Stop`, unless Twilio connects the call anew through the
+//! stream's `<Connect action>` (then the old socket ends without `end`). The sockets are
+//! opened by hand (signed, with the webhook's credential), so they can go silent or vanish
+//! mid-call.
 
 use std::time::Duration;
 
@@ -11,11 +13,11 @@ use sb_ingress::{Ingress, IngressConfig};
 use sb_schemas::{Body, CallSid, EndReason};
 use sb_sim::caller::new_sid;
 use sb_tests::{TestEnv, eventually};
-use sb_twilio::media::{InboundMessage, MediaFormat, StartMeta};
+use sb_twilio::media::{InboundMessage, MediaFormat, StartMeta, StopMeta};
 use sb_twilio::signature::{sign_url, websocket_url};
 use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest as _};
 
-use crate::ingress::{PUBLIC, TOKEN, call_events, incoming_call};
+use crate::ingress::{PUBLIC, TOKEN, acme_call, call_events, incoming_call, post_signed};
 
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -52,7 +54,14 @@ async fn started_call(ingress: &Ingress) -> (CallSid, Socket) {
     let sid = CallSid::parse(&new_sid("CA")).unwrap();
     let (status, twiml) = incoming_call(ingress.addr, &sid).await;
     assert_eq!(status, 200, "{twiml}");
-    let stream = sb_twilio::twiml::parse(&twiml)
+    let (socket, _) = open_stream(ingress, &sid, &twiml).await;
+    (sid, socket)
+}
+
+/// The `<Connect><Stream>` of `twiml`, opened as Twilio opens it: signed, `connected`, then
+/// `start` with the stream's parameters; the socket and its `streamSid`.
+async fn open_stream(ingress: &Ingress, sid: &CallSid, twiml: &str) -> (Socket, String) {
+    let stream = sb_twilio::twiml::parse(twiml)
         .unwrap()
         .connect_stream()
         .unwrap()
@@ -70,12 +79,13 @@ async fn started_call(ingress: &Ingress) -> (CallSid, Socket) {
         protocol: "Call".into(),
         version: "1.0.0".into(),
     };
+    let stream_sid = new_sid("MZ");
     let start = InboundMessage::Start {
         sequence_number: 1,
-        stream_sid: new_sid("MZ"),
+        stream_sid: stream_sid.clone(),
         start: StartMeta {
             account_sid: sb_sim::caller::DEFAULT_ACCOUNT_SID.into(),
-            stream_sid: new_sid("MZ"),
+            stream_sid: stream_sid.clone(),
             call_sid: sid.as_str().into(),
             tracks: vec!["inbound".into()],
             media_format: MediaFormat::default(),
@@ -85,7 +95,7 @@ async fn started_call(ingress: &Ingress) -> (CallSid, Socket) {
     for message in [connected, start] {
         socket.send(Message::text(message.to_json())).await.unwrap();
     }
-    (sid, socket)
+    (socket, stream_sid)
 }
 
 /// The call's `end` reasons as stored, once there is one.
@@ -145,4 +155,53 @@ async fn a_cut_connection_ends_the_call_as_closed() {
     .unwrap();
     drop(socket);
     assert_eq!(ends(&env, &sid).await, [EndReason::Closed]);
+}
+
+/// The connection between Twilio and a live ingress is cut (no `stop`): Twilio requests the
+/// stream's `<Connect action>` and connects the call anew; the old socket sees the new one
+/// take the call and ends without `end`, so the call has one `end`, its real hang-up.
+#[tokio::test]
+async fn a_stream_cut_under_a_live_ingress_is_connected_anew() {
+    let env = TestEnv::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (_runtime, ingress) = start(&env, 60, dir.path()).await;
+    let (sid, socket) = started_call(&ingress).await;
+    eventually("the call's start", Duration::from_secs(10), || async {
+        call_events(&env, &sid)
+            .await
+            .iter()
+            .any(|e| matches!(e.body, Body::Start(_)))
+            .then_some(())
+    })
+    .await
+    .unwrap();
+    drop(socket);
+
+    // What Twilio asks once the stream ended while the call lives.
+    let mut params = acme_call(&sid).params;
+    for (name, value) in &mut params {
+        if name == "CallStatus" {
+            *value = "in-progress".into();
+        }
+    }
+    let action = "/twilio/stream-ended?tenant=acme";
+    let (status, twiml) = post_signed(ingress.addr, action, &params).await;
+    assert_eq!(status, 200, "{twiml}");
+    let again = sb_twilio::twiml::parse(&twiml).unwrap();
+    let stream = again.connect_stream().expect("the call is connected anew");
+    assert!(
+        stream.parameters.iter().any(|(name, _)| name == "handoff"),
+        "{twiml}"
+    );
+    let (mut socket, stream_sid) = open_stream(&ingress, &sid, &twiml).await;
+    let stop = InboundMessage::Stop {
+        sequence_number: 2,
+        stream_sid,
+        stop: StopMeta {
+            account_sid: sb_sim::caller::DEFAULT_ACCOUNT_SID.into(),
+            call_sid: sid.as_str().into(),
+        },
+    };
+    socket.send(Message::text(stop.to_json())).await.unwrap();
+    assert_eq!(ends(&env, &sid).await, [EndReason::Stop]);
 }

@@ -495,7 +495,6 @@ impl<B: Backend> Call<B> {
             if let Some(audio) = self.batch.flush() {
                 self.send_audio(audio, true).await;
             }
-            let backend = &self.state.backend;
             if cause == EndCause::Migrated {
                 self.stopped_here().await;
                 self.live.release().await;
@@ -505,6 +504,14 @@ impl<B: Backend> Call<B> {
                 );
                 return;
             }
+            if cause == EndCause::Closed && self.reconnected_elsewhere().await {
+                tracing::info!(
+                    frames_in = self.batch.frames(),
+                    "stream dropped; the call goes on on a new socket"
+                );
+                return;
+            }
+            let backend = &self.state.backend;
             let first = backend.claim_end(&self.sid).await.unwrap_or_else(|error| {
                 tracing::warn!(error = %error, "end claim failed; publishing anyway");
                 true

@@ -229,6 +229,15 @@ impl<B: Backend> LiveClaim<B> {
         }
     }
 
+    /// Whether another socket holds the call now (its stream was connected anew there).
+    /// Refreshes this socket's claim otherwise; a Redis error counts as not taken.
+    pub(crate) async fn taken_over(&self) -> bool {
+        matches!(
+            self.backend.live_refresh(&self.sid, &self.owner).await,
+            Ok(false)
+        )
+    }
+
     /// Stops refreshing and deletes the claim if it is still this socket's.
     pub(crate) async fn release(self) {
         self.refresher.abort();

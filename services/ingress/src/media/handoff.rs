@@ -25,6 +25,12 @@ use crate::migrate::{HANDOFF_PARAMETER, stream_twiml};
 use crate::playback::Position;
 use crate::{Backend, LastHeard};
 
+/// How long a socket whose stream dropped waits for the call to be connected anew
+/// elsewhere before it ends the call: Twilio's action request and the new socket's
+/// handshake take well under a second.
+const RECONNECT_GRACE: Duration = Duration::from_secs(3);
+/// How often it looks.
+const RECONNECT_POLL: Duration = Duration::from_millis(50);
 /// How long a resumed socket waits for the old stream to report where it stopped.
 const STOPPED_WAIT: Duration = Duration::from_secs(3);
 /// How often it looks.
@@ -84,6 +90,25 @@ impl<B: Backend> Call<B> {
                 let _ = backend.handoff_cancel(&self.sid).await;
                 false
             }
+        }
+    }
+
+    /// The stream dropped without `stop`: Twilio may be connecting the call anew through
+    /// the stream's `<Connect action>` (a network cut between Twilio and this replica).
+    /// Waits up to [`RECONNECT_GRACE`] for another socket to take the call; `true` when one
+    /// did (this socket then ends without `end`).
+    pub(crate) async fn reconnected_elsewhere(&mut self) -> bool {
+        let deadline = Instant::now() + RECONNECT_GRACE;
+        loop {
+            if self.live.taken_over().await {
+                metrics::counter!(Metric::IngressMigrations.name(), "outcome" => "handed_over")
+                    .increment(1);
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(RECONNECT_POLL).await;
         }
     }
 
