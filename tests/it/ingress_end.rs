@@ -98,6 +98,19 @@ async fn open_stream(ingress: &Ingress, sid: &CallSid, twiml: &str) -> (Socket, 
     (socket, stream_sid)
 }
 
+/// Waits until the call's `start` is stored: its socket passed the gate.
+async fn admitted(env: &TestEnv, sid: &CallSid) {
+    eventually("the call's start", Duration::from_secs(10), || async {
+        call_events(env, sid)
+            .await
+            .iter()
+            .any(|e| matches!(e.body, Body::Start(_)))
+            .then_some(())
+    })
+    .await
+    .unwrap();
+}
+
 /// The call's `end` reasons as stored, once there is one.
 async fn ends(env: &TestEnv, sid: &CallSid) -> Vec<EndReason> {
     eventually("the call's end", Duration::from_secs(20), || async {
@@ -144,15 +157,7 @@ async fn a_cut_connection_ends_the_call_as_closed() {
     let (_runtime, ingress) = start(&env, 60, dir.path()).await;
     let (sid, socket) = started_call(&ingress).await;
     // Admitted first (its `start` stored), then the TCP connection is dropped.
-    eventually("the call's start", Duration::from_secs(10), || async {
-        call_events(&env, &sid)
-            .await
-            .iter()
-            .any(|e| matches!(e.body, Body::Start(_)))
-            .then_some(())
-    })
-    .await
-    .unwrap();
+    admitted(&env, &sid).await;
     drop(socket);
     assert_eq!(ends(&env, &sid).await, [EndReason::Closed]);
 }
@@ -166,15 +171,7 @@ async fn a_stream_cut_under_a_live_ingress_is_connected_anew() {
     let dir = tempfile::tempdir().unwrap();
     let (_runtime, ingress) = start(&env, 60, dir.path()).await;
     let (sid, socket) = started_call(&ingress).await;
-    eventually("the call's start", Duration::from_secs(10), || async {
-        call_events(&env, &sid)
-            .await
-            .iter()
-            .any(|e| matches!(e.body, Body::Start(_)))
-            .then_some(())
-    })
-    .await
-    .unwrap();
+    admitted(&env, &sid).await;
     drop(socket);
 
     // What Twilio asks once the stream ended while the call lives.
