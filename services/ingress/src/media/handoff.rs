@@ -204,10 +204,10 @@ impl<B: Backend> Call<B> {
                 Vec::new()
             }
         };
-        let now = Instant::now();
         for event in events {
             if let Body::TtsChunk(chunk) = event.body {
-                let _ = self.playback.push(event.turn, chunk, now);
+                // A newer turn read back counts as the call's newest, as a live one does.
+                let _ = self.take_chunk(event.turn, event.at, chunk);
             }
         }
         let outcome = if lost { "reconnected" } else { "resumed" };
