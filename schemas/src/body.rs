@@ -47,6 +47,10 @@ pub enum Body {
     AnsweredBy(AnsweredBy),
     /// An outbound call's attempt ended: its outcome and what happens to the contact.
     DialResult(DialResult),
+    /// The model called one of the tenant's tools; the agent sends it to the tenant.
+    ToolCall(ToolCall),
+    /// What the tenant's tool answered (or why it did not).
+    ToolResult(ToolResult),
 }
 
 /// The kind of a body: the last subject token of control events, a metric label.
@@ -68,10 +72,12 @@ pub enum Kind {
     Dial,
     AnsweredBy,
     DialResult,
+    ToolCall,
+    ToolResult,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 16] = [
+    pub const ALL: [Kind; 18] = [
         Kind::Webhook,
         Kind::Start,
         Kind::Audio,
@@ -88,6 +94,8 @@ impl Kind {
         Kind::Dial,
         Kind::AnsweredBy,
         Kind::DialResult,
+        Kind::ToolCall,
+        Kind::ToolResult,
     ];
 
     /// The wire name (serde tag and subject token).
@@ -109,6 +117,8 @@ impl Kind {
             Kind::Dial => "dial",
             Kind::AnsweredBy => "answered_by",
             Kind::DialResult => "dial_result",
+            Kind::ToolCall => "tool_call",
+            Kind::ToolResult => "tool_result",
         }
     }
 
@@ -147,6 +157,8 @@ impl Body {
             Body::Dial(_) => Kind::Dial,
             Body::AnsweredBy(_) => Kind::AnsweredBy,
             Body::DialResult(_) => Kind::DialResult,
+            Body::ToolCall(_) => Kind::ToolCall,
+            Body::ToolResult(_) => Kind::ToolResult,
         }
     }
 }
@@ -373,4 +385,69 @@ pub struct DialResult {
     /// For `retry`: not before this time (ms since the epoch).
     #[serde(default)]
     pub retry_at_ms: u64,
+}
+
+/// One tool call of the model, as the agent sends it to the tenant's endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolCall {
+    /// The model's id for the call (`call_…`), echoed in the result.
+    pub id: String,
+    /// The tenant's tool name.
+    pub name: String,
+    /// The arguments as the model wrote them (JSON text; not necessarily valid).
+    pub arguments: String,
+    /// Which model request of the turn asked for it, from 0 (a tool's answer can ask for
+    /// another tool).
+    pub round: u32,
+}
+
+/// How a tool call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ToolOutcome {
+    /// A 2xx with a JSON body: `result` holds it.
+    Ok,
+    /// Sent without waiting (the tool's `wait = false`): the model was told it was sent.
+    Sent,
+    /// No answer within the tool's timeout.
+    Timeout,
+    /// The endpoint answered a non-2xx status.
+    Status,
+    /// A 2xx whose body is not JSON (or is too large).
+    Invalid,
+    /// The endpoint could not be reached (connect, TLS, reset).
+    Unreachable,
+    /// The model's arguments were not a JSON object, or named no tool of the tenant.
+    Refused,
+}
+
+impl ToolOutcome {
+    /// The metric label.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ToolOutcome::Ok => "ok",
+            ToolOutcome::Sent => "sent",
+            ToolOutcome::Timeout => "timeout",
+            ToolOutcome::Status => "status",
+            ToolOutcome::Invalid => "invalid",
+            ToolOutcome::Unreachable => "unreachable",
+            ToolOutcome::Refused => "refused",
+        }
+    }
+}
+
+/// The result of one [`ToolCall`] (same `id`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolResult {
+    pub id: String,
+    pub name: String,
+    pub outcome: ToolOutcome,
+    /// The HTTP status of the last attempt (0 when none answered).
+    pub status: u16,
+    /// The tenant's JSON answer as text (`ok` only; empty otherwise).
+    pub result: String,
+    /// Requests sent (a failed first one is retried once).
+    pub attempts: u32,
+    /// From the first request sent to the last answer or give-up.
+    pub elapsed_ms: u64,
 }

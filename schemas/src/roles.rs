@@ -87,7 +87,12 @@ impl Role {
                 Kind::End,
             ],
             Role::Stt => &[Kind::Speech, Kind::Partial, Kind::Transcript],
-            Role::Agent => &[Kind::Token, Kind::Sentence],
+            Role::Agent => &[
+                Kind::Token,
+                Kind::Sentence,
+                Kind::ToolCall,
+                Kind::ToolResult,
+            ],
             Role::Tts => &[Kind::TtsChunk],
             Role::Dialer => &[Kind::Dial, Kind::AnsweredBy, Kind::DialResult],
             Role::Replay | Role::Ops => &[],

@@ -116,6 +116,21 @@ fn samples() -> Vec<Envelope> {
             decision: "retry".into(),
             retry_at_ms: 1_763_857_800_000,
         }),
+        Body::ToolCall(ToolCall {
+            id: "call_4Fz0k2".into(),
+            name: "book_table".into(),
+            arguments: r#"{"day":"friday","people":2}"#.into(),
+            round: 0,
+        }),
+        Body::ToolResult(ToolResult {
+            id: "call_4Fz0k2".into(),
+            name: "book_table".into(),
+            outcome: ToolOutcome::Ok,
+            status: 200,
+            result: r#"{"slot":"Friday at 7 pm"}"#.into(),
+            attempts: 1,
+            elapsed_ms: 84,
+        }),
     ];
     bodies
         .into_iter()

@@ -334,10 +334,7 @@ impl Bench {
             let text = format!("call {n} turn 0 asks about the opening hours");
             let request = sb_agent::openai::ChatRequest {
                 model: "llama-3.1-8b-instant".into(),
-                messages: vec![sb_agent::openai::Message {
-                    role: "user",
-                    content: text.clone(),
-                }],
+                messages: vec![sb_agent::openai::Message::new("user", text.clone())],
                 max_completion_tokens: 256,
                 temperature: 0.6,
                 tools: Vec::new(),

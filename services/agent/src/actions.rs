@@ -10,7 +10,9 @@
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::openai::ToolSpec;
+use sb_runtime::Tenant;
+
+use crate::openai::{CalledTool, ToolSpec};
 
 /// What the agent does to the call once a sentence was played.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,24 +65,36 @@ pub enum Requested {
     Transfer { to: String },
 }
 
-/// The tools offered for a tenant: none without telephony; `transfer_call` only when the
-/// tenant has a transfer number.
-pub fn tools(telephony: bool, transfer_number: Option<&str>) -> Vec<ToolSpec> {
+/// The tools offered for a tenant: its own tools, and Switchboard's built-in ones it has
+/// on (`end_call`, `transfer_call`; none without telephony, `transfer_call` only with a
+/// transfer number).
+pub fn tools(tenant: &Tenant, telephony: bool) -> Vec<ToolSpec> {
+    let mut tools: Vec<ToolSpec> = tenant
+        .tools
+        .iter()
+        .map(|t| ToolSpec {
+            name: t.name.clone(),
+            description: t.description.clone(),
+            parameters: t.parameters.clone(),
+        })
+        .collect();
     if !telephony {
-        return Vec::new();
+        return tools;
     }
-    let mut tools = vec![ToolSpec {
-        name: "end_call",
-        description: "End the phone call after saying goodbye. Use when the caller is done or asks to hang up.",
-        parameters: json!({
-            "type": "object",
-            "properties": { "reason": { "type": "string", "description": "Why the call ends." } },
-        }),
-    }];
-    if transfer_number.is_some() {
+    if tenant.builtin_tools.end_call {
         tools.push(ToolSpec {
-            name: "transfer_call",
-            description: "Transfer the caller to a human colleague. Use when the caller asks for a person or you cannot help.",
+            name: "end_call".into(),
+            description: "End the phone call after saying goodbye. Use when the caller is done or asks to hang up.".into(),
+            parameters: json!({
+                "type": "object",
+                "properties": { "reason": { "type": "string", "description": "Why the call ends." } },
+            }),
+        });
+    }
+    if tenant.builtin_tools.transfer_call && tenant.transfer_number.is_some() {
+        tools.push(ToolSpec {
+            name: "transfer_call".into(),
+            description: "Transfer the caller to a human colleague. Use when the caller asks for a person or you cannot help.".into(),
             parameters: json!({
                 "type": "object",
                 "properties": { "reason": { "type": "string", "description": "Why the caller is transferred." } },
@@ -90,18 +104,19 @@ pub fn tools(telephony: bool, transfer_number: Option<&str>) -> Vec<ToolSpec> {
     tools
 }
 
-/// The first usable tool call, given what this tenant allows. Unknown tools and a transfer
-/// without a configured number are ignored (logged).
-pub fn requested(
-    calls: &[(String, String)],
-    telephony: bool,
-    transfer_number: Option<&str>,
-) -> Option<Requested> {
-    calls.iter().find_map(|(name, _arguments)| {
-        match (name.as_str(), telephony, transfer_number) {
-            ("end_call", true, _) => Some(Requested::EndCall),
-            ("transfer_call", true, Some(to)) => Some(Requested::Transfer { to: to.to_owned() }),
-            _ => {
+/// The first usable built-in call, given what this tenant allows. Unknown tools, turned-off
+/// ones and a transfer without a configured number are ignored (logged); the tenant's own
+/// tools are not built-in and are left to [`crate::tools`].
+pub fn requested(calls: &[CalledTool], tenant: &Tenant, telephony: bool) -> Option<Requested> {
+    let on = tenant.builtin_tools;
+    calls.iter().find_map(|call| {
+        match (call.name.as_str(), telephony, tenant.transfer_number.as_deref()) {
+            ("end_call", true, _) if on.end_call => Some(Requested::EndCall),
+            ("transfer_call", true, Some(to)) if on.transfer_call => {
+                Some(Requested::Transfer { to: to.to_owned() })
+            }
+            (name, ..) if tenant.tools.iter().any(|t| t.name == name) => None,
+            (name, ..) => {
                 tracing::warn!(tool = %name.chars().take(64).collect::<String>(), "ignoring tool call");
                 None
             }
@@ -111,6 +126,8 @@ pub fn requested(
 
 #[cfg(test)]
 mod tests {
+    use sb_runtime::tenants::testing::TenantToml;
+
     use super::*;
 
     #[test]
@@ -135,26 +152,54 @@ mod tests {
 
     #[test]
     fn tools_follow_the_tenant() {
-        assert!(tools(false, Some("+1")).is_empty());
-        let names = |t: Vec<ToolSpec>| t.iter().map(|t| t.name).collect::<Vec<_>>();
-        assert_eq!(names(tools(true, None)), ["end_call"]);
-        assert_eq!(
-            names(tools(true, Some("+1"))),
-            ["end_call", "transfer_call"]
+        let file = TenantToml::new()
+            .tier("t", 1, 1)
+            .tenant("plain", "+15005550006", "t")
+            .tenant("full", "+15005550007", "t")
+            .set("transfer_number", "+15005550010")
+            .tool("book_table", "https://full.example/book")
+            .tenant("quiet", "+15005550008", "t")
+            .set("transfer_number", "+15005550010")
+            .set("builtin_tools", Vec::<String>::new())
+            .parse()
+            .unwrap();
+        let tenant = |n: &str| file.by_number(n).unwrap().clone();
+        let (plain, full, quiet) = (
+            tenant("+15005550006"),
+            tenant("+15005550007"),
+            tenant("+15005550008"),
         );
-        let calls = |n: &str| vec![(n.to_owned(), "{}".to_owned())];
+        let names = |t: Vec<ToolSpec>| t.into_iter().map(|t| t.name).collect::<Vec<_>>();
+        assert_eq!(names(tools(&plain, false)), Vec::<String>::new());
+        assert_eq!(names(tools(&plain, true)), ["end_call"]);
         assert_eq!(
-            requested(&calls("end_call"), true, None),
+            names(tools(&full, true)),
+            ["book_table", "end_call", "transfer_call"]
+        );
+        assert_eq!(names(tools(&full, false)), ["book_table"]);
+        assert_eq!(names(tools(&quiet, true)), Vec::<String>::new());
+
+        let calls = |n: &str| {
+            vec![CalledTool {
+                id: "call_1".into(),
+                name: n.into(),
+                arguments: "{}".into(),
+            }]
+        };
+        assert_eq!(
+            requested(&calls("end_call"), &plain, true),
             Some(Requested::EndCall)
         );
-        assert_eq!(requested(&calls("end_call"), false, None), None);
-        assert_eq!(requested(&calls("transfer_call"), true, None), None);
+        assert_eq!(requested(&calls("end_call"), &plain, false), None);
+        assert_eq!(requested(&calls("transfer_call"), &plain, true), None);
         assert_eq!(
-            requested(&calls("transfer_call"), true, Some("+15005550010")),
+            requested(&calls("transfer_call"), &full, true),
             Some(Requested::Transfer {
                 to: "+15005550010".into()
             })
         );
-        assert_eq!(requested(&calls("launch_rockets"), true, Some("+1")), None);
+        assert_eq!(requested(&calls("end_call"), &quiet, true), None);
+        assert_eq!(requested(&calls("book_table"), &full, true), None);
+        assert_eq!(requested(&calls("launch_rockets"), &full, true), None);
     }
 }

@@ -12,21 +12,23 @@ use std::time::Duration;
 
 use futures::{FutureExt as _, StreamExt as _};
 use sb_runtime::metrics::Metric;
-use sb_runtime::redis::session::{Role, Turn};
+use sb_runtime::redis::session::{Role, Session, Turn};
 use sb_runtime::{Emitter, StageError, Tenant};
 use sb_schemas::{Body, CallSid, Envelope, Sentence, Transcript};
 use tokio::time::Instant;
 
 use crate::actions::{self, Action, Requested};
 use crate::limits::LlmPermit;
-use crate::openai::{ChatRequest, LlmError, LlmEvent, LlmStream, Message};
+use crate::openai::{CalledTool, ChatRequest, LlmError, LlmEvent, LlmStream, Message};
 use crate::speaker::{Batching, Speaker};
+use crate::tool_round::{MAX_TOOL_ROUNDS, Round};
+use crate::tools::{TenantTools, ToolContext};
 use crate::{Agent, redis_retry};
 
 /// How the LLM part of an answer ended.
 enum Generated {
     /// The stream finished; these tool calls came with it.
-    Done { calls: Vec<(String, String)> },
+    Done { calls: Vec<CalledTool> },
     /// The turn went stale while speaking.
     Stopped,
     /// No (complete) answer: the reason is a metric label.
@@ -81,10 +83,7 @@ impl Agent {
             .as_ref()
             .and_then(|o| o.prompt.clone())
             .unwrap_or_else(|| tenant.system_prompt.clone());
-        let mut messages = vec![Message {
-            role: "system",
-            content: prompt,
-        }];
+        let mut messages = vec![Message::new("system", prompt)];
         messages.extend(session.turns.iter().filter_map(history_message));
         let user = (!has(Role::User)).then(|| Turn {
             role: Role::User,
@@ -93,19 +92,14 @@ impl Agent {
             interrupted: false,
         });
         if user.is_some() {
-            messages.push(Message {
-                role: "user",
-                content: text.to_owned(),
-            });
+            messages.push(Message::new("user", text));
         }
-        let telephony = self.telephony.is_some();
-        let transfer_number = tenant.transfer_number.as_deref();
-        let request = ChatRequest {
+        let mut request = ChatRequest {
             model: tenant.llm_model.clone(),
             messages,
             max_completion_tokens: self.config.llm_max_completion_tokens,
             temperature: self.config.llm_temperature,
-            tools: actions::tools(telephony, transfer_number),
+            tools: actions::tools(tenant, self.telephony.is_some()),
         };
 
         // The user turn is stored while the request goes out (one round trip off the
@@ -128,6 +122,10 @@ impl Agent {
             Ok((permit, stream)) => speak(permit, stream, &mut speaker, out).await?,
             Err(reason) => Generated::Failed { reason },
         };
+        let context = || tool_context(input, &session);
+        let generated = self
+            .run_tools(generated, tenant, &mut request, context, &mut speaker, out)
+            .await?;
         self.conclude(generated, tenant, sid, &mut speaker, out)
             .await?;
         let assistant = Turn {
@@ -141,6 +139,54 @@ impl Agent {
             .push_turn(sid, &assistant)
             .await
             .map_err(redis_retry)
+    }
+
+    /// Runs the tenant tools the model asked for, round after round, each round's results
+    /// going back to the model, until an answer asks for none (the built-in calls of every
+    /// round are kept for [`Self::conclude`]).
+    async fn run_tools(
+        &self,
+        mut generated: Generated,
+        tenant: &Tenant,
+        request: &mut ChatRequest,
+        context: impl Fn() -> ToolContext,
+        speaker: &mut Speaker,
+        out: &mut Emitter,
+    ) -> Result<Generated, StageError> {
+        let mut builtin = Vec::new();
+        let mut round = 0;
+        loop {
+            let Generated::Done { calls } = &mut generated else {
+                return Ok(generated);
+            };
+            let (own, rest): (Vec<_>, Vec<_>) = std::mem::take(calls)
+                .into_iter()
+                .partition(|c| TenantTools::find(tenant, &c.name).is_some());
+            builtin.extend(rest);
+            if own.is_empty() {
+                return Ok(Generated::Done { calls: builtin });
+            }
+            if round == MAX_TOOL_ROUNDS {
+                tracing::warn!(rounds = round, "the model kept calling tools");
+                return Ok(Generated::Failed {
+                    reason: "tool_rounds",
+                });
+            }
+            let context = context();
+            match self
+                .tool_round(tenant, &own, round, &context, speaker, out)
+                .await?
+            {
+                Round::Stopped => return Ok(Generated::Stopped),
+                Round::Failed(reason) => return Ok(Generated::Failed { reason }),
+                Round::Answered(messages) => request.messages.extend(messages),
+            }
+            round += 1;
+            generated = match self.open(tenant, request, Instant::now()).await {
+                Ok((permit, stream)) => speak(permit, stream, speaker, out).await?,
+                Err(reason) => Generated::Failed { reason },
+            };
+        }
     }
 
     /// Ends the answer: the rest of the text, the tool's phrase and pending action, or the
@@ -161,8 +207,7 @@ impl Agent {
             }
             Generated::Done { calls } => calls,
         };
-        let transfer_number = tenant.transfer_number.as_deref();
-        let requested = actions::requested(&calls, self.telephony.is_some(), transfer_number);
+        let requested = actions::requested(&calls, tenant, self.telephony.is_some());
         let Some(requested) = requested else {
             if !speaker.has_spoken() {
                 out.fallback("empty_answer");
@@ -272,7 +317,7 @@ async fn speak(
                     return Ok(Generated::Stopped);
                 }
             }
-            Ok(LlmEvent::ToolCall { name, arguments }) => calls.push((name, arguments)),
+            Ok(LlmEvent::ToolCall(call)) => calls.push(call),
             Ok(LlmEvent::Finished { .. }) => {
                 permit.success();
                 return Ok(Generated::Done { calls });
@@ -304,10 +349,22 @@ fn history_message(turn: &Turn) -> Option<Message> {
         Role::User => "user",
         Role::Assistant => "assistant",
     };
-    Some(Message {
-        role,
-        content: text,
-    })
+    Some(Message::new(role, text))
+}
+
+/// What a tool's endpoint is told about the call.
+fn tool_context(input: &Envelope, session: &Session) -> ToolContext {
+    ToolContext {
+        tenant: input.tenant.as_str().to_owned(),
+        call_sid: input.call_sid.as_str().to_owned(),
+        turn: input.turn,
+        direction: if session.outbound.is_some() {
+            "outbound"
+        } else {
+            "inbound"
+        },
+        ..ToolContext::default()
+    }
 }
 
 fn provider_error(error: &LlmError) {

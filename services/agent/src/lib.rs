@@ -14,8 +14,9 @@
 //!
 //! Code map: [`answer`] (a transcript → an answer), [`speaker`] (events with barge-in
 //! checks), [`splitter`] (sentences), [`openai`] + [`sse`] (the LLM client), [`limits`] +
-//! [`permit`] + [`aimd`] (concurrency), [`actions`] + [`telephony`] (tools), [`events`]
-//! (start, bargein, played, end), [`config`].
+//! [`permit`] + [`aimd`] (concurrency), [`actions`] + [`telephony`] (built-in tools),
+//! [`tool_round`] + [`tools`] (the tenant's own tools over HTTP), [`events`] (start,
+//! bargein, played, end), [`config`].
 
 pub mod actions;
 pub mod aimd;
@@ -29,6 +30,8 @@ pub mod speaker;
 pub mod splitter;
 pub mod sse;
 pub mod telephony;
+pub mod tool_round;
+pub mod tools;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,6 +48,7 @@ pub use config::AgentConfig;
 use crate::limits::Limits;
 use crate::openai::{Llm, OpenAi, Timeouts};
 use crate::telephony::{Telephony, TwilioRest};
+use crate::tools::{TenantTools, ToolsError};
 
 /// Why the agent cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +57,8 @@ pub enum SetupError {
     Config(String),
     #[error("cannot build the http client: {0}")]
     Http(#[from] reqwest::Error),
+    #[error("{0}")]
+    Tools(#[from] ToolsError),
 }
 
 /// The agent stage. Build it with [`Agent::new`] (real providers from the config) or
@@ -62,6 +68,8 @@ pub struct Agent {
     tenants: Arc<Tenants>,
     llm: Arc<dyn Llm>,
     telephony: Option<Arc<dyn Telephony>>,
+    /// The tenants' own tools (`None`: every tenant tool call ends in the fallback).
+    tools: Option<TenantTools>,
     limits: Limits,
     config: AgentConfig,
 }
@@ -95,6 +103,7 @@ impl Agent {
             Arc::new(runtime.redis.clone()),
             config.shared_limits(),
         );
+        let tools = TenantTools::new(&runtime.tenants, |var| std::env::var(var).ok())?;
         let agent = Self::with_providers(
             Arc::new(LoggedSessions(runtime.session_log())),
             runtime.tenants.clone(),
@@ -102,7 +111,7 @@ impl Agent {
             telephony,
             config,
         );
-        Ok(agent.with_limits(limits))
+        Ok(agent.with_limits(limits).with_tools(tools))
     }
 
     /// The agent with the given providers (tests, other LLMs) and limits of this process
@@ -120,8 +129,15 @@ impl Agent {
             tenants,
             llm,
             telephony,
+            tools: None,
             config,
         }
+    }
+
+    /// The agent calling the tenants' tools through `tools`.
+    pub fn with_tools(mut self, tools: TenantTools) -> Self {
+        self.tools = Some(tools);
+        self
     }
 
     /// The agent with these limits (e.g. [`Limits::shared`] over a store of a test's own).

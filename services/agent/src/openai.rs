@@ -26,20 +26,72 @@ use tokio::time::Instant;
 
 use crate::sse::{self, Delta, SseDecoder, ToolCalls};
 
-/// One chat message.
+/// One chat message: `system`, `user`, `assistant` (with the tool calls it made, if any)
+/// or `tool` (one call's result).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Message {
     pub role: &'static str,
     pub content: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+}
+
+impl Message {
+    pub fn new(role: &'static str, content: impl Into<String>) -> Self {
+        Self {
+            role,
+            content: content.into(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+        }
+    }
+
+    /// The assistant's message that asked for `calls` (after saying `content`).
+    pub fn calling(content: impl Into<String>, calls: &[CalledTool]) -> Self {
+        let tool_calls = calls
+            .iter()
+            .map(|c| {
+                json!({
+                    "id": c.id,
+                    "type": "function",
+                    "function": { "name": c.name, "arguments": c.arguments },
+                })
+            })
+            .collect();
+        Self {
+            tool_calls,
+            ..Self::new("assistant", content)
+        }
+    }
+
+    /// One call's result, for the model.
+    pub fn tool_result(call_id: &str, content: impl Into<String>) -> Self {
+        Self {
+            tool_call_id: Some(call_id.to_owned()),
+            ..Self::new("tool", content)
+        }
+    }
 }
 
 /// A function the model may call.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ToolSpec {
-    pub name: &'static str,
-    pub description: &'static str,
+    pub name: String,
+    pub description: String,
     /// JSON Schema of the arguments.
     pub parameters: Value,
+}
+
+/// A complete tool call of the model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CalledTool {
+    /// The provider's id (`call_…`); `call_{index}` when it sent none.
+    pub id: String,
+    pub name: String,
+    /// JSON text, as streamed.
+    pub arguments: String,
 }
 
 /// One streamed completion request.
@@ -87,7 +139,7 @@ pub enum LlmEvent {
     /// Assistant text, as streamed.
     Text(String),
     /// A complete tool call (emitted when the stream ends).
-    ToolCall { name: String, arguments: String },
+    ToolCall(CalledTool),
     /// The stream ended normally.
     Finished { reason: Option<String> },
 }
@@ -416,9 +468,8 @@ impl Reader {
     }
 
     fn done(&mut self) {
-        for (name, arguments) in std::mem::take(&mut self.tools).finish() {
-            self.pending
-                .push_back(Ok(LlmEvent::ToolCall { name, arguments }));
+        for call in std::mem::take(&mut self.tools).finish() {
+            self.pending.push_back(Ok(LlmEvent::ToolCall(call)));
         }
         if let Some((prompt, completion)) = self.usage.take() {
             metrics::counter!(Metric::LlmTokens.name(), "kind" => "prompt").increment(prompt);
@@ -507,10 +558,7 @@ mod tests {
     fn request_body() {
         let mut request = ChatRequest {
             model: "llama-3.1-8b-instant".into(),
-            messages: vec![Message {
-                role: "user",
-                content: "hi".into(),
-            }],
+            messages: vec![Message::new("user", "hi")],
             max_completion_tokens: 128,
             temperature: 0.5,
             tools: Vec::new(),
@@ -519,15 +567,47 @@ mod tests {
         assert_eq!(body["stream"], true);
         assert_eq!(body["stream_options"]["include_usage"], true);
         assert_eq!(body["max_completion_tokens"], 128);
-        assert_eq!(body["messages"][0]["role"], "user");
+        assert_eq!(
+            body["messages"][0],
+            json!({"role": "user", "content": "hi"})
+        );
         assert!(body.get("tools").is_none());
         request.tools.push(ToolSpec {
-            name: "end_call",
-            description: "d",
+            name: "end_call".into(),
+            description: "d".into(),
             parameters: json!({"type": "object", "properties": {}}),
         });
         let body = request.body();
         assert_eq!(body["tools"][0]["function"]["name"], "end_call");
         assert_eq!(body["tool_choice"], "auto");
+    }
+
+    /// A tool round adds the assistant's calls and one `tool` message per result, in
+    /// OpenAI's shape (PROTOCOLS §6.4).
+    #[test]
+    fn tool_messages() {
+        let call = CalledTool {
+            id: "call_1".into(),
+            name: "book_table".into(),
+            arguments: r#"{"day":"friday"}"#.into(),
+        };
+        let calling = serde_json::to_value(Message::calling("Let me check.", &[call])).unwrap();
+        assert_eq!(
+            calling,
+            json!({
+                "role": "assistant",
+                "content": "Let me check.",
+                "tool_calls": [{
+                    "id": "call_1",
+                    "type": "function",
+                    "function": { "name": "book_table", "arguments": "{\"day\":\"friday\"}" },
+                }],
+            })
+        );
+        let result = serde_json::to_value(Message::tool_result("call_1", "{}")).unwrap();
+        assert_eq!(
+            result,
+            json!({"role": "tool", "content": "{}", "tool_call_id": "call_1"})
+        );
     }
 }

@@ -99,6 +99,30 @@ impl Speaker {
         Ok(())
     }
 
+    /// Mid-answer, before the model's tool calls run: says what the splitter holds (an
+    /// unfinished "Let me check"), then `extra` (a tool's filler phrase), none of them last.
+    pub async fn interlude(
+        &mut self,
+        extra: Option<&str>,
+        out: &mut Emitter,
+    ) -> Result<(), StageError> {
+        let mut said: Vec<String> = self.splitter.finish().into_iter().collect();
+        said.extend(extra.map(str::to_owned));
+        for sentence in said {
+            if !self.current(out).await {
+                return Ok(());
+            }
+            self.send_tokens(out).await?;
+            self.send_sentence(sentence, false, false, out).await?;
+        }
+        Ok(())
+    }
+
+    /// Whether the turn is still wanted (one staleness check unless it already stopped).
+    pub async fn wanted(&mut self, out: &mut Emitter) -> bool {
+        self.current(out).await
+    }
+
     /// The end of the answer: the splitter's rest, then `extra` (a tool's phrase); if
     /// everything was already said, an empty closing sentence marks the end. Say them with
     /// [`Speaker::close`]; the last will have index [`Speaker::last_index`].

@@ -10,6 +10,8 @@
 
 use serde_json::Value;
 
+use crate::openai::CalledTool;
+
 /// The longest line accepted before the stream is called malformed.
 const MAX_LINE_BYTES: usize = 1024 * 1024;
 
@@ -219,13 +221,17 @@ impl ToolCalls {
         call.3.push_str(arguments);
     }
 
-    /// `(name, arguments)` of every call with a name, in index order.
-    pub fn finish(mut self) -> Vec<(String, String)> {
+    /// Every call with a name, in index order.
+    pub fn finish(mut self) -> Vec<CalledTool> {
         self.calls.sort_by_key(|c| c.0);
         self.calls
             .into_iter()
             .filter(|c| !c.2.is_empty())
-            .map(|c| (c.2, c.3))
+            .map(|(index, id, name, arguments)| CalledTool {
+                id: id.unwrap_or_else(|| format!("call_{index}")),
+                name,
+                arguments,
+            })
             .collect()
     }
 }
@@ -405,11 +411,16 @@ mod tests {
         calls.add(0, Some("c1".into()), Some("end_call".into()), "{\"rea");
         calls.add(0, None, None, "son\":\"done\"}");
         calls.add(2, None, None, "{}");
+        let call = |id: &str, name: &str, arguments: &str| CalledTool {
+            id: id.into(),
+            name: name.into(),
+            arguments: arguments.into(),
+        };
         assert_eq!(
             calls.finish(),
             [
-                ("end_call".to_owned(), "{\"reason\":\"done\"}".to_owned()),
-                ("transfer_call".to_owned(), String::new()),
+                call("c1", "end_call", "{\"reason\":\"done\"}"),
+                call("c2", "transfer_call", ""),
             ]
         );
     }

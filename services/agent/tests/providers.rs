@@ -11,6 +11,7 @@ use futures::StreamExt as _;
 use sb_agent::openai::{ChatRequest, Llm, LlmError, LlmEvent, Message, OpenAi, Timeouts};
 use sb_agent::telephony::{Telephony, TelephonyError, TwilioRest};
 use sb_runtime::Secret;
+use sb_runtime::tenants::testing::TenantToml;
 use sb_schemas::CallSid;
 use sb_sim::llm::{self, Faults};
 use sb_twilio::{CallTarget, CreateCall};
@@ -25,19 +26,20 @@ fn request(tools: bool) -> ChatRequest {
     ChatRequest {
         model: "llama-3.1-8b-instant".into(),
         messages: vec![
-            Message {
-                role: "system",
-                content: "Be brief.".into(),
-            },
-            Message {
-                role: "user",
-                content: "What are your hours?".into(),
-            },
+            Message::new("system", "Be brief."),
+            Message::new("user", "What are your hours?"),
         ],
         max_completion_tokens: 64,
         temperature: 0.5,
         tools: if tools {
-            sb_agent::actions::tools(true, Some("+15005550010"))
+            let tenants = TenantToml::new()
+                .tier("t", 1, 1)
+                .tenant("acme", "+15005550006", "t")
+                .set("transfer_number", "+15005550010")
+                .parse()
+                .unwrap();
+            let acme = tenants.by_number("+15005550006").unwrap();
+            sb_agent::actions::tools(acme, true)
         } else {
             Vec::new()
         },
@@ -65,7 +67,7 @@ async fn collect(
     while let Some(event) = stream.next().await {
         match event {
             Ok(LlmEvent::Text(t)) => text.push_str(&t),
-            Ok(LlmEvent::ToolCall { name, arguments }) => calls.push((name, arguments)),
+            Ok(LlmEvent::ToolCall(call)) => calls.push((call.name, call.arguments)),
             Ok(LlmEvent::Finished { .. }) => return Ok((text, calls, Ok(()))),
             Err(e) => return Ok((text, calls, Err(e))),
         }

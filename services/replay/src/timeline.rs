@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use sb_schemas::Body;
+use sb_schemas::{Body, ToolOutcome};
 
 use crate::CallLog;
 
@@ -138,6 +138,21 @@ fn detail(body: &Body) -> String {
             "{} after {} attempt(s): {}",
             r.outcome, r.attempts, r.decision
         ),
+        Body::ToolCall(c) => format!("{}({}) [{}, round {}]", c.name, c.arguments, c.id, c.round),
+        Body::ToolResult(r) => match r.outcome {
+            ToolOutcome::Ok => format!(
+                "{} → {} ({} ms, {} attempt(s))",
+                r.name, r.result, r.elapsed_ms, r.attempts
+            ),
+            outcome => format!(
+                "{} → {} (status {}, {} ms, {} attempt(s))",
+                r.name,
+                outcome.as_str(),
+                r.status,
+                r.elapsed_ms,
+                r.attempts
+            ),
+        },
         Body::Audio(_) | Body::TtsChunk(_) => String::new(),
     }
 }

@@ -35,6 +35,7 @@ pub mod runner;
 mod service;
 pub mod session_log;
 pub mod shutdown;
+pub mod signature;
 pub mod stage;
 pub mod stage_main;
 pub mod state;

@@ -130,6 +130,11 @@ pub enum Metric {
     /// Live calls moved between ingress replicas on drain, by outcome (redirected, failed,
     /// resumed). Labels: outcome.
     IngressMigrations,
+    /// Agent: calls of a tenant's own tools, by how they ended (ok, sent, timeout, status,
+    /// invalid, unreachable, refused; after the retry). Labels: outcome.
+    ToolCalls,
+    /// Agent: a tenant tool's time, first request sent → answer (retry included).
+    ToolSeconds,
 }
 
 impl Metric {
@@ -189,6 +194,8 @@ impl Metric {
             Metric::SessionRebuilt => "switchboard_session_rebuilt_total",
             Metric::IngressGapRepairs => "switchboard_ingress_gap_repairs_total",
             Metric::IngressMigrations => "switchboard_ingress_migrations_total",
+            Metric::ToolCalls => "switchboard_tool_calls_total",
+            Metric::ToolSeconds => "switchboard_tool_seconds",
         }
     }
 }

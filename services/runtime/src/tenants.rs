@@ -12,6 +12,9 @@ use serde::Deserialize;
 
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+mod tools;
+
+pub use tools::{BUILTIN_TOOLS, BuiltinTools, DEFAULT_TOOL_TIMEOUT_MS, TenantTool};
 
 #[derive(Debug, thiserror::Error)]
 #[error("{path}: {message}")]
@@ -106,6 +109,12 @@ struct RawTenant {
     api_key_sha256: Vec<String>,
     #[serde(default = "default_media_idle")]
     media_idle_secs: u32,
+    #[serde(default)]
+    tools: Vec<tools::RawTool>,
+    #[serde(default)]
+    builtin_tools: Option<Vec<String>>,
+    #[serde(default)]
+    signing_secret_env: Option<String>,
 }
 
 /// How long a media socket may go without a message before the ingress closes it, unless
@@ -151,6 +160,13 @@ pub struct Tenant {
     pub api_key_sha256: Vec<String>,
     /// A media socket with no message for this long is closed (`end` reason `IdleTimeout`).
     pub media_idle_secs: u32,
+    /// The tenant's own tools, served by its HTTP endpoints.
+    pub tools: Vec<TenantTool>,
+    /// Which of `end_call` and `transfer_call` the model is offered.
+    pub builtin_tools: BuiltinTools,
+    /// The environment variable holding the HMAC secret that tool requests are signed
+    /// with (required once there are tools); the value is never in the file.
+    pub signing_secret_env: Option<String>,
 }
 
 /// Every tenant, by id and by phone number.
@@ -293,6 +309,8 @@ fn validate(raw: RawTenant, tiers: &BTreeMap<String, Tier>) -> Result<Tenant, St
             ));
         }
     }
+    let builtin_tools = tools::builtins(raw.builtin_tools.as_deref(), &field)?;
+    let tools = tools::validate(raw.tools, raw.signing_secret_env.as_deref(), &field)?;
     if !(1..=600).contains(&raw.media_idle_secs) {
         return Err(field("media_idle_secs", "must be between 1 and 600".into()));
     }
@@ -318,6 +336,9 @@ fn validate(raw: RawTenant, tiers: &BTreeMap<String, Tier>) -> Result<Tenant, St
         stt_endpointing_ms: raw.stt_endpointing_ms,
         api_key_sha256: raw.api_key_sha256,
         media_idle_secs: raw.media_idle_secs,
+        tools,
+        builtin_tools,
+        signing_secret_env: raw.signing_secret_env,
     })
 }
 
@@ -405,6 +426,54 @@ mod tests {
                 good().tier_set("standard", "webhook_rate_limit", 0),
                 "tier \"standard\"",
             ),
+            (
+                good().tool("book", "http://example.com/book"),
+                "tenant \"globex\": field `tools[0].url`: \"http://example.com/book\" must be https://",
+            ),
+            (
+                good().tool("end_call", "https://globex.example/t"),
+                "field `tools[0].name`: \"end_call\" is already a tool",
+            ),
+            (
+                good()
+                    .tool("book", "https://globex.example/t")
+                    .tool("book", "https://globex.example/u"),
+                "field `tools[1].name`: \"book\" is already a tool",
+            ),
+            (
+                good()
+                    .tool("book", "https://globex.example/t")
+                    .tool_set("timeout_ms", 50),
+                "field `tools[0].timeout_ms`",
+            ),
+            (
+                good()
+                    .tool("book", "https://globex.example/t")
+                    .tool_set("parameters", toml::Table::new()),
+                "field `tools[0].parameters`: must be a JSON Schema",
+            ),
+            (
+                good()
+                    .tool("book", "https://globex.example/t")
+                    .tool_set("filler", " "),
+                "field `tools[0].filler`",
+            ),
+            (
+                good()
+                    .tool("book", "https://globex.example/t")
+                    .set("signing_secret_env", "lower"),
+                "field `signing_secret_env`",
+            ),
+            (
+                good()
+                    .tool("book", "https://globex.example/t")
+                    .tool_set("urll", "typo"),
+                "unknown field `urll`",
+            ),
+            (
+                good().set("builtin_tools", vec!["hang_up"]),
+                "field `builtin_tools[0]`: \"hang_up\" is not a built-in tool",
+            ),
         ];
         for (file, expected) in cases {
             let err = file.parse().unwrap_err();
@@ -413,6 +482,42 @@ mod tests {
                 "expected {expected:?} in {err:?}\n{file}"
             );
         }
+    }
+
+    /// A tool's fields arrive as written, with the defaults filled in; `builtin_tools`
+    /// turns Switchboard's own tools off one by one.
+    #[test]
+    fn tools_parse_with_defaults() {
+        let t = good()
+            .tool("book_table", "https://acme.example/book")
+            .tool_set("filler", "One moment.")
+            .tool("email_offers", "http://127.0.0.1:9/email")
+            .tool_set("wait", false)
+            .tool_set("timeout_ms", 900)
+            .set("builtin_tools", vec!["end_call"])
+            .parse()
+            .unwrap();
+        let globex = t.by_number("+15005550007").unwrap();
+        assert_eq!(globex.tools.len(), 2);
+        let book = &globex.tools[0];
+        assert_eq!(book.name, "book_table");
+        assert_eq!(book.url.as_str(), "https://acme.example/book");
+        assert_eq!(book.timeout_ms, DEFAULT_TOOL_TIMEOUT_MS);
+        assert_eq!(book.filler.as_deref(), Some("One moment."));
+        assert!(book.wait);
+        assert_eq!(book.parameters["properties"]["day"]["type"], "string");
+        assert_eq!(book.parameters["required"][0], "day");
+        let email = &globex.tools[1];
+        assert!(!email.wait);
+        assert_eq!(email.timeout_ms, 900);
+        assert_eq!(
+            globex.signing_secret_env.as_deref(),
+            Some("SB_TENANT_SECRET_GLOBEX")
+        );
+        assert!(globex.builtin_tools.end_call && !globex.builtin_tools.transfer_call);
+        let acme = t.by_number("+15005550006").unwrap();
+        assert!(acme.tools.is_empty());
+        assert_eq!(acme.builtin_tools, BuiltinTools::default());
     }
 
     #[test]

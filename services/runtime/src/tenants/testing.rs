@@ -98,10 +98,58 @@ impl TenantToml {
         self.set("barge_in", policy)
     }
 
+    /// The tenant added last gets a tool served at `url`, with a `{ day: string }`
+    /// argument schema and the default timeout; [`Self::tool_set`] changes any field. The
+    /// first tool also names the secret's variable `SB_TENANT_SECRET_{ID}`.
+    pub fn tool(mut self, name: &str, url: &str) -> Self {
+        let mut tool = Table::new();
+        tool.insert("name".into(), name.into());
+        tool.insert("description".into(), format!("The {name} tool.").into());
+        tool.insert("url".into(), url.into());
+        let parameters: Table = toml::from_str(
+            "type = \"object\"\nrequired = [\"day\"]\n[properties.day]\ntype = \"string\"\n",
+        )
+        .expect("the schema is TOML");
+        tool.insert("parameters".into(), parameters.into());
+        if let Some(tenant) = self.tenants.last_mut() {
+            let id = tenant.get("id").and_then(Value::as_str).unwrap_or("x");
+            let env = secret_env(id);
+            tenant.entry("signing_secret_env").or_insert(env.into());
+            let tools = tenant.entry("tools").or_insert(Value::Array(Vec::new()));
+            if let Value::Array(tools) = tools {
+                tools.push(tool.into());
+            }
+        }
+        self
+    }
+
+    /// Sets `field` of the last tool of the tenant added last.
+    pub fn tool_set(mut self, field: &str, value: impl Into<Value>) -> Self {
+        let tool = self
+            .tenants
+            .last_mut()
+            .and_then(|t| t.get_mut("tools"))
+            .and_then(Value::as_array_mut)
+            .and_then(|tools| tools.last_mut())
+            .and_then(Value::as_table_mut);
+        if let Some(tool) = tool {
+            tool.insert(field.into(), value.into());
+        }
+        self
+    }
+
     /// The file parsed and validated, as a service would load it.
     pub fn parse(&self) -> Result<Tenants, String> {
         Tenants::parse(&self.to_string())
     }
+}
+
+/// The variable [`TenantToml::tool`] names for a tenant's signing secret.
+pub fn secret_env(tenant: &str) -> String {
+    format!(
+        "SB_TENANT_SECRET_{}",
+        tenant.to_uppercase().replace('-', "_")
+    )
 }
 
 /// The file's text.
