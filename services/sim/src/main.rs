@@ -24,6 +24,8 @@ enum Command {
     Tts(sb_sim::tts::Args),
     /// Twilio REST API stand-in (create, update, fetch calls).
     Twilio(sb_sim::twilio::Args),
+    /// A tenant's tool server: checks Switchboard's signatures, answers from a script.
+    Tenant(sb_sim::tenant::Args),
     /// Place one scripted call against Switchboard's ingress, playing Twilio's side.
     Call(sb_sim::caller::Args),
 }
@@ -42,6 +44,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Llm(args) => sb_sim::llm::run(args).await,
         Command::Tts(args) => sb_sim::tts::run(args).await,
         Command::Twilio(args) => sb_sim::twilio::run(args).await,
+        Command::Tenant(args) => sb_sim::tenant::run(args).await,
         Command::Call(args) => sb_sim::caller::run(args).await,
     }
 }

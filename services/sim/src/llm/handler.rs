@@ -128,6 +128,9 @@ pub(crate) async fn chat(
             );
         }
     };
+    if let Err(message) = reply::check_tool_messages(&messages) {
+        return bad_request(&shared, &message, served);
+    }
     let generating = shared.in_flight.start(&model);
     let fault = shared.pick_fault();
     match fault {

@@ -3,7 +3,8 @@
 //! Consumes `POST /v1/chat/completions` and `/openai/v1/chat/completions` (Bearer auth, JSON
 //! body); produces SSE streams (`stream:true`) or whole `chat.completion` objects with
 //! deterministic replies: the configured script in order (or by conversation turn), else an
-//! echo of the caller. Time-to-first-token, inter-token delay and faults (429, 500, 503,
+//! echo of the caller; a request ending in tool results is answered from them (their `say`
+//! fields), and a `tool` message that answers no call is refused as OpenAI refuses it. Time-to-first-token, inter-token delay and faults (429, 500, 503,
 //! cut streams, stalls, `x_groq.error`) are configurable; `GET /sim/stats` counts requests so
 //! a test can prove the provider was, or was not, called, and how many it generated at
 //! once, per model ([`in_flight`]). State: the reply cursor, fault dice and counters of one
@@ -199,6 +200,9 @@ impl Shared {
     }
 
     fn next_reply(&self, messages: &[Value]) -> reply::Reply {
+        if let Some(reply) = reply::Reply::after_tools(messages) {
+            return reply;
+        }
         let replies = &self.config.replies;
         if replies.is_empty() {
             return reply::Reply::echo(messages);

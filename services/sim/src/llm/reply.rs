@@ -44,6 +44,32 @@ impl Reply {
         }
     }
 
+    /// The answer to a request that ends in tool results (the model's second request of a
+    /// tool round): each result's `say` field, or `The tool answered <result>.`; `None`
+    /// when the last message is not a tool result.
+    pub fn after_tools(messages: &[Value]) -> Option<Self> {
+        let results: Vec<String> = messages
+            .iter()
+            .rev()
+            .take_while(|m| m.get("role").and_then(Value::as_str) == Some("tool"))
+            .map(content_text)
+            .collect();
+        if results.is_empty() {
+            return None;
+        }
+        let said: Vec<String> = results
+            .iter()
+            .rev()
+            .map(|content| {
+                let say = serde_json::from_str::<Value>(content)
+                    .ok()
+                    .and_then(|v| v.get("say").and_then(Value::as_str).map(str::to_owned));
+                say.unwrap_or_else(|| format!("The tool answered {content}."))
+            })
+            .collect();
+        Some(Self::Text(said.join(" ")))
+    }
+
     /// The echo rule used when no replies are configured.
     pub fn echo(messages: &[Value]) -> Self {
         let heard = last_user_text(messages).unwrap_or_default();
@@ -122,6 +148,31 @@ pub(crate) fn prompt_tokens(messages: &[Value]) -> u64 {
         .sum()
 }
 
+/// OpenAI's check of a tool round's messages: every `tool` message answers a call of
+/// the assistant message before it. The error is OpenAI's message.
+pub(crate) fn check_tool_messages(messages: &[Value]) -> Result<(), String> {
+    let mut open: Vec<&str> = Vec::new();
+    for message in messages {
+        match message.get("role").and_then(Value::as_str) {
+            Some("assistant") => {
+                open = message
+                    .get("tool_calls")
+                    .and_then(Value::as_array)
+                    .map(|calls| calls.iter().filter_map(|c| c.get("id")?.as_str()).collect())
+                    .unwrap_or_default();
+            }
+            Some("tool") => {
+                let id = message.get("tool_call_id").and_then(Value::as_str);
+                if !id.is_some_and(|id| open.contains(&id)) {
+                    return Err("Invalid parameter: messages with role 'tool' must be a response to a preceeding message with 'tool_calls'.".into());
+                }
+            }
+            _ => open.clear(),
+        }
+    }
+    Ok(())
+}
+
 /// Pieces a tool call's arguments stream in (about 8 characters each, on char boundaries).
 pub(crate) fn argument_pieces(arguments: &str) -> Vec<String> {
     let chars: Vec<char> = arguments.chars().collect();
@@ -136,6 +187,40 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    /// After tool results the reply is their `say` fields (or the raw result), and a tool
+    /// message must answer a call of the assistant message before it.
+    #[test]
+    fn tool_rounds() {
+        let calling = json!({"role": "assistant", "content": "", "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "book", "arguments": "{}"}},
+            {"id": "call_2", "type": "function", "function": {"name": "note", "arguments": "{}"}},
+        ]});
+        let messages = vec![
+            json!({"role": "user", "content": "Book Friday."}),
+            calling.clone(),
+            json!({"role": "tool", "tool_call_id": "call_1", "content": "{\"say\":\"Booked for Friday.\"}"}),
+            json!({"role": "tool", "tool_call_id": "call_2", "content": "{\"n\":1}"}),
+        ];
+        assert_eq!(
+            Reply::after_tools(&messages),
+            Some(Reply::Text(
+                "Booked for Friday. The tool answered {\"n\":1}.".into()
+            ))
+        );
+        assert_eq!(Reply::after_tools(&messages[..1]), None);
+        assert_eq!(check_tool_messages(&messages), Ok(()));
+        let orphan = vec![
+            json!({"role": "user", "content": "hi"}),
+            json!({"role": "tool", "tool_call_id": "call_1", "content": "{}"}),
+        ];
+        assert!(check_tool_messages(&orphan).is_err());
+        let wrong_id = vec![
+            calling,
+            json!({"role": "tool", "tool_call_id": "call_9", "content": "{}"}),
+        ];
+        assert!(check_tool_messages(&wrong_id).is_err());
+    }
 
     /// Tokens keep their leading space, punctuation stands alone, and the tokens always
     /// concatenate back to the text.
