@@ -261,7 +261,14 @@ impl Bench {
 
     async fn call_turns(&self, n: usize, args: &Args) -> anyhow::Result<Vec<Sample>> {
         let sid = sid(rand::rng().random::<u64>() as u128 * 1_000 + n as u128);
-        self.runtime.redis.session_start(&sid, &self.tenant).await?;
+        self.runtime
+            .redis
+            .session_start(
+                &sid,
+                &self.tenant,
+                &sb_runtime::redis::session::Parties::default(),
+            )
+            .await?;
         let think = |scale: f64| Duration::from_secs_f64(args.think_ms as f64 / 1e3 * scale);
         if !args.burst {
             tokio::time::sleep(think(rand::rng().random_range(0.0..1.0))).await;
@@ -364,7 +371,14 @@ impl Bench {
 
     async fn cache_hits(&self, samples: usize) -> anyhow::Result<Vec<f64>> {
         let sid = sid(0xbeef);
-        self.runtime.redis.session_start(&sid, &self.tenant).await?;
+        self.runtime
+            .redis
+            .session_start(
+                &sid,
+                &self.tenant,
+                &sb_runtime::redis::session::Parties::default(),
+            )
+            .await?;
         let mut out = Vec::new();
         for _ in 0..samples {
             let turn = self

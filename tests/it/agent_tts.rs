@@ -40,7 +40,14 @@ async fn transcript_yields_sentences_and_audio_in_order() {
     let p = Pipeline::start(llm_config, tts_config, false, |_| {}).await;
     let call = sid(101);
     let watch = Watch::start(&p.env, &call).await;
-    p.redis.session_start(&call, &tenant()).await.unwrap();
+    p.redis
+        .session_start(
+            &call,
+            &tenant(),
+            &sb_runtime::redis::session::Parties::default(),
+        )
+        .await
+        .unwrap();
 
     p.publish(&start_event(&call)).await;
     watch.turn_spoken(0).await;
@@ -494,7 +501,14 @@ async fn session_truncate_progress_and_action() {
     let call = sid(501);
     let progress = |turn, bargein| Progress { turn, bargein };
     assert_eq!(redis.session_progress(&call).await.unwrap(), progress(0, 0));
-    redis.session_start(&call, &tenant()).await.unwrap();
+    redis
+        .session_start(
+            &call,
+            &tenant(),
+            &sb_runtime::redis::session::Parties::default(),
+        )
+        .await
+        .unwrap();
     let turn = redis.session_next_turn(&call, 0).await.unwrap().unwrap();
     redis.session_interrupt(&call, 0).await.unwrap().unwrap();
     assert_eq!(

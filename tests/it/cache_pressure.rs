@@ -34,7 +34,10 @@ async fn a_full_tts_cache_evicts_audio_not_sessions() {
     let acme = tenant_id("acme");
     let calls: Vec<_> = (0..200).map(sid).collect();
     for call in &calls {
-        rt.redis.session_start(call, &acme).await.unwrap();
+        rt.redis
+            .session_start(call, &acme, &sb_runtime::redis::session::Parties::default())
+            .await
+            .unwrap();
     }
     // 400 sentences of 32 KiB audio: three times the cache's 4 MiB, through the handle the
     // tts stage caches with.

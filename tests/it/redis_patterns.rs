@@ -53,7 +53,14 @@ async fn session_ttl_is_set_refreshed_and_shortened() {
         "no session is not an error"
     );
 
-    redis.session_start(&call, &tenant()).await.unwrap();
+    redis
+        .session_start(
+            &call,
+            &tenant(),
+            &sb_runtime::redis::session::Parties::default(),
+        )
+        .await
+        .unwrap();
     assert!((1790..=1800).contains(&ttl(&mut raw, &key).await));
 
     let _: () = redis::cmd("EXPIRE")
@@ -111,6 +118,10 @@ async fn a_lost_session_refuses_counters_until_restored() {
         stt_checkpoint: Some(600),
         turns: (1..=4).map(turn).collect(),
         outbound: None,
+        parties: Some(sb_runtime::redis::session::Parties {
+            from: "+14155551234".into(),
+            to: "+15005550006".into(),
+        }),
     };
     redis
         .session_restore(&call, &tenant(), &restore)
@@ -128,6 +139,7 @@ async fn a_lost_session_refuses_counters_until_restored() {
     );
     let turns: Vec<u32> = s.turns.iter().map(|t| t.turn).collect();
     assert_eq!(turns, vec![1, 2, 3, 4, 5], "merged once, in order");
+    assert_eq!(s.parties, restore.parties, "the numbers are back");
     assert_eq!(redis.session_next_turn(&call, 0).await.unwrap(), Some(5));
     // A counter that lost its last writes (AOF everysec) still goes past the caller's own.
     assert_eq!(redis.session_next_turn(&call, 9).await.unwrap(), Some(10));
@@ -148,7 +160,14 @@ async fn session_counters_and_checkpoint_fencing() {
     let redis = env.redis().await.unwrap();
     let call = sid(2);
     assert_eq!(redis.session_progress(&call).await.unwrap().bargein, 0);
-    redis.session_start(&call, &tenant()).await.unwrap();
+    redis
+        .session_start(
+            &call,
+            &tenant(),
+            &sb_runtime::redis::session::Parties::default(),
+        )
+        .await
+        .unwrap();
     assert_eq!(redis.session_next_turn(&call, 0).await.unwrap().unwrap(), 1);
     assert_eq!(redis.session_next_turn(&call, 0).await.unwrap().unwrap(), 2);
     assert!(

@@ -352,18 +352,28 @@ fn history_message(turn: &Turn) -> Option<Message> {
     Some(Message::new(role, text))
 }
 
-/// What a tool's endpoint is told about the call.
+/// What a tool's endpoint is told about the call: its numbers and, for a campaign call,
+/// the campaign, the contact and the contact's variables.
 fn tool_context(input: &Envelope, session: &Session) -> ToolContext {
+    let outbound = session.outbound.as_ref();
+    let variables = outbound
+        .and_then(|o| o.vars.as_deref())
+        .and_then(|vars| serde_json::from_str(vars).ok())
+        .unwrap_or_default();
     ToolContext {
         tenant: input.tenant.as_str().to_owned(),
         call_sid: input.call_sid.as_str().to_owned(),
         turn: input.turn,
-        direction: if session.outbound.is_some() {
+        direction: if outbound.is_some() {
             "outbound"
         } else {
             "inbound"
         },
-        ..ToolContext::default()
+        from: session.parties.as_ref().map(|p| p.from.clone()),
+        to: session.parties.as_ref().map(|p| p.to.clone()),
+        campaign: outbound.and_then(|o| o.campaign.clone()),
+        contact: outbound.and_then(|o| o.contact.clone()),
+        variables,
     }
 }
 

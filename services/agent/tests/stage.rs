@@ -455,6 +455,7 @@ async fn an_outbound_call_greets_a_person_once_the_verdict_is_in() {
         greeting: Some("Hi Ann, this is Acme about your appointment.".into()),
         prompt: Some("You remind Ann of her appointment.".into()),
         amd: true,
+        ..OutboundSession::default()
     };
     rig.sessions.outbound(&sid(), &acme().id, campaign);
     let start = drive(&rig.agent, event(0, Body::Start(start_body()))).await;
@@ -488,6 +489,7 @@ async fn a_machine_gets_the_voicemail_then_a_hang_up() {
         greeting: Some("Hi Ann.".into()),
         prompt: None,
         amd: true,
+        ..OutboundSession::default()
     };
     rig.sessions.outbound(&sid(), &acme().id, campaign);
     let machine = event(

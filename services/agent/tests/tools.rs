@@ -13,6 +13,7 @@ use sb_agent::tool_round::FILLER_AFTER;
 use sb_agent::tools::TenantTools;
 use sb_agent::{Agent, AgentConfig};
 use sb_runtime::Secret;
+use sb_runtime::redis::session::{OutboundSession, Parties};
 use sb_runtime::tenants::testing::{TenantToml, secret_env};
 use sb_runtime::testing::{Driven, MemorySessions, drive};
 use sb_schemas::{Body, CallSid, Envelope, Kind, TenantId, ToolOutcome, ToolResult, Transcript};
@@ -213,6 +214,39 @@ async fn a_tool_call_is_signed_and_its_result_spoken() {
         .iter()
         .find(|t| t.turn == 1 && t.text == BOOKED);
     assert!(answer.is_some(), "{:?}", session.turns);
+}
+
+/// An outbound campaign call: the tool is told the call's numbers, the campaign, the
+/// contact and the contact's variables.
+#[tokio::test]
+async fn an_outbound_call_tells_the_tool_its_campaign_and_contact() {
+    let rig = Rig::new(BOOK, booked(), 2_000, true).await;
+    let acme = TenantId::parse("acme").unwrap();
+    rig.sessions.outbound(
+        &sid(),
+        &acme,
+        OutboundSession {
+            campaign: Some("spring".into()),
+            contact: Some("c-42".into()),
+            vars: Some(r#"{"name":"Ann","plan":"gold"}"#.into()),
+            ..OutboundSession::default()
+        },
+    );
+    rig.sessions.parties(
+        &sid(),
+        Parties {
+            from: "+15005550006".into(),
+            to: "+14155551234".into(),
+        },
+    );
+    rig.ask("Book Friday.").await.result.unwrap();
+    let call = &rig.received().await[0]["body"]["call"];
+    assert_eq!(call["direction"], "outbound");
+    assert_eq!(call["from"], "+15005550006");
+    assert_eq!(call["to"], "+14155551234");
+    assert_eq!(call["campaign"], "spring");
+    assert_eq!(call["contact"], "c-42");
+    assert_eq!(call["variables"], json!({"name": "Ann", "plan": "gold"}));
 }
 
 /// A tool slower than the filler's threshold: the filler is said first (not last), then

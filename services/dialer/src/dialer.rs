@@ -287,6 +287,8 @@ impl Dialer {
         let number = (lease.attempts + 1).to_string();
         let created = now.to_string();
         let amd = if def.spec.machine_detection { "1" } else { "0" };
+        // The contact's variables go to the tenant's tools with the call (a JSON object).
+        let vars_json = serde_json::to_string(vars).expect("variables serialise");
         let fields = [
             ("to", lease.payload.phone.as_str()),
             ("from", def.spec.caller_id.as_str()),
@@ -296,6 +298,7 @@ impl Dialer {
             ("amd", amd),
             ("created_ms", created.as_str()),
             ("attempt_number", number.as_str()),
+            ("vars", vars_json.as_str()),
         ];
         if !self
             .queue

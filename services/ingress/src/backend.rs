@@ -14,6 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use async_nats::jetstream::stream::DirectGetErrorKind;
 use futures::{FutureExt as _, Stream, StreamExt as _, future::BoxFuture};
+use sb_runtime::redis::session::Parties;
 use sb_runtime::session_log::{RebuildError, SessionLog};
 use sb_runtime::{
     Publisher, Runtime, Tenant,
@@ -165,11 +166,12 @@ pub trait Backend: Clone + Send + Sync + 'static {
         numbers: (&str, &str),
     ) -> impl Future<Output = Result<Outbound, BackendError>> + Send;
 
-    /// Creates the call's session.
+    /// Creates the call's session, with its numbers.
     fn session_start(
         &self,
         sid: &CallSid,
         tenant: &TenantId,
+        parties: &Parties,
     ) -> impl Future<Output = Result<(), BackendError>> + Send;
 
     /// Bumps the barge-in token past `turn`; returns the token.
@@ -453,8 +455,13 @@ impl Backend for Live {
         Ok(Outbound::Call(tenant))
     }
 
-    async fn session_start(&self, sid: &CallSid, tenant: &TenantId) -> Result<(), BackendError> {
-        Ok(self.redis.session_start(sid, tenant).await?)
+    async fn session_start(
+        &self,
+        sid: &CallSid,
+        tenant: &TenantId,
+        parties: &Parties,
+    ) -> Result<(), BackendError> {
+        Ok(self.redis.session_start(sid, tenant, parties).await?)
     }
 
     /// A lost session is rebuilt from the call's events first, so the token is raised

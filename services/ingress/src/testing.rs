@@ -16,6 +16,7 @@ use sb_runtime::Tenant;
 use sb_runtime::redis::campaigns::AttemptId;
 use sb_runtime::redis::handoff::{Handoff, MAX_RECONNECTS, Reconnect};
 use sb_runtime::redis::idempotency::AdmissionRecord;
+use sb_runtime::redis::session::Parties;
 use sb_schemas::{CallSid, Envelope, Kind, TenantId};
 
 use crate::backend::{Admission, Backend, BackendError, LastHeard, Outbound, OutboundCall};
@@ -302,7 +303,12 @@ impl Backend for MemoryBackend {
         Ok(Outbound::Call(call.tenant))
     }
 
-    async fn session_start(&self, sid: &CallSid, tenant: &TenantId) -> Result<(), BackendError> {
+    async fn session_start(
+        &self,
+        sid: &CallSid,
+        tenant: &TenantId,
+        _parties: &Parties,
+    ) -> Result<(), BackendError> {
         self.redis()?
             .sessions
             .entry(sid.clone())

@@ -19,7 +19,7 @@ use sb_schemas::{Body, CallSid, Envelope, Kind, decode};
 
 use crate::metrics::Metric;
 use crate::redis::campaigns::AttemptId;
-use crate::redis::session::{Role, Session, Turn};
+use crate::redis::session::{Parties, Role, Session, Turn};
 use crate::redis::session_restore::Restore;
 use crate::redis::{Redis, RedisError};
 use crate::state::{Progress, Sessions};
@@ -68,6 +68,12 @@ pub fn fold<'a>(events: impl IntoIterator<Item = &'a Envelope>) -> Folded {
         match &event.body {
             Body::Webhook(webhook) if webhook.attempt.is_some() => {
                 folded.attempt.clone_from(&webhook.attempt);
+            }
+            Body::Start(start) => {
+                r.parties = Some(Parties {
+                    from: start.from.clone(),
+                    to: start.to.clone(),
+                });
             }
             Body::Transcript(t) => {
                 r.turn = r.turn.max(event.turn);

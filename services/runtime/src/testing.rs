@@ -25,7 +25,7 @@ use crate::emitter::{Emitter, Wiring};
 use crate::meter::StageMeter;
 use crate::outbox::{Outbox, Stored};
 use crate::publisher::PublishError;
-use crate::redis::session::{MAX_TURNS, OutboundSession, Role, Session, Turn};
+use crate::redis::session::{MAX_TURNS, OutboundSession, Parties, Role, Session, Turn};
 use crate::redis::tts_cache::Speech;
 use crate::redis::{Keys, RedisError};
 use crate::stage::{Stage, StageError};
@@ -134,6 +134,15 @@ impl MemorySessions {
         let session = &mut calls.entry(sid.clone()).or_default().session;
         session.tenant = Some(tenant.clone());
         session.outbound = Some(outbound);
+    }
+
+    /// Sets the call's numbers (as the ingress does on `start`).
+    pub fn parties(&self, sid: &CallSid, parties: Parties) {
+        lock(&self.calls)
+            .entry(sid.clone())
+            .or_default()
+            .session
+            .parties = Some(parties);
     }
 
     /// Starts the call's next caller turn (as the stt does on a final); returns its number.

@@ -124,7 +124,14 @@ impl Pipeline {
 
     /// Starts a call's session and its first caller turn; returns the turn number.
     pub(super) async fn call(&self, call: &CallSid) -> u32 {
-        self.redis.session_start(call, &tenant()).await.unwrap();
+        self.redis
+            .session_start(
+                call,
+                &tenant(),
+                &sb_runtime::redis::session::Parties::default(),
+            )
+            .await
+            .unwrap();
         self.redis
             .session_next_turn(call, 0)
             .await

@@ -98,7 +98,14 @@ impl Replicas {
 
     /// Starts `call`'s session and its first caller turn, and publishes its transcript.
     pub(super) async fn turn(&self, call: &CallSid, text: &str) {
-        self.redis.session_start(call, &tenant()).await.unwrap();
+        self.redis
+            .session_start(
+                call,
+                &tenant(),
+                &sb_runtime::redis::session::Parties::default(),
+            )
+            .await
+            .unwrap();
         let turn = self
             .redis
             .session_next_turn(call, 0)

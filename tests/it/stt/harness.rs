@@ -148,7 +148,14 @@ pub(super) struct Caller {
 impl Caller {
     pub(super) async fn start(env: &TestEnv, sid: CallSid) -> Self {
         let redis = env.redis().await.unwrap();
-        redis.session_start(&sid, &tenant()).await.unwrap();
+        redis
+            .session_start(
+                &sid,
+                &tenant(),
+                &sb_runtime::redis::session::Parties::default(),
+            )
+            .await
+            .unwrap();
         let publisher = Publisher::new(env.js.clone());
         let start = Envelope::new(
             tenant(),

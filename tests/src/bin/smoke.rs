@@ -62,7 +62,13 @@ async fn main() -> anyhow::Result<()> {
         ack.sequence
     );
 
-    rt.redis.session_start(&sid, &tenant.id).await?;
+    rt.redis
+        .session_start(
+            &sid,
+            &tenant.id,
+            &sb_runtime::redis::session::Parties::default(),
+        )
+        .await?;
     let session = rt
         .redis
         .session_load(&sid)

@@ -12,6 +12,7 @@
 use std::sync::Arc;
 
 use futures::StreamExt as _;
+use sb_runtime::redis::session::Parties;
 use sb_runtime::{Tenant, metrics::Metric};
 use sb_schemas::{
     BargeIn, BargeInTrigger, Body, CallSid, Dtmf, End, EndReason, Envelope, Played, Start,
@@ -138,10 +139,15 @@ impl<B: Backend> Call<B> {
         // It opens this call's socket: not for the event log.
         custom_parameters.remove(credential::PARAMETER);
         let params = &custom_parameters;
+        // The TwiML's <Parameter>s carry the numbers (Twilio's `start` does not).
+        let parties = Parties {
+            from: params.get("from").cloned().unwrap_or_default(),
+            to: params.get("to").cloned().unwrap_or_default(),
+        };
         let span = tracing::info_span!("call", tenant = %tenant.id, call_sid = %sid);
         let backend = &state.backend;
         let events = async {
-            if let Err(error) = backend.session_start(&sid, &tenant.id).await {
+            if let Err(error) = backend.session_start(&sid, &tenant.id, &parties).await {
                 tracing::warn!(error = %error, "session not created");
             }
             match backend.subscribe_call(&tenant.id, &sid).await {

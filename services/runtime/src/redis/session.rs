@@ -50,6 +50,15 @@ pub struct Session {
     pub stt_checkpoint: Option<u64>,
     /// Set for an outbound campaign call (by the ingress, from its dial attempt).
     pub outbound: Option<OutboundSession>,
+    /// Who the call is between (from Twilio's `start`; `None` before it).
+    pub parties: Option<Parties>,
+}
+
+/// The call's numbers, as Twilio's `start` gave them (session fields `from`, `to`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Parties {
+    pub from: String,
+    pub to: String,
 }
 
 /// What an outbound campaign call changes for the agent: the campaign's greeting and
@@ -62,6 +71,22 @@ pub struct OutboundSession {
     pub prompt: Option<String>,
     /// Machine detection runs: greet on `answered_by`, not on `start`.
     pub amd: bool,
+    /// The campaign and contact the call is for (what a tenant's tools are told).
+    pub campaign: Option<String>,
+    pub contact: Option<String>,
+    /// The contact's variables as a JSON object (text).
+    pub vars: Option<String>,
+}
+
+/// The optional text fields of an outbound session, as (session field, value).
+pub(crate) fn outbound_fields(outbound: &OutboundSession) -> [(&'static str, &Option<String>); 5] {
+    [
+        ("ob_greeting", &outbound.greeting),
+        ("ob_prompt", &outbound.prompt),
+        ("ob_campaign", &outbound.campaign),
+        ("ob_contact", &outbound.contact),
+        ("ob_vars", &outbound.vars),
+    ]
 }
 
 impl Session {
@@ -142,12 +167,21 @@ return 0
 ";
 
 impl Redis {
-    /// Creates (or touches) the session of a starting call.
-    pub async fn session_start(&self, sid: &CallSid, tenant: &TenantId) -> Result<(), RedisError> {
+    /// Creates (or touches) the session of a starting call, with its numbers.
+    pub async fn session_start(
+        &self,
+        sid: &CallSid,
+        tenant: &TenantId,
+        parties: &Parties,
+    ) -> Result<(), RedisError> {
         let key = self.keys.session(sid);
         redis::pipe()
             .atomic()
             .hset(&key, "tenant", tenant.as_str())
+            .ignore()
+            .hset(&key, "from", &parties.from)
+            .ignore()
+            .hset(&key, "to", &parties.to)
             .ignore()
             .expire(&key, self.ttl_secs())
             .ignore()
@@ -188,7 +222,17 @@ impl Redis {
                 greeting: fields.get("ob_greeting").cloned(),
                 prompt: fields.get("ob_prompt").cloned(),
                 amd: fields.get("ob_amd").is_some_and(|v| v == "1"),
+                campaign: fields.get("ob_campaign").cloned(),
+                contact: fields.get("ob_contact").cloned(),
+                vars: fields.get("ob_vars").cloned(),
             }),
+            parties: match (fields.get("from"), fields.get("to")) {
+                (Some(from), Some(to)) => Some(Parties {
+                    from: from.clone(),
+                    to: to.clone(),
+                }),
+                _ => None,
+            },
         }))
     }
 
@@ -209,10 +253,7 @@ impl Redis {
             .ignore()
             .hset(&key, "ob_amd", if outbound.amd { "1" } else { "0" })
             .ignore();
-        for (field, value) in [
-            ("ob_greeting", &outbound.greeting),
-            ("ob_prompt", &outbound.prompt),
-        ] {
+        for (field, value) in outbound_fields(outbound) {
             if let Some(value) = value {
                 pipe.hset(&key, field, value).ignore();
             }

@@ -10,7 +10,7 @@
 use redis::Script;
 use sb_schemas::{CallSid, TenantId};
 
-use super::session::{MAX_TURNS, OutboundSession, Turn};
+use super::session::{MAX_TURNS, OutboundSession, Parties, Turn, outbound_fields};
 use super::{Redis, RedisError, failed};
 
 /// What the log says a call's session holds.
@@ -24,6 +24,8 @@ pub struct Restore {
     /// Oldest first; the last [`MAX_TURNS`] are kept.
     pub turns: Vec<Turn>,
     pub outbound: Option<OutboundSession>,
+    /// From the call's `start`.
+    pub parties: Option<Parties>,
 }
 
 /// KEYS[1] the session; ARGV: tenant, turn, bargein, stt_epoch, stt_ckpt ('' = none),
@@ -99,14 +101,18 @@ impl Redis {
                 .arg("1")
                 .arg("ob_amd")
                 .arg(if outbound.amd { "1" } else { "0" });
-            for (field, value) in [
-                ("ob_greeting", &outbound.greeting),
-                ("ob_prompt", &outbound.prompt),
-            ] {
+            for (field, value) in outbound_fields(outbound) {
                 if let Some(value) = value {
                     invocation.arg(field).arg(value.as_str());
                 }
             }
+        }
+        if let Some(parties) = &restore.parties {
+            invocation
+                .arg("from")
+                .arg(parties.from.as_str())
+                .arg("to")
+                .arg(parties.to.as_str());
         }
         invocation
             .invoke_async::<i64>(&mut self.conn())

@@ -75,13 +75,17 @@ impl Attempt {
     }
 
     /// What the agent must know about the call: the rendered greeting and prompt (empty
-    /// means the tenant's own) and whether machine detection runs.
+    /// means the tenant's own), whether machine detection runs, and the campaign, contact
+    /// and the contact's variables (JSON) for the tenant's tools.
     pub fn outbound_session(&self) -> OutboundSession {
         let text = |field: &str| self.get(field).filter(|v| !v.is_empty()).map(str::to_owned);
         OutboundSession {
             greeting: text("greeting"),
             prompt: text("prompt"),
             amd: self.get("amd") == Some("1"),
+            campaign: text("campaign"),
+            contact: text("contact"),
+            vars: text("vars"),
         }
     }
 }
