@@ -12,6 +12,7 @@ mod cluster;
 mod dialer;
 mod e2e;
 mod e2e_outbound;
+mod e2e_tools;
 mod ingress;
 mod ingress_end;
 mod ingress_trust;

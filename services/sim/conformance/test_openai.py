@@ -70,6 +70,46 @@ def test_streamed_tool_call(spawn_sim):
     assert finish == "tool_calls"
 
 
+def test_parallel_tool_calls_then_the_answer_to_their_results(spawn_sim):
+    """Two calls stream under their own indexes and ids (the SDK's accumulation recipe);
+    the request that carries their results gets the scripted answer; a `tool` message that
+    answers no call is refused with OpenAI's 400."""
+    line = 'tool:book_visit {"day":"friday"} && tool:email_offers {} => Booked, and the offers are on their way.'
+    url = spawn_sim("llm", "--api-key", KEY, "--reply-by-turn", "--reply", line)
+    stream = client(url).chat.completions.create(model="llama-3.1-8b-instant", messages=MESSAGES, stream=True)
+    calls: dict[int, dict] = {}
+    finish = None
+    for chunk in stream:
+        choice = chunk.choices[0]
+        for delta in choice.delta.tool_calls or []:
+            call = calls.setdefault(delta.index, {"id": "", "name": "", "arguments": ""})
+            call["id"] += delta.id or ""
+            call["name"] += (delta.function.name if delta.function else None) or ""
+            call["arguments"] += (delta.function.arguments if delta.function else None) or ""
+        finish = choice.finish_reason or finish
+    assert finish == "tool_calls"
+    assert [calls[i]["name"] for i in sorted(calls)] == ["book_visit", "email_offers"]
+    assert json.loads(calls[0]["arguments"]) == {"day": "friday"}
+    assert calls[0]["id"] != calls[1]["id"]
+    followup = MESSAGES + [
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
+                for c in calls.values()
+            ],
+        },
+        *({"role": "tool", "tool_call_id": c["id"], "content": '{"ok":true}'} for c in calls.values()),
+    ]
+    answer = client(url).chat.completions.create(model="llama-3.1-8b-instant", messages=followup)
+    assert answer.choices[0].message.content == "Booked, and the offers are on their way."
+    orphan = MESSAGES + [{"role": "tool", "tool_call_id": "call_nope", "content": "{}"}]
+    with pytest.raises(openai.BadRequestError) as error:
+        client(url).chat.completions.create(model="llama-3.1-8b-instant", messages=orphan)
+    assert "role 'tool'" in str(error.value)
+
+
 def test_rate_limit_raises_rate_limit_error(spawn_sim):
     url = spawn_sim("llm", "--api-key", KEY, "--rate-limit-share", "1.0")
     with pytest.raises(openai.RateLimitError) as error:

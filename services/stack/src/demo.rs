@@ -20,19 +20,23 @@ use crate::{
 };
 
 /// What the Deepgram stand-in "hears", in the order the caller says it.
-pub const CALLER_LINES: [&str; 3] = [
+pub const CALLER_LINES: [&str; 4] = [
     "What are your opening hours?",
     "Do you have any offers at the moment?",
     "Sorry, could you just email them to me?",
+    "Can I book a visit on Friday afternoon?",
 ];
 
-/// The LLM stand-in's answers: reply n answers the caller's n-th line.
-pub const BOT_REPLIES: [&str; 3] = [
+/// The LLM stand-in's answers: reply n answers the caller's n-th line. The last two call
+/// `acme`'s own tools (served by the tenant-server stand-in): the email is sent without
+/// waiting, the booking is waited for and its answer spoken.
+pub const BOT_REPLIES: [&str; 4] = [
     "We're open from nine to five, Monday to Friday, and ten to two on Saturdays.",
     "Yes! This month every second item is half price. Members also get free delivery on \
      orders over fifty dollars. And if you sign up today, you get an extra ten percent off \
      your first order. Would you like me to tell you more about membership?",
-    "Of course. I'll email today's offers to you right away. Is there anything else?",
+    r#"tool:email_offers {"topic":"this month's offers"} => Of course, the offers are on their way to your inbox. Anything else?"#,
+    r#"tool:book_visit {"day":"friday","time":"afternoon"}"#,
 ];
 
 /// Runs the demo; returns the caller's report.
@@ -69,7 +73,8 @@ pub async fn run(run_dir: PathBuf) -> anyhow::Result<CallReport> {
 async fn call(stack: &Stack, run_dir: &std::path::Path) -> anyhow::Result<CallReport> {
     let scenario = Scenario::load(&workspace_root().join("services/sim/scenarios/demo.toml"))?;
     println!(
-        "  a caller dials {} (tenant acme) from {}: asks two questions, interrupts the second answer",
+        "  a caller dials {} (tenant acme) from {}: asks two questions, interrupts the second answer,\n  \
+         has the offers emailed and books a visit (acme's own tools, on its tenant server)",
         scenario.to, scenario.from
     );
     let caller = CallerConfig::new(stack.ingress_url(), PUBLIC_URL, AUTH_TOKEN);
@@ -110,6 +115,16 @@ async fn call(stack: &Stack, run_dir: &std::path::Path) -> anyhow::Result<CallRe
         report.late_frames,
         report.protocol_errors.len()
     );
+    println!("\nWhat acme's tenant server received (its tools, signed by Switchboard):");
+    for request in sb_sim::tenant::fetch_received(&stack.tenant_server.url()).await? {
+        println!(
+            "  POST {} {} (signature {}, answered {})",
+            request["path"].as_str().unwrap_or("?"),
+            request["body"]["arguments"],
+            request["signature"].as_str().unwrap_or("?"),
+            request["status"]
+        );
+    }
     let wav = run_dir.join("call.wav");
     std::fs::write(&wav, report.to_wav())?;
     println!(

@@ -15,19 +15,60 @@ use crate::servers::{RedisServer, workspace_root};
 /// The local stack's campaigns API key for every tenant (not a secret: loopback only).
 pub const CAMPAIGNS_API_KEY: &str = "local-stack-campaigns-key";
 
+/// The local tenant `acme`'s own tools, served by the tenant-server stand-in (`{tenant}`
+/// is its address): a booking the call waits for (with a filler phrase), and an email
+/// sent without waiting.
+const ACME_TOOLS: &str = r#"
+signing_secret_env = "SB_TENANT_SECRET_ACME"
+
+[[tools]]
+name = "book_visit"
+description = "Book a visit to the store for the caller. Ask for the day first."
+url = "http://{tenant}/tools/book_visit"
+timeout_ms = 3000
+filler = "One moment while I check that."
+[tools.parameters]
+type = "object"
+required = ["day"]
+properties.day = { type = "string", description = "The day, e.g. friday." }
+properties.time = { type = "string", description = "morning or afternoon" }
+
+[[tools]]
+name = "email_offers"
+description = "Email this month's offers to the caller."
+url = "http://{tenant}/tools/email_offers"
+wait = false
+"#;
+
+/// The variable holding the local tenant-server's signing secret, and its value.
+pub const TENANT_SECRET_ENV: &str = "SB_TENANT_SECRET_ACME";
+pub const TENANT_SECRET: &str = "local-stack-tenant-signing-secret";
+
 /// Writes `dir/tenants.toml`: the shipped tenants file with [`CAMPAIGNS_API_KEY`]'s
-/// sha256 as every tenant's API key, so the demo and tests can use the campaigns API.
-pub fn local_tenants_file(dir: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
+/// sha256 as every tenant's API key, so the demo and tests can use the campaigns API,
+/// and, with a tenant-server stand-in at `tenant_server`, `acme`'s own tools served by it.
+pub fn local_tenants_file(
+    dir: &std::path::Path,
+    tenant_server: Option<std::net::SocketAddr>,
+) -> anyhow::Result<std::path::PathBuf> {
     use sha2::Digest as _;
     let shipped = std::fs::read_to_string(workspace_root().join("deploy/base/tenants.toml"))?;
     let mut doc: toml::Table = toml::from_str(&shipped)?;
     let hash = hex::encode(sha2::Sha256::digest(CAMPAIGNS_API_KEY.as_bytes()));
+    let tools: Option<toml::Table> = tenant_server
+        .map(|addr| toml::from_str(&ACME_TOOLS.replace("{tenant}", &addr.to_string())))
+        .transpose()?;
     if let Some(toml::Value::Array(tenants)) = doc.get_mut("tenant") {
         for tenant in tenants.iter_mut().filter_map(toml::Value::as_table_mut) {
             tenant.insert(
                 "api_key_sha256".into(),
                 toml::Value::Array(vec![toml::Value::String(hash.clone())]),
             );
+            if let Some(tools) = &tools
+                && tenant.get("id").and_then(toml::Value::as_str) == Some("acme")
+            {
+                tenant.extend(tools.clone());
+            }
         }
     }
     let path = dir.join("tenants.toml");
@@ -72,6 +113,7 @@ impl Env<'_> {
                 ("SB_DEEPGRAM_API_KEY", VENDOR_KEY.into()),
             ],
             "agent" => vec![
+                (TENANT_SECRET_ENV, TENANT_SECRET.into()),
                 ("SB_LLM_BASE_URL", format!("http://{}/v1", self.llm)),
                 ("SB_LLM_API_KEY", VENDOR_KEY.into()),
                 ("SB_TWILIO_API_URL", format!("http://{}", self.twilio)),

@@ -228,6 +228,8 @@ struct Plan {
     reply: Reply,
     /// Content tokens (text replies) or argument pieces (tool calls).
     pieces: Vec<String>,
+    /// For tool calls: which call each piece belongs to (calls stream one after another).
+    owners: Vec<usize>,
     finish_reason: &'static str,
     call_id: String,
     usage: Usage,
@@ -237,9 +239,18 @@ struct Plan {
 
 impl Plan {
     fn new(shared: &Shared, reply: &Reply, messages: &[Value], max_tokens: Option<u64>) -> Self {
+        let mut owners = Vec::new();
         let (mut pieces, mut finish_reason) = match reply {
             Reply::Text(text) => (reply::tokenize(text), "stop"),
-            Reply::ToolCall { arguments, .. } => (reply::argument_pieces(arguments), "tool_calls"),
+            Reply::Tools { calls, .. } => {
+                let mut pieces = Vec::new();
+                for (index, call) in calls.iter().enumerate() {
+                    let some = reply::argument_pieces(&call.arguments);
+                    owners.extend(std::iter::repeat_n(index, some.len()));
+                    pieces.extend(some);
+                }
+                (pieces, "tool_calls")
+            }
         };
         if let (Reply::Text(_), Some(max)) =
             (reply, max_tokens.and_then(|m| usize::try_from(m).ok()))
@@ -260,6 +271,7 @@ impl Plan {
         Self {
             reply: reply.clone(),
             pieces,
+            owners,
             finish_reason,
             call_id: format!("call_{}", &uuid::Uuid::now_v7().simple().to_string()[8..32]),
             usage,
@@ -277,11 +289,6 @@ impl Plan {
             Step::Wait(self.ttft),
             Step::Send(sse::event(&completion.role())),
         ];
-        if let Reply::ToolCall { name, .. } = &self.reply {
-            steps.push(Step::Send(sse::event(
-                &completion.tool_start(&self.call_id, name),
-            )));
-        }
         let fault_at = self.pieces.len() / 2;
         for (index, piece) in self.pieces.iter().enumerate() {
             if index == fault_at {
@@ -312,9 +319,18 @@ impl Plan {
             if index > 0 {
                 steps.push(Step::Wait(self.inter_token));
             }
-            let chunk = match self.reply {
+            let chunk = match &self.reply {
                 Reply::Text(_) => completion.content(piece),
-                Reply::ToolCall { .. } => completion.tool_arguments(piece),
+                Reply::Tools { calls, .. } => {
+                    let owner = self.owners[index];
+                    // A call's first piece comes after its id and name.
+                    if index == 0 || self.owners[index - 1] != owner {
+                        let id = format!("{}_{owner}", self.call_id);
+                        let start = completion.tool_start(owner, &id, &calls[owner].name);
+                        steps.push(Step::Send(sse::event(&start)));
+                    }
+                    completion.tool_arguments(owner, piece)
+                }
             };
             steps.push(Step::Send(sse::event(&chunk)));
         }

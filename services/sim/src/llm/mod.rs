@@ -200,10 +200,20 @@ impl Shared {
     }
 
     fn next_reply(&self, messages: &[Value]) -> reply::Reply {
+        let replies = &self.config.replies;
         if let Some(reply) = reply::Reply::after_tools(messages) {
+            // With reply-by-turn, the turn's tool line may say what follows (` => text`).
+            if self.config.reply_by_turn && !replies.is_empty() {
+                let line = &replies[reply::user_turn(messages) % replies.len()];
+                if let reply::Reply::Tools {
+                    then: Some(then), ..
+                } = reply::Reply::from_script(line)
+                {
+                    return reply::Reply::Text(then);
+                }
+            }
             return reply;
         }
-        let replies = &self.config.replies;
         if replies.is_empty() {
             return reply::Reply::echo(messages);
         }

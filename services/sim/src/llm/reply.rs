@@ -1,7 +1,8 @@
 //! What the LLM stand-in answers, and how the answer splits into streamed tokens.
 //!
 //! Consumes a parsed chat request and the configured reply script; produces a [`Reply`]
-//! (text, or a tool call from a script line `tool:<name> <json arguments>`), its tokens
+//! (text, or tool calls from a script line `tool:<name> <json arguments>`, several joined
+//! by ` && `, optionally ending ` => <what to say once they answered>`), its tokens
 //! (word-ish pieces with the leading space attached, as real tokenisers emit " world") and
 //! rough usage numbers. With no script the reply echoes the caller: `You said: <last user
 //! message>.` State: none (the script cursor lives in the server state).
@@ -13,25 +14,43 @@ use serde_json::Value;
 pub enum Reply {
     /// Assistant text.
     Text(String),
-    /// A function call the model asks the client to run.
-    ToolCall {
-        /// Function name, e.g. `end_call`.
-        name: String,
-        /// JSON arguments as a string, exactly as OpenAI sends them.
-        arguments: String,
+    /// Function calls the model asks the client to run (more than one: parallel calls).
+    Tools {
+        calls: Vec<ScriptedCall>,
+        /// What the model says once the calls' results come back (`None`: their `say`
+        /// fields, see [`Reply::after_tools`]).
+        then: Option<String>,
     },
 }
 
+/// One scripted tool call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScriptedCall {
+    /// Function name, e.g. `end_call`.
+    pub name: String,
+    /// JSON arguments as a string, exactly as OpenAI sends them.
+    pub arguments: String,
+}
+
 impl Reply {
-    /// Parses a script line: `tool:<name> <json>` is a tool call, anything else is text.
+    /// Parses a script line: `tool:<name> <json>` (several joined by ` && tool:`,
+    /// optionally ending ` => <text>`) is tool calls, anything else is text.
     pub fn from_script(line: &str) -> Self {
-        match line.strip_prefix("tool:") {
-            Some(rest) => {
-                let rest = rest.trim();
+        let Some(rest) = line.strip_prefix("tool:") else {
+            return Self::Text(line.to_owned());
+        };
+        let (calls, then) = match rest.split_once(" => ") {
+            Some((calls, then)) => (calls, Some(then.trim().to_owned())),
+            None => (rest, None),
+        };
+        let calls = calls
+            .split(" && tool:")
+            .map(|call| {
+                let call = call.trim();
                 let (name, arguments) =
-                    rest.split_once(char::is_whitespace).unwrap_or((rest, "{}"));
+                    call.split_once(char::is_whitespace).unwrap_or((call, "{}"));
                 let arguments = arguments.trim();
-                Self::ToolCall {
+                ScriptedCall {
                     name: name.to_owned(),
                     arguments: if arguments.is_empty() {
                         "{}".to_owned()
@@ -39,9 +58,9 @@ impl Reply {
                         arguments.to_owned()
                     },
                 }
-            }
-            None => Self::Text(line.to_owned()),
-        }
+            })
+            .collect();
+        Self::Tools { calls, then }
     }
 
     /// The answer to a request that ends in tool results (the model's second request of a
@@ -247,18 +266,29 @@ mod tests {
     /// Script lines starting `tool:` are tool calls (arguments default to `{}`).
     #[test]
     fn script_lines() {
+        let call = |name: &str, arguments: &str| ScriptedCall {
+            name: name.into(),
+            arguments: arguments.into(),
+        };
         assert_eq!(
             Reply::from_script(r#"tool:end_call {"reason":"done"}"#),
-            Reply::ToolCall {
-                name: "end_call".into(),
-                arguments: r#"{"reason":"done"}"#.into()
+            Reply::Tools {
+                calls: vec![call("end_call", r#"{"reason":"done"}"#)],
+                then: None
             }
         );
         assert_eq!(
             Reply::from_script("tool:hang_up"),
-            Reply::ToolCall {
-                name: "hang_up".into(),
-                arguments: "{}".into()
+            Reply::Tools {
+                calls: vec![call("hang_up", "{}")],
+                then: None
+            }
+        );
+        assert_eq!(
+            Reply::from_script(r#"tool:a {"x":1} && tool:b => Both done."#),
+            Reply::Tools {
+                calls: vec![call("a", r#"{"x":1}"#), call("b", "{}")],
+                then: Some("Both done.".into())
             }
         );
         assert_eq!(

@@ -89,15 +89,15 @@ impl Completion {
     }
 
     /// A tool call's opening delta: id, type and name, empty arguments.
-    pub(crate) fn tool_start(&self, call_id: &str, name: &str) -> Value {
-        let call = json!({ "index": 0, "id": call_id, "type": "function", "function": { "name": name, "arguments": "" } });
+    pub(crate) fn tool_start(&self, index: usize, call_id: &str, name: &str) -> Value {
+        let call = json!({ "index": index, "id": call_id, "type": "function", "function": { "name": name, "arguments": "" } });
         self.chunk(json!({ "tool_calls": [call] }), None)
     }
 
-    /// A piece of a tool call's arguments.
-    pub(crate) fn tool_arguments(&self, piece: &str) -> Value {
+    /// A piece of tool call `index`'s arguments.
+    pub(crate) fn tool_arguments(&self, index: usize, piece: &str) -> Value {
         self.chunk(
-            json!({ "tool_calls": [{ "index": 0, "function": { "arguments": piece } }] }),
+            json!({ "tool_calls": [{ "index": index, "function": { "arguments": piece } }] }),
             None,
         )
     }
@@ -146,10 +146,14 @@ impl Completion {
     ) -> Value {
         let message = match reply {
             Reply::Text(_) => json!({ "role": "assistant", "content": text }),
-            Reply::ToolCall { name, arguments } => json!({
+            Reply::Tools { calls, .. } => json!({
                 "role": "assistant",
                 "content": null,
-                "tool_calls": [{ "id": call_id, "type": "function", "function": { "name": name, "arguments": arguments } }],
+                "tool_calls": calls.iter().enumerate().map(|(i, c)| json!({
+                    "id": format!("{call_id}_{i}"),
+                    "type": "function",
+                    "function": { "name": c.name, "arguments": c.arguments },
+                })).collect::<Vec<_>>(),
             }),
         };
         json!({
@@ -241,14 +245,14 @@ mod tests {
             Bytes::from_static(b"data: {\"a\":1}\n\n")
         );
         let c = completion(false);
-        let start = c.tool_start("call_1", "end_call");
+        let start = c.tool_start(0, "call_1", "end_call");
         assert_eq!(
             start["choices"][0]["delta"]["tool_calls"][0]["function"],
             json!({ "name": "end_call", "arguments": "" })
         );
         assert_eq!(
-            c.tool_arguments("{\"a\"")["choices"][0]["delta"]["tool_calls"][0]["index"],
-            0
+            c.tool_arguments(1, "{\"a\"")["choices"][0]["delta"]["tool_calls"][0]["index"],
+            1
         );
         let text = Reply::Text("Hi.".into());
         let whole = c.whole(&text, "Hi.", "stop", "", &USAGE);
@@ -257,14 +261,11 @@ mod tests {
             whole["choices"][0]["message"],
             json!({ "role": "assistant", "content": "Hi." })
         );
-        let tool = Reply::ToolCall {
-            name: "end_call".into(),
-            arguments: "{}".into(),
-        };
+        let tool = Reply::from_script("tool:end_call {}");
         let whole = c.whole(&tool, "", "tool_calls", "call_1", &USAGE);
         assert_eq!(
             whole["choices"][0]["message"]["tool_calls"][0]["id"],
-            "call_1"
+            "call_1_0"
         );
         assert_eq!(c.groq_error("overloaded")["x_groq"]["error"], "overloaded");
     }

@@ -124,6 +124,8 @@ pub struct StackConfig {
     pub llm_replies: Vec<String>,
     /// Extra `sim llm` options (fault injection, e.g. `--unavailable-share 1`).
     pub llm_args: Vec<String>,
+    /// Extra `sim tenant` options (what `acme`'s tools answer, e.g. `--fail book_visit=2`).
+    pub tenant_args: Vec<String>,
     /// Real espeak-ng speech from the TTS stand-in, or a deterministic tone (faster).
     pub tts_speech: bool,
     /// Processes per service (at least one each).
@@ -154,6 +156,7 @@ impl StackConfig {
             stt_script: Vec::new(),
             llm_replies: Vec::new(),
             llm_args: Vec::new(),
+            tenant_args: Vec::new(),
             tts_speech: false,
             replicas: Replicas::default(),
             service_env: vec![(

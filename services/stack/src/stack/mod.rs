@@ -43,6 +43,8 @@ pub struct Stack {
     pub llm: Process,
     pub tts_sim: Process,
     pub twilio: Process,
+    /// The tenant-server stand-in: `acme`'s own tools.
+    pub tenant_server: Process,
     /// Each service's live replicas, oldest first.
     services: BTreeMap<Service, Vec<Process>>,
     /// Processes started per service so far: names the next (`stt`, `stt-2`, …) and its log.
@@ -59,7 +61,8 @@ impl Stack {
         let bins = binaries_dir()?;
         std::fs::create_dir_all(&config.run_dir)?;
         let logs = config.run_dir.as_path();
-        let tenants = crate::service_env::local_tenants_file(logs)?;
+        let tenant_server = start_tenant_server(&config, &bins.join("sim")).await?;
+        let tenants = crate::service_env::local_tenants_file(logs, Some(tenant_server.addr))?;
         let redis_settings = if config.redis_aof {
             RedisSettings::state().with_aof()
         } else {
@@ -89,6 +92,7 @@ impl Stack {
             llm,
             tts_sim,
             twilio,
+            tenant_server,
             services: BTreeMap::new(),
             started: BTreeMap::new(),
             front: None,
@@ -259,10 +263,16 @@ impl Stack {
 
     /// The stand-ins' usage (they share the machine in a load run).
     pub fn stand_in_usage(&self) -> Vec<(String, Usage)> {
-        [&self.deepgram, &self.llm, &self.tts_sim, &self.twilio]
-            .into_iter()
-            .map(|p| (p.name.clone(), p.usage()))
-            .collect()
+        [
+            &self.deepgram,
+            &self.llm,
+            &self.tts_sim,
+            &self.twilio,
+            &self.tenant_server,
+        ]
+        .into_iter()
+        .map(|p| (p.name.clone(), p.usage()))
+        .collect()
     }
 
     /// Stops the services gracefully (SIGTERM), then everything else.
@@ -270,7 +280,13 @@ impl Stack {
         let grace = Duration::from_secs(10);
         let services = std::mem::take(&mut self.services).into_values().flatten();
         futures::future::join_all(services.map(|p| p.stop(grace))).await;
-        let stand_ins = [self.deepgram, self.llm, self.tts_sim, self.twilio];
+        let stand_ins = [
+            self.deepgram,
+            self.llm,
+            self.tts_sim,
+            self.twilio,
+            self.tenant_server,
+        ];
         futures::future::join_all(stand_ins.into_iter().map(|p| p.stop(grace))).await;
     }
 
@@ -331,6 +347,29 @@ impl Stack {
             front.set_replicas(self.addrs(Service::Ingress)).await;
         }
     }
+}
+
+/// The tenant-server stand-in: checks the local signing secret; `book_visit` answers
+/// after 600 ms (its filler is heard), then whatever the config's `tenant_args` script.
+async fn start_tenant_server(
+    config: &StackConfig,
+    sim: &std::path::Path,
+) -> anyhow::Result<Process> {
+    let mut args: Vec<String> = [
+        "tenant",
+        "--secret",
+        crate::service_env::TENANT_SECRET,
+        "--answer",
+        r#"book_visit={"say":"You're booked for Friday at 3 pm. See you then!","slot":"friday 15:00"}"#,
+        "--delay-ms",
+        "book_visit=600",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(config.tenant_args.iter().cloned());
+    Process::stand_in("sim-tenant", sim, &args, &config.run_dir)
+        .await
+        .context("starting the tenant-server stand-in")
 }
 
 /// The four vendor stand-ins; the Twilio one answers placed calls at `ingress` when the
