@@ -133,6 +133,40 @@ impl Rig {
     }
 }
 
+fn tool_request_schema() -> jsonschema::Validator {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../docs/schemas/tool-request.schema.json");
+    let schema: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    jsonschema::options()
+        .should_validate_formats(true)
+        .build(&schema)
+        .unwrap()
+}
+
+/// The schema refuses what the tenant must never be sent: it is not a schema that
+/// accepts anything.
+#[test]
+fn the_tool_request_schema_refuses_a_wrong_body() {
+    let schema = tool_request_schema();
+    let good = json!({
+        "id": "01938f2c-5a3e-7c41-9a0b-6f1d2e3c4b5a", "tool": "book_visit", "arguments": {},
+        "call": {"tenant": "acme", "call_sid": "CA0123456789abcdef0123456789abcdef", "turn": 1,
+                 "direction": "inbound", "from": null, "to": null, "campaign": null,
+                 "contact": null, "variables": {}},
+    });
+    assert!(schema.is_valid(&good));
+    for (pointer, bad) in [
+        ("/arguments", json!("text")),
+        ("/call/direction", json!("sideways")),
+        ("/id", json!("not-a-uuid")),
+        ("/call/call_sid", json!("CA12")),
+    ] {
+        let mut body = good.clone();
+        *body.pointer_mut(pointer).unwrap() = bad;
+        assert!(!schema.is_valid(&body), "{pointer}");
+    }
+}
+
 const BOOK: &str = r#"tool:book_table {"day":"friday","people":2}"#;
 
 fn booked() -> ToolScript {
