@@ -75,8 +75,18 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// The agent with the OpenAI-compatible client and, when configured, Twilio's REST API.
+    /// The agent with the OpenAI-compatible client and, when configured, Twilio's REST API;
+    /// the tenants' signing secrets come from the process environment.
     pub fn new(runtime: &Runtime, config: AgentConfig) -> Result<Self, SetupError> {
+        Self::new_with_env(runtime, config, |var| std::env::var(var).ok())
+    }
+
+    /// [`Agent::new`], reading the tenants' signing secrets through `env`.
+    pub fn new_with_env(
+        runtime: &Runtime,
+        config: AgentConfig,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, SetupError> {
         config.validate().map_err(SetupError::Config)?;
         let timeouts = Timeouts {
             connect: Duration::from_millis(config.llm_connect_timeout_ms),
@@ -103,7 +113,7 @@ impl Agent {
             Arc::new(runtime.redis.clone()),
             config.shared_limits(),
         );
-        let tools = TenantTools::new(&runtime.tenants, |var| std::env::var(var).ok())?;
+        let tools = TenantTools::new(&runtime.tenants, env)?;
         let agent = Self::with_providers(
             Arc::new(LoggedSessions(runtime.session_log())),
             runtime.tenants.clone(),

@@ -49,12 +49,7 @@ impl Agent {
         let Some(tools) = &self.tools else {
             return Ok(Round::Failed("tool_unavailable"));
         };
-        let said_before = speaker.sentences().len();
-        // What the model said before calling is heard first ("Let me check.").
-        speaker.interlude(None, out).await?;
-        if !speaker.wanted(out).await {
-            return Ok(Round::Stopped);
-        }
+        // The calls are recorded the moment the model made them.
         let mut ids = Vec::with_capacity(calls.len());
         for call in calls {
             let event = out.event(Body::ToolCall(ToolCall {
@@ -65,6 +60,12 @@ impl Agent {
             }));
             ids.push(event.id.to_string());
             out.emit(event).await?;
+        }
+        let said_before = speaker.sentences().len();
+        // What the model said before calling is heard first ("Let me check.").
+        speaker.interlude(None, out).await?;
+        if !speaker.wanted(out).await {
+            return Ok(Round::Stopped);
         }
         let filler = calls
             .iter()

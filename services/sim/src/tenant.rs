@@ -6,7 +6,8 @@
 //! Switchboard's signer so the two check each other) and the body's shape, records every
 //! request, and answers per tool from the script: after `delay_ms`, the first `fail`
 //! requests 500, the next `invalid` ones a 200 that is not JSON, then the tool's JSON
-//! answer (`{"ok":true}` unless scripted). `GET /sim/received` lists what was received.
+//! answer (`{"ok":true}` unless scripted; `{n}` in it becomes the request's number).
+//! `GET /sim/received` lists what was received, with when it arrived and was answered.
 //! State: the record and per-tool request counts of one server; nothing persists.
 
 use std::collections::{BTreeMap, HashMap};
@@ -71,6 +72,16 @@ pub struct Received {
     pub body: Value,
     /// The status answered.
     pub status: u16,
+    /// When the request arrived and when its answer was ready (µs since the epoch; 0
+    /// while it is being delayed).
+    pub at_us: u64,
+    pub answered_us: u64,
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
 struct Shared {
@@ -133,6 +144,7 @@ async fn tool(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let at_us = now_us();
     let header = |h: &str| headers.get(h).and_then(|v| v.to_str().ok());
     let signature = match &shared.config.secret {
         Some(secret) => check_signature(secret, header("x-switchboard-signature"), &body),
@@ -165,17 +177,29 @@ async fn tool(
         } else if n <= script.fail + script.invalid {
             (StatusCode::OK, "<html>not json</html>".to_owned())
         } else {
-            (StatusCode::OK, script.answer.to_string())
+            // `{n}` in an answer becomes the request's number (answers that differ).
+            let answer = script.answer.to_string().replace("{n}", &n.to_string());
+            (StatusCode::OK, answer)
         }
     };
-    shared.received.lock().expect("record lock").push(Received {
-        path: format!("/tools/{name}"),
-        signature,
-        idempotency_key: header("idempotency-key").map(str::to_owned),
-        body: parsed,
-        status: status.as_u16(),
-    });
+    // Recorded on arrival (a test may act while the answer is delayed), completed after.
+    let index = {
+        let mut received = shared.received.lock().expect("record lock");
+        received.push(Received {
+            path: format!("/tools/{name}"),
+            signature,
+            idempotency_key: header("idempotency-key").map(str::to_owned),
+            body: parsed,
+            status: status.as_u16(),
+            at_us,
+            answered_us: 0,
+        });
+        received.len() - 1
+    };
     tokio::time::sleep(script.delay).await;
+    if let Some(entry) = shared.received.lock().expect("record lock").get_mut(index) {
+        entry.answered_us = now_us();
+    }
     (
         status,
         [(http::header::CONTENT_TYPE, "application/json")],

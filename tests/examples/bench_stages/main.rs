@@ -14,9 +14,12 @@
 //! - **cache hit**: a sentence already in the TTS cache published → its first chunk, one at
 //!   a time;
 //! - **stand-ins alone**: their own time to first token / first audio, which the overhead
-//!   includes (the TTS stand-in synthesises the whole sentence before its first byte).
+//!   includes (the TTS stand-in synthesises the whole sentence before its first byte);
+//! - **tool round trip** ([`tools`]): a tenant tool's overhead beyond its own time.
 //!
 //! Each figure is the median of `--runs` runs, each on fresh servers.
+
+mod tools;
 
 use std::{
     collections::HashMap,
@@ -67,6 +70,28 @@ struct Args {
     /// Repetitions (each on fresh servers); medians are printed.
     #[arg(long, default_value_t = 3)]
     runs: usize,
+    /// Tool round trips per run (one at a time).
+    #[arg(long, default_value_t = 300)]
+    tool_samples: usize,
+}
+
+/// What a bench's agent is set up with: the LLM stand-in's script, the tenants, and the
+/// environment the agent reads its tenants' signing secrets from.
+struct Setup {
+    llm: llm::Config,
+    tenants: TenantToml,
+    secrets: Vec<(String, String)>,
+}
+
+impl Setup {
+    /// The plain pipeline: the LLM stand-in echoes, the tenant has no tools.
+    fn plain() -> Self {
+        Self {
+            llm: llm::Config::default(),
+            tenants: tenants_toml(),
+            secrets: Vec::new(),
+        }
+    }
 }
 
 /// The one tenant every benchmark call belongs to; its greeting is in the TTS cache.
@@ -87,6 +112,8 @@ fn tenants_toml() -> TenantToml {
 #[derive(Default)]
 struct Seen {
     sentence_at: HashMap<(CallSid, u32), u64>,
+    /// The first `tool_call` event of the turn: (its id, its `at` µs).
+    tool_call: HashMap<(CallSid, u32), (String, u64)>,
     /// Sent (chunk seen µs, chunk's `at` µs) on the first chunk.
     waiting: HashMap<(CallSid, u32), oneshot::Sender<(u64, u64)>>,
 }
@@ -96,6 +123,8 @@ struct Seen {
 /// sentence's hop through JetStream), out (chunk made → seen by a subscriber).
 #[derive(Debug, Clone, Copy)]
 struct Sample {
+    /// When the first chunk was seen (µs since the epoch).
+    seen_at: u64,
     total: f64,
     agent: f64,
     tts: f64,
@@ -118,16 +147,16 @@ struct Bench {
 }
 
 impl Bench {
-    async fn start(args: &Args, dir: &std::path::Path) -> anyhow::Result<Self> {
+    async fn start(args: &Args, dir: &std::path::Path, setup: Setup) -> anyhow::Result<Self> {
         let env = TestEnv::start().await?;
-        let (llm_url, llm) = serve(llm::router(llm::Shared::new(llm::Config::default()))).await?;
+        let (llm_url, llm) = serve(llm::router(llm::Shared::new(setup.llm))).await?;
         let tts_config = tts::Config {
             deterministic: true,
             ..tts::Config::default()
         };
         let (tts_base, tts_sim) = serve(tts::router(tts::Shared::new(tts_config))).await?;
         let tenants = dir.join("tenants.toml");
-        std::fs::write(&tenants, tenants_toml().to_string())?;
+        std::fs::write(&tenants, setup.tenants.to_string())?;
         let mut runtime_config = env.runtime_config();
         runtime_config.tenants_file = tenants;
         let runtime = Runtime::start("bench", runtime_config).await?;
@@ -135,7 +164,14 @@ impl Bench {
         config.llm_api_key = Some(Secret::new("bench"));
         config.llm_aimd_initial = 2_000;
         config.llm_aimd_max = 2_000;
-        let agent = Arc::new(Agent::new(&runtime, config)?);
+        let secrets = setup.secrets;
+        let env_var = |var: &str| {
+            secrets
+                .iter()
+                .find(|(k, _)| k == var)
+                .map(|(_, v)| v.clone())
+        };
+        let agent = Arc::new(Agent::new_with_env(&runtime, config, env_var)?);
         let tts_url = format!("{tts_base}/cognitiveservices/v1");
         let mut tts_config = TtsConfig::azure(tts_url.clone(), "bench");
         if let Some(bytes) = args.chunk_bytes {
@@ -175,7 +211,11 @@ impl Bench {
         }
         let seen: Arc<Mutex<Seen>> = Arc::default();
         let mut watchers = Vec::new();
-        for filter in ["call.bench.*.sentence", "audio.bench.*.out"] {
+        for filter in [
+            "call.bench.*.sentence",
+            "call.bench.*.tool_call",
+            "audio.bench.*.out",
+        ] {
             let mut sub = runtime.nats.subscribe(filter).await?;
             let seen = seen.clone();
             watchers.push(tokio::spawn(async move {
@@ -189,6 +229,10 @@ impl Bench {
                     match event.body {
                         Body::Sentence(_) => {
                             seen.sentence_at.entry(key).or_insert(event.at);
+                        }
+                        Body::ToolCall(_) => {
+                            let id = event.id.to_string();
+                            seen.tool_call.entry(key).or_insert((id, event.at));
                         }
                         Body::TtsChunk(_) => {
                             if let Some(tx) = seen.waiting.remove(&key) {
@@ -252,6 +296,7 @@ impl Bench {
             .unwrap_or(published);
         let ms = |from: u64, to: u64| to.saturating_sub(from) as f64 / 1e3;
         Ok(Sample {
+            seen_at: seen,
             total: ms(published, seen),
             agent: ms(published, sentence_at),
             tts: ms(sentence_at, chunk_at),
@@ -537,10 +582,11 @@ async fn main() -> anyhow::Result<()> {
     let mut overhead: Vec<Vec<Row>> = vec![Vec::new(); args.calls.len()];
     let mut cache: Vec<[f64; 2]> = Vec::new();
     let mut stand_ins: Vec<[f64; 4]> = Vec::new();
+    let mut tool_rows: Vec<tools::ToolRow> = Vec::new();
     let fallbacks_before = fallbacks();
     for run in 0..args.runs {
         for (i, &calls) in args.calls.iter().enumerate() {
-            let bench = Bench::start(&args, dir.path()).await?;
+            let bench = Bench::start(&args, dir.path(), Setup::plain()).await?;
             let pids = [
                 "self".to_owned(),
                 bench._env.nats.pid().to_string(),
@@ -568,7 +614,10 @@ async fn main() -> anyhow::Result<()> {
             ));
             overhead[i].push(row);
         }
-        let bench = Bench::start(&args, dir.path()).await?;
+        let tool = tools::measure(&args, dir.path()).await?;
+        tool.print(&format!("run {} ", run + 1));
+        tool_rows.push(tool);
+        let bench = Bench::start(&args, dir.path(), Setup::plain()).await?;
         let mut hits = bench.cache_hits(args.cache_samples).await?;
         let alone = bench.stand_ins(100).await?;
         bench.stop().await;
@@ -616,6 +665,7 @@ async fn main() -> anyhow::Result<()> {
         alone(2),
         alone(3)
     );
+    tools::ToolRow::median(&tool_rows).print("  ");
     println!("  fallbacks spoken: {}", fallbacks() - fallbacks_before);
     Ok(())
 }
