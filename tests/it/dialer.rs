@@ -329,3 +329,39 @@ async fn two_dialers_share_the_calls_per_second_limit() {
     assert!(a > 0 && b > 0, "both dialed: {a} {b}");
     rig::assert_rate(rig.twilio.created_at(), 5);
 }
+
+/// With a Twilio API key (`SK…` and its secret) the dialer places calls without the auth
+/// token in its REST requests; a key Twilio does not know places none.
+#[tokio::test]
+async fn an_api_key_places_calls_in_place_of_the_auth_token() {
+    const KEY: &str = "SK0123456789abcdef0123456789abcdef";
+    let with_key = |secret: &'static str| {
+        move |c: &mut sb_dialer::DialerConfig| {
+            c.twilio_api_key_sid = Some(KEY.into());
+            c.twilio_api_key_secret = Some(sb_runtime::Secret::new(secret));
+        }
+    };
+    let rig = Rig::start(Callees::new(human()), with_key("key-secret")).await;
+    rig.twilio.add_api_key(KEY, "key-secret");
+    rig.campaign(
+        "keyed",
+        spec(),
+        &[contact("+15005550121", &[("name", "Ann")])],
+    )
+    .await;
+    assert_eq!(rig.dialer.dial_next().await.unwrap(), Some(Dialled::Placed));
+    assert_eq!(rig.twilio.calls().len(), 1);
+
+    let rig = Rig::start(Callees::new(human()), with_key("wrong-secret")).await;
+    rig.twilio.add_api_key(KEY, "key-secret");
+    rig.campaign(
+        "keyed",
+        spec(),
+        &[contact("+15005550122", &[("name", "Ann")])],
+    )
+    .await;
+    assert_ne!(rig.dialer.dial_next().await.unwrap(), Some(Dialled::Placed));
+    assert!(rig.twilio.calls().is_empty());
+    let refused = rig.twilio.requests();
+    assert!(refused.iter().all(|r| r.status == 401), "{refused:?}");
+}

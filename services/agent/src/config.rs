@@ -116,9 +116,17 @@ pub struct AgentConfig {
     #[arg(long, env = "SB_TWILIO_ACCOUNT_SID")]
     pub twilio_account_sid: Option<String>,
 
-    /// Twilio auth token (HTTP Basic password of the REST API).
+    /// Twilio auth token (HTTP Basic password of the REST API); not needed with an API key.
     #[arg(long, env = "SB_TWILIO_AUTH_TOKEN", hide_env_values = true)]
     pub twilio_auth_token: Option<Secret>,
+
+    /// A Twilio API key (`SK…`) for the REST API instead of the auth token (with its secret).
+    #[arg(long, env = "SB_TWILIO_API_KEY_SID")]
+    pub twilio_api_key_sid: Option<String>,
+
+    /// The API key's secret.
+    #[arg(long, env = "SB_TWILIO_API_KEY_SECRET", hide_env_values = true)]
+    pub twilio_api_key_secret: Option<Secret>,
 
     /// Twilio REST API base URL (a stand-in in tests).
     #[arg(
@@ -160,6 +168,8 @@ impl AgentConfig {
             ended_session_ttl_secs: 60,
             twilio_account_sid: None,
             twilio_auth_token: None,
+            twilio_api_key_sid: None,
+            twilio_api_key_secret: None,
             twilio_api_url: "https://api.twilio.com".into(),
             twilio_timeout_ms: 5_000,
         }
@@ -221,28 +231,62 @@ impl AgentConfig {
         if self.transfer_phrase.trim().is_empty() {
             return Err("SB_AGENT_TRANSFER_PHRASE must not be empty".into());
         }
-        match (&self.twilio_account_sid, &self.twilio_auth_token) {
-            (None, None) => {}
-            (Some(sid), Some(token)) => {
-                if !sb_twilio::rest::is_sid(sid, "AC") {
+        self.twilio_rest().map(|_| ())
+    }
+
+    /// The account and how REST requests authenticate (an API key if set, else the auth
+    /// token); `None` without Twilio credentials. The error names the variable.
+    pub fn twilio_rest(&self) -> Result<Option<(String, sb_twilio::rest::RestAuth)>, String> {
+        use sb_twilio::rest::{RestAuth, is_sid};
+        let key = match (&self.twilio_api_key_sid, &self.twilio_api_key_secret) {
+            (None, None) => None,
+            (Some(sid), Some(secret)) => {
+                if !is_sid(sid, "SK") {
                     return Err(format!(
-                        "SB_TWILIO_ACCOUNT_SID: {sid:?} is not an account sid (AC + 32 hex digits)"
+                        "SB_TWILIO_API_KEY_SID: {sid:?} is not an API key sid (SK + 32 hex digits)"
                     ));
                 }
-                if token.is_empty() {
-                    return Err("SB_TWILIO_AUTH_TOKEN must not be empty".into());
+                if secret.is_empty() {
+                    return Err("SB_TWILIO_API_KEY_SECRET must not be empty".into());
                 }
-                url::Url::parse(&self.twilio_api_url)
-                    .map_err(|e| format!("SB_TWILIO_API_URL: {:?}: {e}", self.twilio_api_url))?;
+                Some(RestAuth::api_key(sid, secret.expose()))
             }
             (Some(_), None) => {
-                return Err("SB_TWILIO_AUTH_TOKEN is required with SB_TWILIO_ACCOUNT_SID".into());
+                return Err(
+                    "SB_TWILIO_API_KEY_SECRET is required with SB_TWILIO_API_KEY_SID".into(),
+                );
             }
             (None, Some(_)) => {
-                return Err("SB_TWILIO_ACCOUNT_SID is required with SB_TWILIO_AUTH_TOKEN".into());
+                return Err(
+                    "SB_TWILIO_API_KEY_SID is required with SB_TWILIO_API_KEY_SECRET".into(),
+                );
             }
+        };
+        let Some(sid) = &self.twilio_account_sid else {
+            if key.is_some() || self.twilio_auth_token.is_some() {
+                return Err("SB_TWILIO_ACCOUNT_SID is required with Twilio credentials".into());
+            }
+            return Ok(None);
+        };
+        if !is_sid(sid, "AC") {
+            return Err(format!(
+                "SB_TWILIO_ACCOUNT_SID: {sid:?} is not an account sid (AC + 32 hex digits)"
+            ));
         }
-        Ok(())
+        url::Url::parse(&self.twilio_api_url)
+            .map_err(|e| format!("SB_TWILIO_API_URL: {:?}: {e}", self.twilio_api_url))?;
+        let auth = match (key, &self.twilio_auth_token) {
+            (Some(key), _) => key,
+            (None, Some(token)) if !token.is_empty() => RestAuth::auth_token(sid, token.expose()),
+            (None, Some(_)) => return Err("SB_TWILIO_AUTH_TOKEN must not be empty".into()),
+            (None, None) => {
+                return Err(
+                    "SB_TWILIO_AUTH_TOKEN (or SB_TWILIO_API_KEY_SID and _SECRET) is required with SB_TWILIO_ACCOUNT_SID"
+                        .into(),
+                );
+            }
+        };
+        Ok(Some((sid.clone(), auth)))
     }
 
     pub fn queue_deadline(&self) -> Duration {
@@ -325,7 +369,7 @@ mod tests {
                     c.llm_base_url = "http://127.0.0.1:9".into();
                     c.twilio_account_sid = Some(format!("AC{}", "0".repeat(32)));
                 },
-                Some("SB_TWILIO_AUTH_TOKEN is required"),
+                Some("SB_TWILIO_AUTH_TOKEN (or SB_TWILIO_API_KEY_SID and _SECRET) is required"),
             ),
             (
                 |c| {
@@ -334,6 +378,40 @@ mod tests {
                     c.twilio_auth_token = Some(Secret::new("t"));
                 },
                 None,
+            ),
+            (
+                |c| {
+                    c.llm_base_url = "http://127.0.0.1:9".into();
+                    c.twilio_account_sid = Some(format!("AC{}", "0".repeat(32)));
+                    c.twilio_api_key_sid = Some(format!("SK{}", "0".repeat(32)));
+                    c.twilio_api_key_secret = Some(Secret::new("s"));
+                },
+                None,
+            ),
+            (
+                |c| {
+                    c.llm_base_url = "http://127.0.0.1:9".into();
+                    c.twilio_account_sid = Some(format!("AC{}", "0".repeat(32)));
+                    c.twilio_api_key_sid = Some(format!("AC{}", "0".repeat(32)));
+                    c.twilio_api_key_secret = Some(Secret::new("s"));
+                },
+                Some("SB_TWILIO_API_KEY_SID: "),
+            ),
+            (
+                |c| {
+                    c.llm_base_url = "http://127.0.0.1:9".into();
+                    c.twilio_account_sid = Some(format!("AC{}", "0".repeat(32)));
+                    c.twilio_api_key_sid = Some(format!("SK{}", "0".repeat(32)));
+                },
+                Some("SB_TWILIO_API_KEY_SECRET is required"),
+            ),
+            (
+                |c| {
+                    c.llm_base_url = "http://127.0.0.1:9".into();
+                    c.twilio_api_key_sid = Some(format!("SK{}", "0".repeat(32)));
+                    c.twilio_api_key_secret = Some(Secret::new("s"));
+                },
+                Some("SB_TWILIO_ACCOUNT_SID is required"),
             ),
             (
                 |c| {

@@ -94,19 +94,19 @@ impl Agent {
             idle: Duration::from_millis(config.llm_idle_timeout_ms),
         };
         let llm = OpenAi::new(&config.llm_base_url, config.llm_api_key.clone(), timeouts)?;
-        let telephony: Option<Arc<dyn Telephony>> =
-            match (&config.twilio_account_sid, &config.twilio_auth_token) {
-                (Some(sid), Some(token)) => Some(Arc::new(TwilioRest::new(
-                    &config.twilio_api_url,
-                    sid.clone(),
-                    token.clone(),
-                    Duration::from_millis(config.twilio_timeout_ms),
-                )?)),
-                _ => {
-                    tracing::warn!("no twilio credentials: end_call and transfer_call are off");
-                    None
-                }
-            };
+        let telephony: Option<Arc<dyn Telephony>> = match config.twilio_rest() {
+            Ok(Some((sid, auth))) => Some(Arc::new(TwilioRest::new(
+                &config.twilio_api_url,
+                sid,
+                auth,
+                Duration::from_millis(config.twilio_timeout_ms),
+            )?)),
+            Ok(None) => {
+                tracing::warn!("no twilio credentials: end_call and transfer_call are off");
+                None
+            }
+            Err(error) => return Err(SetupError::Config(error)),
+        };
         let limits = Limits::shared(
             &runtime.tenants,
             config.aimd_bounds(),

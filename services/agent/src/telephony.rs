@@ -11,11 +11,10 @@
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use sb_runtime::Secret;
 use sb_runtime::metrics::Metric;
 use sb_schemas::CallSid;
 use sb_twilio::UpdateCall;
-use sb_twilio::rest::call_path;
+use sb_twilio::rest::{RestAuth, call_path};
 
 /// Why a call could not be updated.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -76,7 +75,7 @@ pub struct TwilioRest {
     http: reqwest::Client,
     api_url: String,
     account_sid: String,
-    auth_token: Secret,
+    auth: RestAuth,
 }
 
 impl std::fmt::Debug for TwilioRest {
@@ -95,14 +94,14 @@ impl TwilioRest {
     pub fn new(
         api_url: &str,
         account_sid: String,
-        auth_token: Secret,
+        auth: RestAuth,
         timeout: Duration,
     ) -> Result<Self, reqwest::Error> {
         Ok(Self {
             http: reqwest::Client::builder().timeout(timeout).build()?,
             api_url: api_url.trim_end_matches('/').to_owned(),
             account_sid,
-            auth_token,
+            auth,
         })
     }
 
@@ -122,7 +121,7 @@ impl TwilioRest {
             let sent = self
                 .http
                 .post(&url)
-                .basic_auth(&self.account_sid, Some(self.auth_token.expose()))
+                .basic_auth(self.auth.user(), Some(self.auth.password()))
                 .header(
                     reqwest::header::CONTENT_TYPE,
                     "application/x-www-form-urlencoded",

@@ -14,6 +14,7 @@ use sb_runtime::Secret;
 use sb_runtime::tenants::testing::TenantToml;
 use sb_schemas::CallSid;
 use sb_sim::llm::{self, Faults};
+use sb_twilio::rest::RestAuth;
 use sb_twilio::{CallTarget, CreateCall};
 
 const TIMEOUTS: Timeouts = Timeouts {
@@ -216,7 +217,7 @@ async fn twilio_hang_up_and_transfer() {
     let rest = TwilioRest::new(
         &server.http_url(),
         AC.into(),
-        Secret::new("tok"),
+        RestAuth::auth_token(AC, "tok"),
         Duration::from_secs(5),
     )
     .unwrap();
@@ -248,7 +249,7 @@ async fn twilio_hang_up_and_transfer() {
     let wrong = TwilioRest::new(
         &server.http_url(),
         AC.into(),
-        Secret::new("nope"),
+        RestAuth::auth_token(AC, "nope"),
         Duration::from_secs(5),
     )
     .unwrap();
@@ -256,4 +257,32 @@ async fn twilio_hang_up_and_transfer() {
         wrong.hang_up(&sids[0]).await.unwrap_err().kind(),
         "status_4xx"
     );
+
+    // An API key (SK…) and its secret work in place of the auth token; a wrong secret or
+    // an unknown key does not.
+    state.add_api_key(KEY_SID, "key-secret");
+    let keyed = |secret: &str, sid: &str| {
+        TwilioRest::new(
+            &server.http_url(),
+            AC.into(),
+            RestAuth::api_key(sid, secret),
+            Duration::from_secs(5),
+        )
+        .unwrap()
+    };
+    keyed("key-secret", KEY_SID)
+        .hang_up(&sids[2])
+        .await
+        .unwrap();
+    let updates = state.call(sids[2].as_str()).unwrap().updates;
+    assert_eq!(updates[0].status, Some(sb_twilio::CallStatus::Completed));
+    let other = "SK00000000000000000000000000000002";
+    for rest in [keyed("wrong", KEY_SID), keyed("key-secret", other)] {
+        assert_eq!(
+            rest.hang_up(&sids[1]).await.unwrap_err().kind(),
+            "status_4xx"
+        );
+    }
 }
+
+const KEY_SID: &str = "SK00000000000000000000000000000001";

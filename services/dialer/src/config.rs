@@ -12,6 +12,7 @@ use sb_runtime::Secret;
 use sb_runtime::redis::campaigns::AccountSid;
 use sb_runtime::redis::campaigns::cps::CpsLimit;
 use sb_twilio::RequestValidator;
+use sb_twilio::rest::{RestAuth, is_sid};
 
 use crate::twilio::TwilioRest;
 
@@ -23,9 +24,18 @@ pub struct DialerConfig {
     #[arg(long, env = "SB_TWILIO_ACCOUNT_SID")]
     pub twilio_account_sid: Option<String>,
 
-    /// Twilio auth token: REST password, and the key of the callbacks' signatures. Required.
+    /// Twilio auth token: the key of the callbacks' signatures, and the REST password
+    /// unless an API key is set. Required.
     #[arg(long, env = "SB_TWILIO_AUTH_TOKEN", hide_env_values = true)]
     pub twilio_auth_token: Option<Secret>,
+
+    /// A Twilio API key (`SK…`) the REST requests use instead of the auth token.
+    #[arg(long, env = "SB_TWILIO_API_KEY_SID")]
+    pub twilio_api_key_sid: Option<String>,
+
+    /// The API key's secret.
+    #[arg(long, env = "SB_TWILIO_API_KEY_SECRET", hide_env_values = true)]
+    pub twilio_api_key_secret: Option<Secret>,
 
     /// Twilio REST API base URL (a stand-in in tests).
     #[arg(
@@ -157,10 +167,24 @@ impl Settings {
                 reason: "must be above 0 and at most 10000".into(),
             });
         }
+        let auth = match (&config.twilio_api_key_sid, &config.twilio_api_key_secret) {
+            (None, None) => RestAuth::auth_token(sid, token.expose()),
+            (Some(key), Some(secret)) if is_sid(key, "SK") && !secret.is_empty() => {
+                RestAuth::api_key(key, secret.expose())
+            }
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::Invalid {
+                    var: "SB_TWILIO_API_KEY_SID",
+                    reason: "must be SK + 32 hex digits, with a non-empty secret".into(),
+                });
+            }
+            (Some(_), None) => return Err(ConfigError::Missing("SB_TWILIO_API_KEY_SECRET")),
+            (None, Some(_)) => return Err(ConfigError::Missing("SB_TWILIO_API_KEY_SID")),
+        };
         let rest = TwilioRest::new(
             &config.twilio_api_url,
             sid,
-            token.clone(),
+            auth,
             Duration::from_millis(config.twilio_timeout_ms),
         )
         .map_err(|e| ConfigError::Invalid {

@@ -8,8 +8,7 @@
 
 use std::time::Duration;
 
-use sb_runtime::Secret;
-use sb_twilio::rest::{call_path, calls_path};
+use sb_twilio::rest::{RestAuth, call_path, calls_path};
 use sb_twilio::{ApiError, CallPage, CallResource, CreateCall};
 
 /// Why a REST request did not give a call resource.
@@ -55,7 +54,7 @@ pub struct TwilioRest {
     http: reqwest::Client,
     base: String,
     account_sid: String,
-    auth_token: Secret,
+    auth: RestAuth,
 }
 
 impl std::fmt::Debug for TwilioRest {
@@ -73,7 +72,7 @@ impl TwilioRest {
     pub fn new(
         base: &str,
         account_sid: &str,
-        auth_token: Secret,
+        auth: RestAuth,
         timeout: Duration,
     ) -> Result<Self, reqwest::Error> {
         Ok(Self {
@@ -83,7 +82,7 @@ impl TwilioRest {
                 .build()?,
             base: base.trim_end_matches('/').to_owned(),
             account_sid: account_sid.to_owned(),
-            auth_token,
+            auth,
         })
     }
 
@@ -102,7 +101,7 @@ impl TwilioRest {
         let request = self
             .http
             .post(url)
-            .basic_auth(&self.account_sid, Some(self.auth_token.expose()))
+            .basic_auth(self.auth.user(), Some(self.auth.password()))
             .header(
                 reqwest::header::CONTENT_TYPE,
                 "application/x-www-form-urlencoded",
@@ -117,7 +116,7 @@ impl TwilioRest {
         let request = self
             .http
             .get(url)
-            .basic_auth(&self.account_sid, Some(self.auth_token.expose()));
+            .basic_auth(self.auth.user(), Some(self.auth.password()));
         self.send(request).await
     }
 
@@ -128,7 +127,7 @@ impl TwilioRest {
             .http
             .get(url)
             .query(&[("To", to), ("From", from), ("PageSize", "20")])
-            .basic_auth(&self.account_sid, Some(self.auth_token.expose()));
+            .basic_auth(self.auth.user(), Some(self.auth.password()));
         self.send(request).await
     }
 

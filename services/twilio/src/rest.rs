@@ -23,6 +23,50 @@ pub fn call_path(account_sid: &str, call_sid: &str) -> String {
     format!("/{API_VERSION}/Accounts/{account_sid}/Calls/{call_sid}.json")
 }
 
+/// How a REST request authenticates, as HTTP Basic (PROTOCOLS §4): the account SID with
+/// the account's auth token, or an API key (`SK…`) with its secret. An API key can be
+/// revoked alone and keeps the auth token (which also signs Twilio's webhooks) out of the
+/// services that only call the API. Its `Debug` never shows the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RestAuth {
+    user: String,
+    password: String,
+}
+
+impl RestAuth {
+    pub fn auth_token(account_sid: &str, auth_token: &str) -> Self {
+        Self {
+            user: account_sid.to_owned(),
+            password: auth_token.to_owned(),
+        }
+    }
+
+    pub fn api_key(key_sid: &str, secret: &str) -> Self {
+        Self {
+            user: key_sid.to_owned(),
+            password: secret.to_owned(),
+        }
+    }
+
+    /// The Basic user: the account SID or the key's SID.
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    /// The Basic password: the auth token or the key's secret.
+    pub fn password(&self) -> &str {
+        &self.password
+    }
+}
+
+impl std::fmt::Debug for RestAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RestAuth")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Whether `sid` is `prefix` + 32 lowercase-or-uppercase hex digits (`CA…`, `AC…`, `MZ…`).
 pub fn is_sid(sid: &str, prefix: &str) -> bool {
     sid.len() == 34

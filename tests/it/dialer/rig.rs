@@ -103,6 +103,8 @@ pub(crate) fn settings(
     let mut config = DialerConfig {
         twilio_account_sid: Some(ACCOUNT.into()),
         twilio_auth_token: Some(sb_runtime::Secret::new(TOKEN)),
+        twilio_api_key_sid: None,
+        twilio_api_key_secret: None,
         twilio_api_url: twilio.into(),
         twilio_timeout_ms: 5_000,
         ingress_public_url: Some("https://switchboard.example".into()),

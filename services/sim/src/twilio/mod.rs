@@ -155,6 +155,9 @@ pub struct Args {
     /// The account's auth token: basic-auth password, and the key signing webhooks of answered calls.
     #[arg(long, env = "TWILIO_AUTH_TOKEN", hide_env_values = true)]
     pub auth_token: String,
+    /// `SK…:secret`: an API key the REST API also accepts (Basic user and password).
+    #[arg(long = "api-key", value_name = "SID:SECRET")]
+    pub api_keys: Vec<String>,
     /// Share of requests (0.0–1.0) answered with 429 / code 20429, spread evenly.
     #[arg(long, default_value_t = 0.0)]
     pub rate_limit_share: f64,
@@ -223,7 +226,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         amd_delay: Duration::from_millis(args.amd_delay_ms),
         max_call: Duration::from_millis(args.max_call_ms),
     };
-    let (server, _state) = spawn(config).await.context("binding the twilio stand-in")?;
+    let (server, state) = spawn(config).await.context("binding the twilio stand-in")?;
+    for key in &args.api_keys {
+        let (sid, secret) = key
+            .split_once(':')
+            .context("--api-key must be SID:SECRET")?;
+        state.add_api_key(sid, secret);
+    }
     println!("listening on {}", server.http_url());
     std::io::stdout().flush()?;
     shutdown_signal().await?;

@@ -65,6 +65,8 @@ impl Data {
 struct Inner {
     account_sid: String,
     auth_token: String,
+    /// API keys (`SK…`, secret) also accepted for the account.
+    api_keys: Mutex<Vec<(String, String)>>,
     rate_limit_share: Mutex<f64>,
     counter: AtomicU64,
     server_error_share: Mutex<f64>,
@@ -93,6 +95,7 @@ impl TwilioState {
             inner: Arc::new(Inner {
                 account_sid,
                 auth_token,
+                api_keys: Mutex::new(Vec::new()),
                 rate_limit_share: Mutex::new(rate_limit_share),
                 counter: AtomicU64::new(0),
                 server_error_share: Mutex::new(0.0),
@@ -119,8 +122,27 @@ impl TwilioState {
         &self.inner.account_sid
     }
 
-    pub(crate) fn credentials_match(&self, account_sid: &str, auth_token: &str) -> bool {
-        account_sid == self.inner.account_sid && auth_token == self.inner.auth_token
+    /// Basic credentials: the account SID with its auth token, or one of its API keys
+    /// (`SK…`) with the key's secret, as Twilio accepts both.
+    pub(crate) fn credentials_match(&self, user: &str, password: &str) -> bool {
+        if user == self.inner.account_sid {
+            return password == self.inner.auth_token;
+        }
+        self.inner
+            .api_keys
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .iter()
+            .any(|(sid, secret)| sid == user && secret == password)
+    }
+
+    /// Accepts the API key `sid` (`SK…`) with `secret` from now on.
+    pub fn add_api_key(&self, sid: &str, secret: &str) {
+        self.inner
+            .api_keys
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push((sid.to_owned(), secret.to_owned()));
     }
 
     /// Every request answered so far, in order.
