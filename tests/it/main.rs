@@ -13,6 +13,7 @@ mod dialer;
 mod e2e;
 mod e2e_outbound;
 mod e2e_tools;
+mod e2e_voices;
 mod ingress;
 mod ingress_end;
 mod ingress_trust;

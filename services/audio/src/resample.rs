@@ -1,6 +1,7 @@
 //! Band-limited sample-rate conversion for mono 16-bit PCM (Kaiser-windowed sinc, polyphase).
 //!
-//! Consumes a whole buffer at one rate; produces the buffer at another. Used for espeak-ng
+//! Consumes a whole buffer at one rate; produces the buffer at another ([`resample`]), or the
+//! same piece by piece as audio streams in ([`Resampler`], identical output). Used for espeak-ng
 //! output (22 050 Hz), OpenAI `pcm` (24 000 Hz) and 16 kHz linear16 going to and from the
 //! 8 kHz phone leg. The low-pass cut-off sits at 45 % of the lower of the two rates (3.6 kHz
 //! for 8 kHz), the transition band ends at that rate's Nyquist, and the stop band is about
@@ -146,6 +147,118 @@ fn gcd(mut a: u64, mut b: u64) -> u64 {
     a
 }
 
+/// [`resample`] for audio that arrives in pieces (a streamed TTS body): every output sample
+/// is computed from the same window of input as the whole-buffer conversion would use, so
+/// the output is identical sample for sample whatever the piece boundaries (no clicks at
+/// the edges). Output sample `n` leaves once the input it needs has arrived; [`Self::finish`]
+/// gives the rest, with silence past the end.
+pub struct Resampler {
+    kernel: Kernel,
+    up: u64,
+    step: u64,
+    table: Option<Vec<Vec<f64>>>,
+    /// Input not yet needed by every later output; `buf[0]` is input `buf_start`.
+    buf: std::collections::VecDeque<i16>,
+    buf_start: u64,
+    received: u64,
+    next: u64,
+    passthrough: bool,
+}
+
+impl Resampler {
+    /// A converter from `from_hz` to `to_hz` (both above zero).
+    pub fn new(from_hz: u32, to_hz: u32) -> Self {
+        let (from, to) = (from_hz.max(1), to_hz.max(1));
+        let g = gcd(u64::from(from), u64::from(to));
+        let (up, step) = (u64::from(to) / g, u64::from(from) / g);
+        let kernel = Kernel::new(from, to);
+        let table = (up <= MAX_TABLE_PHASES)
+            .then(|| (0..up).map(|p| kernel.taps(p as f64 / up as f64)).collect());
+        Self {
+            kernel,
+            up,
+            step,
+            table,
+            buf: std::collections::VecDeque::new(),
+            buf_start: 0,
+            received: 0,
+            next: 0,
+            passthrough: from == to,
+        }
+    }
+
+    /// Takes the next piece; returns the output samples now complete.
+    pub fn push(&mut self, input: &[i16]) -> Vec<i16> {
+        if self.passthrough {
+            return input.to_vec();
+        }
+        self.buf.extend(input.iter().copied());
+        self.received += input.len() as u64;
+        let mut out = Vec::new();
+        loop {
+            let base = self.next * self.step / self.up;
+            // The window's last input sample is `base + half`.
+            if base + self.kernel.half as u64 >= self.received {
+                break;
+            }
+            out.push(self.sample(self.next));
+            self.next += 1;
+        }
+        self.trim();
+        out
+    }
+
+    /// The end of the input: the remaining output samples (the whole conversion has
+    /// `ceil(len × to / from)` samples, as [`resample`] gives).
+    pub fn finish(&mut self) -> Vec<i16> {
+        if self.passthrough {
+            return Vec::new();
+        }
+        let total = (self.received * self.up).div_ceil(self.step);
+        let mut out = Vec::new();
+        while self.next < total {
+            out.push(self.sample(self.next));
+            self.next += 1;
+        }
+        out
+    }
+
+    fn sample(&self, n: u64) -> i16 {
+        let position = n * self.step;
+        let base = (position / self.up) as i64;
+        let phase = position % self.up;
+        let computed;
+        let taps = match &self.table {
+            Some(table) => &table[phase as usize],
+            None => {
+                computed = self.kernel.taps(phase as f64 / self.up as f64);
+                &computed
+            }
+        };
+        let first = base - self.kernel.half + 1;
+        let mut acc = 0.0;
+        for (j, &tap) in taps.iter().enumerate() {
+            let index = first + j as i64;
+            if index < self.buf_start as i64 || index as u64 >= self.received {
+                continue;
+            }
+            if let Some(&sample) = self.buf.get((index as u64 - self.buf_start) as usize) {
+                acc += tap * f64::from(sample);
+            }
+        }
+        acc.round().clamp(f64::from(i16::MIN), f64::from(i16::MAX)) as i16
+    }
+
+    /// Drops input no later output needs.
+    fn trim(&mut self) {
+        let base = (self.next * self.step / self.up) as i64;
+        let keep_from = (base - self.kernel.half + 1).max(0) as u64;
+        while self.buf_start < keep_from && self.buf.pop_front().is_some() {
+            self.buf_start += 1;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,5 +368,40 @@ mod tests {
         assert_eq!(output.len(), (input.len() * 7_919).div_ceil(8_000));
         let level = tone_level(&output, 7_919, 500.0);
         assert!((level / 8_000.0 - 1.0).abs() < 0.06, "level {level}");
+    }
+
+    /// Streaming gives exactly the whole-buffer conversion, whatever the piece sizes
+    /// (including pieces of one sample and empty ones): nothing changes at the edges.
+    #[test]
+    fn streaming_equals_whole_buffer() {
+        let input: Vec<i16> = (0..4_801)
+            .map(|i| {
+                let t = f64::from(i) / 24_000.0;
+                ((2.0 * PI * 440.0 * t).sin() * 12_000.0 + (2.0 * PI * 3_100.0 * t).sin() * 6_000.0)
+                    as i16
+            })
+            .collect();
+        for (from, to) in [
+            (24_000, 8_000),
+            (22_050, 8_000),
+            (16_000, 8_000),
+            (8_000, 16_000),
+        ] {
+            let whole = resample(&input, from, to);
+            for sizes in [&[1usize][..], &[7, 0, 160], &[480], &[1_000, 3]] {
+                let mut streaming = Resampler::new(from, to);
+                let mut out = Vec::new();
+                let mut rest = &input[..];
+                let mut i = 0;
+                while !rest.is_empty() {
+                    let n = sizes[i % sizes.len()].min(rest.len());
+                    out.extend(streaming.push(&rest[..n]));
+                    rest = &rest[n..];
+                    i += 1;
+                }
+                out.extend(streaming.finish());
+                assert_eq!(out, whole, "{from} → {to}, pieces {sizes:?}");
+            }
+        }
     }
 }

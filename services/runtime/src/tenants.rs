@@ -115,6 +115,8 @@ struct RawTenant {
     builtin_tools: Option<Vec<String>>,
     #[serde(default)]
     signing_secret_env: Option<String>,
+    #[serde(default)]
+    tts_provider: Option<String>,
 }
 
 /// How long a media socket may go without a message before the ingress closes it, unless
@@ -167,7 +169,13 @@ pub struct Tenant {
     /// The environment variable holding the HMAC secret that tool requests are signed
     /// with (required once there are tools); the value is never in the file.
     pub signing_secret_env: Option<String>,
+    /// The speech engine that speaks for this tenant (one of [`TTS_PROVIDERS`]); `None`:
+    /// the deployment's default. `voice` is that engine's voice.
+    pub tts_provider: Option<String>,
 }
+
+/// The speech engines a tenant may choose.
+pub const TTS_PROVIDERS: [&str; 4] = ["azure", "openai", "deepgram", "espeak"];
 
 /// Every tenant, by id and by phone number.
 #[derive(Debug, Default)]
@@ -309,6 +317,14 @@ fn validate(raw: RawTenant, tiers: &BTreeMap<String, Tier>) -> Result<Tenant, St
             ));
         }
     }
+    if let Some(provider) = &raw.tts_provider
+        && !TTS_PROVIDERS.contains(&provider.as_str())
+    {
+        return Err(field(
+            "tts_provider",
+            format!("{provider:?} is not one of {}", TTS_PROVIDERS.join(", ")),
+        ));
+    }
     let builtin_tools = tools::builtins(raw.builtin_tools.as_deref(), &field)?;
     let tools = tools::validate(raw.tools, raw.signing_secret_env.as_deref(), &field)?;
     if !(1..=600).contains(&raw.media_idle_secs) {
@@ -339,6 +355,7 @@ fn validate(raw: RawTenant, tiers: &BTreeMap<String, Tier>) -> Result<Tenant, St
         tools,
         builtin_tools,
         signing_secret_env: raw.signing_secret_env,
+        tts_provider: raw.tts_provider,
     })
 }
 
@@ -469,6 +486,10 @@ mod tests {
                     .tool("book", "https://globex.example/t")
                     .tool_set("urll", "typo"),
                 "unknown field `urll`",
+            ),
+            (
+                good().set("tts_provider", "polly"),
+                "tenant \"globex\": field `tts_provider`: \"polly\" is not one of",
             ),
             (
                 good().set("builtin_tools", vec!["hang_up"]),

@@ -40,6 +40,23 @@ url = "http://{tenant}/tools/email_offers"
 wait = false
 "#;
 
+/// A local tenant spoken by a streaming engine (OpenAI's speech face of the TTS
+/// stand-in), for the tests of per-tenant engines.
+const STREAMING_TENANT: &str = r#"
+id = "initech"
+numbers = ["+15005550009"]
+system_prompt = "You are Initech's phone line. Be brief."
+greeting = "Initech, how can I help?"
+fallback_phrase = "Sorry, could you say that again?"
+voice = "alloy"
+tts_provider = "openai"
+llm_model = "llama-3.1-8b-instant"
+tier = "standard"
+"#;
+
+/// The number of [`STREAMING_TENANT`].
+pub const STREAMING_TENANT_NUMBER: &str = "+15005550009";
+
 /// The variable holding the local tenant-server's signing secret, and its value.
 pub const TENANT_SECRET_ENV: &str = "SB_TENANT_SECRET_ACME";
 pub const TENANT_SECRET: &str = "local-stack-tenant-signing-secret";
@@ -70,6 +87,7 @@ pub fn local_tenants_file(
                 tenant.extend(tools.clone());
             }
         }
+        tenants.push(toml::Value::Table(toml::from_str(STREAMING_TENANT)?));
     }
     let path = dir.join("tenants.toml");
     std::fs::write(&path, toml::to_string(&doc)?)?;
@@ -134,6 +152,16 @@ impl Env<'_> {
             ],
             "tts" => vec![
                 ("SB_TTS_PROVIDER", "azure".into()),
+                (
+                    "SB_OPENAI_TTS_URL",
+                    format!("http://{}/v1/audio/speech", self.tts),
+                ),
+                ("SB_OPENAI_TTS_KEY", VENDOR_KEY.into()),
+                (
+                    "SB_DEEPGRAM_TTS_URL",
+                    format!("http://{}/v1/speak", self.tts),
+                ),
+                ("SB_DEEPGRAM_TTS_KEY", VENDOR_KEY.into()),
                 (
                     "SB_AZURE_TTS_URL",
                     format!("http://{}/cognitiveservices/v1", self.tts),

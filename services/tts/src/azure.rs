@@ -5,31 +5,20 @@
 //! (or the configured URL) with SSML (`<voice name>`, text XML-escaped), and the four
 //! required headers: `Ocp-Apim-Subscription-Key`, `Content-Type: application/ssml+xml`,
 //! `X-Microsoft-OutputFormat: raw-8khz-8bit-mono-mulaw` (headerless, streamable, what
-//! Twilio plays) and `User-Agent`. Connect, first-byte and idle timeouts; 429 carries
-//! `retry-after`. Time to first audio byte goes to
-//! `switchboard_provider_ttfb_seconds{provider="azure"}`. State: the HTTP connection pool.
+//! Twilio plays) and `User-Agent`. Timeouts, failures and the time-to-first-byte metric
+//! are [`crate::http_audio`]'s. State: the HTTP connection pool.
 
-use std::time::Duration;
-
-use futures::StreamExt as _;
 use futures::future::BoxFuture;
 use reqwest::header::HeaderValue;
 use sb_runtime::Secret;
-use sb_runtime::metrics::Metric;
-use tokio::time::Instant;
 
+use crate::http_audio;
 use crate::provider::{AudioStream, TextToSpeech, TtsError};
 
 /// The output format every request asks for.
 pub const OUTPUT_FORMAT: &str = "raw-8khz-8bit-mono-mulaw";
 
-/// Timeouts of the client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timeouts {
-    pub connect: Duration,
-    pub first_byte: Duration,
-    pub idle: Duration,
-}
+pub use crate::http_audio::Timeouts;
 
 /// The Azure TTS client.
 #[derive(Clone)]
@@ -64,12 +53,7 @@ impl Azure {
     ) -> Result<Self, String> {
         let user_agent = HeaderValue::from_str(user_agent)
             .map_err(|_| format!("SB_TTS_USER_AGENT: {user_agent:?} is not a header value"))?;
-        let http = reqwest::Client::builder()
-            .connect_timeout(timeouts.connect)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .tcp_nodelay(true)
-            .build()
-            .map_err(|e| format!("cannot build the http client: {e}"))?;
+        let http = http_audio::client(timeouts)?;
         Ok(Self {
             http,
             url,
@@ -80,8 +64,6 @@ impl Azure {
     }
 
     async fn start(&self, text: &str, voice: &str) -> Result<AudioStream, TtsError> {
-        let sent = Instant::now();
-        let first_deadline = sent + self.timeouts.first_byte;
         let request = self
             .http
             .post(&self.url)
@@ -89,61 +71,8 @@ impl Azure {
             .header(reqwest::header::CONTENT_TYPE, "application/ssml+xml")
             .header("X-Microsoft-OutputFormat", OUTPUT_FORMAT)
             .header(reqwest::header::USER_AGENT, self.user_agent.clone())
-            .body(ssml(text, voice))
-            .send();
-        let timeout = TtsError::FirstByteTimeout(self.timeouts.first_byte);
-        let response = tokio::time::timeout_at(first_deadline, request)
-            .await
-            .map_err(|_| timeout.clone())?
-            .map_err(|e| TtsError::Connect(e.without_url().to_string()))?;
-        let status = response.status().as_u16();
-        if status != 200 {
-            let retry_after = response
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<f64>().ok())
-                .filter(|v| v.is_finite() && *v >= 0.0)
-                .map(|s| Duration::from_secs_f64(s.min(3600.0)));
-            let body = tokio::time::timeout_at(first_deadline, response.text())
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .unwrap_or_default();
-            return Err(if status == 429 {
-                TtsError::RateLimited { retry_after }
-            } else {
-                TtsError::Status {
-                    status,
-                    message: body.chars().take(200).collect(),
-                }
-            });
-        }
-        let mut body = response.bytes_stream();
-        // Wait for the first audio here, so a slow provider fails before anything is sent.
-        let first = loop {
-            match tokio::time::timeout_at(first_deadline, body.next()).await {
-                Err(_) => return Err(timeout),
-                Ok(None) => break None,
-                Ok(Some(Err(e))) => return Err(TtsError::Cut(e.without_url().to_string())),
-                Ok(Some(Ok(bytes))) if bytes.is_empty() => continue,
-                Ok(Some(Ok(bytes))) => break Some(bytes),
-            }
-        };
-        metrics::histogram!(Metric::ProviderTtfbSeconds.name(), "provider" => "azure")
-            .record(sent.elapsed().as_secs_f64());
-        let idle = self.timeouts.idle;
-        let rest = futures::stream::unfold(Some(body), move |body| async move {
-            let mut body = body?;
-            match tokio::time::timeout(idle, body.next()).await {
-                Err(_) => Some((Err(TtsError::IdleTimeout(idle)), None)),
-                Ok(None) => None,
-                Ok(Some(Err(e))) => Some((Err(TtsError::Cut(e.without_url().to_string())), None)),
-                Ok(Some(Ok(bytes))) => Some((Ok(bytes), Some(body))),
-            }
-        });
-        let stream: AudioStream = Box::pin(futures::stream::iter(first.map(Ok)).chain(rest));
-        Ok(stream)
+            .body(ssml(text, voice));
+        http_audio::open(request, "azure", self.timeouts).await
     }
 }
 

@@ -6,9 +6,13 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use sb_runtime::Secret;
 
 use crate::azure;
+use crate::provider::TextToSpeech;
+use crate::streaming::{DeepgramSpeech, OpenAiSpeech};
 
 /// Which engine speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -79,6 +83,34 @@ pub struct TtsConfig {
     /// When Azure fails, speak the sentence with espeak-ng instead (if installed).
     #[arg(long, env = "SB_TTS_ESPEAK_FALLBACK", default_value_t = true, action = clap::ArgAction::Set)]
     pub tts_espeak_fallback: bool,
+
+    /// OpenAI-compatible speech endpoint, for tenants with `tts_provider = "openai"`.
+    #[arg(
+        long,
+        env = "SB_OPENAI_TTS_URL",
+        default_value = "https://api.openai.com/v1/audio/speech"
+    )]
+    pub openai_tts_url: String,
+
+    /// Its key (`Authorization: Bearer`); the engine exists only with one.
+    #[arg(long, env = "SB_OPENAI_TTS_KEY", hide_env_values = true)]
+    pub openai_tts_key: Option<Secret>,
+
+    /// Its model.
+    #[arg(long, env = "SB_OPENAI_TTS_MODEL", default_value = "gpt-4o-mini-tts")]
+    pub openai_tts_model: String,
+
+    /// Deepgram's speech endpoint, for tenants with `tts_provider = "deepgram"`.
+    #[arg(
+        long,
+        env = "SB_DEEPGRAM_TTS_URL",
+        default_value = "https://api.deepgram.com/v1/speak"
+    )]
+    pub deepgram_tts_url: String,
+
+    /// Its key (`Authorization: Token`); the engine exists only with one.
+    #[arg(long, env = "SB_DEEPGRAM_TTS_KEY", hide_env_values = true)]
+    pub deepgram_tts_key: Option<Secret>,
 }
 
 /// The engine the settings pick.
@@ -104,6 +136,11 @@ impl TtsConfig {
             tts_prewarm: true,
             tts_prewarm_wait_ms: 10_000,
             tts_espeak_fallback: true,
+            openai_tts_url: "https://api.openai.com/v1/audio/speech".into(),
+            openai_tts_key: None,
+            openai_tts_model: "gpt-4o-mini-tts".into(),
+            deepgram_tts_url: "https://api.deepgram.com/v1/speak".into(),
+            deepgram_tts_key: None,
         }
     }
 
@@ -165,6 +202,24 @@ impl TtsConfig {
         Ok(Provider::Azure { url, key })
     }
 
+    /// The streaming engines besides Azure that have a key: OpenAI's and Deepgram's
+    /// speech endpoints (their timeouts are the `SB_AZURE_TTS_*_TIMEOUT_MS` ones).
+    pub fn streaming_engines(&self) -> Result<Vec<Arc<dyn TextToSpeech>>, String> {
+        let timeouts = self.azure_timeouts();
+        let key = |k: &Option<Secret>| k.clone().filter(|k| !k.is_empty());
+        let mut engines: Vec<Arc<dyn TextToSpeech>> = Vec::new();
+        if let Some(key) = key(&self.openai_tts_key) {
+            let url = http_url("SB_OPENAI_TTS_URL", &self.openai_tts_url)?;
+            let model = self.openai_tts_model.clone();
+            engines.push(Arc::new(OpenAiSpeech::new(url, key, model, timeouts)?));
+        }
+        if let Some(key) = key(&self.deepgram_tts_key) {
+            let url = http_url("SB_DEEPGRAM_TTS_URL", &self.deepgram_tts_url)?;
+            engines.push(Arc::new(DeepgramSpeech::new(url, key, timeouts)?));
+        }
+        Ok(engines)
+    }
+
     pub fn azure_timeouts(&self) -> azure::Timeouts {
         azure::Timeouts {
             connect: Duration::from_millis(self.azure_tts_connect_timeout_ms.max(1)),
@@ -172,6 +227,15 @@ impl TtsConfig {
             idle: Duration::from_millis(self.azure_tts_idle_timeout_ms.max(1)),
         }
     }
+}
+
+/// `raw` if it is an http(s) URL; the error names `var`.
+fn http_url(var: &str, raw: &str) -> Result<String, String> {
+    url::Url::parse(raw)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https"))
+        .map(|_| raw.to_owned())
+        .ok_or_else(|| format!("{var}: {raw:?} is not an http(s) URL"))
 }
 
 fn is_region(region: &str) -> bool {

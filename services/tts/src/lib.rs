@@ -5,7 +5,8 @@
 //! 20 ms frames of 8 kHz µ-law. Audio comes from the TTS cache (ARCHITECTURE §6:
 //! `tts:{sha256(engine|format|voice|normalised text)}`, 24 h) or, on a miss, from the
 //! speech engine — Azure TTS ([`azure`]) or espeak-ng ([`provider::Espeak`], the default
-//! without an Azure key) — streamed, so the first chunk leaves as soon as one frame
+//! without an Azure key), or the tenant's own choice of OpenAI's or Deepgram's streaming
+//! speech ([`streaming`]) — streamed, so the first chunk leaves as soon as one frame
 //! exists, then cached under the engine that spoke. Before every chunk the emitter's
 //! staleness check runs; the sentences of a turn are synthesised in parallel (the runner
 //! handles deliveries concurrently; the ingress restores the order). When the engine
@@ -17,8 +18,10 @@
 pub mod azure;
 pub mod chunker;
 pub mod config;
+mod http_audio;
 pub mod provider;
 mod speak;
+pub mod streaming;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -47,6 +50,8 @@ pub struct Tts {
     primary: Arc<dyn TextToSpeech>,
     /// Speaks when the primary engine fails (espeak-ng behind Azure).
     backup: Option<Arc<dyn TextToSpeech>>,
+    /// Engines a tenant may choose instead of the primary (`tts_provider`), by name.
+    engines: Vec<Arc<dyn TextToSpeech>>,
     chunk_bytes: usize,
 }
 
@@ -76,19 +81,70 @@ impl Tts {
                 (Arc::new(azure), backup)
             }
         };
+        let mut engines = config.streaming_engines()?;
+        if espeak_installed && primary.name() != "espeak" {
+            engines.push(Arc::new(Espeak));
+        }
         tracing::info!(
             provider = primary.name(),
             backup = backup.as_ref().map(|b| b.name()),
-            "tts engine chosen"
+            others = ?engines.iter().map(|e| e.name()).collect::<Vec<_>>(),
+            "tts engines chosen"
         );
-        Ok(Self::with_providers(
+        let tts = Self::with_providers(
             Arc::new(runtime.redis.clone()),
             Arc::new(runtime.cache.clone()),
             runtime.tenants.clone(),
             primary,
             backup,
             config.tts_chunk_bytes,
-        ))
+        )
+        .with_engines(engines);
+        tts.check_tenants()?;
+        Ok(tts)
+    }
+
+    /// Adds engines tenants may choose (`tts_provider`).
+    pub fn with_engines(mut self, engines: Vec<Arc<dyn TextToSpeech>>) -> Self {
+        self.engines = engines;
+        self
+    }
+
+    /// Every tenant's `tts_provider` is an engine this process has; the error names the
+    /// tenant and what to set.
+    pub fn check_tenants(&self) -> Result<(), String> {
+        for tenant in self.tenants.iter() {
+            if let Some(name) = &tenant.tts_provider
+                && self.engine(tenant).name() != name
+            {
+                let hint = match name.as_str() {
+                    "openai" => "SB_OPENAI_TTS_KEY",
+                    "deepgram" => "SB_DEEPGRAM_TTS_KEY",
+                    "azure" => "SB_AZURE_TTS_KEY",
+                    _ => "espeak-ng (install it)",
+                };
+                return Err(format!(
+                    "tenant {:?}: tts_provider {name:?} needs {hint}",
+                    tenant.id.as_str()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The engine that speaks for `tenant`: its `tts_provider`, else the primary.
+    pub(crate) fn engine(&self, tenant: &sb_runtime::Tenant) -> &Arc<dyn TextToSpeech> {
+        self.engine_named(tenant.tts_provider.as_deref())
+    }
+
+    /// The engine called `name`, else the primary.
+    fn engine_named(&self, name: Option<&str>) -> &Arc<dyn TextToSpeech> {
+        name.and_then(|name| {
+            std::iter::once(&self.primary)
+                .chain(&self.engines)
+                .find(|e| e.name() == name)
+        })
+        .unwrap_or(&self.primary)
     }
 
     /// The stage with the given call state, cache and engines.
@@ -106,6 +162,7 @@ impl Tts {
             tenants,
             primary,
             backup,
+            engines: Vec::new(),
             chunk_bytes,
         }
     }
@@ -113,7 +170,7 @@ impl Tts {
     /// Synthesises every tenant's `prewarm` phrases and fallback phrase into the cache
     /// (skipping those already there), two at a time.
     pub async fn prewarm(&self) -> Prewarmed {
-        let jobs: BTreeSet<(String, String)> = self
+        let jobs: BTreeSet<(Option<String>, String, String)> = self
             .tenants
             .iter()
             .flat_map(|t| {
@@ -121,11 +178,14 @@ impl Tts {
                     .iter()
                     .chain(std::iter::once(&t.fallback_phrase))
                     .filter(|p| !p.trim().is_empty())
-                    .map(|p| (t.voice.clone(), p.clone()))
+                    .map(|p| (t.tts_provider.clone(), t.voice.clone(), p.clone()))
             })
             .collect();
         let results: Vec<Result<bool, String>> = futures::stream::iter(jobs)
-            .map(|(voice, phrase)| async move { self.prewarm_one(&voice, &phrase).await })
+            .map(|(engine, voice, phrase)| async move {
+                let engine = self.engine_named(engine.as_deref());
+                self.prewarm_one(engine, &voice, &phrase).await
+            })
             .buffer_unordered(2)
             .collect()
             .await;
@@ -144,8 +204,13 @@ impl Tts {
         done
     }
 
-    async fn prewarm_one(&self, voice: &str, phrase: &str) -> Result<bool, String> {
-        let wanted = self.speech(&self.primary, voice, phrase);
+    async fn prewarm_one(
+        &self,
+        engine: &Arc<dyn TextToSpeech>,
+        voice: &str,
+        phrase: &str,
+    ) -> Result<bool, String> {
+        let wanted = self.speech(engine, voice, phrase);
         if self
             .cache
             .get(&wanted)
@@ -156,7 +221,7 @@ impl Tts {
             return Ok(false);
         }
         let (engine, stream) = self
-            .open(phrase, voice)
+            .open(engine, phrase, voice)
             .await
             .ok_or("no engine could speak")?;
         let audio = speak::whole(stream)

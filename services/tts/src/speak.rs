@@ -94,7 +94,8 @@ impl Tts {
             return sink.send(out, Bytes::new(), true).await.map(|_| ());
         }
         let voice = tenant.voice.as_str();
-        let wanted = self.speech(&self.primary, voice, text);
+        let engine = self.engine(tenant);
+        let wanted = self.speech(engine, voice, text);
         let (still_wanted, cached) = tokio::join!(out.still_wanted(), self.cache.get(&wanted));
         if !still_wanted {
             out.skip("interrupted");
@@ -111,21 +112,22 @@ impl Tts {
             return sink.send_whole(out, &audio, self.chunk_bytes).await;
         }
         cache("miss");
-        let Some((engine, stream)) = self.open(text, voice).await else {
+        let Some((engine, stream)) = self.open(engine, text, voice).await else {
             return self.fall_back(&mut sink, tenant, out).await;
         };
         self.stream(&mut sink, engine, stream, text, voice, out)
             .await
     }
 
-    /// Starts synthesis with the primary engine, else the backup; returns the engine that
-    /// speaks and its audio.
-    pub(crate) async fn open(
-        &self,
+    /// Starts synthesis with `first` (the tenant's engine), else the backup; returns the
+    /// engine that speaks and its audio.
+    pub(crate) async fn open<'e>(
+        &'e self,
+        first: &'e Arc<dyn TextToSpeech>,
         text: &str,
         voice: &str,
-    ) -> Option<(&Arc<dyn TextToSpeech>, AudioStream)> {
-        for engine in std::iter::once(&self.primary).chain(self.backup.as_ref()) {
+    ) -> Option<(&'e Arc<dyn TextToSpeech>, AudioStream)> {
+        for engine in std::iter::once(first).chain(self.backup.as_ref()) {
             match engine.synthesize(text, voice).await {
                 Ok(stream) => return Some((engine, stream)),
                 Err(error) => {
@@ -192,7 +194,7 @@ impl Tts {
         tenant: &Tenant,
         out: &mut Emitter,
     ) -> Result<(), StageError> {
-        for engine in std::iter::once(&self.primary).chain(self.backup.as_ref()) {
+        for engine in std::iter::once(self.engine(tenant)).chain(self.backup.as_ref()) {
             let phrase = self.speech(engine, &tenant.voice, &tenant.fallback_phrase);
             if let Ok(Some(audio)) = self.cache.get(&phrase).await {
                 out.fallback("engines_failed");
