@@ -89,8 +89,8 @@ impl ToolAnswer {
 /// Why the agent cannot start with these tenants' tools.
 #[derive(Debug, thiserror::Error)]
 pub enum ToolsError {
-    #[error("tenant {tenant:?} has tools but ${var} (its signing secret) is not set")]
-    NoSecret { tenant: String, var: String },
+    #[error("{0}")]
+    NoSecret(String),
     #[error("cannot build the http client: {0}")]
     Http(#[from] reqwest::Error),
 }
@@ -109,19 +109,8 @@ impl TenantTools {
         tenants: &Tenants,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, ToolsError> {
-        let mut secrets = HashMap::new();
-        for tenant in tenants.iter().filter(|t| !t.tools.is_empty()) {
-            let var = tenant.signing_secret_env.clone().unwrap_or_default();
-            match env(&var).filter(|v| !v.is_empty()) {
-                Some(secret) => secrets.insert(tenant.id.clone(), Secret::new(secret)),
-                None => {
-                    return Err(ToolsError::NoSecret {
-                        tenant: tenant.id.as_str().to_owned(),
-                        var,
-                    });
-                }
-            };
-        }
+        let secrets = signature::tenant_secrets(tenants, |t| !t.tools.is_empty(), env)
+            .map_err(ToolsError::NoSecret)?;
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
             .pool_idle_timeout(Duration::from_secs(60))

@@ -6,8 +6,35 @@
 //! "{t}.{body}")}` (the scheme Stripe's and Twilio's users already verify), and checks one
 //! with a tolerance on its age so a captured request cannot be replayed later. State: none.
 
+use std::collections::HashMap;
+
 use hmac::{Hmac, Mac};
+use sb_schemas::TenantId;
 use sha2::Sha256;
+
+use crate::{Secret, Tenant, Tenants};
+
+/// Each tenant's signing secret that `needs` one, read through `env` (the process
+/// environment in production) from the variable its `signing_secret_env` names. The error
+/// names the tenant and the variable that is not set.
+pub fn tenant_secrets(
+    tenants: &Tenants,
+    needs: impl Fn(&Tenant) -> bool,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<HashMap<TenantId, Secret>, String> {
+    let mut secrets = HashMap::new();
+    for tenant in tenants.iter().filter(|t| needs(t)) {
+        let var = tenant.signing_secret_env.clone().unwrap_or_default();
+        let Some(secret) = env(&var).filter(|v| !v.is_empty()) else {
+            return Err(format!(
+                "tenant {:?} signs its requests but ${var} (its signing secret) is not set",
+                tenant.id.as_str()
+            ));
+        };
+        secrets.insert(tenant.id.clone(), Secret::new(secret));
+    }
+    Ok(secrets)
+}
 
 /// The request header carrying the signature.
 pub const HEADER: &str = "x-switchboard-signature";

@@ -14,7 +14,10 @@ use serde::Deserialize;
 pub mod testing;
 mod tools;
 
-pub use tools::{BUILTIN_TOOLS, BuiltinTools, DEFAULT_TOOL_TIMEOUT_MS, TenantTool};
+pub use tools::{
+    BUILTIN_TOOLS, BuiltinTools, DEFAULT_TOOL_TIMEOUT_MS, TenantTool, TenantWebhooks,
+    WEBHOOK_EVENTS,
+};
 
 #[derive(Debug, thiserror::Error)]
 #[error("{path}: {message}")]
@@ -117,6 +120,8 @@ struct RawTenant {
     signing_secret_env: Option<String>,
     #[serde(default)]
     tts_provider: Option<String>,
+    #[serde(default)]
+    webhooks: Option<tools::RawWebhooks>,
 }
 
 /// How long a media socket may go without a message before the ingress closes it, unless
@@ -172,6 +177,8 @@ pub struct Tenant {
     /// The speech engine that speaks for this tenant (one of [`TTS_PROVIDERS`]); `None`:
     /// the deployment's default. `voice` is that engine's voice.
     pub tts_provider: Option<String>,
+    /// Where the tenant's call webhooks go (`None`: none are sent).
+    pub webhooks: Option<TenantWebhooks>,
 }
 
 /// The speech engines a tenant may choose.
@@ -326,7 +333,13 @@ fn validate(raw: RawTenant, tiers: &BTreeMap<String, Tier>) -> Result<Tenant, St
         ));
     }
     let builtin_tools = tools::builtins(raw.builtin_tools.as_deref(), &field)?;
-    let tools = tools::validate(raw.tools, raw.signing_secret_env.as_deref(), &field)?;
+    let webhooks = tools::webhooks(raw.webhooks, &field)?;
+    let tools = tools::validate(
+        raw.tools,
+        raw.signing_secret_env.as_deref(),
+        webhooks.is_some(),
+        &field,
+    )?;
     if !(1..=600).contains(&raw.media_idle_secs) {
         return Err(field("media_idle_secs", "must be between 1 and 600".into()));
     }
@@ -356,6 +369,7 @@ fn validate(raw: RawTenant, tiers: &BTreeMap<String, Tier>) -> Result<Tenant, St
         builtin_tools,
         signing_secret_env: raw.signing_secret_env,
         tts_provider: raw.tts_provider,
+        webhooks,
     })
 }
 
@@ -488,6 +502,23 @@ mod tests {
                 "unknown field `urll`",
             ),
             (
+                good().set("webhooks", webhooks_table("https://h.example/w", None)),
+                "tenant \"globex\": field `signing_secret_env`: required with tools or webhooks",
+            ),
+            (
+                good()
+                    .set("signing_secret_env", "S")
+                    .set("webhooks", webhooks_table("http://h.example/w", None)),
+                "field `webhooks.url`",
+            ),
+            (
+                good().set("signing_secret_env", "S").set(
+                    "webhooks",
+                    webhooks_table("https://h.example/w", Some("call.answered")),
+                ),
+                "field `webhooks.events[0]`: \"call.answered\" is not one of",
+            ),
+            (
                 good().set("tts_provider", "polly"),
                 "tenant \"globex\": field `tts_provider`: \"polly\" is not one of",
             ),
@@ -539,6 +570,48 @@ mod tests {
         let acme = t.by_number("+15005550006").unwrap();
         assert!(acme.tools.is_empty());
         assert_eq!(acme.builtin_tools, BuiltinTools::default());
+    }
+
+    fn webhooks_table(url: &str, event: Option<&str>) -> toml::Table {
+        let mut table = toml::Table::new();
+        table.insert("url".into(), url.into());
+        if let Some(event) = event {
+            table.insert("events".into(), vec![event].into());
+        }
+        table
+    }
+
+    /// Webhooks go to every event unless listed; `wants` answers per event.
+    #[test]
+    fn webhooks_parse() {
+        let t = good()
+            .set("signing_secret_env", "SB_TENANT_SECRET_GLOBEX")
+            .set(
+                "webhooks",
+                webhooks_table("https://hooks.globex.example/sb", Some("call.ended")),
+            )
+            .parse()
+            .unwrap();
+        let hooks = t
+            .by_number("+15005550007")
+            .unwrap()
+            .webhooks
+            .clone()
+            .unwrap();
+        assert!(hooks.wants("call.ended") && !hooks.wants("call.started"));
+        let t = good()
+            .set("signing_secret_env", "S")
+            .set("webhooks", webhooks_table("https://h.example/w", None))
+            .parse()
+            .unwrap();
+        let hooks = t
+            .by_number("+15005550007")
+            .unwrap()
+            .webhooks
+            .clone()
+            .unwrap();
+        assert!(WEBHOOK_EVENTS.iter().all(|e| hooks.wants(e)));
+        assert!(t.by_number("+15005550006").unwrap().webhooks.is_none());
     }
 
     #[test]

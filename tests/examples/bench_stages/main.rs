@@ -15,11 +15,13 @@
 //!   a time;
 //! - **stand-ins alone**: their own time to first token / first audio, which the overhead
 //!   includes (the TTS stand-in synthesises the whole sentence before its first byte);
-//! - **tool round trip** ([`tools`]): a tenant tool's overhead beyond its own time.
+//! - **tool round trip** ([`tools`]): a tenant tool's overhead beyond its own time;
+//! - **tts first chunk** ([`voices`]): the streaming engines (OpenAI, Deepgram) against Azure.
 //!
 //! Each figure is the median of `--runs` runs, each on fresh servers.
 
 mod tools;
+mod voices;
 
 use std::{
     collections::HashMap,
@@ -583,6 +585,7 @@ async fn main() -> anyhow::Result<()> {
     let mut cache: Vec<[f64; 2]> = Vec::new();
     let mut stand_ins: Vec<[f64; 4]> = Vec::new();
     let mut tool_rows: Vec<tools::ToolRow> = Vec::new();
+    let mut voice_rows: Vec<voices::VoiceRow> = Vec::new();
     let fallbacks_before = fallbacks();
     for run in 0..args.runs {
         for (i, &calls) in args.calls.iter().enumerate() {
@@ -617,6 +620,9 @@ async fn main() -> anyhow::Result<()> {
         let tool = tools::measure(&args, dir.path()).await?;
         tool.print(&format!("run {} ", run + 1));
         tool_rows.push(tool);
+        let voice = voices::measure(200).await?;
+        voice.print(&format!("run {} ", run + 1));
+        voice_rows.push(voice);
         let bench = Bench::start(&args, dir.path(), Setup::plain()).await?;
         let mut hits = bench.cache_hits(args.cache_samples).await?;
         let alone = bench.stand_ins(100).await?;
@@ -666,6 +672,7 @@ async fn main() -> anyhow::Result<()> {
         alone(3)
     );
     tools::ToolRow::median(&tool_rows).print("  ");
+    voices::VoiceRow::median(&voice_rows).print("  ");
     println!("  fallbacks spoken: {}", fallbacks() - fallbacks_before);
     Ok(())
 }

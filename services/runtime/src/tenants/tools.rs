@@ -110,10 +110,65 @@ pub(super) fn builtins(
     Ok(on)
 }
 
-/// Validates the tools and the secret's variable name (required once there are tools).
+/// What the file says about the tenant's call webhooks.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWebhooks {
+    url: String,
+    #[serde(default)]
+    events: Option<Vec<String>>,
+}
+
+/// The events a tenant's webhook endpoint can receive.
+pub const WEBHOOK_EVENTS: [&str; 3] = ["call.started", "call.ended", "contact.completed"];
+
+/// Where a tenant's call webhooks go, and which.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantWebhooks {
+    /// `https://…`, or `http://` to a loopback host.
+    pub url: url::Url,
+    /// A subset of [`WEBHOOK_EVENTS`] (all unless the file lists fewer).
+    pub events: Vec<String>,
+}
+
+impl TenantWebhooks {
+    pub fn wants(&self, event: &str) -> bool {
+        self.events.iter().any(|e| e == event)
+    }
+}
+
+/// Validates the webhooks table.
+pub(super) fn webhooks(
+    raw: Option<RawWebhooks>,
+    field: &dyn Fn(&str, String) -> String,
+) -> Result<Option<TenantWebhooks>, String> {
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    let url = endpoint(&raw.url).map_err(|why| field("webhooks.url", why))?;
+    let events = match raw.events {
+        None => WEBHOOK_EVENTS.map(String::from).to_vec(),
+        Some(events) => {
+            for (i, event) in events.iter().enumerate() {
+                if !WEBHOOK_EVENTS.contains(&event.as_str()) {
+                    return Err(field(
+                        &format!("webhooks.events[{i}]"),
+                        format!("{event:?} is not one of {}", WEBHOOK_EVENTS.join(", ")),
+                    ));
+                }
+            }
+            events
+        }
+    };
+    Ok(Some(TenantWebhooks { url, events }))
+}
+
+/// Validates the tools and the secret's variable name (required once there are tools or
+/// webhooks: `signed` says whether there are webhooks).
 pub(super) fn validate(
     raw: Vec<RawTool>,
     secret_env: Option<&str>,
+    signed: bool,
     field: &dyn Fn(&str, String) -> String,
 ) -> Result<Vec<TenantTool>, String> {
     if let Some(name) = secret_env
@@ -124,10 +179,10 @@ pub(super) fn validate(
             format!("{name:?} is not an environment variable name (A-Z, 0-9, _)"),
         ));
     }
-    if !raw.is_empty() && secret_env.is_none() {
+    if (!raw.is_empty() || signed) && secret_env.is_none() {
         return Err(field(
             "signing_secret_env",
-            "required with tools: the variable holding the HMAC secret requests are signed with"
+            "required with tools or webhooks: the variable holding the HMAC secret requests are signed with"
                 .into(),
         ));
     }
