@@ -71,6 +71,7 @@ CALLERS = {
     ("stt", "http"): {"prometheus"},
     ("agent", "http"): {"prometheus"},
     ("tts", "http"): {"prometheus"},
+    ("webhooks", "http"): {"prometheus"},
     # Twilio's callbacks about placed calls (/twilio/dial/*), through the ingress
     # controller; Prometheus. The campaigns API on the same port has no public route.
     ("dialer", "http"): {"ingress-controller", "prometheus"},
@@ -105,7 +106,7 @@ SELINUX_TYPES = {"", "container_t", "container_init_t", "container_kvm_t", "cont
 # The one image (deploy/Dockerfile): its service binaries log in to NATS as their own user,
 # the operator's `switchboard` as `ops`; without a `command` the image runs the ingress.
 SWITCHBOARD_IMAGE = "switchboard"
-SERVICE_BINARIES = {"ingress", "stt", "agent", "tts", "dialer"}
+SERVICE_BINARIES = {"ingress", "stt", "agent", "tts", "dialer", "webhooks"}
 OPS_BINARY = "switchboard"
 IMAGE_DEFAULT_BINARY = "ingress"
 # Overlays whose NATS serves client TLS (deploy/nats/values.yaml): every client verifies it.

@@ -21,6 +21,8 @@ pub enum Role {
     Tts,
     /// Places outbound campaign calls; publishes their dial events.
     Dialer,
+    /// Delivers the tenants' call webhooks: reads the log, writes nothing.
+    Webhooks,
     /// The replay CLI and (later) the console: reads the log, writes nothing.
     Replay,
     /// The operator (`switchboard topology apply`, the tests' inspector): everything.
@@ -35,12 +37,13 @@ pub struct Permissions {
 }
 
 impl Role {
-    pub const ALL: [Role; 7] = [
+    pub const ALL: [Role; 8] = [
         Role::Ingress,
         Role::Stt,
         Role::Agent,
         Role::Tts,
         Role::Dialer,
+        Role::Webhooks,
         Role::Replay,
         Role::Ops,
     ];
@@ -53,6 +56,7 @@ impl Role {
             Role::Agent => "agent",
             Role::Tts => "tts",
             Role::Dialer => "dialer",
+            Role::Webhooks => "webhooks",
             Role::Replay => "replay",
             Role::Ops => "ops",
         }
@@ -95,7 +99,7 @@ impl Role {
             ],
             Role::Tts => &[Kind::TtsChunk],
             Role::Dialer => &[Kind::Dial, Kind::AnsweredBy, Kind::DialResult],
-            Role::Replay | Role::Ops => &[],
+            Role::Webhooks | Role::Replay | Role::Ops => &[],
         }
     }
 
@@ -105,6 +109,7 @@ impl Role {
             Role::Stt => Some((STT_ASSIGN_STREAM, "stt")),
             Role::Agent => Some((CALLS_STREAM, "agent")),
             Role::Tts => Some((CALLS_STREAM, "tts")),
+            Role::Webhooks => Some((CALLS_STREAM, "webhooks")),
             _ => None,
         }
     }
@@ -117,6 +122,7 @@ impl Role {
             Role::Agent | Role::Tts => &[CALLS_STREAM, AUDIO_STREAM, DLQ_STREAM],
             Role::Replay => &[CALLS_STREAM, AUDIO_STREAM, DLQ_STREAM],
             Role::Dialer => &[CALLS_STREAM],
+            Role::Webhooks => &[CALLS_STREAM, AUDIO_STREAM, DLQ_STREAM],
             Role::Ops => &[],
         }
     }
@@ -173,6 +179,11 @@ impl Role {
             }
             // A lost session rebuilt from the call's events.
             Role::Agent => publish.push(js::direct_next(CALLS_STREAM)),
+            // A call's events and bot audio read back for its report (`call.ended`).
+            Role::Webhooks => {
+                publish.extend(js::read_ordered(CALLS_STREAM));
+                publish.extend(js::read_ordered(AUDIO_STREAM));
+            }
             Role::Replay => {
                 for stream in [CALLS_STREAM, AUDIO_STREAM, DLQ_STREAM] {
                     publish.extend(js::read_ordered(stream));

@@ -46,10 +46,14 @@ fn heard(report: &sb_sim::caller::CallReport, turn: u32, count: u32) -> bool {
     })
 }
 
+/// The tool requests the tenant server received (its webhooks left out).
 async fn received(stack: &sb_stack::Stack) -> Vec<Value> {
-    sb_sim::tenant::fetch_received(&stack.tenant_server.url())
+    let all = sb_sim::tenant::fetch_received(&stack.tenant_server.url())
         .await
-        .unwrap()
+        .unwrap();
+    all.into_iter()
+        .filter(|r| r["path"].as_str().is_some_and(|p| p.starts_with("/tools/")))
+        .collect()
 }
 
 /// The model books a visit: the tenant server gets one signed request with the call's

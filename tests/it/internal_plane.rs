@@ -60,6 +60,13 @@ fn cases(role: Role) -> (String, String, String, String) {
             format!("{}.probe", role.inbox_prefix()),
             event(Kind::Transcript),
         ),
+        Role::Webhooks => (
+            "$JS.API.STREAM.INFO.CALLS".to_owned(),
+            // It reads the log and writes nothing: no forged hang-up either.
+            event(Kind::End),
+            format!("{}.probe", role.inbox_prefix()),
+            event(Kind::Sentence),
+        ),
         Role::Replay => (
             "$JS.API.STREAM.INFO.CALLS".to_owned(),
             event(Kind::Start),

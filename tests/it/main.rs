@@ -14,6 +14,7 @@ mod e2e;
 mod e2e_outbound;
 mod e2e_tools;
 mod e2e_voices;
+mod e2e_webhooks;
 mod ingress;
 mod ingress_end;
 mod ingress_trust;

@@ -1,7 +1,8 @@
 //! No secret reaches a log line or a metric: a whole call (with a barge-in, a bad webhook
 //! and a refused socket on the side) through every service logging at debug level, with
 //! recognisable secrets everywhere a secret goes (Twilio auth token, call-credential
-//! secret, vendor keys, every NATS user's password, Redis' password); then every
+//! secret, vendor keys, every NATS user's password, Redis' password, the tenants' signing
+//! secret, which the agent and the webhooks worker sign with); then every
 //! process's output and every service's `/metrics` is searched for each of them.
 
 use sb_schemas::roles::Role;
@@ -49,6 +50,10 @@ async fn no_secret_in_any_log_line_or_metric() {
         ),
         ("vendor key".into(), VENDOR_KEY.into()),
         ("redis password".into(), stack.redis.password().to_owned()),
+        (
+            "tenant signing secret".into(),
+            sb_stack::service_env::TENANT_SECRET.into(),
+        ),
     ];
     for role in Role::ALL {
         let password = stack.nats.nodes[0].credentials.password(role).unwrap();
@@ -73,6 +78,13 @@ async fn no_secret_in_any_log_line_or_metric() {
         assert!(log.lines().count() > 20, "{service} logged at debug level");
         outputs.push((format!("{service}.log"), log));
     }
+    // The webhooks worker signs every delivery with the tenant's secret.
+    let log = std::fs::read_to_string(dir.path().join("webhooks.log")).unwrap();
+    assert!(
+        log.contains("webhook delivered"),
+        "the worker signed and sent"
+    );
+    outputs.push(("webhooks.log".into(), log));
     for (what, text) in &outputs {
         for (secret, value) in &secrets {
             assert!(!text.contains(value.as_str()), "{secret} found in {what}");

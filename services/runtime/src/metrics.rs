@@ -135,6 +135,11 @@ pub enum Metric {
     ToolCalls,
     /// Agent: a tenant tool's time, first request sent → answer (retry included).
     ToolSeconds,
+    /// Webhooks: delivery attempts, by event and outcome (ok, status, timeout,
+    /// unreachable, busy, no_secret, expired). Labels: event, outcome.
+    WebhookDeliveries,
+    /// Webhooks: one attempt's time, request sent → answer.
+    WebhookSeconds,
 }
 
 impl Metric {
@@ -196,6 +201,8 @@ impl Metric {
             Metric::IngressMigrations => "switchboard_ingress_migrations_total",
             Metric::ToolCalls => "switchboard_tool_calls_total",
             Metric::ToolSeconds => "switchboard_tool_seconds",
+            Metric::WebhookDeliveries => "switchboard_webhook_deliveries_total",
+            Metric::WebhookSeconds => "switchboard_webhook_seconds",
         }
     }
 }

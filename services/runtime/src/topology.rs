@@ -34,6 +34,10 @@ const CONSUMER_FILES: &[(&str, &str)] = &[
         include_str!("../../../nats/consumers/CALLS.tts.json"),
     ),
     (
+        "CALLS.webhooks.json",
+        include_str!("../../../nats/consumers/CALLS.webhooks.json"),
+    ),
+    (
         "STT_ASSIGN.stt.json",
         include_str!("../../../nats/consumers/STT_ASSIGN.stt.json"),
     ),

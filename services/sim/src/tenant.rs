@@ -1,7 +1,8 @@
-//! The tenant-server stand-in: what a Switchboard customer runs behind its tools (and,
-//! later, its webhooks), answering from a script (PROTOCOLS §10).
+//! The tenant-server stand-in: what a Switchboard customer runs behind its tools and its
+//! call webhooks, answering from a script (PROTOCOLS §10).
 //!
-//! Consumes `POST /tools/{name}` with Switchboard's signed JSON body; checks the
+//! Consumes `POST /tools/{name}` and `POST /webhooks/{name}` with Switchboard's signed JSON
+//! body; checks the
 //! `X-Switchboard-Signature` itself (HMAC-SHA256 over `{t}.{body}`, written here apart from
 //! Switchboard's signer so the two check each other) and the body's shape, records every
 //! request, and answers per tool from the script: after `delay_ms`, the first `fail`
@@ -59,6 +60,8 @@ pub struct Config {
     pub secret: Option<String>,
     /// Per tool name; a tool not listed answers `{"ok":true}` at once.
     pub tools: BTreeMap<String, ToolScript>,
+    /// Per webhook endpoint name (`/webhooks/{name}`): failures and delays.
+    pub hooks: BTreeMap<String, ToolScript>,
 }
 
 /// One request as received.
@@ -67,6 +70,8 @@ pub struct Received {
     pub path: String,
     /// `valid`, `invalid` or `unchecked` (no secret configured).
     pub signature: &'static str,
+    /// `X-Switchboard-Event` (webhooks).
+    pub event: Option<String>,
     pub idempotency_key: Option<String>,
     /// The body, parsed (`null` if it was not JSON).
     pub body: Value,
@@ -120,9 +125,22 @@ fn check_signature(secret: &str, header: Option<&str>, body: &[u8]) -> &'static 
     if fresh && matches { "valid" } else { "invalid" }
 }
 
-/// The body Switchboard sends a tool: `id`, `tool` (the path's name), `arguments` (an
-/// object) and `call` (an object with `tenant` and `call_sid`).
-fn well_formed(body: &Value, name: &str) -> bool {
+/// The body Switchboard sends: to a tool, `id`, `tool` (the path's name), `arguments` (an
+/// object) and `call` (an object with `tenant` and `call_sid`); to a webhook (`key`
+/// `hook:…`), `id`, `type`, `tenant` and a `data` object.
+fn well_formed(body: &Value, key: &str) -> bool {
+    if key.starts_with("hook:") {
+        let text = |k: &str| {
+            body.get(k)
+                .and_then(Value::as_str)
+                .is_some_and(|v| !v.is_empty())
+        };
+        return text("id")
+            && text("type")
+            && text("tenant")
+            && body.get("data").is_some_and(Value::is_object);
+    }
+    let name = key;
     body.get("id")
         .and_then(Value::as_str)
         .is_some_and(|id| !id.is_empty())
@@ -144,28 +162,71 @@ async fn tool(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let script = shared.config.tools.get(&name).cloned().unwrap_or_default();
+    let path = format!("/tools/{name}");
+    scripted(&shared, path, name, &script, &headers, &body).await
+}
+
+/// `POST /webhooks/{name}`: a tenant's call webhooks (the name tells tenants apart),
+/// answered from the `hooks` script (failures and delays; a 2xx answers `{}`).
+async fn webhook(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let script = ToolScript {
+        answer: json!({}),
+        ..shared.config.hooks.get(&name).cloned().unwrap_or_default()
+    };
+    // Failures count per endpoint and event type: `--hook-fail acme=2` fails the first two
+    // deliveries of each event.
+    let event = headers
+        .get("x-switchboard-event")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("?");
+    let key = format!("hook:{name}:{event}");
+    scripted(
+        &shared,
+        format!("/webhooks/{name}"),
+        key,
+        &script,
+        &headers,
+        &body,
+    )
+    .await
+}
+
+/// Checks, counts, records and answers one request by `script`.
+async fn scripted(
+    shared: &Shared,
+    path: String,
+    key: String,
+    script: &ToolScript,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Response {
     let at_us = now_us();
     let header = |h: &str| headers.get(h).and_then(|v| v.to_str().ok());
     let signature = match &shared.config.secret {
-        Some(secret) => check_signature(secret, header("x-switchboard-signature"), &body),
+        Some(secret) => check_signature(secret, header("x-switchboard-signature"), body),
         None => "unchecked",
     };
-    let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let script = shared.config.tools.get(&name).cloned().unwrap_or_default();
+    let parsed: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let (status, reply) = if signature == "invalid" {
         (
             StatusCode::UNAUTHORIZED,
             json!({ "error": "bad signature" }).to_string(),
         )
-    } else if !well_formed(&parsed, &name) {
+    } else if !well_formed(&parsed, &key) {
         (
             StatusCode::BAD_REQUEST,
-            json!({ "error": "malformed tool request" }).to_string(),
+            json!({ "error": "malformed request" }).to_string(),
         )
     } else {
         let n = {
             let mut counts = shared.counts.lock().expect("counts lock");
-            let n = counts.entry(name.clone()).or_default();
+            let n = counts.entry(key.clone()).or_default();
             *n += 1;
             *n
         };
@@ -186,8 +247,9 @@ async fn tool(
     let index = {
         let mut received = shared.received.lock().expect("record lock");
         received.push(Received {
-            path: format!("/tools/{name}"),
+            path,
             signature,
+            event: header("x-switchboard-event").map(str::to_owned),
             idempotency_key: header("idempotency-key").map(str::to_owned),
             body: parsed,
             status: status.as_u16(),
@@ -220,6 +282,7 @@ pub fn router(config: Config) -> Router {
     });
     Router::new()
         .route("/tools/{name}", post(tool))
+        .route("/webhooks/{name}", post(webhook))
         .route("/sim/received", get(received))
         .with_state(shared)
 }
@@ -263,6 +326,12 @@ pub struct Args {
     /// `NAME=N`: the next N requests of tool NAME are answered 200 with a body not JSON.
     #[arg(long = "invalid", value_name = "NAME=N")]
     pub invalids: Vec<String>,
+    /// `NAME=N`: the first N webhooks of each event type to `/webhooks/NAME` are answered 500.
+    #[arg(long = "hook-fail", value_name = "NAME=N")]
+    pub hook_fails: Vec<String>,
+    /// `NAME=MS`: webhooks to `/webhooks/NAME` are answered after this long.
+    #[arg(long = "hook-delay-ms", value_name = "NAME=MS")]
+    pub hook_delays: Vec<String>,
 }
 
 impl Args {
@@ -290,10 +359,20 @@ impl Args {
             let (name, n) = split(spec)?;
             tools.entry(name).or_default().invalid = n.parse()?;
         }
+        let mut hooks: BTreeMap<String, ToolScript> = BTreeMap::new();
+        for spec in &self.hook_fails {
+            let (name, n) = split(spec)?;
+            hooks.entry(name).or_default().fail = n.parse()?;
+        }
+        for spec in &self.hook_delays {
+            let (name, ms) = split(spec)?;
+            hooks.entry(name).or_default().delay = Duration::from_millis(ms.parse()?);
+        }
         Ok(Config {
             addr: Some(self.addr),
             secret: self.secret,
             tools,
+            hooks,
         })
     }
 }

@@ -115,16 +115,7 @@ async fn call(stack: &Stack, run_dir: &std::path::Path) -> anyhow::Result<CallRe
         report.late_frames,
         report.protocol_errors.len()
     );
-    println!("\nWhat acme's tenant server received (its tools, signed by Switchboard):");
-    for request in sb_sim::tenant::fetch_received(&stack.tenant_server.url()).await? {
-        println!(
-            "  POST {} {} (signature {}, answered {})",
-            request["path"].as_str().unwrap_or("?"),
-            request["body"]["arguments"],
-            request["signature"].as_str().unwrap_or("?"),
-            request["status"]
-        );
-    }
+    tenant_server(stack, &sid).await?;
     let wav = run_dir.join("call.wav");
     std::fs::write(&wav, report.to_wav())?;
     println!(
@@ -132,6 +123,62 @@ async fn call(stack: &Stack, run_dir: &std::path::Path) -> anyhow::Result<CallRe
         wav.display()
     );
     Ok(report)
+}
+
+/// What acme's tenant server received: the tool requests and the call webhooks (waiting
+/// a little for `call.ended`, sent once the call's end is stored), and the report.
+async fn tenant_server(stack: &Stack, sid: &CallSid) -> anyhow::Result<()> {
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    let received = loop {
+        let received = sb_sim::tenant::fetch_received(&stack.tenant_server.url()).await?;
+        let ended = received.iter().any(|r| {
+            r["event"] == "call.ended"
+                && r["body"]["call_sid"] == sid.as_str()
+                && r["status"] == 200
+        });
+        if ended || Instant::now() > deadline {
+            break received;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    println!("\nWhat acme's tenant server received (signed by Switchboard, signatures checked):");
+    for request in &received {
+        let what = match request["event"].as_str() {
+            Some(event) => format!("webhook {event}"),
+            None => format!("tool {}", request["body"]["arguments"]),
+        };
+        println!(
+            "  POST {} {what} (signature {}, answered {})",
+            request["path"].as_str().unwrap_or("?"),
+            request["signature"].as_str().unwrap_or("?"),
+            request["status"]
+        );
+    }
+    if let Some(ended) = received
+        .iter()
+        .find(|r| r["event"] == "call.ended" && r["status"] == 200)
+    {
+        let data = &ended["body"]["data"];
+        println!(
+            "  call.ended: {} after {} s, {} turns, {} barge-in(s), {} tool call(s), voice-to-voice p50 {} ms; as heard:",
+            data["outcome"].as_str().unwrap_or("?"),
+            data["duration_secs"],
+            data["turns"],
+            data["barge_ins"],
+            data["tool_calls"].as_array().map_or(0, Vec::len),
+            data["latency_ms"]["p50"]
+                .as_f64()
+                .map_or("-".into(), |ms| format!("{ms:.0}")),
+        );
+        for line in data["transcript"].as_array().into_iter().flatten() {
+            println!(
+                "    {:>6}: {}",
+                line["speaker"].as_str().unwrap_or("?"),
+                line["text"].as_str().unwrap_or("")
+            );
+        }
+    }
+    Ok(())
 }
 
 async fn wait_for_end(

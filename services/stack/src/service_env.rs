@@ -20,6 +20,7 @@ pub const CAMPAIGNS_API_KEY: &str = "local-stack-campaigns-key";
 /// sent without waiting.
 const ACME_TOOLS: &str = r#"
 signing_secret_env = "SB_TENANT_SECRET_ACME"
+webhooks = { url = "http://{tenant}/webhooks/acme" }
 
 [[tools]]
 name = "book_visit"
@@ -54,11 +55,19 @@ llm_model = "llama-3.1-8b-instant"
 tier = "standard"
 "#;
 
+/// `globex`'s webhooks, to the same stand-in (its own path, so a test can slow one
+/// tenant's endpoint and not the other's).
+const GLOBEX_WEBHOOKS: &str = r#"
+signing_secret_env = "SB_TENANT_SECRET_GLOBEX"
+webhooks = { url = "http://{tenant}/webhooks/globex" }
+"#;
+
 /// The number of [`STREAMING_TENANT`].
 pub const STREAMING_TENANT_NUMBER: &str = "+15005550009";
 
-/// The variable holding the local tenant-server's signing secret, and its value.
-pub const TENANT_SECRET_ENV: &str = "SB_TENANT_SECRET_ACME";
+/// The variables holding the local tenants' signing secrets, and their one value (the
+/// tenant-server stand-in checks every request with it).
+pub const TENANT_SECRET_ENVS: [&str; 2] = ["SB_TENANT_SECRET_ACME", "SB_TENANT_SECRET_GLOBEX"];
 pub const TENANT_SECRET: &str = "local-stack-tenant-signing-secret";
 
 /// Writes `dir/tenants.toml`: the shipped tenants file with [`CAMPAIGNS_API_KEY`]'s
@@ -72,19 +81,26 @@ pub fn local_tenants_file(
     let shipped = std::fs::read_to_string(workspace_root().join("deploy/base/tenants.toml"))?;
     let mut doc: toml::Table = toml::from_str(&shipped)?;
     let hash = hex::encode(sha2::Sha256::digest(CAMPAIGNS_API_KEY.as_bytes()));
-    let tools: Option<toml::Table> = tenant_server
-        .map(|addr| toml::from_str(&ACME_TOOLS.replace("{tenant}", &addr.to_string())))
-        .transpose()?;
+    let table = |text: &str| -> anyhow::Result<Option<toml::Table>> {
+        tenant_server
+            .map(|addr| toml::from_str(&text.replace("{tenant}", &addr.to_string())))
+            .transpose()
+            .map_err(Into::into)
+    };
+    let (tools, globex) = (table(ACME_TOOLS)?, table(GLOBEX_WEBHOOKS)?);
     if let Some(toml::Value::Array(tenants)) = doc.get_mut("tenant") {
         for tenant in tenants.iter_mut().filter_map(toml::Value::as_table_mut) {
             tenant.insert(
                 "api_key_sha256".into(),
                 toml::Value::Array(vec![toml::Value::String(hash.clone())]),
             );
-            if let Some(tools) = &tools
-                && tenant.get("id").and_then(toml::Value::as_str) == Some("acme")
-            {
-                tenant.extend(tools.clone());
+            let extra = match tenant.get("id").and_then(toml::Value::as_str) {
+                Some("acme") => &tools,
+                Some("globex") => &globex,
+                _ => &None,
+            };
+            if let Some(extra) = extra {
+                tenant.extend(extra.clone());
             }
         }
         tenants.push(toml::Value::Table(toml::from_str(STREAMING_TENANT)?));
@@ -131,7 +147,8 @@ impl Env<'_> {
                 ("SB_DEEPGRAM_API_KEY", VENDOR_KEY.into()),
             ],
             "agent" => vec![
-                (TENANT_SECRET_ENV, TENANT_SECRET.into()),
+                (TENANT_SECRET_ENVS[0], TENANT_SECRET.into()),
+                (TENANT_SECRET_ENVS[1], TENANT_SECRET.into()),
                 ("SB_LLM_BASE_URL", format!("http://{}/v1", self.llm)),
                 ("SB_LLM_API_KEY", VENDOR_KEY.into()),
                 ("SB_TWILIO_API_URL", format!("http://{}", self.twilio)),
@@ -167,6 +184,14 @@ impl Env<'_> {
                     format!("http://{}/cognitiveservices/v1", self.tts),
                 ),
                 ("SB_AZURE_TTS_KEY", VENDOR_KEY.into()),
+            ],
+            "webhooks" => vec![
+                (TENANT_SECRET_ENVS[0], TENANT_SECRET.into()),
+                (TENANT_SECRET_ENVS[1], TENANT_SECRET.into()),
+                // Fast retries: a test sees a failed delivery retried within a second.
+                ("SB_WEBHOOK_RETRY_BASE_MS", "200".into()),
+                ("SB_WEBHOOK_RETRY_MAX_MS", "2000".into()),
+                ("SB_WEBHOOK_TIMEOUT_MS", "2000".into()),
             ],
             _ => vec![],
         };

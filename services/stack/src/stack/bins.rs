@@ -20,10 +20,12 @@ pub fn binaries_dir() -> anyhow::Result<PathBuf> {
     if dir.file_name().is_some_and(|n| n == "deps") {
         dir.pop();
     }
-    let missing: Vec<&str> = ["ingress", "stt", "agent", "tts", "dialer", "sim"]
-        .into_iter()
-        .filter(|b| !dir.join(b).exists())
-        .collect();
+    let missing: Vec<&str> = [
+        "ingress", "stt", "agent", "tts", "dialer", "webhooks", "sim",
+    ]
+    .into_iter()
+    .filter(|b| !dir.join(b).exists())
+    .collect();
     if !missing.is_empty() {
         bail!(
             "{} not built in {}: run `cargo build --bins` (or `just build`) first",
@@ -65,6 +67,7 @@ pub fn ensure_built(release: bool) -> anyhow::Result<()> {
         "sb-agent",
         "sb-tts",
         "sb-dialer",
+        "sb-webhooks",
         "sb-sim",
     ] {
         command.args(["-p", p]);

@@ -44,16 +44,18 @@ pub enum Service {
     Agent,
     Tts,
     Dialer,
+    Webhooks,
 }
 
 impl Service {
     /// In the order the stack starts and rolls them.
-    pub const ALL: [Service; 5] = [
+    pub const ALL: [Service; 6] = [
         Service::Ingress,
         Service::Stt,
         Service::Agent,
         Service::Tts,
         Service::Dialer,
+        Service::Webhooks,
     ];
 
     /// The binary's name (and the NATS role's).
@@ -64,6 +66,7 @@ impl Service {
             Service::Agent => "agent",
             Service::Tts => "tts",
             Service::Dialer => "dialer",
+            Service::Webhooks => "webhooks",
         }
     }
 
@@ -81,6 +84,7 @@ pub struct Replicas {
     pub agent: usize,
     pub tts: usize,
     pub dialer: usize,
+    pub webhooks: usize,
 }
 
 impl Replicas {
@@ -92,6 +96,7 @@ impl Replicas {
             agent: n,
             tts: n,
             dialer: n,
+            webhooks: n,
         }
     }
 
@@ -102,6 +107,7 @@ impl Replicas {
             Service::Agent => self.agent,
             Service::Tts => self.tts,
             Service::Dialer => self.dialer,
+            Service::Webhooks => self.webhooks,
         }
     }
 }

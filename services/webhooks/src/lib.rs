@@ -1,0 +1,212 @@
+//! The webhooks worker: tells each tenant's own server what happened to its calls
+//! (ARCHITECTURE §2c).
+//!
+//! Consumes the durable consumer `webhooks` on `CALLS` (`start`, `end`, `dial_result`);
+//! produces signed `POST`s to the tenant's webhook URL: `call.started`, `call.ended` (the
+//! post-call report, [`report`], built from the call's log read back from JetStream) and
+//! `contact.completed` ([`deliver`]). At least once: the delivery id is the triggering
+//! event's id, the same on every retry. A failed attempt is retried with exponential
+//! backoff (a JetStream NAK with a delay) until the event is older than the retry window,
+//! then dead-lettered (`dlq.CALLS.webhooks`), so it is never lost silently. The worker is
+//! off the call path: a slow or dead endpoint delays only its own tenant's webhooks.
+//! State: none of its own; the log is the record.
+//!
+//! Code map: [`report`] (the bodies), [`deliver`] (the requests), [`config`].
+
+pub mod config;
+pub mod deliver;
+pub mod report;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use sb_replay::{CallLog, ReplayError};
+use sb_runtime::http::ReadyNeeds;
+use sb_runtime::metrics::Metric;
+use sb_runtime::{Emitter, Runtime, Stage, StageError, StageMain, Tenant, Tenants, signature};
+use sb_schemas::{Body, CallSid, Envelope, now_micros};
+
+pub use config::WebhooksConfig;
+
+use crate::deliver::{Deliverer, Failure};
+
+/// Where a call's log comes from (JetStream in production, a test's own otherwise).
+pub trait CallLogs: Send + Sync + 'static {
+    fn load<'a>(&'a self, sid: &'a CallSid) -> BoxFuture<'a, Result<CallLog, ReplayError>>;
+}
+
+/// The call's control events and bot audio, read back from JetStream.
+pub struct JetStreamLogs(pub async_nats::jetstream::Context);
+
+impl CallLogs for JetStreamLogs {
+    fn load<'a>(&'a self, sid: &'a CallSid) -> BoxFuture<'a, Result<CallLog, ReplayError>> {
+        Box::pin(CallLog::load_turns(&self.0, sid))
+    }
+}
+
+/// The webhooks stage.
+pub struct Webhooks {
+    tenants: Arc<Tenants>,
+    logs: Arc<dyn CallLogs>,
+    deliverer: Deliverer,
+    config: WebhooksConfig,
+}
+
+impl Webhooks {
+    /// The worker with its tenants' secrets read through `env`.
+    pub fn new(
+        tenants: Arc<Tenants>,
+        logs: Arc<dyn CallLogs>,
+        config: WebhooksConfig,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, String> {
+        let secrets = signature::tenant_secrets(&tenants, |t| t.webhooks.is_some(), env)?;
+        let deliverer = Deliverer::new(
+            secrets,
+            Duration::from_millis(config.webhook_timeout_ms),
+            config.webhook_per_tenant,
+        )?;
+        Ok(Self {
+            tenants,
+            logs,
+            deliverer,
+            config,
+        })
+    }
+
+    /// The body to send for `input`, or `None` (skipped, with the reason counted).
+    async fn body(
+        &self,
+        input: &Envelope,
+        out: &Emitter,
+    ) -> Result<Option<(&'static str, serde_json::Value)>, StageError> {
+        Ok(match &input.body {
+            Body::Start(_) => {
+                let log = self.log(&input.call_sid).await?;
+                Some(("call.started", report::call_started(input, &log)))
+            }
+            Body::End(end) => {
+                let log = self.log(&input.call_sid).await?;
+                Some(("call.ended", report::call_ended(input, end, &log)))
+            }
+            Body::DialResult(result) => {
+                let body = report::contact_completed(input, result);
+                if body.is_none() {
+                    out.skip("contact_retried");
+                }
+                body.map(|b| ("contact.completed", b))
+            }
+            other => {
+                return Err(StageError::reject(
+                    "unexpected_kind",
+                    format!(
+                        "the webhooks worker does not handle {}",
+                        other.kind().as_str()
+                    ),
+                ));
+            }
+        })
+    }
+
+    async fn log(&self, sid: &CallSid) -> Result<CallLog, StageError> {
+        self.logs
+            .load(sid)
+            .await
+            .map_err(|e| StageError::retry("log_read", e))
+    }
+
+    /// How long to wait before attempt `delivered + 1`: doubling from the base, capped.
+    fn backoff(&self, delivered: u64) -> Duration {
+        let base = self.config.webhook_retry_base_ms.max(1);
+        let shift = delivered.saturating_sub(1).min(20) as u32;
+        Duration::from_millis(
+            base.saturating_mul(1u64 << shift)
+                .min(self.config.webhook_retry_max_ms),
+        )
+    }
+
+    async fn send(
+        &self,
+        tenant: &Tenant,
+        input: &Envelope,
+        event: &'static str,
+        body: serde_json::Value,
+        out: &Emitter,
+    ) -> Result<(), StageError> {
+        let Some(hooks) = &tenant.webhooks else {
+            return Ok(());
+        };
+        let id = input.id.to_string();
+        let bytes = serde_json::to_vec(&body).expect("a webhook body serialises");
+        match self
+            .deliverer
+            .deliver(tenant, hooks, event, &id, bytes)
+            .await
+        {
+            Ok(status) => {
+                tracing::info!(event, status, delivery = %id, "webhook delivered");
+                Ok(())
+            }
+            Err(Failure::Busy) => Err(StageError::retry_after(
+                "webhook_busy",
+                Failure::Busy,
+                self.backoff(1),
+            )),
+            Err(failure) => {
+                let delay = self.backoff(out.delivered());
+                tracing::warn!(event, %failure, delivery = %id, retry_ms = delay.as_millis() as u64, "webhook failed");
+                Err(StageError::retry_after("webhook", failure, delay))
+            }
+        }
+    }
+}
+
+impl Stage for Webhooks {
+    const CONSUMER: &'static str = "webhooks";
+    /// Needs NATS only: the worker keeps no state in Redis.
+    const READY_NEEDS: ReadyNeeds = ReadyNeeds::NATS_ONLY;
+
+    async fn handle(&self, input: Envelope, out: &mut Emitter) -> Result<(), StageError> {
+        let tenant = self.tenants.for_input(&input.tenant)?;
+        let Some(hooks) = &tenant.webhooks else {
+            out.skip("no_webhooks");
+            return Ok(());
+        };
+        let age = Duration::from_micros(now_micros().saturating_sub(input.at));
+        if age > Duration::from_secs(self.config.webhook_retry_window_secs) {
+            metrics::counter!(Metric::WebhookDeliveries.name(), "event" => input.kind().as_str(), "outcome" => "expired")
+                .increment(1);
+            return Err(StageError::reject(
+                "webhook_expired",
+                format!("undelivered for {} s: past the retry window", age.as_secs()),
+            ));
+        }
+        let Some((event, body)) = self.body(&input, out).await? else {
+            return Ok(());
+        };
+        if !hooks.wants(event) {
+            out.skip("not_subscribed");
+            return Ok(());
+        }
+        self.send(&tenant, &input, event, body, out).await
+    }
+}
+
+impl StageMain for Webhooks {
+    type Config = WebhooksConfig;
+    const ABOUT: &'static str = "Switchboard webhooks: delivers each tenant's call webhooks (call.started, call.ended, contact.completed).";
+
+    fn check(config: &WebhooksConfig) -> Result<(), String> {
+        config.validate()
+    }
+
+    async fn build(runtime: &Runtime, config: WebhooksConfig) -> Result<Self, String> {
+        Webhooks::new(
+            runtime.tenants.clone(),
+            Arc::new(JetStreamLogs(runtime.js.clone())),
+            config,
+            |var| std::env::var(var).ok(),
+        )
+    }
+}

@@ -1,0 +1,390 @@
+//! What a tenant's webhook endpoint receives (PROTOCOLS §10.3): the envelope and the data
+//! of `call.started`, `call.ended` (the post-call report) and `contact.completed`.
+//!
+//! Consumes the triggering event and, for `call.ended`, the call's log ([`CallLog`]:
+//! its control events and bot audio); produces the JSON body. Pure: no I/O, no clock but
+//! the events' own times. The report's transcript is the call as heard: what the caller
+//! said (final transcripts) and the agent's sentences Twilio reported played.
+
+use std::collections::BTreeMap;
+
+use sb_replay::{CallLog, latency};
+use sb_schemas::{Body, DialResult, End, EndReason, Envelope};
+use serde_json::{Value, json};
+
+/// The body every webhook shares: a stable id (the triggering event's, so a retry or a
+/// redelivery repeats it), the type, when the event happened, the tenant and call, `data`.
+pub fn envelope(event_type: &str, input: &Envelope, data: Value) -> Value {
+    json!({
+        "id": input.id.to_string(),
+        "type": event_type,
+        "created_at_ms": input.at / 1_000,
+        "tenant": input.tenant.as_str(),
+        "call_sid": input.call_sid.as_str(),
+        "data": data,
+    })
+}
+
+/// `call.started`: the media stream started (its numbers and direction from the log so far).
+pub fn call_started(input: &Envelope, log: &CallLog) -> Value {
+    let parties = Parties::of(log);
+    envelope(
+        "call.started",
+        input,
+        json!({
+            "direction": direction(parties.outbound),
+            "from": parties.from,
+            "to": parties.to,
+            "campaign": parties.campaign,
+        }),
+    )
+}
+
+/// Who a call is between, from its `webhook`, `start` and `dial` events.
+struct Parties {
+    from: Option<String>,
+    to: Option<String>,
+    outbound: bool,
+    campaign: Value,
+    started_ms: Option<u64>,
+}
+
+impl Parties {
+    fn of(log: &CallLog) -> Self {
+        let mut parties = Parties {
+            from: None,
+            to: None,
+            outbound: false,
+            campaign: Value::Null,
+            started_ms: None,
+        };
+        for e in log.envelopes() {
+            match &e.body {
+                Body::Webhook(w) => {
+                    parties.from = Some(w.from.clone());
+                    parties.to = Some(w.to.clone());
+                    parties.outbound |= w.attempt.is_some();
+                }
+                Body::Start(s) => {
+                    parties.started_ms.get_or_insert(e.at / 1_000);
+                    let param = |k: &str, fallback: &String| {
+                        s.custom_parameters.get(k).unwrap_or(fallback).clone()
+                    };
+                    if parties.from.is_none() {
+                        parties.from = Some(param("from", &s.from)).filter(|f| !f.is_empty());
+                        parties.to = Some(param("to", &s.to)).filter(|t| !t.is_empty());
+                    }
+                }
+                Body::Dial(d) => {
+                    parties.outbound = true;
+                    parties.campaign = json!({
+                        "campaign": d.campaign,
+                        "contact": d.contact,
+                        "attempt": d.attempt,
+                        "attempt_number": d.attempt_number,
+                    });
+                }
+                _ => {}
+            }
+        }
+        parties
+    }
+}
+
+/// `contact.completed`: a campaign contact is done (or failed for good); `None` while the
+/// contact will be called again.
+pub fn contact_completed(input: &Envelope, result: &DialResult) -> Option<Value> {
+    if result.decision == "retry" {
+        return None;
+    }
+    Some(envelope(
+        "contact.completed",
+        input,
+        json!({
+            "campaign": result.campaign,
+            "contact": result.contact,
+            "outcome": result.outcome,
+            "attempts": result.attempts,
+            "decision": result.decision,
+        }),
+    ))
+}
+
+/// How the call ended, for people: completed, transferred, ended_by_agent, dropped or
+/// not_connected.
+pub fn outcome(reason: EndReason) -> &'static str {
+    match reason {
+        EndReason::Stop | EndReason::Completed => "completed",
+        EndReason::Transferred => "transferred",
+        EndReason::Hangup => "ended_by_agent",
+        EndReason::Closed | EndReason::Drained | EndReason::IdleTimeout | EndReason::Rejected => {
+            "dropped"
+        }
+        EndReason::Busy | EndReason::Failed | EndReason::NoAnswer | EndReason::Canceled => {
+            "not_connected"
+        }
+    }
+}
+
+fn direction(outbound: bool) -> &'static str {
+    if outbound { "outbound" } else { "inbound" }
+}
+
+/// `call.ended`: the post-call report, from the call's log.
+pub fn call_ended(input: &Envelope, end: &End, log: &CallLog) -> Value {
+    let parties = Parties::of(log);
+    let mut caller: BTreeMap<u32, String> = BTreeMap::new();
+    let mut sentences: BTreeMap<(u32, u32), String> = BTreeMap::new();
+    let mut played: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+    let mut interrupted: BTreeMap<u32, bool> = BTreeMap::new();
+    let mut tools = Vec::new();
+    let mut barge_ins = 0;
+    for e in log.envelopes() {
+        match &e.body {
+            Body::Transcript(t) => {
+                caller.entry(e.turn).or_insert_with(|| t.text.clone());
+            }
+            Body::Sentence(s) => {
+                sentences.insert((e.turn, s.index), s.text.clone());
+            }
+            Body::Played(p) => played.entry(e.turn).or_default().push(p.sentence),
+            Body::BargeIn(_) => {
+                barge_ins += 1;
+                interrupted.insert(e.turn, true);
+            }
+            Body::ToolResult(r) => tools.push(json!({
+                "turn": e.turn,
+                "name": r.name,
+                "outcome": r.outcome.as_str(),
+                "status": r.status,
+                "attempts": r.attempts,
+                "elapsed_ms": r.elapsed_ms,
+            })),
+            _ => {}
+        }
+    }
+    let mut transcript = Vec::new();
+    let turns: std::collections::BTreeSet<u32> =
+        caller.keys().chain(played.keys()).copied().collect();
+    for turn in turns {
+        if let Some(text) = caller.get(&turn) {
+            transcript.push(json!({ "turn": turn, "speaker": "caller", "text": text }));
+        }
+        let mut heard: Vec<u32> = played.get(&turn).cloned().unwrap_or_default();
+        heard.sort_unstable();
+        heard.dedup();
+        let said: Vec<&str> = heard
+            .iter()
+            .filter_map(|i| sentences.get(&(turn, *i)).map(String::as_str))
+            .filter(|t| !t.trim().is_empty())
+            .collect();
+        if !said.is_empty() {
+            transcript.push(json!({
+                "turn": turn,
+                "speaker": "agent",
+                "text": said.join(" "),
+                "interrupted": interrupted.get(&turn).copied().unwrap_or(false),
+            }));
+        }
+    }
+    let ended_ms = input.at / 1_000;
+    let started_ms = parties.started_ms.unwrap_or(ended_ms);
+    json_report(
+        input,
+        json!({
+            "direction": direction(parties.outbound),
+            "from": parties.from,
+            "to": parties.to,
+            "started_at_ms": started_ms,
+            "ended_at_ms": ended_ms,
+            "duration_secs": ended_ms.saturating_sub(started_ms) as f64 / 1e3,
+            "end_reason": serde_json::to_value(end.reason).unwrap_or(Value::Null),
+            "outcome": outcome(end.reason),
+            "turns": caller.len(),
+            "transcript": transcript,
+            "latency_ms": latency_summary(log),
+            "barge_ins": barge_ins,
+            "tool_calls": tools,
+            "campaign": parties.campaign,
+            "replay": { "call_sid": input.call_sid.as_str(), "command": format!("replay show {}", input.call_sid.as_str()) },
+        }),
+    )
+}
+
+fn json_report(input: &Envelope, data: Value) -> Value {
+    envelope("call.ended", input, data)
+}
+
+/// Voice-to-voice (end of the caller's speech → first bot audio stored) over the caller's
+/// turns: p50, p95 and max in ms, `null` without any.
+fn latency_summary(log: &CallLog) -> Value {
+    let mut totals: Vec<f64> = latency::turns(log)
+        .iter()
+        .filter(|t| t.turn > 0)
+        .filter_map(latency::TurnLatency::total_ms)
+        .collect();
+    if totals.is_empty() {
+        return Value::Null;
+    }
+    totals.sort_by(f64::total_cmp);
+    let rank =
+        |p: f64| totals[((totals.len() as f64 * p).ceil() as usize).clamp(1, totals.len()) - 1];
+    json!({
+        "p50": rank(0.5),
+        "p95": rank(0.95),
+        "max": totals[totals.len() - 1],
+        "turns": totals.len(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use sb_replay::Stored;
+    use sb_schemas::testing::{sid, tenant_id};
+    use sb_schemas::{BargeIn, BargeInTrigger, Played, Sentence, Start, Transcript, Webhook};
+
+    use super::*;
+
+    fn at(turn: u32, ms: u64, body: Body) -> Stored {
+        let mut event = Envelope::new(tenant_id("acme"), sid(7), turn, body);
+        event.at = ms * 1_000;
+        Stored {
+            stream: "CALLS",
+            seq: ms,
+            event,
+        }
+    }
+
+    fn sentence(index: u32, text: &str) -> Body {
+        Body::Sentence(Sentence {
+            index,
+            text: text.into(),
+            last: false,
+            fallback: false,
+        })
+    }
+
+    fn played(sentence: u32) -> Body {
+        Body::Played(Played {
+            sentence,
+            mark: String::new(),
+        })
+    }
+
+    /// The transcript is the call as heard: the caller's words, then the agent's sentences
+    /// that were played (an interrupted answer keeps only what was heard and says so).
+    #[test]
+    fn the_report_is_the_call_as_heard() {
+        let events = vec![
+            at(
+                0,
+                1_000,
+                Body::Webhook(Webhook {
+                    account_sid: "AC1".into(),
+                    from: "+14155551234".into(),
+                    to: "+15005550006".into(),
+                    direction: "inbound".into(),
+                    call_status: "ringing".into(),
+                    attempt: None,
+                }),
+            ),
+            at(
+                0,
+                1_100,
+                Body::Start(Start {
+                    stream_sid: "MZ1".into(),
+                    account_sid: "AC1".into(),
+                    from: String::new(),
+                    to: String::new(),
+                    custom_parameters: Default::default(),
+                }),
+            ),
+            at(0, 1_200, sentence(0, "Hello, Acme here.")),
+            at(0, 2_000, played(0)),
+            at(
+                1,
+                3_000,
+                Body::Transcript(Transcript {
+                    epoch: 1,
+                    text: "Any offers?".into(),
+                    confidence: 0.9,
+                    audio_seq: 10,
+                    speech_ended_at: 2_900_000,
+                }),
+            ),
+            at(1, 3_200, sentence(0, "Yes, half price.")),
+            at(1, 3_210, sentence(1, "And free delivery.")),
+            at(1, 4_000, played(0)),
+            at(
+                1,
+                4_100,
+                Body::BargeIn(BargeIn {
+                    token: 2,
+                    trigger: BargeInTrigger::Words,
+                    sentences_heard: 1,
+                }),
+            ),
+        ];
+        let log = CallLog {
+            events,
+            undecodable: 0,
+        };
+        let mut end = Envelope::new(
+            tenant_id("acme"),
+            sid(7),
+            1,
+            Body::End(End {
+                reason: EndReason::Stop,
+            }),
+        );
+        end.at = 11_100_000;
+        let Body::End(ended) = &end.body else {
+            unreachable!()
+        };
+        let report = call_ended(&end, ended, &log);
+        assert_eq!(report["type"], "call.ended");
+        assert_eq!(report["id"], end.id.to_string());
+        let data = &report["data"];
+        assert_eq!(data["direction"], "inbound");
+        assert_eq!(data["from"], "+14155551234");
+        assert_eq!(data["outcome"], "completed");
+        assert_eq!(data["end_reason"], "stop");
+        assert_eq!(data["duration_secs"], 10.0);
+        assert_eq!(data["barge_ins"], 1);
+        assert_eq!(
+            data["transcript"],
+            json!([
+                {"turn": 0, "speaker": "agent", "text": "Hello, Acme here.", "interrupted": false},
+                {"turn": 1, "speaker": "caller", "text": "Any offers?"},
+                {"turn": 1, "speaker": "agent", "text": "Yes, half price.", "interrupted": true},
+            ])
+        );
+    }
+
+    #[test]
+    fn outcomes_and_contacts() {
+        assert_eq!(outcome(EndReason::Transferred), "transferred");
+        assert_eq!(outcome(EndReason::Closed), "dropped");
+        let input = Envelope::new(
+            tenant_id("acme"),
+            sid(8),
+            0,
+            Body::End(End {
+                reason: EndReason::Stop,
+            }),
+        );
+        let result = |decision: &str| DialResult {
+            attempt: "a".into(),
+            campaign: "spring".into(),
+            contact: "c1".into(),
+            outcome: "busy".into(),
+            attempts: 3,
+            decision: decision.into(),
+            retry_at_ms: 0,
+        };
+        assert!(contact_completed(&input, &result("retry")).is_none());
+        let done = contact_completed(&input, &result("failed")).unwrap();
+        assert_eq!(done["data"]["decision"], "failed");
+        assert_eq!(done["type"], "contact.completed");
+    }
+}
