@@ -31,5 +31,6 @@ pub mod servers;
 pub mod service_env;
 pub mod soak;
 pub mod stack;
+pub mod tenants_cli;
 
 pub use stack::{Delays, Stack, StackConfig};

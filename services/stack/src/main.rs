@@ -123,6 +123,8 @@ enum Command {
     },
     /// Outbound campaigns through the campaigns API (the key in SB_CAMPAIGNS_API_KEY).
     Campaign(sb_stack::campaign_cli::CampaignArgs),
+    /// Check a tenants file as the services will (validate), or see what a change does (diff).
+    Tenants(sb_stack::tenants_cli::TenantsArgs),
     /// Serve the campaigns API alone (no NATS, no dialling): conformance runs, benchmarks.
     CampaignsApi(sb_stack::campaigns_api::ServeArgs),
 }
@@ -164,6 +166,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             sb_stack::campaign_cli::run(args, &key, &mut std::io::stdout()).await?;
         }
         Command::CampaignsApi(args) => sb_stack::campaigns_api::serve(args).await?,
+        Command::Tenants(args) => {
+            if !sb_stack::tenants_cli::run(args)? {
+                std::process::exit(1);
+            }
+        }
         Command::NatsAuth { helm: false } => print!("{}", sb_runtime::nats_auth::server_config()),
         Command::NatsAuth { helm: true } => print!("{}", sb_runtime::nats_auth::helm_values()),
         Command::Topology {
