@@ -36,8 +36,9 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     }
-    for (name, _) in calls.finish() {
-        assert!(!name.is_empty());
+    for call in calls.finish() {
+        assert!(!call.name.is_empty());
+        assert!(!call.id.is_empty());
     }
     let _ = parse_data(&String::from_utf8_lossy(data));
 });
