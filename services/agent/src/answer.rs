@@ -155,6 +155,8 @@ impl Agent {
     ) -> Result<Generated, StageError> {
         let mut builtin = Vec::new();
         let mut round = 0;
+        // Where this round's sentences start (the model's words in it go back with its calls).
+        let mut said_from = 0;
         loop {
             let Generated::Done { calls } = &mut generated else {
                 return Ok(generated);
@@ -174,7 +176,7 @@ impl Agent {
             }
             let context = context();
             match self
-                .tool_round(tenant, &own, round, &context, speaker, out)
+                .tool_round(tenant, &own, (round, said_from), &context, speaker, out)
                 .await?
             {
                 Round::Stopped => return Ok(Generated::Stopped),
@@ -182,6 +184,7 @@ impl Agent {
                 Round::Answered(messages) => request.messages.extend(messages),
             }
             round += 1;
+            said_from = speaker.sentences().len();
             generated = match self.open(tenant, request, Instant::now()).await {
                 Ok((permit, stream)) => speak(permit, stream, speaker, out).await?,
                 Err(reason) => Generated::Failed { reason },

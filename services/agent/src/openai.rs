@@ -31,11 +31,21 @@ use crate::sse::{self, Delta, SseDecoder, ToolCalls};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Message {
     pub role: &'static str,
+    /// Empty is sent as `null` (an assistant message that only calls tools).
+    #[serde(serialize_with = "empty_as_null")]
     pub content: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tool_calls: Vec<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_call_id: Option<String>,
+}
+
+fn empty_as_null<S: serde::Serializer>(content: &str, s: S) -> Result<S::Ok, S::Error> {
+    if content.is_empty() {
+        s.serialize_none()
+    } else {
+        s.serialize_str(content)
+    }
 }
 
 impl Message {
@@ -603,6 +613,12 @@ mod tests {
                     "function": { "name": "book_table", "arguments": "{\"day\":\"friday\"}" },
                 }],
             })
+        );
+        let silent = serde_json::to_value(Message::calling("", &[])).unwrap();
+        assert_eq!(
+            silent["content"],
+            Value::Null,
+            "no text: null, as OpenAI sends it"
         );
         let result = serde_json::to_value(Message::tool_result("call_1", "{}")).unwrap();
         assert_eq!(

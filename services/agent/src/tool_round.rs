@@ -36,12 +36,14 @@ pub(crate) enum Round {
 }
 
 impl Agent {
-    /// Runs `calls` (tenant tools, all of them) as round `round` of the answer.
+    /// Runs `calls` (tenant tools, all of them) as round `round` of the answer, whose
+    /// sentences start at `said_from` (what the model said in this round goes back with
+    /// its calls).
     pub(crate) async fn tool_round(
         &self,
         tenant: &Tenant,
         calls: &[CalledTool],
-        round: u32,
+        (round, said_from): (u32, usize),
         context: &ToolContext,
         speaker: &mut Speaker,
         out: &mut Emitter,
@@ -61,7 +63,6 @@ impl Agent {
             ids.push(event.id.to_string());
             out.emit(event).await?;
         }
-        let said_before = speaker.sentences().len();
         // What the model said before calling is heard first ("Let me check.").
         speaker.interlude(None, out).await?;
         if !speaker.wanted(out).await {
@@ -107,7 +108,7 @@ impl Agent {
         {
             return Ok(Round::Failed("tool_failed"));
         }
-        let content = speaker.sentences()[said_before..].join(" ");
+        let content = speaker.sentences()[said_from.min(speaker.sentences().len())..].join(" ");
         let mut messages = vec![Message::calling(content, calls)];
         messages.extend(
             calls
