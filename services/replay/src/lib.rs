@@ -54,16 +54,20 @@ impl CallLog {
         Self::load_from(js, sid, subject::call_audio_out_filter(sid)).await
     }
 
+    /// Every control event of `sid`, no audio at all.
+    pub async fn load_events(js: &jetstream::Context, sid: &CallSid) -> Result<Self, ReplayError> {
+        Self::load_from(js, sid, None).await
+    }
+
     async fn load_from(
         js: &jetstream::Context,
         sid: &CallSid,
-        audio_filter: String,
+        audio_filter: impl Into<Option<String>>,
     ) -> Result<Self, ReplayError> {
         let mut log = CallLog::default();
-        for (stream, filter) in [
-            (subject::CALLS_STREAM, subject::call_events_filter(sid)),
-            (subject::AUDIO_STREAM, audio_filter),
-        ] {
+        let calls = (subject::CALLS_STREAM, subject::call_events_filter(sid));
+        let audio = audio_filter.into().map(|f| (subject::AUDIO_STREAM, f));
+        for (stream, filter) in std::iter::once(calls).chain(audio) {
             read_stream(js, stream, &filter, &mut log).await?;
         }
         if log.events.is_empty() {

@@ -33,15 +33,30 @@ use crate::deliver::{Deliverer, Failure};
 
 /// Where a call's log comes from (JetStream in production, a test's own otherwise).
 pub trait CallLogs: Send + Sync + 'static {
-    fn load<'a>(&'a self, sid: &'a CallSid) -> BoxFuture<'a, Result<CallLog, ReplayError>>;
+    /// The call's control events, and its bot audio too with `audio` (the report's
+    /// latency needs when each answer's first chunk was stored).
+    fn load<'a>(
+        &'a self,
+        sid: &'a CallSid,
+        audio: bool,
+    ) -> BoxFuture<'a, Result<CallLog, ReplayError>>;
 }
 
-/// The call's control events and bot audio, read back from JetStream.
+/// The call's events read back from JetStream.
 pub struct JetStreamLogs(pub async_nats::jetstream::Context);
 
 impl CallLogs for JetStreamLogs {
-    fn load<'a>(&'a self, sid: &'a CallSid) -> BoxFuture<'a, Result<CallLog, ReplayError>> {
-        Box::pin(CallLog::load_turns(&self.0, sid))
+    fn load<'a>(
+        &'a self,
+        sid: &'a CallSid,
+        audio: bool,
+    ) -> BoxFuture<'a, Result<CallLog, ReplayError>> {
+        Box::pin(async move {
+            match audio {
+                true => CallLog::load_turns(&self.0, sid).await,
+                false => CallLog::load_events(&self.0, sid).await,
+            }
+        })
     }
 }
 
@@ -83,11 +98,11 @@ impl Webhooks {
     ) -> Result<Option<(&'static str, serde_json::Value)>, StageError> {
         Ok(match &input.body {
             Body::Start(_) => {
-                let log = self.log(&input.call_sid).await?;
+                let log = self.log(&input.call_sid, false).await?;
                 Some(("call.started", report::call_started(input, &log)))
             }
             Body::End(end) => {
-                let log = self.log(&input.call_sid).await?;
+                let log = self.log(&input.call_sid, true).await?;
                 Some(("call.ended", report::call_ended(input, end, &log)))
             }
             Body::DialResult(result) => {
@@ -109,9 +124,9 @@ impl Webhooks {
         })
     }
 
-    async fn log(&self, sid: &CallSid) -> Result<CallLog, StageError> {
+    async fn log(&self, sid: &CallSid, audio: bool) -> Result<CallLog, StageError> {
         self.logs
-            .load(sid)
+            .load(sid, audio)
             .await
             .map_err(|e| StageError::retry("log_read", e))
     }
@@ -148,10 +163,12 @@ impl Webhooks {
                 tracing::info!(event, status, delivery = %id, "webhook delivered");
                 Ok(())
             }
+            // A busy tenant backs off like a failing one: every NAK counts as a delivery,
+            // so a fixed short delay would use up `max_deliver` long before the window.
             Err(Failure::Busy) => Err(StageError::retry_after(
                 "webhook_busy",
                 Failure::Busy,
-                self.backoff(1),
+                self.backoff(out.delivered()),
             )),
             Err(failure) => {
                 let delay = self.backoff(out.delivered());

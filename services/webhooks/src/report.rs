@@ -189,7 +189,8 @@ pub fn call_ended(input: &Envelope, end: &End, log: &CallLog) -> Value {
     }
     let ended_ms = input.at / 1_000;
     let started_ms = parties.started_ms.unwrap_or(ended_ms);
-    json_report(
+    envelope(
+        "call.ended",
         input,
         json!({
             "direction": direction(parties.outbound),
@@ -209,10 +210,6 @@ pub fn call_ended(input: &Envelope, end: &End, log: &CallLog) -> Value {
             "replay": { "call_sid": input.call_sid.as_str(), "command": format!("replay show {}", input.call_sid.as_str()) },
         }),
     )
-}
-
-fn json_report(input: &Envelope, data: Value) -> Value {
-    envelope("call.ended", input, data)
 }
 
 /// Voice-to-voice (end of the caller's speech → first bot audio stored) over the caller's

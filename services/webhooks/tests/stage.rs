@@ -23,7 +23,11 @@ const SECRET: &str = "webhook-secret";
 struct OneCall;
 
 impl CallLogs for OneCall {
-    fn load<'a>(&'a self, sid: &'a CallSid) -> BoxFuture<'a, Result<CallLog, ReplayError>> {
+    fn load<'a>(
+        &'a self,
+        sid: &'a CallSid,
+        _audio: bool,
+    ) -> BoxFuture<'a, Result<CallLog, ReplayError>> {
         let start = Envelope::new(
             tenant_id("acme"),
             sid.clone(),
