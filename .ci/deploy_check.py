@@ -72,12 +72,14 @@ CALLERS = {
     ("agent", "http"): {"prometheus"},
     ("tts", "http"): {"prometheus"},
     ("webhooks", "http"): {"prometheus"},
+    # The operators reach the console with `kubectl port-forward`; Prometheus.
+    ("console", "http"): {"prometheus"},
     # Twilio's callbacks about placed calls (/twilio/dial/*), through the ingress
     # controller; Prometheus. The campaigns API on the same port has no public route.
     ("dialer", "http"): {"ingress-controller", "prometheus"},
     # Every service uses Redis (SB_REDIS_URL); KEDA's operator reads the campaign queue's
     # cq:tenants for the dialer's scaler; redis_exporter beside it serves Prometheus.
-    ("redis", "redis"): {"ingress", "stt", "agent", "tts", "dialer", "keda"},
+    ("redis", "redis"): {"ingress", "stt", "agent", "tts", "dialer", "webhooks", "console", "keda"},
     ("redis", "metrics"): {"prometheus"},
     # The TTS cache's instance: the tts alone (SB_REDIS_CACHE_URL); its exporter, Prometheus.
     ("redis-cache", "redis"): {"tts"},
@@ -106,7 +108,7 @@ SELINUX_TYPES = {"", "container_t", "container_init_t", "container_kvm_t", "cont
 # The one image (deploy/Dockerfile): its service binaries log in to NATS as their own user,
 # the operator's `switchboard` as `ops`; without a `command` the image runs the ingress.
 SWITCHBOARD_IMAGE = "switchboard"
-SERVICE_BINARIES = {"ingress", "stt", "agent", "tts", "dialer", "webhooks"}
+SERVICE_BINARIES = {"ingress", "stt", "agent", "tts", "dialer", "webhooks", "console"}
 OPS_BINARY = "switchboard"
 IMAGE_DEFAULT_BINARY = "ingress"
 # Overlays whose NATS serves client TLS (deploy/nats/values.yaml): every client verifies it.

@@ -9,7 +9,10 @@
 
 use crate::{
     Kind,
-    subject::{self, AUDIO_STREAM, CALLS_STREAM, DLQ_STREAM, STT_ASSIGN_STREAM},
+    subject::{
+        self, AUDIO_STREAM, CALLS_STREAM, DLQ_STREAM, STT_ASSIGN_STREAM, TENANTS_BUCKET,
+        TENANTS_KV_STREAM,
+    },
 };
 
 /// A NATS user: one per service, plus the operator.
@@ -23,8 +26,11 @@ pub enum Role {
     Dialer,
     /// Delivers the tenants' call webhooks: reads the log, writes nothing.
     Webhooks,
-    /// The replay CLI and (later) the console: reads the log, writes nothing.
+    /// The replay CLI: reads the log, writes nothing.
     Replay,
+    /// The operators' console: the tenant admin API (writes the live tenants bucket) and
+    /// the call inspector (reads the log).
+    Console,
     /// The operator (`switchboard topology apply`, the tests' inspector): everything.
     Ops,
 }
@@ -37,7 +43,7 @@ pub struct Permissions {
 }
 
 impl Role {
-    pub const ALL: [Role; 8] = [
+    pub const ALL: [Role; 9] = [
         Role::Ingress,
         Role::Stt,
         Role::Agent,
@@ -45,6 +51,7 @@ impl Role {
         Role::Dialer,
         Role::Webhooks,
         Role::Replay,
+        Role::Console,
         Role::Ops,
     ];
 
@@ -58,6 +65,7 @@ impl Role {
             Role::Dialer => "dialer",
             Role::Webhooks => "webhooks",
             Role::Replay => "replay",
+            Role::Console => "console",
             Role::Ops => "ops",
         }
     }
@@ -99,7 +107,7 @@ impl Role {
             ],
             Role::Tts => &[Kind::TtsChunk],
             Role::Dialer => &[Kind::Dial, Kind::AnsweredBy, Kind::DialResult],
-            Role::Webhooks | Role::Replay | Role::Ops => &[],
+            Role::Webhooks | Role::Replay | Role::Console | Role::Ops => &[],
         }
     }
 
@@ -121,10 +129,17 @@ impl Role {
             Role::Stt => &[STT_ASSIGN_STREAM, AUDIO_STREAM, CALLS_STREAM, DLQ_STREAM],
             Role::Agent | Role::Tts => &[CALLS_STREAM, AUDIO_STREAM, DLQ_STREAM],
             Role::Replay => &[CALLS_STREAM, AUDIO_STREAM, DLQ_STREAM],
+            Role::Console => &[CALLS_STREAM, AUDIO_STREAM, DLQ_STREAM, TENANTS_KV_STREAM],
             Role::Dialer => &[CALLS_STREAM],
             Role::Webhooks => &[CALLS_STREAM, AUDIO_STREAM, DLQ_STREAM],
             Role::Ops => &[],
         }
+    }
+
+    /// Whether this role follows the live tenants bucket (every service; the replay CLI
+    /// reads files only).
+    pub const fn reads_tenants(self) -> bool {
+        !matches!(self, Role::Replay | Role::Ops)
     }
 
     /// Everything this role's NATS user may do.
@@ -184,13 +199,24 @@ impl Role {
                 publish.extend(js::read_ordered(CALLS_STREAM));
                 publish.extend(js::read_ordered(AUDIO_STREAM));
             }
-            Role::Replay => {
+            Role::Replay | Role::Console => {
                 for stream in [CALLS_STREAM, AUDIO_STREAM, DLQ_STREAM] {
                     publish.extend(js::read_ordered(stream));
                     publish.push(js::direct_get(stream));
                 }
             }
             _ => {}
+        }
+        if self.reads_tenants() {
+            for allowed in js::read_kv(TENANTS_KV_STREAM) {
+                if !publish.contains(&allowed) {
+                    publish.push(allowed);
+                }
+            }
+        }
+        if self == Role::Console {
+            // Puts a new revision of the tenants file (the admin API validated it first).
+            publish.push(format!("$KV.{TENANTS_BUCKET}.>"));
         }
         Permissions { publish, subscribe }
     }
@@ -230,6 +256,15 @@ mod js {
 
     pub(super) fn direct_get(stream: &str) -> String {
         format!("$JS.API.DIRECT.GET.{stream}.>")
+    }
+
+    /// Read and watch a key-value bucket: its stream's info, direct gets (the latest
+    /// entry, an older revision), and an ordered push consumer with flow control.
+    pub(super) fn read_kv(stream: &str) -> Vec<String> {
+        let mut subjects = vec![stream_info(stream), direct_next(stream), direct_get(stream)];
+        subjects.extend(read_ordered(stream));
+        subjects.push(format!("$JS.FC.{stream}.>"));
+        subjects
     }
 }
 

@@ -4,6 +4,8 @@
 //! - audio: `audio.{tenant}.{call_sid}.in` / `.out` (stream `AUDIO`)
 //! - STT leases: `assign.stt.{tenant}.{call_sid}` (stream `STT_ASSIGN`)
 //! - dead letters: `dlq.{stream}.{consumer}` (stream `DLQ`)
+//! - live tenant configuration: key `config` of the KV bucket `TENANTS` (stream
+//!   `KV_TENANTS`, subjects `$KV.TENANTS.>`)
 //!
 //! Identifiers are validated types, so no wildcard or dot can reach a subject.
 
@@ -13,6 +15,10 @@ pub const CALLS_STREAM: &str = "CALLS";
 pub const AUDIO_STREAM: &str = "AUDIO";
 pub const STT_ASSIGN_STREAM: &str = "STT_ASSIGN";
 pub const DLQ_STREAM: &str = "DLQ";
+/// The key-value bucket of the live tenants file, its one key, and the stream behind it.
+pub const TENANTS_BUCKET: &str = "TENANTS";
+pub const TENANTS_KEY: &str = "config";
+pub const TENANTS_KV_STREAM: &str = "KV_TENANTS";
 
 /// The subject of a control event.
 pub fn event(tenant: &TenantId, sid: &CallSid, kind: Kind) -> String {

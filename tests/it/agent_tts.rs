@@ -45,6 +45,7 @@ async fn transcript_yields_sentences_and_audio_in_order() {
             &call,
             &tenant(),
             &sb_runtime::redis::session::Parties::default(),
+            0,
         )
         .await
         .unwrap();
@@ -506,6 +507,7 @@ async fn session_truncate_progress_and_action() {
             &call,
             &tenant(),
             &sb_runtime::redis::session::Parties::default(),
+            0,
         )
         .await
         .unwrap();

@@ -35,7 +35,12 @@ async fn a_full_tts_cache_evicts_audio_not_sessions() {
     let calls: Vec<_> = (0..200).map(sid).collect();
     for call in &calls {
         rt.redis
-            .session_start(call, &acme, &sb_runtime::redis::session::Parties::default())
+            .session_start(
+                call,
+                &acme,
+                &sb_runtime::redis::session::Parties::default(),
+                0,
+            )
             .await
             .unwrap();
     }

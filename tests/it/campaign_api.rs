@@ -50,7 +50,7 @@ async fn start() -> Api {
     let queue = handle.campaign_queue();
     let state = ApiState::new(
         queue.clone(),
-        Arc::new(tenants),
+        sb_runtime::LiveTenants::fixed(tenants),
         Arc::new(ManualClock::at(T0)),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

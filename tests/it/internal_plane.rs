@@ -73,6 +73,13 @@ fn cases(role: Role) -> (String, String, String, String) {
             format!("{}.probe", role.inbox_prefix()),
             "_INBOX_agent.probe".to_owned(),
         ),
+        Role::Console => (
+            "$JS.API.STREAM.INFO.KV_TENANTS".to_owned(),
+            // It writes the tenants bucket, never an event.
+            event(Kind::End),
+            format!("{}.probe", role.inbox_prefix()),
+            "_INBOX_ingress.probe".to_owned(),
+        ),
         Role::Ops => unreachable!("ops may do anything"),
     }
 }
@@ -151,6 +158,7 @@ async fn every_service_user_is_held_to_its_role() {
         Role::Agent,
         Role::Tts,
         Role::Replay,
+        Role::Console,
     ] {
         let (may_pub, may_not_pub, may_sub, may_not_sub) = cases(role);
         let client = nats::connect(&env.nats.login(role)).await.unwrap();

@@ -58,6 +58,7 @@ async fn session_ttl_is_set_refreshed_and_shortened() {
             &call,
             &tenant(),
             &sb_runtime::redis::session::Parties::default(),
+            0,
         )
         .await
         .unwrap();
@@ -165,6 +166,7 @@ async fn session_counters_and_checkpoint_fencing() {
             &call,
             &tenant(),
             &sb_runtime::redis::session::Parties::default(),
+            0,
         )
         .await
         .unwrap();

@@ -249,7 +249,11 @@ impl Agent {
         received: Instant,
     ) -> Result<(LlmPermit, LlmStream), &'static str> {
         let deadline = Instant::now() + self.config.queue_deadline();
-        let mut permit = match self.limits.acquire(&tenant.id, deadline).await {
+        let mut permit = match self
+            .limits
+            .acquire_within(&tenant.id, tenant.tier.llm_concurrency, deadline)
+            .await
+        {
             Ok(permit) => permit,
             Err(waited) => {
                 tracing::warn!(reason = waited.kind(), "no llm permit in time");

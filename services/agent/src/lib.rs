@@ -40,7 +40,7 @@ use sb_runtime::http::ReadyNeeds;
 use sb_runtime::redis::RedisError;
 use sb_runtime::session_log::LoggedSessions;
 use sb_runtime::state::Sessions;
-use sb_runtime::{Emitter, Runtime, Stage, StageError, StageMain, Tenants};
+use sb_runtime::{Emitter, LiveTenants, Runtime, Stage, StageError, StageMain};
 use sb_schemas::{Body, Envelope, Kind};
 
 pub use config::AgentConfig;
@@ -65,7 +65,7 @@ pub enum SetupError {
 /// [`Agent::with_providers`].
 pub struct Agent {
     sessions: Arc<dyn Sessions>,
-    tenants: Arc<Tenants>,
+    tenants: Arc<LiveTenants>,
     llm: Arc<dyn Llm>,
     telephony: Option<Arc<dyn Telephony>>,
     /// The tenants' own tools (`None`: every tenant tool call ends in the fallback).
@@ -108,12 +108,12 @@ impl Agent {
             Err(error) => return Err(SetupError::Config(error)),
         };
         let limits = Limits::shared(
-            &runtime.tenants,
+            &runtime.tenants.tenants(),
             config.aimd_bounds(),
             Arc::new(runtime.redis.clone()),
             config.shared_limits(),
         );
-        let tools = TenantTools::new(&runtime.tenants, env)?;
+        let tools = TenantTools::new(&runtime.tenants.tenants(), env)?;
         let agent = Self::with_providers(
             Arc::new(LoggedSessions(runtime.session_log())),
             runtime.tenants.clone(),
@@ -128,13 +128,13 @@ impl Agent {
     /// alone ([`Agent::with_limits`] replaces them).
     pub fn with_providers(
         sessions: Arc<dyn Sessions>,
-        tenants: Arc<Tenants>,
+        tenants: Arc<LiveTenants>,
         llm: Arc<dyn Llm>,
         telephony: Option<Arc<dyn Telephony>>,
         config: AgentConfig,
     ) -> Self {
         Self {
-            limits: Limits::new(&tenants, config.aimd_bounds()),
+            limits: Limits::new(&tenants.tenants(), config.aimd_bounds()),
             sessions,
             tenants,
             llm,
@@ -175,7 +175,8 @@ impl Stage for Agent {
     }
 
     async fn handle(&self, input: Envelope, out: &mut Emitter) -> Result<(), StageError> {
-        let tenant = self.tenants.for_input(&input.tenant)?;
+        // The tenant as the call started with it (a live change applies to the next call).
+        let tenant = self.tenants.for_call(&input).await?;
         // The runner's span already names the tenant, call and turn.
         match &input.body {
             Body::Start(_) => self.greet(&input, &tenant, out).await,

@@ -155,14 +155,27 @@ impl Limits {
         lock(&shared.down).map(|down| down.reason)
     }
 
-    /// Waits for the tenant's place and a global one, until `deadline`.
+    /// Waits for the tenant's place and a global one, until `deadline`, with the tenant's
+    /// limit as this process started with it.
     pub async fn acquire(
         &self,
         tenant: &TenantId,
         deadline: Instant,
     ) -> Result<LlmPermit, LimitError> {
-        let started = Instant::now();
         let tenant_limit = *self.tenants.get(tenant).ok_or(LimitError::UnknownTenant)?;
+        self.acquire_within(tenant, tenant_limit, deadline).await
+    }
+
+    /// [`Limits::acquire`] with the tenant's limit given (its tier in the call's revision
+    /// of the live tenants file).
+    pub async fn acquire_within(
+        &self,
+        tenant: &TenantId,
+        tenant_limit: u32,
+        deadline: Instant,
+    ) -> Result<LlmPermit, LimitError> {
+        let started = Instant::now();
+        let tenant_limit = tenant_limit.max(1);
         let claim = LlmClaim {
             tenant: tenant.clone(),
             holder: holder_id(),

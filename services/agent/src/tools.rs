@@ -144,7 +144,8 @@ impl TenantTools {
                 return ToolAnswer::refused();
             }
         };
-        let Some(secret) = self.secrets.get(&tenant.id) else {
+        let Some(secret) = signature::secret_for(&self.secrets, tenant) else {
+            tracing::warn!(tool = %tool.name, "no signing secret for the tenant's tools");
             count(ToolOutcome::Refused, Duration::ZERO);
             return ToolAnswer::refused();
         };

@@ -15,10 +15,10 @@ use futures::StreamExt as _;
 use futures::future::BoxFuture;
 use sb_agent::openai::{ChatRequest, Llm, LlmError, LlmEvent, LlmStream};
 use sb_agent::{Agent, AgentConfig};
-use sb_runtime::Tenants;
 use sb_runtime::redis::session::{OutboundSession, Role, Turn};
 use sb_runtime::state::Sessions as _;
 use sb_runtime::testing::{MemorySessions, drive, drive_delivery};
+use sb_runtime::{LiveTenants, Tenants};
 use sb_runtime::{StageError, Tenant};
 use sb_schemas::{
     AnsweredBy, BargeIn, BargeInTrigger, Body, CallSid, End, EndReason, Envelope, Kind, Start,
@@ -96,9 +96,9 @@ fn acme() -> Arc<Tenant> {
         .clone()
 }
 
-fn tenants() -> Arc<Tenants> {
+fn tenants() -> Arc<LiveTenants> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/base/tenants.toml");
-    Arc::new(Tenants::load(&path).unwrap())
+    LiveTenants::fixed(Tenants::load(&path).unwrap())
 }
 
 /// An agent on in-memory sessions and a scripted LLM; the call has started and the

@@ -12,10 +12,10 @@ use sb_agent::openai::{OpenAi, Timeouts};
 use sb_agent::tool_round::FILLER_AFTER;
 use sb_agent::tools::TenantTools;
 use sb_agent::{Agent, AgentConfig};
-use sb_runtime::Secret;
 use sb_runtime::redis::session::{OutboundSession, Parties};
 use sb_runtime::tenants::testing::{TenantToml, secret_env};
 use sb_runtime::testing::{Driven, MemorySessions, drive};
+use sb_runtime::{LiveTenants, Secret};
 use sb_schemas::{Body, CallSid, Envelope, Kind, TenantId, ToolOutcome, ToolResult, Transcript};
 use sb_sim::tenant::{self, ToolScript};
 use sb_sim::{SimServer, llm};
@@ -67,7 +67,6 @@ impl Rig {
             .tool_set("wait", wait)
             .parse()
             .unwrap();
-        let tenants = Arc::new(tenants);
         let tools = TenantTools::new(&tenants, |var| {
             (var == secret_env("acme")).then(|| SECRET.to_owned())
         })
@@ -89,9 +88,14 @@ impl Rig {
         sessions.next_turn(&sid());
         let mut config = AgentConfig::for_llm(format!("{}/openai/v1", llm.http_url()));
         config.llm_max_retries = 0;
-        let agent =
-            Agent::with_providers(sessions.clone(), tenants, Arc::new(client), None, config)
-                .with_tools(tools);
+        let agent = Agent::with_providers(
+            sessions.clone(),
+            LiveTenants::fixed(tenants),
+            Arc::new(client),
+            None,
+            config,
+        )
+        .with_tools(tools);
         Self {
             agent,
             sessions,

@@ -35,7 +35,7 @@ async fn main() -> anyhow::Result<()> {
         clock.clone(),
     ));
     let dialer = Dialer::new(queue, outbox, settings, clock);
-    dialer.apply_tenant_caps(&runtime.tenants).await?;
+    dialer.apply_tenant_caps(&runtime.tenants.tenants()).await?;
     sb_dialer::run::run(runtime, dialer, api).await?;
     Ok(())
 }

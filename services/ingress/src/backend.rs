@@ -166,12 +166,13 @@ pub trait Backend: Clone + Send + Sync + 'static {
         numbers: (&str, &str),
     ) -> impl Future<Output = Result<Outbound, BackendError>> + Send;
 
-    /// Creates the call's session, with its numbers.
+    /// Creates the call's session, with its numbers and its tenants revision.
     fn session_start(
         &self,
         sid: &CallSid,
         tenant: &TenantId,
         parties: &Parties,
+        config_revision: u64,
     ) -> impl Future<Output = Result<(), BackendError>> + Send;
 
     /// Bumps the barge-in token past `turn`; returns the token.
@@ -460,8 +461,12 @@ impl Backend for Live {
         sid: &CallSid,
         tenant: &TenantId,
         parties: &Parties,
+        config_revision: u64,
     ) -> Result<(), BackendError> {
-        Ok(self.redis.session_start(sid, tenant, parties).await?)
+        Ok(self
+            .redis
+            .session_start(sid, tenant, parties, config_revision)
+            .await?)
     }
 
     /// A lost session is rebuilt from the call's events first, so the token is raised

@@ -31,7 +31,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use sb_runtime::{
-    Runtime, Shutdown, StartError, Tenants,
+    LiveTenants, Runtime, Shutdown, StartError,
     http::{HttpServer, ReadyNeeds},
 };
 
@@ -47,7 +47,7 @@ pub struct IngressState<B: Backend> {
 /// The shared part of [`IngressState`].
 pub struct Shared<B: Backend> {
     pub backend: B,
-    pub tenants: Arc<Tenants>,
+    pub tenants: Arc<LiveTenants>,
     pub settings: Settings,
     /// Sockets are tracked here; `abort` closes them at the drain deadline.
     pub shutdown: Shutdown,
@@ -72,7 +72,12 @@ impl<B: Backend> std::ops::Deref for IngressState<B> {
 }
 
 impl<B: Backend> IngressState<B> {
-    pub fn new(backend: B, tenants: Arc<Tenants>, settings: Settings, shutdown: Shutdown) -> Self {
+    pub fn new(
+        backend: B,
+        tenants: Arc<LiveTenants>,
+        settings: Settings,
+        shutdown: Shutdown,
+    ) -> Self {
         Self {
             inner: Arc::new(Shared {
                 backend,

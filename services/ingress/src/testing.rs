@@ -308,6 +308,7 @@ impl Backend for MemoryBackend {
         sid: &CallSid,
         tenant: &TenantId,
         _parties: &Parties,
+        _config_revision: u64,
     ) -> Result<(), BackendError> {
         self.redis()?
             .sessions

@@ -122,7 +122,7 @@ async fn incoming_call<B: Backend>(
         );
     };
     let span = tracing::info_span!("call", tenant = %tenant.id, call_sid = %sid);
-    admit(state, tenant, &sid, &call, None)
+    admit(state, &tenant, &sid, &call, None)
         .instrument(span)
         .await
 }
@@ -178,7 +178,7 @@ async fn outbound_call<B: Backend>(
         return hang_up("unknown_tenant", "the attempt's tenant is not configured");
     };
     let span = tracing::info_span!("call", tenant = %tenant.id, call_sid = %sid);
-    admit(state, tenant, &sid, &call, Some(&attempt))
+    admit(state, &tenant, &sid, &call, Some(&attempt))
         .instrument(span)
         .await
 }
@@ -399,7 +399,7 @@ async fn status_callback<B: Backend>(
         return answer("unknown_tenant", StatusCode::NO_CONTENT);
     };
     let span = tracing::info_span!("call", tenant = %tenant.id, call_sid = %sid);
-    end_call(state, tenant, sid, reason).instrument(span).await
+    end_call(state, &tenant, sid, reason).instrument(span).await
 }
 
 async fn end_call<B: Backend>(

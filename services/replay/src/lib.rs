@@ -1,37 +1,56 @@
 //! Replay: everything one call did, read back from JetStream (ARCHITECTURE §9).
 //!
 //! Consumes the call's control events (`call.*.{sid}.>` on `CALLS`) and audio
-//! (`audio.*.{sid}.>` on `AUDIO`) with ordered consumers; produces a [`CallLog`] that
-//! renders as a timeline ([`timeline`]), a per-turn latency waterfall ([`latency`]) and a
-//! stereo WAV of the call ([`wav`]). State: none; the streams are the record.
+//! (`audio.*.{sid}.>` on `AUDIO`) with ordered consumers, from the live streams or from an
+//! imported copy under a prefix ([`streams`]); produces a [`CallLog`] that renders as a
+//! timeline ([`timeline`]), JSON lines ([`json`]), a per-turn latency waterfall
+//! ([`latency`]) and a stereo WAV of the call ([`wav`]). [`follow`] prints a live call as
+//! it happens; [`format`] is the `.sbcall` export file and [`transfer`] moves a call
+//! between JetStream and such a file. [`cli`] is the `replay` command. State: none; the
+//! streams are the record.
 
+pub mod cli;
+pub mod follow;
+pub mod format;
+pub mod json;
 pub mod latency;
+pub mod streams;
 pub mod timeline;
+pub mod transfer;
 pub mod wav;
 
-use std::time::Duration;
-
-use async_nats::jetstream::{self, consumer::pull};
-use futures::{StreamExt, TryStreamExt};
 use sb_schemas::{CallSid, Envelope, decode, subject};
+
+pub use streams::{Prefix, RawEvent, Streams};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
     #[error("cannot read stream {stream}: {reason}")]
-    Read {
-        stream: &'static str,
-        reason: String,
-    },
+    Read { stream: String, reason: String },
     #[error("no events stored for call {0}")]
     NotFound(CallSid),
+    #[error("cannot write the output: {0}")]
+    Output(#[from] std::io::Error),
 }
 
 /// One stored event with where it sits in its stream.
 #[derive(Debug, Clone)]
 pub struct Stored {
+    /// `CALLS` or `AUDIO` (also when read from a prefixed copy).
     pub stream: &'static str,
     pub seq: u64,
     pub event: Envelope,
+}
+
+/// Which of the call's audio a [`CallLog`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AudioScope {
+    /// Caller and bot audio.
+    All,
+    /// Bot audio only: enough for [`latency::turns`], without the caller's frames.
+    Bot,
+    /// No audio at all.
+    None,
 }
 
 /// A call's events from both streams, ordered by producer time (`at`).
@@ -44,38 +63,74 @@ pub struct CallLog {
 
 impl CallLog {
     /// Reads every event of `sid` from `CALLS` and `AUDIO`.
-    pub async fn load(js: &jetstream::Context, sid: &CallSid) -> Result<Self, ReplayError> {
-        Self::load_from(js, sid, subject::call_audio_filter(sid)).await
+    pub async fn load(
+        js: &async_nats::jetstream::Context,
+        sid: &CallSid,
+    ) -> Result<Self, ReplayError> {
+        Self::load_in(js, &Streams::live(), sid, AudioScope::All).await
     }
 
     /// Every control event of `sid` and its bot audio only: enough for
     /// [`latency::turns`](crate::latency::turns), without reading the caller's frames.
-    pub async fn load_turns(js: &jetstream::Context, sid: &CallSid) -> Result<Self, ReplayError> {
-        Self::load_from(js, sid, subject::call_audio_out_filter(sid)).await
+    pub async fn load_turns(
+        js: &async_nats::jetstream::Context,
+        sid: &CallSid,
+    ) -> Result<Self, ReplayError> {
+        Self::load_in(js, &Streams::live(), sid, AudioScope::Bot).await
     }
 
     /// Every control event of `sid`, no audio at all.
-    pub async fn load_events(js: &jetstream::Context, sid: &CallSid) -> Result<Self, ReplayError> {
-        Self::load_from(js, sid, None).await
+    pub async fn load_events(
+        js: &async_nats::jetstream::Context,
+        sid: &CallSid,
+    ) -> Result<Self, ReplayError> {
+        Self::load_in(js, &Streams::live(), sid, AudioScope::None).await
     }
 
-    async fn load_from(
-        js: &jetstream::Context,
+    /// Reads `sid`'s control events and `audio` from `streams`.
+    pub async fn load_in(
+        js: &async_nats::jetstream::Context,
+        streams: &Streams,
         sid: &CallSid,
-        audio_filter: impl Into<Option<String>>,
+        audio: AudioScope,
     ) -> Result<Self, ReplayError> {
-        let mut log = CallLog::default();
-        let calls = (subject::CALLS_STREAM, subject::call_events_filter(sid));
-        let audio = audio_filter.into().map(|f| (subject::AUDIO_STREAM, f));
-        for (stream, filter) in std::iter::once(calls).chain(audio) {
-            read_stream(js, stream, &filter, &mut log).await?;
+        let mut raw = streams::read_raw(
+            js,
+            streams,
+            subject::CALLS_STREAM,
+            &subject::call_events_filter(sid),
+        )
+        .await?;
+        let audio_filter = match audio {
+            AudioScope::All => Some(subject::call_audio_filter(sid)),
+            AudioScope::Bot => Some(subject::call_audio_out_filter(sid)),
+            AudioScope::None => None,
+        };
+        if let Some(filter) = audio_filter {
+            raw.extend(streams::read_raw(js, streams, subject::AUDIO_STREAM, &filter).await?);
         }
-        if log.events.is_empty() {
+        if raw.is_empty() {
             return Err(ReplayError::NotFound(sid.clone()));
+        }
+        Ok(Self::from_raw(&raw))
+    }
+
+    /// The events of `raw` that decode, ordered by producer time.
+    pub fn from_raw(raw: &[RawEvent]) -> Self {
+        let mut log = CallLog::default();
+        for r in raw {
+            match decode(&r.payload) {
+                Ok(event) => log.events.push(Stored {
+                    stream: r.stream,
+                    seq: r.seq,
+                    event,
+                }),
+                Err(_) => log.undecodable += 1,
+            }
         }
         log.events
             .sort_by_key(|s| (s.event.at, s.stream == subject::AUDIO_STREAM, s.seq));
-        Ok(log)
+        log
     }
 
     /// The earliest producer timestamp (µs), the zero of the timeline.
@@ -86,55 +141,4 @@ impl CallLog {
     pub fn envelopes(&self) -> impl Iterator<Item = &Envelope> {
         self.events.iter().map(|s| &s.event)
     }
-}
-
-async fn read_stream(
-    js: &jetstream::Context,
-    stream: &'static str,
-    filter: &str,
-    log: &mut CallLog,
-) -> Result<(), ReplayError> {
-    let fail = |e: &dyn std::fmt::Display| ReplayError::Read {
-        stream,
-        reason: e.to_string(),
-    };
-    let handle = js.get_stream(stream).await.map_err(|e| fail(&e))?;
-    // Count first: an ordered consumer on an empty filter would wait forever.
-    let counts: Vec<(String, usize)> = handle
-        .info_with_subjects(filter)
-        .await
-        .map_err(|e| fail(&e))?
-        .try_collect()
-        .await
-        .map_err(|e| fail(&e))?;
-    let expected: usize = counts.iter().map(|(_, n)| n).sum();
-    if expected == 0 {
-        return Ok(());
-    }
-    let consumer = handle
-        .create_consumer(pull::OrderedConfig {
-            filter_subject: filter.to_owned(),
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| fail(&e))?;
-    let mut messages = consumer.messages().await.map_err(|e| fail(&e))?;
-    let mut read = 0;
-    while read < expected {
-        let next = tokio::time::timeout(Duration::from_secs(10), messages.next())
-            .await
-            .map_err(|_| fail(&"timed out reading the stream"))?;
-        let message = match next {
-            Some(Ok(message)) => message,
-            Some(Err(e)) => return Err(fail(&e)),
-            None => break,
-        };
-        read += 1;
-        let seq = message.info().map(|i| i.stream_sequence).unwrap_or(0);
-        match decode(&message.payload) {
-            Ok(event) => log.events.push(Stored { stream, seq, event }),
-            Err(_) => log.undecodable += 1,
-        }
-    }
-    Ok(())
 }

@@ -1,9 +1,10 @@
 //! The timeline of a call: one line per control event, caller and bot audio folded into
-//! runs. Consumes a [`CallLog`]; produces text. State: none.
+//! runs ([`render`]), or one line per event as it arrives ([`line`]). Consumes a
+//! [`CallLog`] or events; produces text. State: none.
 
 use std::fmt::Write as _;
 
-use sb_schemas::{Body, ToolOutcome};
+use sb_schemas::{Body, Envelope, ToolOutcome};
 
 use crate::CallLog;
 
@@ -70,14 +71,7 @@ pub fn render(log: &CallLog, detail_level: Detail) -> String {
         if detail_level == Detail::Summary && matches!(e.body, Body::Token(_) | Body::Partial(_)) {
             continue;
         }
-        let secs = e.at.saturating_sub(start) as f64 / 1e6;
-        let _ = writeln!(
-            out,
-            "{secs:>8.3}s  t{:<3} {:<10} {}",
-            e.turn,
-            e.kind().as_str(),
-            detail(&e.body)
-        );
+        let _ = writeln!(out, "{}", line(e, start));
     }
     flush(&mut out, &mut audio_run);
     let ((cm, cb), (bm, bb)) = totals;
@@ -91,6 +85,26 @@ pub fn render(log: &CallLog, detail_level: Detail) -> String {
         let _ = writeln!(out, "({} stored messages did not decode)", log.undecodable);
     }
     out
+}
+
+/// One event as one timeline line, `start` (µs) being zero: what `replay show --follow`
+/// prints as events arrive. Audio is a line per message here, not a run.
+pub fn line(e: &Envelope, start: u64) -> String {
+    let secs = e.at.saturating_sub(start) as f64 / 1e6;
+    let (name, detail) = match &e.body {
+        Body::Audio(a) => ("caller", format!("{} bytes of audio", a.payload.0.len())),
+        Body::TtsChunk(c) => (
+            "bot",
+            format!(
+                "sentence #{} chunk {}: {} bytes of audio",
+                c.sentence,
+                c.chunk,
+                c.payload.0.len()
+            ),
+        ),
+        body => (e.kind().as_str(), detail(body)),
+    };
+    format!("{secs:>8.3}s  t{:<3} {name:<10} {detail}", e.turn)
 }
 
 fn detail(body: &Body) -> String {

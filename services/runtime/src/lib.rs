@@ -18,6 +18,7 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+pub mod api_error;
 pub mod config;
 pub mod dead_letter;
 pub mod emitter;
@@ -52,5 +53,5 @@ pub use service::{Runtime, StartError};
 pub use shutdown::Shutdown;
 pub use stage::{Emitter, Stage, StageError};
 pub use stage_main::{StageMain, stage_main};
-pub use tenants::{Tenant, Tenants};
+pub use tenants::{LiveTenants, Tenant, Tenants};
 pub use topology::Topology;

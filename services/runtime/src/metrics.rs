@@ -140,6 +140,11 @@ pub enum Metric {
     WebhookDeliveries,
     /// Webhooks: one attempt's time, request sent → answer.
     WebhookSeconds,
+    /// Live tenant configuration: the revision of the `TENANTS` bucket this process serves
+    /// new calls with (0: the file, the bucket is empty).
+    TenantConfigRevision,
+    /// Live tenant configuration: revisions refused (invalid) or unreadable. Labels: reason.
+    TenantConfigRejected,
 }
 
 impl Metric {
@@ -203,6 +208,8 @@ impl Metric {
             Metric::ToolSeconds => "switchboard_tool_seconds",
             Metric::WebhookDeliveries => "switchboard_webhook_deliveries_total",
             Metric::WebhookSeconds => "switchboard_webhook_seconds",
+            Metric::TenantConfigRevision => "switchboard_tenant_config_revision",
+            Metric::TenantConfigRejected => "switchboard_tenant_config_rejected_total",
         }
     }
 }

@@ -22,7 +22,7 @@ use crate::{
     runner::{RunnerConfig, RunnerError, run_stage},
     shutdown::Shutdown,
     stage::Stage,
-    tenants::{Tenants, TenantsError},
+    tenants::{LiveTenants, Tenants, TenantsError},
     topology::{Topology, TopologyError},
 };
 
@@ -56,7 +56,8 @@ pub struct Runtime {
     pub redis: Redis,
     /// The TTS cache's Redis (`SB_REDIS_CACHE_URL`), or `redis` when it has none of its own.
     pub cache: Redis,
-    pub tenants: Arc<Tenants>,
+    /// The tenants, following the live `TENANTS` bucket.
+    pub tenants: Arc<LiveTenants>,
     pub topology: Arc<Topology>,
     pub shutdown: Shutdown,
     pub metrics: PrometheusHandle,
@@ -66,7 +67,7 @@ impl Runtime {
     /// Loads tenants, connects to NATS (its user, version check, its streams found) and Redis.
     pub async fn start(service: &'static str, config: RuntimeConfig) -> Result<Self, StartError> {
         let metrics = metrics::install();
-        let tenants = Arc::new(Tenants::load(&config.tenants_file)?);
+        let file = Tenants::load(&config.tenants_file)?;
         let topology = Arc::new(Topology::embedded()?);
         let login = config.nats.login(service);
         // A service checks the streams its role needs; an unknown name (a test, a tool) as ops.
@@ -88,11 +89,13 @@ impl Runtime {
             Some(url) => Redis::connect(url.expose(), keys, config.session_ttl()).await?,
             None => redis.clone(),
         };
+        let tenants = LiveTenants::follow(&js, redis.clone(), file).await?;
         let shutdown = Shutdown::new(config.drain_deadline());
         tracing::info!(
             service,
             nats_server = %nats.server_info().version,
-            tenants = tenants.len(),
+            tenants = tenants.tenants().len(),
+            tenants_revision = tenants.revision(),
             "runtime started"
         );
         Ok(Self {

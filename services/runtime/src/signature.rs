@@ -36,6 +36,19 @@ pub fn tenant_secrets(
     Ok(secrets)
 }
 
+/// The tenant's signing secret: the one read at start-up, else (a tenant given tools or
+/// webhooks by a live configuration change) its variable read from the process now.
+pub fn secret_for(known: &HashMap<TenantId, Secret>, tenant: &Tenant) -> Option<Secret> {
+    if let Some(secret) = known.get(&tenant.id) {
+        return Some(secret.clone());
+    }
+    let var = tenant.signing_secret_env.as_deref()?;
+    std::env::var(var)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .map(Secret::new)
+}
+
 /// The request header carrying the signature.
 pub const HEADER: &str = "x-switchboard-signature";
 

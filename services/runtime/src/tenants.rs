@@ -1,8 +1,9 @@
 //! Tenant configuration (ARCHITECTURE §2a): who the customers are and how each is served.
 //!
-//! Consumes `tenants.toml` (a ConfigMap in Kubernetes); produces validated [`Tenant`]s,
-//! looked up by id or by the called number. Errors name the tenant and the field. State:
-//! the parsed file, immutable after start-up. Tests write the file with
+//! Consumes `tenants.toml` (a ConfigMap in Kubernetes) or a revision of it from the live
+//! `TENANTS` bucket ([`live`]); produces validated [`Tenant`]s, looked up by id or by the
+//! called number. Errors name the tenant and the field. State: one parsed revision,
+//! immutable ([`LiveTenants`] swaps whole revisions). Tests write the file with
 //! `testing::TenantToml` (cargo feature `testing`).
 
 use std::{collections::BTreeMap, collections::HashMap, path::Path, sync::Arc};
@@ -10,10 +11,12 @@ use std::{collections::BTreeMap, collections::HashMap, path::Path, sync::Arc};
 use sb_schemas::TenantId;
 use serde::Deserialize;
 
+mod live;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 mod tools;
 
+pub use live::{KEPT_REVISIONS, LiveTenants, Snapshot};
 pub use tools::{
     BUILTIN_TOOLS, BuiltinTools, DEFAULT_TOOL_TIMEOUT_MS, TenantTool, TenantWebhooks,
     WEBHOOK_EVENTS,

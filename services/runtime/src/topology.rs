@@ -21,6 +21,10 @@ const STREAM_FILES: &[(&str, &str)] = &[
         include_str!("../../../nats/streams/STT_ASSIGN.json"),
     ),
     ("DLQ.json", include_str!("../../../nats/streams/DLQ.json")),
+    (
+        "KV_TENANTS.json",
+        include_str!("../../../nats/streams/KV_TENANTS.json"),
+    ),
 ];
 
 /// Consumer files are named `{STREAM}.{consumer}.json`.
@@ -197,7 +201,13 @@ mod tests {
     fn embedded_definitions_parse_and_validate() {
         let t = Topology::embedded().unwrap();
         let names: Vec<_> = t.streams.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(names, ["CALLS", "AUDIO", "STT_ASSIGN", "DLQ"]);
+        assert_eq!(names, ["CALLS", "AUDIO", "STT_ASSIGN", "DLQ", "KV_TENANTS"]);
+        // A KV bucket as async-nats' `get_key_value` expects it: one subject per key,
+        // history per key, direct gets, rollups.
+        let kv = &t.streams[4];
+        assert_eq!(kv.subjects, ["$KV.TENANTS.>"]);
+        assert_eq!(kv.max_messages_per_subject, 64);
+        assert!(kv.allow_direct && kv.allow_rollup && kv.deny_delete);
         let calls = &t.streams[0];
         assert_eq!(calls.duplicate_window, Duration::from_secs(120));
         assert_eq!(calls.max_age, Duration::from_secs(7 * 86_400));

@@ -15,8 +15,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use sb_dialer::api::{ApiState, router};
 use sb_dialer::clock::SystemClock;
-use sb_runtime::Tenants;
 use sb_runtime::redis::{Keys, Redis};
+use sb_runtime::{LiveTenants, Tenants};
 
 /// Serve the campaigns API alone (no NATS, no dialling).
 #[derive(Debug, clap::Args)]
@@ -39,7 +39,7 @@ pub struct ServeArgs {
 pub async fn state(
     redis_url: &str,
     prefix: &str,
-    tenants: Arc<Tenants>,
+    tenants: Arc<LiveTenants>,
 ) -> anyhow::Result<ApiState> {
     let redis = Redis::connect(redis_url, Keys::new(prefix), Duration::from_secs(1800))
         .await
@@ -53,7 +53,7 @@ pub async fn state(
 
 /// Serves until Ctrl-C or SIGTERM.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let tenants = Arc::new(Tenants::load(&args.tenants)?);
+    let tenants = LiveTenants::fixed(Tenants::load(&args.tenants)?);
     let state = state(&args.redis_url, &args.redis_key_prefix, tenants).await?;
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await

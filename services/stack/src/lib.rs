@@ -32,5 +32,6 @@ pub mod service_env;
 pub mod soak;
 pub mod stack;
 pub mod tenants_cli;
+mod tenants_remote;
 
 pub use stack::{Delays, Stack, StackConfig};

@@ -167,7 +167,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::CampaignsApi(args) => sb_stack::campaigns_api::serve(args).await?,
         Command::Tenants(args) => {
-            if !sb_stack::tenants_cli::run(args)? {
+            if !sb_stack::tenants_cli::run(args).await? {
                 std::process::exit(1);
             }
         }

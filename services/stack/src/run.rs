@@ -80,15 +80,21 @@ pub async fn run(run_dir: PathBuf, ingress_addr: SocketAddr) -> anyhow::Result<(
     let outbound = ["SB_DIALER_PUBLIC_URL", "SB_TWILIO_ACCOUNT_SID"]
         .iter()
         .all(|v| std::env::var(v).is_ok_and(|v| !v.trim().is_empty()));
+    // The console (the tenant admin API) needs an operator token.
+    let console = std::env::var("SB_OPERATOR_TOKEN").is_ok_and(|v| !v.trim().is_empty());
     let mut services = vec!["ingress", "stt", "agent", "tts"];
     if outbound {
         services.push("dialer");
     }
+    if console {
+        services.push("console");
+    }
     for (i, name) in services.into_iter().enumerate() {
-        let addr = if name == "ingress" {
-            ingress_addr
-        } else {
-            SocketAddr::from(([127, 0, 0, 1], 9101 + i as u16))
+        let addr = match name {
+            "ingress" => ingress_addr,
+            // Where `switchboard tenants get|put` looks by default.
+            "console" => SocketAddr::from(([127, 0, 0, 1], 8095)),
+            _ => SocketAddr::from(([127, 0, 0, 1], 9101 + i as u16)),
         };
         let mut env = passed.clone();
         env.push(("SB_HTTP_ADDR".into(), addr.to_string()));
@@ -118,6 +124,13 @@ pub async fn run(run_dir: PathBuf, ingress_addr: SocketAddr) -> anyhow::Result<(
         println!(
             "  (set SB_DIALER_PUBLIC_URL and SB_TWILIO_ACCOUNT_SID to run outbound campaigns too)"
         );
+    }
+    if console {
+        println!(
+            "  console on 127.0.0.1:8095: the tenant admin API (`switchboard tenants get|put`)"
+        );
+    } else {
+        println!("  (set SB_OPERATOR_TOKEN to change tenants live through the console)");
     }
     println!("  Ctrl-C stops everything.");
     tokio::signal::ctrl_c().await?;

@@ -109,7 +109,9 @@ pub fn local_tenants_file(
     std::fs::write(&path, toml::to_string(&doc)?)?;
     Ok(path)
 }
-use crate::stack::{ACCOUNT_SID, AUTH_TOKEN, CALL_CREDENTIAL_SECRET, PUBLIC_URL, VENDOR_KEY};
+use crate::stack::{
+    ACCOUNT_SID, AUTH_TOKEN, CALL_CREDENTIAL_SECRET, OPERATOR_TOKEN, PUBLIC_URL, VENDOR_KEY,
+};
 
 /// The environment each service gets: the stack's servers and stand-ins.
 pub(crate) struct Env<'a> {
@@ -185,6 +187,7 @@ impl Env<'_> {
                 ),
                 ("SB_AZURE_TTS_KEY", VENDOR_KEY.into()),
             ],
+            "console" => vec![("SB_OPERATOR_TOKEN", OPERATOR_TOKEN.into())],
             "webhooks" => vec![
                 (TENANT_SECRET_ENVS[0], TENANT_SECRET.into()),
                 (TENANT_SECRET_ENVS[1], TENANT_SECRET.into()),

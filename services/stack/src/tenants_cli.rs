@@ -1,11 +1,11 @@
-//! `switchboard tenants validate|diff`: check a tenants file before it is deployed, and
-//! see what a change does, tenant by tenant and field by field.
+//! `switchboard tenants validate|diff|get|put`: check a tenants file before it is deployed,
+//! see what a change does, tenant by tenant and field by field, and read or change the live
+//! tenants file through the console's admin API (ARCHITECTURE §2d).
 //!
-//! Consumes tenants files (TOML, ARCHITECTURE §2a); produces the validation verdict (the
-//! error names the tenant and the field, as every service would refuse it) and a diff:
-//! tenants added or removed, and each changed field with its old and new value. State:
-//! none. (Serving a changed file to running services without a restart is not built yet:
-//! today every service reads the file at start-up.)
+//! Consumes tenants files (TOML, ARCHITECTURE §2a) and the console's answers; produces the
+//! validation verdict (the error names the tenant and the field, as every service would
+//! refuse it), a diff (tenants added or removed, each changed field with its old and new
+//! value), the live file or one tenant's table as TOML, and new revisions. State: none.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -26,11 +26,71 @@ enum TenantsCommand {
     Validate { file: PathBuf },
     /// What changes from OLD to NEW, per tenant and field (both must be valid).
     Diff { old: PathBuf, new: PathBuf },
+    /// Print the live tenants file (TOML) new calls are served with, or one tenant's table.
+    Get {
+        /// Only this tenant's table.
+        tenant: Option<String>,
+        #[command(flatten)]
+        console: ConsoleArgs,
+    },
+    /// Store a new revision of the live tenants file: a whole file, or with `--tenant` one
+    /// tenant's table (a TOML file of its fields, without the `[[tenant]]` header). New
+    /// calls get it; live calls keep the revision they started with.
+    Put {
+        file: PathBuf,
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Only over this revision (what `get` printed); refused if the file moved on.
+        #[arg(long)]
+        if_match: Option<u64>,
+        #[command(flatten)]
+        console: ConsoleArgs,
+    },
 }
 
-/// Runs the command; `Ok(false)` when the file is invalid (exit 1).
-pub fn run(args: TenantsArgs) -> anyhow::Result<bool> {
+/// Where the console is, and the operator token.
+#[derive(Debug, clap::Args)]
+pub struct ConsoleArgs {
+    #[arg(long, env = "SB_CONSOLE_URL", default_value = "http://127.0.0.1:8095")]
+    pub(crate) console_url: String,
+    #[arg(long, env = "SB_OPERATOR_TOKEN", hide_env_values = true)]
+    pub(crate) operator_token: String,
+}
+
+/// Runs the command; `Ok(false)` when the file is invalid or refused (exit 1).
+pub async fn run(args: TenantsArgs) -> anyhow::Result<bool> {
     match args.command {
+        TenantsCommand::Get { tenant, console } => {
+            let (revision, text) = crate::tenants_remote::get(&console, tenant.as_deref()).await?;
+            println!("# revision {revision}");
+            print!("{text}");
+            Ok(true)
+        }
+        TenantsCommand::Put {
+            file,
+            tenant,
+            if_match,
+            console,
+        } => {
+            let text =
+                std::fs::read_to_string(&file).with_context(|| file.display().to_string())?;
+            if tenant.is_none()
+                && let Err(error) = Tenants::parse(&text)
+            {
+                eprintln!("{}: {error}", file.display());
+                return Ok(false);
+            }
+            match crate::tenants_remote::put(&console, tenant.as_deref(), &text, if_match).await? {
+                Ok(revision) => {
+                    println!("stored: revision {revision} (new calls get it)");
+                    Ok(true)
+                }
+                Err(refusal) => {
+                    eprintln!("{refusal}");
+                    Ok(false)
+                }
+            }
+        }
         TenantsCommand::Validate { file } => match Tenants::load(&file) {
             Ok(tenants) => {
                 println!("{}: valid, {} tenants", file.display(), tenants.len());

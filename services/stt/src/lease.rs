@@ -165,7 +165,6 @@ fn validate<S>(
         .runtime
         .tenants
         .by_id(&start.tenant)
-        .cloned()
         .ok_or_else(|| reject("unknown_tenant", format!("tenant {}", start.tenant)))?;
     Ok((start, tenant))
 }

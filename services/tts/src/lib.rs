@@ -32,7 +32,7 @@ use sb_runtime::http::ReadyNeeds;
 use sb_runtime::metrics::Metric;
 use sb_runtime::redis::tts_cache::{Speech, TTS_CACHE_TTL};
 use sb_runtime::state::{AudioCache, Sessions};
-use sb_runtime::{Emitter, Runtime, Stage, StageError, StageMain, Tenants};
+use sb_runtime::{Emitter, LiveTenants, Runtime, Stage, StageError, StageMain};
 use sb_schemas::{Body, Envelope, Kind};
 
 pub use config::{Provider, ProviderChoice, TtsConfig};
@@ -46,7 +46,7 @@ use crate::provider::{Espeak, TextToSpeech, TtsError};
 pub struct Tts {
     sessions: Arc<dyn Sessions>,
     cache: Arc<dyn AudioCache>,
-    tenants: Arc<Tenants>,
+    tenants: Arc<LiveTenants>,
     primary: Arc<dyn TextToSpeech>,
     /// Speaks when the primary engine fails (espeak-ng behind Azure).
     backup: Option<Arc<dyn TextToSpeech>>,
@@ -113,7 +113,7 @@ impl Tts {
     /// Every tenant's `tts_provider` is an engine this process has; the error names the
     /// tenant and what to set.
     pub fn check_tenants(&self) -> Result<(), String> {
-        for tenant in self.tenants.iter() {
+        for tenant in self.tenants.tenants().iter() {
             if let Some(name) = &tenant.tts_provider
                 && self.engine(tenant).name() != name
             {
@@ -151,7 +151,7 @@ impl Tts {
     pub fn with_providers(
         sessions: Arc<dyn Sessions>,
         cache: Arc<dyn AudioCache>,
-        tenants: Arc<Tenants>,
+        tenants: Arc<LiveTenants>,
         primary: Arc<dyn TextToSpeech>,
         backup: Option<Arc<dyn TextToSpeech>>,
         chunk_bytes: usize,
@@ -172,6 +172,7 @@ impl Tts {
     pub async fn prewarm(&self) -> Prewarmed {
         let jobs: BTreeSet<(Option<String>, String, String)> = self
             .tenants
+            .tenants()
             .iter()
             .flat_map(|t| {
                 t.prewarm
@@ -265,7 +266,8 @@ impl Stage for Tts {
     }
 
     async fn handle(&self, input: Envelope, out: &mut Emitter) -> Result<(), StageError> {
-        let tenant = self.tenants.for_input(&input.tenant)?;
+        // The tenant as the call started with it (a live change applies to the next call).
+        let tenant = self.tenants.for_call(&input).await?;
         // The runner's span already names the tenant, call and turn.
         match &input.body {
             Body::Sentence(sentence) => self.speak(sentence, &tenant, out).await,

@@ -17,7 +17,7 @@ use futures::future::BoxFuture;
 use sb_runtime::redis::tts_cache::{Speech, TTS_CACHE_TTL};
 use sb_runtime::state::AudioCache as _;
 use sb_runtime::testing::{MemoryCache, MemorySessions, drive};
-use sb_runtime::{StageError, Tenant, Tenants};
+use sb_runtime::{LiveTenants, StageError, Tenant, Tenants};
 use sb_schemas::{Body, CallSid, Envelope, Sentence, TenantId, TtsChunk};
 use sb_tts::Tts;
 use sb_tts::provider::{AudioStream, TextToSpeech, TtsError};
@@ -97,9 +97,9 @@ fn sid() -> CallSid {
     CallSid::parse("CA00000000000000000000000000000002").unwrap()
 }
 
-fn tenants() -> Arc<Tenants> {
+fn tenants() -> Arc<LiveTenants> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/base/tenants.toml");
-    Arc::new(Tenants::load(&path).unwrap())
+    LiveTenants::fixed(Tenants::load(&path).unwrap())
 }
 
 fn acme() -> Arc<Tenant> {

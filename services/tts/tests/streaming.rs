@@ -130,7 +130,7 @@ async fn a_tenant_with_a_streaming_engine_is_spoken_cached_and_interrupted() {
         .set("voice", "alloy")
         .parse()
         .unwrap();
-    let tenants = Arc::new(tenants);
+    let tenants = sb_runtime::LiveTenants::fixed(tenants);
     let sessions = Arc::new(MemorySessions::default());
     sessions.start(&sid(), &TenantId::parse("globex").unwrap());
     sessions.next_turn(&sid());

@@ -114,7 +114,8 @@ impl Deliverer {
         id: &str,
         body: Vec<u8>,
     ) -> Result<u16, Failure> {
-        let secret = self.secrets.get(&tenant.id).ok_or(Failure::NoSecret)?;
+        let secret =
+            sb_runtime::signature::secret_for(&self.secrets, tenant).ok_or(Failure::NoSecret)?;
         let _permit = self.permit(&tenant.id).ok_or(Failure::Busy)?;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)

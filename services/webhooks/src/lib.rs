@@ -24,7 +24,7 @@ use futures::future::BoxFuture;
 use sb_replay::{CallLog, ReplayError};
 use sb_runtime::http::ReadyNeeds;
 use sb_runtime::metrics::Metric;
-use sb_runtime::{Emitter, Runtime, Stage, StageError, StageMain, Tenant, Tenants, signature};
+use sb_runtime::{Emitter, LiveTenants, Runtime, Stage, StageError, StageMain, Tenant, signature};
 use sb_schemas::{Body, CallSid, Envelope, now_micros};
 
 pub use config::WebhooksConfig;
@@ -62,7 +62,7 @@ impl CallLogs for JetStreamLogs {
 
 /// The webhooks stage.
 pub struct Webhooks {
-    tenants: Arc<Tenants>,
+    tenants: Arc<LiveTenants>,
     logs: Arc<dyn CallLogs>,
     deliverer: Deliverer,
     config: WebhooksConfig,
@@ -71,12 +71,12 @@ pub struct Webhooks {
 impl Webhooks {
     /// The worker with its tenants' secrets read through `env`.
     pub fn new(
-        tenants: Arc<Tenants>,
+        tenants: Arc<LiveTenants>,
         logs: Arc<dyn CallLogs>,
         config: WebhooksConfig,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, String> {
-        let secrets = signature::tenant_secrets(&tenants, |t| t.webhooks.is_some(), env)?;
+        let secrets = signature::tenant_secrets(&tenants.tenants(), |t| t.webhooks.is_some(), env)?;
         let deliverer = Deliverer::new(
             secrets,
             Duration::from_millis(config.webhook_timeout_ms),

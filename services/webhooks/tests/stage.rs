@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use sb_replay::{CallLog, ReplayError, Stored};
-use sb_runtime::StageError;
 use sb_runtime::tenants::testing::{TenantToml, secret_env};
 use sb_runtime::testing::drive;
+use sb_runtime::{LiveTenants, StageError};
 use sb_schemas::testing::{sid, tenant_id};
 use sb_schemas::{Body, CallSid, End, EndReason, Envelope, Start};
 use sb_sim::tenant::{self, ToolScript};
@@ -82,7 +82,7 @@ async fn rig(fail: u32) -> (Webhooks, sb_sim::SimServer) {
         .parse()
         .unwrap();
     let worker = Webhooks::new(
-        Arc::new(tenants),
+        LiveTenants::fixed(tenants),
         Arc::new(OneCall),
         WebhooksConfig::defaults(),
         |var| (var == secret_env("acme")).then(|| SECRET.to_owned()),

@@ -314,6 +314,7 @@ impl Bench {
                 &sid,
                 &self.tenant,
                 &sb_runtime::redis::session::Parties::default(),
+                0,
             )
             .await?;
         let think = |scale: f64| Duration::from_secs_f64(args.think_ms as f64 / 1e3 * scale);
@@ -424,6 +425,7 @@ impl Bench {
                 &sid,
                 &self.tenant,
                 &sb_runtime::redis::session::Parties::default(),
+                0,
             )
             .await?;
         let mut out = Vec::new();

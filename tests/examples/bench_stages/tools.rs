@@ -90,6 +90,7 @@ pub(crate) async fn measure(args: &Args, dir: &std::path::Path) -> anyhow::Resul
             &call,
             &bench.tenant,
             &sb_runtime::redis::session::Parties::default(),
+            0,
         )
         .await?;
     let mut turns = Vec::with_capacity(args.tool_samples);

@@ -129,6 +129,7 @@ impl Pipeline {
                 call,
                 &tenant(),
                 &sb_runtime::redis::session::Parties::default(),
+                0,
             )
             .await
             .unwrap();

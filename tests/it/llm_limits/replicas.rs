@@ -103,6 +103,7 @@ impl Replicas {
                 call,
                 &tenant(),
                 &sb_runtime::redis::session::Parties::default(),
+                0,
             )
             .await
             .unwrap();

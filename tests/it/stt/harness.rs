@@ -153,6 +153,7 @@ impl Caller {
                 &sid,
                 &tenant(),
                 &sb_runtime::redis::session::Parties::default(),
+                0,
             )
             .await
             .unwrap();

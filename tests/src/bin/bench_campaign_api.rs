@@ -90,7 +90,7 @@ async fn one_run(args: &Args) -> anyhow::Result<Run> {
     let handle = Redis::connect(&redis.url, Keys::new(""), Duration::from_secs(1800)).await?;
     let state = ApiState::new(
         handle.campaign_queue(),
-        Arc::new(tenants()?),
+        sb_runtime::LiveTenants::fixed(tenants()?),
         Arc::new(SystemClock),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

@@ -32,10 +32,16 @@ async fn main() -> anyhow::Result<()> {
             .map(|s| s.name.as_str())
             .collect::<Vec<_>>()
             .join(", "),
-        rt.tenants.len()
+        rt.tenants.tenants().len()
     );
 
-    let tenant = rt.tenants.iter().next().context("no tenants")?.clone();
+    let tenant = rt
+        .tenants
+        .tenants()
+        .iter()
+        .next()
+        .context("no tenants")?
+        .clone();
     let sid = CallSid::parse(&format!("CA{:032x}", uuid::Uuid::now_v7().as_u128()))?;
     let event = Envelope::new(
         tenant.id.clone(),
@@ -67,6 +73,7 @@ async fn main() -> anyhow::Result<()> {
             &sid,
             &tenant.id,
             &sb_runtime::redis::session::Parties::default(),
+            0,
         )
         .await?;
     let session = rt

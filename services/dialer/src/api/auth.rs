@@ -11,14 +11,14 @@
 use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, RawPathParams};
-use axum::http::{header, request::Parts};
+use axum::http::request::Parts;
 use sb_runtime::{Tenant, Tenants};
 use sb_schemas::TenantId;
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 
 use super::ApiState;
-use super::error::ApiError;
+use super::error::{ApiError, bearer};
 
 /// The tenant a request is authorised for (the path's `{tenant}`).
 #[derive(Debug, Clone)]
@@ -61,11 +61,11 @@ pub fn authorise(
     let hash = key_hash(key);
     let target = TenantId::parse(tenant)
         .ok()
-        .and_then(|id| tenants.by_id(&id));
+        .and_then(|id| tenants.by_id(&id).cloned());
     if let Some(target) = target
-        && holds(target, &hash)
+        && holds(&target, &hash)
     {
-        return Ok(target.clone());
+        return Ok(target);
     }
     // Not this tenant's key: a key of some tenant gets the 404 an unknown campaign gets;
     // anything else is unauthenticated.
@@ -74,13 +74,6 @@ pub fn authorise(
     } else {
         Err(ApiError::Unauthorized)
     }
-}
-
-/// The bearer token of an `Authorization` header (scheme case-insensitive).
-fn bearer(parts: &Parts) -> Option<&str> {
-    let raw = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = raw.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 impl FromRequestParts<ApiState> for TenantAuth {
@@ -98,7 +91,8 @@ impl FromRequestParts<ApiState> for TenantAuth {
             .find(|(name, _)| *name == "tenant")
             .map(|(_, value)| value.to_owned())
             .ok_or(ApiError::NotFound)?;
-        let tenant = authorise(&state.tenants, &tenant, bearer(parts))?;
+        // The tenants as they are now: a key added by a live change works at once.
+        let tenant = authorise(&state.tenants.tenants(), &tenant, bearer(parts))?;
         Ok(Self { tenant })
     }
 }

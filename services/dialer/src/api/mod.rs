@@ -14,7 +14,7 @@
 pub mod auth;
 pub mod campaigns;
 pub mod contacts;
-pub mod error;
+pub use sb_runtime::api_error as error;
 pub mod intake;
 pub mod model;
 pub mod upload;
@@ -24,7 +24,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post};
-use sb_runtime::Tenants;
+use sb_runtime::LiveTenants;
 use sb_runtime::redis::campaigns::CampaignQueue;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -35,20 +35,20 @@ use crate::clock::SharedClock;
 #[derive(Clone)]
 pub struct ApiState {
     pub queue: CampaignQueue,
-    pub tenants: Arc<Tenants>,
+    pub tenants: Arc<LiveTenants>,
     pub clock: SharedClock,
 }
 
 impl std::fmt::Debug for ApiState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ApiState")
-            .field("tenants", &self.tenants.len())
+            .field("tenants", &self.tenants.tenants().len())
             .finish_non_exhaustive()
     }
 }
 
 impl ApiState {
-    pub fn new(queue: CampaignQueue, tenants: Arc<Tenants>, clock: SharedClock) -> Self {
+    pub fn new(queue: CampaignQueue, tenants: Arc<LiveTenants>, clock: SharedClock) -> Self {
         Self {
             queue,
             tenants,

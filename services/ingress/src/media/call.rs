@@ -132,6 +132,7 @@ impl<B: Backend> Call<B> {
         let gate::Admitted {
             sid,
             tenant,
+            config_revision,
             live,
             handoff,
         } = gate::admit(state, &start).await?;
@@ -147,7 +148,10 @@ impl<B: Backend> Call<B> {
         let span = tracing::info_span!("call", tenant = %tenant.id, call_sid = %sid);
         let backend = &state.backend;
         let events = async {
-            if let Err(error) = backend.session_start(&sid, &tenant.id, &parties).await {
+            if let Err(error) = backend
+                .session_start(&sid, &tenant.id, &parties, config_revision)
+                .await
+            {
                 tracing::warn!(error = %error, "session not created");
             }
             match backend.subscribe_call(&tenant.id, &sid).await {

@@ -85,6 +85,8 @@ pub(crate) struct Admitted<B: Backend> {
     pub(crate) sid: CallSid,
     /// The tenant the call's webhook admitted.
     pub(crate) tenant: Arc<Tenant>,
+    /// The revision of the tenants file `tenant` comes from (the call keeps it).
+    pub(crate) config_revision: u64,
     pub(crate) live: LiveClaim<B>,
     /// Set when the call moved here from a draining replica: where to resume.
     pub(crate) handoff: Option<Handoff>,
@@ -144,7 +146,8 @@ pub(crate) async fn admit<B: Backend>(
     if claimed.is_some_and(|claimed| claimed != tenant_id.as_str()) {
         return Err(refuse(Refusal::TenantMismatch, Some(&tenant_id)));
     }
-    let Some(tenant) = state.tenants.by_id(&tenant_id).cloned() else {
+    let config = state.tenants.now();
+    let Some(tenant) = config.tenants.by_id(&tenant_id).cloned() else {
         return Err(refuse(Refusal::NotAdmitted, Some(&tenant_id)));
     };
     let binding = CallBinding {
@@ -197,6 +200,7 @@ pub(crate) async fn admit<B: Backend>(
         live: LiveClaim::hold(backend.clone(), sid.clone(), owner, span),
         sid,
         tenant,
+        config_revision: config.revision,
         handoff,
     })
 }

@@ -11,7 +11,7 @@ use axum::http::{Request, StatusCode, header};
 use sb_ingress::testing::MemoryBackend;
 use sb_ingress::{IngressConfig, IngressState, Settings};
 use sb_runtime::tenants::testing::TenantToml;
-use sb_runtime::{Shutdown, Tenants};
+use sb_runtime::{LiveTenants, Shutdown};
 pub use sb_schemas::testing::sid;
 use tower::ServiceExt as _;
 
@@ -24,7 +24,7 @@ pub const CALLER: &str = "+14155551234";
 
 /// acme: words barge-in with backchannel; globex: speech barge-in; tiny: 2 calls a day,
 /// media sockets idle after 4 s.
-pub fn tenants() -> Arc<Tenants> {
+pub fn tenants() -> Arc<LiveTenants> {
     let file = TenantToml::new()
         .tier("big", 4, 1000)
         .tier("tiny", 1, 2)
@@ -41,7 +41,7 @@ pub fn tenants() -> Arc<Tenants> {
         .set("greeting", "Tiny.")
         .set("fallback_phrase", "Sorry?")
         .set("media_idle_secs", 4);
-    Arc::new(file.parse().expect("test tenants parse"))
+    LiveTenants::fixed(file.parse().expect("test tenants parse"))
 }
 
 pub fn config() -> IngressConfig {

@@ -3,7 +3,8 @@
 //! Fields: `tenant`, `turns` (JSON, the last 8 turns), `turn` (the call's latest turn
 //! number), `bargein` (the barge-in token: one past the last interrupted turn), `stt_epoch`
 //! and `stt_ckpt` (the STT owner's fencing epoch and audio checkpoint), `action` (the
-//! agent's pending hang-up or transfer). The TTL (30 min by default) is refreshed on every
+//! agent's pending hang-up or transfer), `cfg` (the revision of the live tenants file the
+//! call started with, [`crate::tenants::LiveTenants::for_call`]). The TTL (30 min by default) is refreshed on every
 //! turn and shortened when the call ends. A session without its `tenant` was lost (a Redis
 //! restarted empty, a failover, an eviction): it reads as `None`, never an error, and the
 //! turn counter and barge-in token refuse to move on it, so the caller rebuilds it from the
@@ -167,17 +168,21 @@ return 0
 ";
 
 impl Redis {
-    /// Creates (or touches) the session of a starting call, with its numbers.
+    /// Creates (or touches) the session of a starting call, with its numbers and the
+    /// revision of the tenants file it is served with (kept if the session has one).
     pub async fn session_start(
         &self,
         sid: &CallSid,
         tenant: &TenantId,
         parties: &Parties,
+        config_revision: u64,
     ) -> Result<(), RedisError> {
         let key = self.keys.session(sid);
         redis::pipe()
             .atomic()
             .hset(&key, "tenant", tenant.as_str())
+            .ignore()
+            .hset_nx(&key, "cfg", config_revision)
             .ignore()
             .hset(&key, "from", &parties.from)
             .ignore()
@@ -188,6 +193,17 @@ impl Redis {
             .query_async::<()>(&mut self.conn())
             .await
             .map_err(failed("session_start"))
+    }
+
+    /// The revision of the tenants file the call started with; `None` when the session
+    /// has none (lost, or started before live configuration).
+    pub async fn session_config_revision(&self, sid: &CallSid) -> Result<Option<u64>, RedisError> {
+        redis::cmd("HGET")
+            .arg(self.keys.session(sid))
+            .arg("cfg")
+            .query_async(&mut self.conn())
+            .await
+            .map_err(failed("session_config_revision"))
     }
 
     /// Reads the session; `None` when there is none (never started, expired or evicted).

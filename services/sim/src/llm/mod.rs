@@ -226,6 +226,13 @@ impl Shared {
         // load test's TTS requests miss the cache as real conversations do).
         let unique = self.unique.fetch_add(1, Ordering::Relaxed);
         let text = replies[index % replies.len()].replace("{n}", &unique.to_string());
+        // `{system}` repeats the request's system prompt (which revision of a tenant's
+        // prompt a call was answered with).
+        let text = if text.contains("{system}") {
+            text.replace("{system}", &reply::system_prompt(messages))
+        } else {
+            text
+        };
         reply::Reply::from_script(&text)
     }
 }
@@ -294,7 +301,7 @@ pub struct Args {
     #[arg(long, env = "SIM_LLM_API_KEY")]
     pub api_key: Option<ApiKey>,
     /// A reply, used in order and cycling; repeat for several. `{n}` in it becomes a number
-    /// unique to the request. `tool:<name> <json>` makes a
+    /// unique to the request, `{system}` the request's system prompt. `tool:<name> <json>` makes a
     /// tool call, e.g. `tool:end_call {"reason":"done"}`. Without replies the stand-in
     /// echoes: `You said: <last user message>.`
     #[arg(long = "reply", value_name = "TEXT")]

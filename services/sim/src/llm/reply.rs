@@ -32,6 +32,15 @@ pub struct ScriptedCall {
     pub arguments: String,
 }
 
+/// The content of the request's first system message (empty without one).
+pub fn system_prompt(messages: &[Value]) -> String {
+    messages
+        .iter()
+        .find(|m| m.get("role").and_then(Value::as_str) == Some("system"))
+        .map(content_text)
+        .unwrap_or_default()
+}
+
 impl Reply {
     /// Parses a script line: `tool:<name> <json>` (several joined by ` && tool:`,
     /// optionally ending ` => <text>`) is tool calls, anything else is text.
@@ -311,6 +320,8 @@ mod tests {
             Reply::Text("You said: What are your hours.".into())
         );
         assert_eq!(user_turn(&messages), 1);
+        assert_eq!(system_prompt(&messages), "Be brief.");
+        assert_eq!(system_prompt(&messages[1..]), "");
         assert_eq!(Reply::echo(&[]), Reply::Text("You said: .".into()));
         assert!(prompt_tokens(&messages) >= 16);
         assert_eq!(

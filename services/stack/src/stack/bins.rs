@@ -21,7 +21,7 @@ pub fn binaries_dir() -> anyhow::Result<PathBuf> {
         dir.pop();
     }
     let missing: Vec<&str> = [
-        "ingress", "stt", "agent", "tts", "dialer", "webhooks", "sim",
+        "ingress", "stt", "agent", "tts", "dialer", "webhooks", "console", "sim",
     ]
     .into_iter()
     .filter(|b| !dir.join(b).exists())
@@ -68,6 +68,7 @@ pub fn ensure_built(release: bool) -> anyhow::Result<()> {
         "sb-tts",
         "sb-dialer",
         "sb-webhooks",
+        "sb-console",
         "sb-sim",
     ] {
         command.args(["-p", p]);

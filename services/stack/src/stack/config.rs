@@ -45,17 +45,20 @@ pub enum Service {
     Tts,
     Dialer,
     Webhooks,
+    /// The operators' console (the tenant admin API).
+    Console,
 }
 
 impl Service {
     /// In the order the stack starts and rolls them.
-    pub const ALL: [Service; 6] = [
+    pub const ALL: [Service; 7] = [
         Service::Ingress,
         Service::Stt,
         Service::Agent,
         Service::Tts,
         Service::Dialer,
         Service::Webhooks,
+        Service::Console,
     ];
 
     /// The binary's name (and the NATS role's).
@@ -67,6 +70,7 @@ impl Service {
             Service::Tts => "tts",
             Service::Dialer => "dialer",
             Service::Webhooks => "webhooks",
+            Service::Console => "console",
         }
     }
 
@@ -85,6 +89,7 @@ pub struct Replicas {
     pub tts: usize,
     pub dialer: usize,
     pub webhooks: usize,
+    pub console: usize,
 }
 
 impl Replicas {
@@ -97,6 +102,7 @@ impl Replicas {
             tts: n,
             dialer: n,
             webhooks: n,
+            console: n,
         }
     }
 
@@ -108,6 +114,7 @@ impl Replicas {
             Service::Tts => self.tts,
             Service::Dialer => self.dialer,
             Service::Webhooks => self.webhooks,
+            Service::Console => self.console,
         }
     }
 }
@@ -179,6 +186,8 @@ impl StackConfig {
 
 /// Credentials every part of the local stack shares (stand-ins only; not secrets).
 pub const AUTH_TOKEN: &str = "local-stack-auth-token";
+/// The console's operator token (the tenant admin API) in the local stack.
+pub const OPERATOR_TOKEN: &str = "local-stack-operator-token";
 pub const ACCOUNT_SID: &str = "AC00000000000000000000000000000001";
 pub const VENDOR_KEY: &str = "local-stack-vendor-key";
 /// Signs the local ingress' call credentials (`SB_CALL_CREDENTIAL_SECRET`).

@@ -18,8 +18,8 @@ use anyhow::{Context as _, bail};
 
 pub use bins::{binaries_dir, ensure_built};
 pub use config::{
-    ACCOUNT_SID, AUTH_TOKEN, CALL_CREDENTIAL_SECRET, DEPLOYED_AUDIO_BATCH_MS, Delays, PUBLIC_URL,
-    Replicas, Service, StackConfig, VENDOR_KEY,
+    ACCOUNT_SID, AUTH_TOKEN, CALL_CREDENTIAL_SECRET, DEPLOYED_AUDIO_BATCH_MS, Delays,
+    OPERATOR_TOKEN, PUBLIC_URL, Replicas, Service, StackConfig, VENDOR_KEY,
 };
 
 use crate::{
@@ -226,6 +226,11 @@ impl Stack {
     /// Where the (first) dialer serves the campaigns API.
     pub fn dialer_url(&self) -> String {
         self.replicas(Service::Dialer)[0].url()
+    }
+
+    /// Where the (first) console serves the tenant admin API.
+    pub fn console_url(&self) -> String {
+        self.replicas(Service::Console)[0].url()
     }
 
     fn all_services(&self) -> impl Iterator<Item = &Process> {

@@ -1,16 +1,16 @@
-//! The campaigns API's errors: one JSON shape for every 4xx and 5xx, and the JSON body
-//! extractor whose rejections use it.
+//! The HTTP APIs' errors (the campaigns API, the console's admin API): one JSON shape for
+//! every 4xx and 5xx, and the JSON body extractor whose rejections use it.
 //!
-//! Consumes handler failures, queue errors and axum's own rejections; produces
+//! Consumes handler failures, store errors and axum's own rejections; produces
 //! `{"error": {"code", "message", "field"?}}` responses with the status the code implies
 //! (docs/campaigns-api.md, "Errors"). No state.
 
+use crate::redis::RedisError;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use sb_runtime::redis::RedisError;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use utoipa::ToSchema;
@@ -31,6 +31,9 @@ pub enum ApiError {
     InvalidJson(String),
     #[error("{0}")]
     InvalidCsv(String),
+    /// A configuration that parses but does not validate (the message names the field).
+    #[error("{0}")]
+    InvalidConfig(String),
     #[error("{field}: {message}")]
     InvalidQuery { field: String, message: String },
     #[error("a valid API key is required: Authorization: Bearer <key>")]
@@ -47,7 +50,7 @@ pub enum ApiError {
     #[error("{0}")]
     UnsupportedMediaType(String),
     /// Redis failed or timed out: worth retrying.
-    #[error("the campaign store is unavailable; retry later")]
+    #[error("the store is unavailable; retry later")]
     Unavailable,
     /// Stored data the API cannot read (not the request's fault).
     #[error("internal error")]
@@ -63,7 +66,7 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// Stable machine-readable code: `invalid_field`, `invalid_json`, `invalid_csv`,
-    /// `invalid_query`, `unauthorized`, `not_found`, `method_not_allowed`, `conflict`,
+    /// `invalid_config`, `invalid_query`, `unauthorized`, `not_found`, `method_not_allowed`, `conflict`,
     /// `too_large`, `unsupported_media_type`, `unavailable`, `internal`.
     pub code: String,
     /// For people; may change.
@@ -87,6 +90,7 @@ impl ApiError {
             | Self::InvalidJson(_)
             | Self::InvalidCsv(_)
             | Self::InvalidQuery { .. } => StatusCode::BAD_REQUEST,
+            Self::InvalidConfig(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -103,6 +107,7 @@ impl ApiError {
             Self::InvalidField { .. } => "invalid_field",
             Self::InvalidJson(_) => "invalid_json",
             Self::InvalidCsv(_) => "invalid_csv",
+            Self::InvalidConfig(_) => "invalid_config",
             Self::InvalidQuery { .. } => "invalid_query",
             Self::Unauthorized => "unauthorized",
             Self::NotFound => "not_found",
@@ -156,11 +161,11 @@ impl From<RedisError> for ApiError {
     fn from(e: RedisError) -> Self {
         match e {
             RedisError::Corrupt { .. } => {
-                tracing::error!(error = %e, "campaigns api: corrupt queue data");
+                tracing::error!(error = %e, "api: corrupt stored data");
                 Self::Internal
             }
             other => {
-                tracing::warn!(error = %other, "campaigns api: redis failed");
+                tracing::warn!(error = %other, "api: redis failed");
                 Self::Unavailable
             }
         }
@@ -196,6 +201,13 @@ pub async fn json_errors(response: Response) -> Response {
     parts.headers.remove(header::CONTENT_LENGTH);
     parts.headers.extend(fresh_parts.headers);
     Response::from_parts(parts, body)
+}
+
+/// The bearer token of an `Authorization` header (scheme case-insensitive).
+pub fn bearer(parts: &axum::http::request::Parts) -> Option<&str> {
+    let raw = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = raw.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 /// Whether the request says its body is JSON (`application/json`, parameters allowed).
