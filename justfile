@@ -103,6 +103,10 @@ bench-runtime *args:
 bench-ingress *args:
     cargo run --release --quiet -p sb-tests --example bench_ingress -- "$@"
 
+# Replay: show, export and wav of a synthetic 10-minute call (~60,000 events), and the last 50 calls of an index of 100,000 (real NATS).
+bench-replay *args:
+    cargo run --release --quiet -p sb-tests --bin bench-replay -- "$@"
+
 # Campaign queue: enqueue and pop rates, a small tenant's first pop beside a 1,000,000-contact tenant, memory per contact.
 bench-queue *args:
     cargo run --release --quiet -p sb-tests --bin bench-queue -- "$@"

@@ -51,6 +51,8 @@ pub enum Body {
     ToolCall(ToolCall),
     /// What the tenant's tool answered (or why it did not).
     ToolResult(ToolResult),
+    /// The call was erased (`replay delete`): this tombstone is all that is left of it.
+    Erased(Erased),
 }
 
 /// The kind of a body: the last subject token of control events, a metric label.
@@ -74,10 +76,11 @@ pub enum Kind {
     DialResult,
     ToolCall,
     ToolResult,
+    Erased,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 18] = [
+    pub const ALL: [Kind; 19] = [
         Kind::Webhook,
         Kind::Start,
         Kind::Audio,
@@ -96,6 +99,7 @@ impl Kind {
         Kind::DialResult,
         Kind::ToolCall,
         Kind::ToolResult,
+        Kind::Erased,
     ];
 
     /// The wire name (serde tag and subject token).
@@ -119,6 +123,7 @@ impl Kind {
             Kind::DialResult => "dial_result",
             Kind::ToolCall => "tool_call",
             Kind::ToolResult => "tool_result",
+            Kind::Erased => "erased",
         }
     }
 
@@ -159,6 +164,7 @@ impl Body {
             Body::DialResult(_) => Kind::DialResult,
             Body::ToolCall(_) => Kind::ToolCall,
             Body::ToolResult(_) => Kind::ToolResult,
+            Body::Erased(_) => Kind::Erased,
         }
     }
 }
@@ -450,4 +456,18 @@ pub struct ToolResult {
     pub attempts: u32,
     /// From the first request sent to the last answer or give-up.
     pub elapsed_ms: u64,
+}
+
+/// The tombstone of an erased call (right to erasure), published by `replay delete` on
+/// `call.{tenant}.{sid}.erased` once every other stored message of the call is removed.
+/// The envelope's `at` says when. No durable consumer's filter includes it: no stage acts
+/// on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Erased {
+    /// Who asked for the erasure (`--by`; the operator's OS user by default).
+    pub by: String,
+    /// Messages removed, per stream: `CALLS` (control events, an earlier tombstone too),
+    /// `AUDIO`, `DLQ` (dead letters whose original subject was the call's), `STT_ASSIGN`
+    /// (its lease). A map, so a store added later is one more entry, not a new field.
+    pub removed: BTreeMap<String, u64>,
 }

@@ -10,8 +10,8 @@
 use crate::{
     Kind,
     subject::{
-        self, AUDIO_STREAM, CALLS_STREAM, DLQ_STREAM, STT_ASSIGN_STREAM, TENANTS_BUCKET,
-        TENANTS_KV_STREAM,
+        self, AUDIO_STREAM, CALL_INDEX_BUCKET, CALL_INDEX_STREAM, CALLS_STREAM, DLQ_STREAM,
+        STT_ASSIGN_STREAM, TENANTS_BUCKET, TENANTS_KV_STREAM,
     },
 };
 
@@ -31,7 +31,8 @@ pub enum Role {
     /// The operators' console: the tenant admin API (writes the live tenants bucket) and
     /// the call inspector (reads the log).
     Console,
-    /// The operator (`switchboard topology apply`, the tests' inspector): everything.
+    /// The operator (`switchboard topology apply`, `replay import`, `replay dlq redrive`,
+    /// `replay delete`, the tests' inspector): everything.
     Ops,
 }
 
@@ -107,7 +108,10 @@ impl Role {
             ],
             Role::Tts => &[Kind::TtsChunk],
             Role::Dialer => &[Kind::Dial, Kind::AnsweredBy, Kind::DialResult],
-            Role::Webhooks | Role::Replay | Role::Console | Role::Ops => &[],
+            // The tombstone of an erased call: `replay delete` logs in as ops, which may
+            // purge streams (its permissions do not change: ops may publish anything).
+            Role::Ops => &[Kind::Erased],
+            Role::Webhooks | Role::Replay | Role::Console => &[],
         }
     }
 
@@ -194,16 +198,22 @@ impl Role {
             }
             // A lost session rebuilt from the call's events.
             Role::Agent => publish.push(js::direct_next(CALLS_STREAM)),
-            // A call's events and bot audio read back for its report (`call.ended`).
+            // A call's events and bot audio read back for its report (`call.ended`), and
+            // its summary written to the call index.
             Role::Webhooks => {
                 publish.extend(js::read_ordered(CALLS_STREAM));
                 publish.extend(js::read_ordered(AUDIO_STREAM));
+                publish.push(js::stream_info(CALL_INDEX_STREAM));
+                publish.push(format!("$KV.{CALL_INDEX_BUCKET}.>"));
             }
             Role::Replay | Role::Console => {
                 for stream in [CALLS_STREAM, AUDIO_STREAM, DLQ_STREAM] {
                     publish.extend(js::read_ordered(stream));
                     publish.push(js::direct_get(stream));
                 }
+                // The call index, read backwards by sequence.
+                publish.push(js::stream_info(CALL_INDEX_STREAM));
+                publish.push(js::direct_next(CALL_INDEX_STREAM));
             }
             _ => {}
         }

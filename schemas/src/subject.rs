@@ -6,6 +6,8 @@
 //! - dead letters: `dlq.{stream}.{consumer}` (stream `DLQ`)
 //! - live tenant configuration: key `config` of the KV bucket `TENANTS` (stream
 //!   `KV_TENANTS`, subjects `$KV.TENANTS.>`)
+//! - the call index: key `{tenant}.{call_sid}` of the KV bucket `CALL_INDEX` (stream
+//!   `KV_CALL_INDEX`)
 //!
 //! Identifiers are validated types, so no wildcard or dot can reach a subject.
 
@@ -19,6 +21,9 @@ pub const DLQ_STREAM: &str = "DLQ";
 pub const TENANTS_BUCKET: &str = "TENANTS";
 pub const TENANTS_KEY: &str = "config";
 pub const TENANTS_KV_STREAM: &str = "KV_TENANTS";
+/// The call index: one summary per ended call (key `{tenant}.{call_sid}`).
+pub const CALL_INDEX_BUCKET: &str = "CALL_INDEX";
+pub const CALL_INDEX_STREAM: &str = "KV_CALL_INDEX";
 
 /// The subject of a control event.
 pub fn event(tenant: &TenantId, sid: &CallSid, kind: Kind) -> String {
@@ -51,9 +56,25 @@ pub fn dlq(stream: &str, consumer: &str) -> String {
     format!("dlq.{stream}.{consumer}")
 }
 
+/// The server's advisory that a message of `consumer` on `stream` reached its
+/// `max_deliver`, which the `DLQ` stream captures beside the dead letters. `*` for any.
+pub fn max_deliveries_advisory(stream: &str, consumer: &str) -> String {
+    format!("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.{consumer}")
+}
+
 /// Every control event of one call (any tenant): for replay.
 pub fn call_events_filter(sid: &CallSid) -> String {
     format!("call.*.{sid}.>")
+}
+
+/// Every control event of one call of `tenant`: an exact purge filter (`replay delete`).
+pub fn tenant_call_events_filter(tenant: &TenantId, sid: &CallSid) -> String {
+    format!("call.{tenant}.{sid}.>")
+}
+
+/// Every audio message of one call of `tenant` (both directions): an exact purge filter.
+pub fn tenant_call_audio_filter(tenant: &TenantId, sid: &CallSid) -> String {
+    format!("audio.{tenant}.{sid}.>")
 }
 
 /// Every audio subject of one call (both directions): for replay.

@@ -131,6 +131,15 @@ fn samples() -> Vec<Envelope> {
             attempts: 1,
             elapsed_ms: 84,
         }),
+        Body::Erased(Erased {
+            by: "dpo@acme.example".into(),
+            removed: BTreeMap::from([
+                ("AUDIO".into(), 1500),
+                ("CALLS".into(), 42),
+                ("DLQ".into(), 1),
+                ("STT_ASSIGN".into(), 0),
+            ]),
+        }),
     ];
     bodies
         .into_iter()

@@ -5,9 +5,10 @@
 `switchboard topology apply` as `ops`, starts a real `redis-server` (password on, unix
 socket) and the `console` binary on a free loopback port with a two-tenant file and a
 random operator token; it yields the console's base URL and the token. Every process is
-stopped at the end of the test.
+stopped at the end of the test. `globex_key` is the API key of tenant globex.
 """
 
+import hashlib
 import os
 import re
 import secrets
@@ -23,6 +24,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[3]
 BIN = ROOT / "target" / "debug"
 START_TIMEOUT_S = 30
+
+# A tenant's API key: the call inspector admits it (its own calls), the admin API does not.
+GLOBEX_KEY = "conformance-globex-key"
 
 TENANTS = """\
 [tiers.standard]
@@ -48,6 +52,7 @@ fallback_phrase = "Sorry?"
 voice = "en-US-JennyNeural"
 llm_model = "llama-3.1-8b-instant"
 tier = "standard"
+api_key_sha256 = ["{globex_key_sha256}"]
 """
 
 
@@ -108,6 +113,11 @@ def _health(url: str) -> bool:
 
 
 @pytest.fixture
+def globex_key() -> str:
+    return GLOBEX_KEY
+
+
+@pytest.fixture
 def console(tmp_path):
     procs = []
     nats_bin = (os.environ.get("NATS_SERVER_BIN") or shutil.which("nats-server")
@@ -145,7 +155,8 @@ def console(tmp_path):
     _until("redis-server", lambda: _redis_pong(sock, redis_password), procs[-1])
 
     token = secrets.token_urlsafe(24)
-    (tmp_path / "tenants.toml").write_text(TENANTS)
+    (tmp_path / "tenants.toml").write_text(
+        TENANTS.replace("{globex_key_sha256}", hashlib.sha256(GLOBEX_KEY.encode()).hexdigest()))
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     procs.append(subprocess.Popen([str(BIN / "console")], env={

@@ -1,14 +1,14 @@
-//! `console`: the operators' console (the tenant admin API). Parses the config, starts the
-//! runtime, serves until SIGTERM.
+//! `console`: the operators' console (the tenant admin API and the call inspector). Parses
+//! the config, starts the runtime, serves until SIGTERM.
 
 use anyhow::Context as _;
 use clap::Parser;
-use sb_console::store::TenantsStore;
 use sb_console::{ConsoleConfig, ConsoleState};
 use sb_runtime::http::ReadyNeeds;
 use sb_runtime::{Runtime, RuntimeConfig, telemetry};
 
-/// Switchboard console: the tenant admin API over the live tenants bucket.
+/// Switchboard console: the tenant admin API over the live tenants bucket, and the call
+/// inspector (pages under /console, JSON under /v1/calls).
 #[derive(Debug, Parser)]
 #[command(name = "console", version)]
 struct Config {
@@ -29,11 +29,7 @@ async fn main() -> anyhow::Result<()> {
     let file = std::fs::read_to_string(&config.runtime.tenants_file)
         .with_context(|| format!("cannot read {}", config.runtime.tenants_file.display()))?;
     let runtime = Runtime::start("console", config.runtime).await?;
-    let store = TenantsStore::open(&runtime.js, file).await?;
-    let state = ConsoleState {
-        store,
-        operator_token: config.console.operator_token,
-    };
+    let state = ConsoleState::open(&runtime, config.console.operator_token, file).await?;
     runtime.shutdown.listen_for_signals();
     let http = runtime
         .serve_http(sb_console::router(state), ReadyNeeds::NATS_ONLY)

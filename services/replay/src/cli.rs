@@ -1,26 +1,30 @@
 //! The `replay` command: parses arguments, connects to NATS, runs one command.
 //!
 //! Consumes the arguments and JetStream (`CALLS`/`AUDIO`, or an import's `P_CALLS`/
-//! `P_AUDIO`); produces text on the writer it is given (stdout from `main`, a buffer in
-//! tests), WAV and `.sbcall` files, and for `import` the published events. Logs in as
-//! `replay` (read only) for the live streams and as `ops` for imports and prefixed copies,
-//! unless `--nats-user` says otherwise. State: none. docs/REPLAY.md is the user's guide.
+//! `P_AUDIO`; `DLQ` for `dlq`, every stream of a call for `delete`); produces text on the
+//! writer it is given (stdout from `main`, a buffer in tests), WAV and `.sbcall` files, and
+//! for `import` the published events. Logs in as `replay` (read only) for the live streams
+//! and as `ops` for imports, prefixed copies, `dlq redrive|purge` and `delete`, unless
+//! `--nats-user` says otherwise. State: none. docs/REPLAY.md is the user's guide.
 
 use std::{io::Write, path::PathBuf};
 
 use anyhow::{Context as _, bail};
 use async_nats::jetstream;
 use clap::Parser;
-use sb_schemas::CallSid;
+use sb_schemas::{CallSid, Kind, subject};
 
 use crate::{
-    AudioScope, CallLog, Prefix, Streams, follow,
+    AudioScope, CallLog, Prefix, Streams,
+    dlq_cli::{self, DlqCommand},
+    erase::{self, Outcome},
+    follow,
     format::Export,
     json::{self, Payloads},
-    latency, timeline, transfer, wav,
+    latency, timeline, transfer, utc, wav,
 };
 
-/// Replay one call from the CALLS and AUDIO streams.
+/// Replay one call from the CALLS and AUDIO streams; work the dead-letter queue; erase a call.
 #[derive(Debug, Parser)]
 #[command(name = "replay", version)]
 pub struct Cli {
@@ -88,6 +92,29 @@ pub enum Command {
         #[arg(long)]
         live: bool,
     },
+    /// Recent ended calls, newest first, from the call index (filters: tenant, direction,
+    /// time range, outcome).
+    Calls(crate::calls::CallsArgs),
+    /// The dead-letter queue: list, show, redrive and purge what the stages gave up on.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+    /// Right to erasure: remove every stored message of the calls (CALLS, AUDIO, their
+    /// dead letters and STT lease) and leave a tombstone saying when, by whom and how many.
+    /// Logs in as `ops`.
+    Delete {
+        /// The call sids.
+        #[arg(required = true)]
+        call_sids: Vec<CallSid>,
+        /// Who asked for it, recorded in the tombstone (default: the OS user).
+        #[arg(long)]
+        by: Option<String>,
+        /// Erase a call that has no `end` stored (one whose ingress died), though it may
+        /// still be live.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 /// Runs one command, printing to `out`.
@@ -120,7 +147,7 @@ pub async fn run<W: Write + Send>(cli: Cli, out: &mut W) -> anyhow::Result<()> {
             let streams = Streams::new(prefix);
             let js = connect(&cli.nats, &streams).await?;
             let log = load(&js, &streams, &call_sid).await?;
-            std::fs::write(&path, wav::render(&log))
+            std::fs::write(&path, wav::render(log.not_erased()?))
                 .with_context(|| format!("cannot write {}", path.display()))?;
             writeln!(out, "wrote {}", path.display())?;
             Ok(())
@@ -183,7 +210,79 @@ pub async fn run<W: Write + Send>(cli: Cli, out: &mut W) -> anyhow::Result<()> {
             )?;
             Ok(())
         }
+        Command::Calls(args) => {
+            let js = connect(&cli.nats, &Streams::live()).await?;
+            let calls = crate::index::recent(&js, &args.filter()).await?;
+            crate::calls::render(&calls, args.json, out)?;
+            Ok(())
+        }
+        Command::Dlq { command } => dlq_cli::run(&cli.nats, command, out).await,
+        Command::Delete {
+            call_sids,
+            by,
+            force,
+        } => delete(&cli.nats, &call_sids, by, force, out).await,
     }
+}
+
+/// `replay delete`: erases each call, reporting each; fails if any was not erased.
+async fn delete<W: Write>(
+    nats: &sb_runtime::NatsConfig,
+    sids: &[CallSid],
+    by: Option<String>,
+    force: bool,
+    out: &mut W,
+) -> anyhow::Result<()> {
+    let by = match by.or_else(os_user) {
+        Some(by) if !by.trim().is_empty() => by.trim().to_owned(),
+        _ => bail!("who asks for the erasure? No OS user is set: pass --by"),
+    };
+    let js = jetstream::new(sb_runtime::nats::connect(&nats.login("ops")).await?);
+    let mut failed = Vec::new();
+    for sid in sids {
+        match erase::erase(&js, sid, &by, force).await {
+            Ok(Outcome::Erased(erasures)) => {
+                for e in erasures {
+                    let removed: Vec<String> = (e.tombstone.removed.iter())
+                        .map(|(stream, n)| format!("{n} from {stream}"))
+                        .collect();
+                    writeln!(
+                        out,
+                        "erased call {} ({}) for {by}: removed messages {}; its tombstone {} \
+                         (CALLS seq {}) is all that is left",
+                        e.sid,
+                        e.tenant,
+                        removed.join(", "),
+                        subject::event(&e.tenant, &e.sid, Kind::Erased),
+                        e.tombstone_seq
+                    )?;
+                }
+            }
+            Ok(Outcome::AlreadyErased { at, by }) => writeln!(
+                out,
+                "call {sid} was erased already, at {} by {by}: only its tombstone is stored",
+                utc(at)
+            )?,
+            Err(e) => failed.push(format!("{sid}: {e}")),
+        }
+    }
+    match failed.as_slice() {
+        [] => Ok(()),
+        [one] => bail!("not erased: {one}"),
+        many => bail!(
+            "{} of {} calls not erased:\n{}",
+            many.len(),
+            sids.len(),
+            many.join("\n")
+        ),
+    }
+}
+
+/// The operator's OS user name.
+fn os_user() -> Option<String> {
+    ["USER", "LOGNAME", "USERNAME"]
+        .into_iter()
+        .find_map(|v| std::env::var(v).ok())
 }
 
 async fn show<W: Write>(
@@ -196,6 +295,11 @@ async fn show<W: Write>(
     out: &mut W,
 ) -> anyhow::Result<()> {
     let log = load(js, streams, sid).await?;
+    // An erased call: its tombstone, and nothing else to render.
+    if let (false, Some((tombstone, _))) = (json, log.erased()) {
+        writeln!(out, "{}", timeline::line(tombstone, tombstone.at))?;
+        return Ok(());
+    }
     if json {
         for stored in &log.events {
             writeln!(out, "{}", json::line(stored, payloads))?;

@@ -4,8 +4,8 @@
 //! audio (`audio.*.{sid}.>` on `AUDIO`) with ordered consumers that deliver everything
 //! already stored and then each new event (also from an import's prefixed copy); produces
 //! each decoded event, in arrival order, to a callback. Ends when the call's `end` event
-//! arrives, after the audio stored by then when following audio. State: the two ephemeral
-//! consumers, gone when this returns.
+//! (or an erased call's tombstone) arrives, after the audio stored by then when following
+//! audio. State: the two ephemeral consumers, gone when this returns.
 
 use async_nats::jetstream::{
     self,
@@ -28,8 +28,9 @@ pub struct Followed {
     pub undecodable: usize,
 }
 
-/// Follows `sid` in `streams` until its `end` event, handing each event to `on_event` as it
-/// arrives. A call not started yet is waited for; a call already over prints whole.
+/// Follows `sid` in `streams` until its `end` event (or the tombstone of an erased call),
+/// handing each event to `on_event` as it arrives. A call not started yet is waited for; a
+/// call already over prints whole.
 pub async fn follow<F>(
     js: &jetstream::Context,
     streams: &Streams,
@@ -72,7 +73,8 @@ where
         let r = raw(streams, stream, &message);
         match decode(&r.payload) {
             Ok(event) => {
-                let is_end = matches!(event.body, Body::End(_));
+                // An erased call's tombstone is the last it will ever have too.
+                let is_end = matches!(event.body, Body::End(_) | Body::Erased(_));
                 on_event(&Stored {
                     stream,
                     seq: r.seq,

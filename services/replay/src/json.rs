@@ -12,7 +12,7 @@
 //! | `call_sid` | string | the call sid |
 //! | `turn` | integer | 0 is the greeting; each final utterance starts a new turn |
 //! | `at` | integer | producer time, µs since the Unix epoch |
-//! | `kind` | string | `webhook`, `start`, `audio`, `dtmf`, `speech`, `partial`, `transcript`, `token`, `sentence`, `tts_chunk`, `bargein`, `played`, `end`, `dial`, `answered_by`, `dial_result`, `tool_call`, `tool_result` |
+//! | `kind` | string | `webhook`, `start`, `audio`, `dtmf`, `speech`, `partial`, `transcript`, `token`, `sentence`, `tts_chunk`, `bargein`, `played`, `end`, `dial`, `answered_by`, `dial_result`, `tool_call`, `tool_result`, `erased` |
 //! | `body` | object | the body's own fields, named as in `sb_schemas` (e.g. `text`, `confidence`, `index`, `reason`) |
 //!
 //! The body is an object of its own because some body fields share a name with the

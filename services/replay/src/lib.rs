@@ -6,20 +6,30 @@
 //! timeline ([`timeline`]), JSON lines ([`json`]), a per-turn latency waterfall
 //! ([`latency`]) and a stereo WAV of the call ([`wav`]). [`follow`] prints a live call as
 //! it happens; [`format`] is the `.sbcall` export file and [`transfer`] moves a call
-//! between JetStream and such a file. [`cli`] is the `replay` command. State: none; the
-//! streams are the record.
+//! between JetStream and such a file. [`dlq`] reads and purges dead letters, [`redrive`]
+//! publishes them again ([`dlq_cli`] is the `dlq` command, [`dlq_render`] its output);
+//! [`erase`] removes every stored message of a call (right to erasure), leaving a
+//! tombstone. [`cli`] is the `replay` command. State: none; the streams are the record.
 
+pub mod calls;
 pub mod cli;
+pub mod dlq;
+pub mod dlq_cli;
+pub mod dlq_render;
+pub mod erase;
 pub mod follow;
 pub mod format;
+pub mod index;
 pub mod json;
 pub mod latency;
+pub mod redrive;
 pub mod streams;
+pub mod summary;
 pub mod timeline;
 pub mod transfer;
 pub mod wav;
 
-use sb_schemas::{CallSid, Envelope, decode, subject};
+use sb_schemas::{Body, CallSid, Envelope, Erased, decode, subject};
 
 pub use streams::{Prefix, RawEvent, Streams};
 
@@ -29,6 +39,13 @@ pub enum ReplayError {
     Read { stream: String, reason: String },
     #[error("no events stored for call {0}")]
     NotFound(CallSid),
+    #[error("call {sid} was erased at {at} by {by} (`replay delete`): nothing of it is stored")]
+    Erased {
+        sid: CallSid,
+        /// When, in UTC.
+        at: String,
+        by: String,
+    },
     #[error("cannot write the output: {0}")]
     Output(#[from] std::io::Error),
 }
@@ -133,6 +150,23 @@ impl CallLog {
         log
     }
 
+    /// The tombstone, when the call was erased (`replay delete`): then it is all there is.
+    pub fn erased(&self) -> Option<(&Envelope, &Erased)> {
+        self.envelopes().find_map(|e| match &e.body {
+            Body::Erased(erased) => Some((e, erased)),
+            _ => None,
+        })
+    }
+
+    /// [`ReplayError::Erased`] when the call was erased: for what needs the call itself
+    /// (its audio, an export).
+    pub fn not_erased(&self) -> Result<&Self, ReplayError> {
+        match self.erased() {
+            Some((tombstone, erased)) => Err(ReplayError::erased(tombstone, erased)),
+            None => Ok(self),
+        }
+    }
+
     /// The earliest producer timestamp (µs), the zero of the timeline.
     pub fn start_micros(&self) -> u64 {
         self.events.iter().map(|s| s.event.at).min().unwrap_or(0)
@@ -140,5 +174,25 @@ impl CallLog {
 
     pub fn envelopes(&self) -> impl Iterator<Item = &Envelope> {
         self.events.iter().map(|s| &s.event)
+    }
+}
+
+impl ReplayError {
+    /// The erased call `tombstone` stands for.
+    pub fn erased(tombstone: &Envelope, erased: &Erased) -> Self {
+        ReplayError::Erased {
+            sid: tombstone.call_sid.clone(),
+            at: utc(tombstone.at),
+            by: erased.by.clone(),
+        }
+    }
+}
+
+/// Microseconds since the epoch as a UTC time to the second (`2025-11-23 00:00:00 UTC`).
+pub fn utc(micros: u64) -> String {
+    let secs = i64::try_from(micros / 1_000_000).unwrap_or(i64::MAX);
+    match chrono::DateTime::from_timestamp(secs, 0) {
+        Some(t) => t.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+        None => format!("{micros} µs since the epoch"),
     }
 }

@@ -174,7 +174,7 @@ pub struct RawEvent {
 }
 
 /// How long one message may take to arrive once the count says it is stored.
-const READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Every message of `logical` in `streams` on `filter` (a `sb_schemas::subject` filter,
 /// unprefixed), in stream order. A missing prefixed stream reads as empty.

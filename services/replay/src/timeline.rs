@@ -167,6 +167,10 @@ fn detail(body: &Body) -> String {
                 r.attempts
             ),
         },
+        Body::Erased(e) => {
+            let removed: Vec<String> = e.removed.iter().map(|(s, n)| format!("{n} {s}")).collect();
+            format!("by {}: removed {} messages", e.by, removed.join(", "))
+        }
         Body::Audio(_) | Body::TtsChunk(_) => String::new(),
     }
 }

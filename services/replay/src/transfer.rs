@@ -6,14 +6,15 @@
 //! isolated streams `P_CALLS` / `P_AUDIO` (created here from the production limits), or
 //! back into the live streams. Each event is published with its `Nats-Msg-Id` (an audio
 //! event without one gets its event id), and events already stored there are skipped,
-//! so importing twice stores each event once. State: none beyond the streams.
+//! so importing twice stores each event once. A call erased from the live streams (its
+//! tombstone stored) is refused. State: none beyond the streams.
 
 use std::collections::{HashSet, VecDeque};
 
 use async_nats::jetstream::{self, context::PublishAckFuture, message::PublishMessage};
 use sb_runtime::Topology;
 use sb_schemas::{
-    CallSid, decode, now_micros,
+    Body, CallSid, Envelope, Kind, TenantId, decode, now_micros,
     subject::{self, AUDIO_STREAM, CALLS_STREAM},
 };
 
@@ -36,6 +37,15 @@ pub enum ImportError {
     Foreign { stream: String, subject: String },
     #[error("publish to {subject} failed: {reason}")]
     Publish { subject: String, reason: String },
+    #[error(
+        "call {sid} was erased from this deployment at {at} by {by} (`replay delete`): an \
+         export taken before would bring back what was erased"
+    )]
+    Erased {
+        sid: CallSid,
+        at: String,
+        by: String,
+    },
 }
 
 /// What an import did.
@@ -75,6 +85,12 @@ pub async fn export(
     let Some(first) = records.first() else {
         return Err(ReplayError::NotFound(sid.clone()));
     };
+    if let Some((tombstone, erased)) = records.iter().find_map(|r| match &r.event.body {
+        Body::Erased(erased) => Some((&r.event, erased)),
+        _ => None,
+    }) {
+        return Err(ReplayError::erased(tombstone, erased));
+    }
     let audio = records.iter().filter(|r| r.stream == AUDIO_STREAM).count() as u64;
     let header = Header {
         switchboard_version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -100,10 +116,11 @@ pub async fn import(
         stream: "(topology)".into(),
         reason: e.to_string(),
     })?;
+    let sid = &export.header.call_sid;
+    refuse_erased(js, &export.header.tenant, sid).await?;
     for config in streams.isolated_configs(&topology) {
         ensure_stream(js, config).await?;
     }
-    let sid = &export.header.call_sid;
     let mut present = stored_ids(js, streams, sid).await?;
     let mut done = Imported {
         streams: [CALLS_STREAM, AUDIO_STREAM]
@@ -139,6 +156,39 @@ pub async fn import(
         settle(pending.pop_front(), &mut done).await?;
     }
     Ok(done)
+}
+
+/// Refuses a call whose tombstone the live `CALLS` holds, for an import under a prefix
+/// too: erased means nowhere in this deployment.
+async fn refuse_erased(
+    js: &jetstream::Context,
+    tenant: &TenantId,
+    sid: &CallSid,
+) -> Result<(), ImportError> {
+    use jetstream::stream::DirectGetErrorKind;
+    let fail = |e: &dyn std::fmt::Display| ReplayError::Read {
+        stream: CALLS_STREAM.to_owned(),
+        reason: e.to_string(),
+    };
+    let calls = js.get_stream(CALLS_STREAM).await.map_err(|e| fail(&e))?;
+    let tombstone = subject::event(tenant, sid, Kind::Erased);
+    let stored = match calls.direct_get_last_for_subject(tombstone).await {
+        Ok(stored) => stored,
+        Err(e) if e.kind() == DirectGetErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(fail(&e).into()),
+    };
+    match decode(&stored.payload) {
+        Ok(Envelope {
+            at,
+            body: Body::Erased(erased),
+            ..
+        }) => Err(ImportError::Erased {
+            sid: sid.clone(),
+            at: crate::utc(at),
+            by: erased.by,
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// The ids of `sid`'s events already in `streams`: their `Nats-Msg-Id`, else the event id.

@@ -1,16 +1,17 @@
 //! Tenant configuration (ARCHITECTURE §2a): who the customers are and how each is served.
 //!
 //! Consumes `tenants.toml` (a ConfigMap in Kubernetes) or a revision of it from the live
-//! `TENANTS` bucket ([`live`]); produces validated [`Tenant`]s, looked up by id or by the
-//! called number. Errors name the tenant and the field. State: one parsed revision,
-//! immutable ([`LiveTenants`] swaps whole revisions). Tests write the file with
-//! `testing::TenantToml` (cargo feature `testing`).
+//! `TENANTS` bucket ([`live`]); produces validated [`Tenant`]s, looked up by id, by the
+//! called number or by an API key ([`keys`]). Errors name the tenant and the field.
+//! State: one parsed revision, immutable ([`LiveTenants`] swaps whole revisions). Tests
+//! write the file with `testing::TenantToml` (cargo feature `testing`).
 
 use std::{collections::BTreeMap, collections::HashMap, path::Path, sync::Arc};
 
 use sb_schemas::TenantId;
 use serde::Deserialize;
 
+pub mod keys;
 mod live;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

@@ -25,6 +25,10 @@ const STREAM_FILES: &[(&str, &str)] = &[
         "KV_TENANTS.json",
         include_str!("../../../nats/streams/KV_TENANTS.json"),
     ),
+    (
+        "KV_CALL_INDEX.json",
+        include_str!("../../../nats/streams/KV_CALL_INDEX.json"),
+    ),
 ];
 
 /// Consumer files are named `{STREAM}.{consumer}.json`.
@@ -201,7 +205,17 @@ mod tests {
     fn embedded_definitions_parse_and_validate() {
         let t = Topology::embedded().unwrap();
         let names: Vec<_> = t.streams.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(names, ["CALLS", "AUDIO", "STT_ASSIGN", "DLQ", "KV_TENANTS"]);
+        assert_eq!(
+            names,
+            [
+                "CALLS",
+                "AUDIO",
+                "STT_ASSIGN",
+                "DLQ",
+                "KV_TENANTS",
+                "KV_CALL_INDEX"
+            ]
+        );
         // A KV bucket as async-nats' `get_key_value` expects it: one subject per key,
         // history per key, direct gets, rollups.
         let kv = &t.streams[4];

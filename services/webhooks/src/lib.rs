@@ -1,8 +1,9 @@
-//! The webhooks worker: tells each tenant's own server what happened to its calls
-//! (ARCHITECTURE §2c).
+//! The webhooks worker, the post-call worker: tells each tenant's own server what happened
+//! to its calls (ARCHITECTURE §2c) and keeps the call index (§9).
 //!
 //! Consumes the durable consumer `webhooks` on `CALLS` (`start`, `end`, `dial_result`);
-//! produces signed `POST`s to the tenant's webhook URL: `call.started`, `call.ended` (the
+//! produces, on every call's `end`, its summary in the call index
+//! (`sb_replay::index`, for every tenant), and signed `POST`s to the tenant's webhook URL: `call.started`, `call.ended` (the
 //! post-call report, [`report`], built from the call's log read back from JetStream) and
 //! `contact.completed` ([`deliver`]). At least once: the delivery id is the triggering
 //! event's id, the same on every retry. A failed attempt is retried with exponential
@@ -21,6 +22,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use sb_replay::index::IndexError;
+use sb_replay::summary::CallSummary;
 use sb_replay::{CallLog, ReplayError};
 use sb_runtime::http::ReadyNeeds;
 use sb_runtime::metrics::Metric;
@@ -40,6 +43,9 @@ pub trait CallLogs: Send + Sync + 'static {
         sid: &'a CallSid,
         audio: bool,
     ) -> BoxFuture<'a, Result<CallLog, ReplayError>>;
+
+    /// Stores an ended call's summary in the call index.
+    fn index<'a>(&'a self, summary: &'a CallSummary) -> BoxFuture<'a, Result<(), IndexError>>;
 }
 
 /// The call's events read back from JetStream.
@@ -57,6 +63,10 @@ impl CallLogs for JetStreamLogs {
                 false => CallLog::load_events(&self.0, sid).await,
             }
         })
+    }
+
+    fn index<'a>(&'a self, summary: &'a CallSummary) -> BoxFuture<'a, Result<(), IndexError>> {
+        Box::pin(async move { sb_replay::index::record(&self.0, summary).await.map(drop) })
     }
 }
 
@@ -90,10 +100,12 @@ impl Webhooks {
         })
     }
 
-    /// The body to send for `input`, or `None` (skipped, with the reason counted).
+    /// The body to send for `input`, or `None` (skipped, with the reason counted); `ended`
+    /// is the log an `end` was indexed from.
     async fn body(
         &self,
         input: &Envelope,
+        ended: Option<CallLog>,
         out: &Emitter,
     ) -> Result<Option<(&'static str, serde_json::Value)>, StageError> {
         Ok(match &input.body {
@@ -102,7 +114,10 @@ impl Webhooks {
                 Some(("call.started", report::call_started(input, &log)))
             }
             Body::End(end) => {
-                let log = self.log(&input.call_sid, true).await?;
+                let log = match ended {
+                    Some(log) => log,
+                    None => self.log(&input.call_sid, true).await?,
+                };
                 Some(("call.ended", report::call_ended(input, end, &log)))
             }
             Body::DialResult(result) => {
@@ -122,6 +137,18 @@ impl Webhooks {
                 ));
             }
         })
+    }
+
+    /// Writes the ended call's summary to the call index; returns the log it read.
+    async fn index(&self, sid: &CallSid) -> Result<CallLog, StageError> {
+        let log = self.log(sid, true).await?;
+        if let Some(summary) = CallSummary::of(&log) {
+            self.logs
+                .index(&summary)
+                .await
+                .map_err(|e| StageError::retry("call_index", e))?;
+        }
+        Ok(log)
     }
 
     async fn log(&self, sid: &CallSid, audio: bool) -> Result<CallLog, StageError> {
@@ -186,6 +213,11 @@ impl Stage for Webhooks {
 
     async fn handle(&self, input: Envelope, out: &mut Emitter) -> Result<(), StageError> {
         let tenant = self.tenants.for_input(&input.tenant)?;
+        // Every ended call goes into the index, whether its tenant takes webhooks or not.
+        let ended = match &input.body {
+            Body::End(_) => Some(self.index(&input.call_sid).await?),
+            _ => None,
+        };
         let Some(hooks) = &tenant.webhooks else {
             out.skip("no_webhooks");
             return Ok(());
@@ -199,7 +231,7 @@ impl Stage for Webhooks {
                 format!("undelivered for {} s: past the retry window", age.as_secs()),
             ));
         }
-        let Some((event, body)) = self.body(&input, out).await? else {
+        let Some((event, body)) = self.body(&input, ended, out).await? else {
             return Ok(());
         };
         if !hooks.wants(event) {

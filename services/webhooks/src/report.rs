@@ -8,8 +8,9 @@
 
 use std::collections::BTreeMap;
 
-use sb_replay::{CallLog, latency};
-use sb_schemas::{Body, DialResult, End, EndReason, Envelope};
+use sb_replay::CallLog;
+use sb_replay::summary::{LatencySummary, Parties, outcome};
+use sb_schemas::{Body, DialResult, End, Envelope};
 use serde_json::{Value, json};
 
 /// The body every webhook shares: a stable id (the triggering event's, so a retry or a
@@ -32,63 +33,12 @@ pub fn call_started(input: &Envelope, log: &CallLog) -> Value {
         "call.started",
         input,
         json!({
-            "direction": direction(parties.outbound),
+            "direction": parties.direction(),
             "from": parties.from,
             "to": parties.to,
             "campaign": parties.campaign,
         }),
     )
-}
-
-/// Who a call is between, from its `webhook`, `start` and `dial` events.
-struct Parties {
-    from: Option<String>,
-    to: Option<String>,
-    outbound: bool,
-    campaign: Value,
-    started_ms: Option<u64>,
-}
-
-impl Parties {
-    fn of(log: &CallLog) -> Self {
-        let mut parties = Parties {
-            from: None,
-            to: None,
-            outbound: false,
-            campaign: Value::Null,
-            started_ms: None,
-        };
-        for e in log.envelopes() {
-            match &e.body {
-                Body::Webhook(w) => {
-                    parties.from = Some(w.from.clone());
-                    parties.to = Some(w.to.clone());
-                    parties.outbound |= w.attempt.is_some();
-                }
-                Body::Start(s) => {
-                    parties.started_ms.get_or_insert(e.at / 1_000);
-                    let param = |k: &str, fallback: &String| {
-                        s.custom_parameters.get(k).unwrap_or(fallback).clone()
-                    };
-                    if parties.from.is_none() {
-                        parties.from = Some(param("from", &s.from)).filter(|f| !f.is_empty());
-                        parties.to = Some(param("to", &s.to)).filter(|t| !t.is_empty());
-                    }
-                }
-                Body::Dial(d) => {
-                    parties.outbound = true;
-                    parties.campaign = json!({
-                        "campaign": d.campaign,
-                        "contact": d.contact,
-                        "attempt": d.attempt,
-                        "attempt_number": d.attempt_number,
-                    });
-                }
-                _ => {}
-            }
-        }
-        parties
-    }
 }
 
 /// `contact.completed`: a campaign contact is done (or failed for good); `None` while the
@@ -108,26 +58,6 @@ pub fn contact_completed(input: &Envelope, result: &DialResult) -> Option<Value>
             "decision": result.decision,
         }),
     ))
-}
-
-/// How the call ended, for people: completed, transferred, ended_by_agent, dropped or
-/// not_connected.
-pub fn outcome(reason: EndReason) -> &'static str {
-    match reason {
-        EndReason::Stop | EndReason::Completed => "completed",
-        EndReason::Transferred => "transferred",
-        EndReason::Hangup => "ended_by_agent",
-        EndReason::Closed | EndReason::Drained | EndReason::IdleTimeout | EndReason::Rejected => {
-            "dropped"
-        }
-        EndReason::Busy | EndReason::Failed | EndReason::NoAnswer | EndReason::Canceled => {
-            "not_connected"
-        }
-    }
-}
-
-fn direction(outbound: bool) -> &'static str {
-    if outbound { "outbound" } else { "inbound" }
 }
 
 /// `call.ended`: the post-call report, from the call's log.
@@ -193,7 +123,7 @@ pub fn call_ended(input: &Envelope, end: &End, log: &CallLog) -> Value {
         "call.ended",
         input,
         json!({
-            "direction": direction(parties.outbound),
+            "direction": parties.direction(),
             "from": parties.from,
             "to": parties.to,
             "started_at_ms": started_ms,
@@ -203,7 +133,7 @@ pub fn call_ended(input: &Envelope, end: &End, log: &CallLog) -> Value {
             "outcome": outcome(end.reason),
             "turns": caller.len(),
             "transcript": transcript,
-            "latency_ms": latency_summary(log),
+            "latency_ms": LatencySummary::of(log),
             "barge_ins": barge_ins,
             "tool_calls": tools,
             "campaign": parties.campaign,
@@ -212,33 +142,13 @@ pub fn call_ended(input: &Envelope, end: &End, log: &CallLog) -> Value {
     )
 }
 
-/// Voice-to-voice (end of the caller's speech → first bot audio stored) over the caller's
-/// turns: p50, p95 and max in ms, `null` without any.
-fn latency_summary(log: &CallLog) -> Value {
-    let mut totals: Vec<f64> = latency::turns(log)
-        .iter()
-        .filter(|t| t.turn > 0)
-        .filter_map(latency::TurnLatency::total_ms)
-        .collect();
-    if totals.is_empty() {
-        return Value::Null;
-    }
-    totals.sort_by(f64::total_cmp);
-    let rank =
-        |p: f64| totals[((totals.len() as f64 * p).ceil() as usize).clamp(1, totals.len()) - 1];
-    json!({
-        "p50": rank(0.5),
-        "p95": rank(0.95),
-        "max": totals[totals.len() - 1],
-        "turns": totals.len(),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use sb_replay::Stored;
     use sb_schemas::testing::{sid, tenant_id};
-    use sb_schemas::{BargeIn, BargeInTrigger, Played, Sentence, Start, Transcript, Webhook};
+    use sb_schemas::{
+        BargeIn, BargeInTrigger, EndReason, Played, Sentence, Start, Transcript, Webhook,
+    };
 
     use super::*;
 

@@ -4,9 +4,11 @@
 
 #![allow(clippy::unwrap_used)] // a test file: helpers panic on failure by design
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
+use sb_replay::index::IndexError;
+use sb_replay::summary::CallSummary;
 use sb_replay::{CallLog, ReplayError, Stored};
 use sb_runtime::tenants::testing::{TenantToml, secret_env};
 use sb_runtime::testing::drive;
@@ -19,8 +21,11 @@ use serde_json::Value;
 
 const SECRET: &str = "webhook-secret";
 
-/// A log with the call's `start`.
-struct OneCall;
+/// A log with the call's `start` and `end`; the summaries indexed.
+#[derive(Default)]
+struct OneCall {
+    indexed: Mutex<Vec<CallSummary>>,
+}
 
 impl CallLogs for OneCall {
     fn load<'a>(
@@ -40,20 +45,37 @@ impl CallLogs for OneCall {
                 custom_parameters: Default::default(),
             }),
         );
+        let ended = Envelope::new(
+            tenant_id("acme"),
+            sid.clone(),
+            2,
+            Body::End(End {
+                reason: EndReason::Stop,
+            }),
+        );
         Box::pin(async move {
             Ok(CallLog {
-                events: vec![Stored {
-                    stream: "CALLS",
-                    seq: 1,
-                    event: start,
-                }],
+                events: [start, ended]
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, event)| Stored {
+                        stream: "CALLS",
+                        seq: i as u64 + 1,
+                        event,
+                    })
+                    .collect(),
                 undecodable: 0,
             })
         })
     }
+
+    fn index<'a>(&'a self, summary: &'a CallSummary) -> BoxFuture<'a, Result<(), IndexError>> {
+        self.indexed.lock().unwrap().push(summary.clone());
+        Box::pin(async { Ok(()) })
+    }
 }
 
-async fn rig(fail: u32) -> (Webhooks, sb_sim::SimServer) {
+async fn rig(fail: u32) -> (Webhooks, sb_sim::SimServer, Arc<OneCall>) {
     let server = tenant::spawn(tenant::Config {
         secret: Some(SECRET.into()),
         hooks: [(
@@ -81,14 +103,15 @@ async fn rig(fail: u32) -> (Webhooks, sb_sim::SimServer) {
         .tenant("plain", "+15005550007", "t")
         .parse()
         .unwrap();
+    let logs = Arc::new(OneCall::default());
     let worker = Webhooks::new(
         LiveTenants::fixed(tenants),
-        Arc::new(OneCall),
+        logs.clone(),
         WebhooksConfig::defaults(),
         |var| (var == secret_env("acme")).then(|| SECRET.to_owned()),
     )
     .unwrap();
-    (worker, server)
+    (worker, server, logs)
 }
 
 fn end(tenant: &str) -> Envelope {
@@ -109,7 +132,7 @@ async fn received(server: &sb_sim::SimServer) -> Vec<Value> {
 /// `end` becomes a signed `call.ended` whose id is the end event's; nothing is emitted.
 #[tokio::test]
 async fn an_end_is_delivered_signed_with_its_event_id() {
-    let (worker, server) = rig(0).await;
+    let (worker, server, _) = rig(0).await;
     let input = end("acme");
     let driven = drive(&worker, input.clone()).await;
     driven.result.as_ref().unwrap();
@@ -126,7 +149,7 @@ async fn an_end_is_delivered_signed_with_its_event_id() {
 /// webhooks sends nothing; an event past the retry window is dead-lettered.
 #[tokio::test]
 async fn failures_retry_and_old_events_are_given_up() {
-    let (worker, server) = rig(5).await;
+    let (worker, server, _) = rig(5).await;
     let failed = drive(&worker, end("acme")).await;
     assert!(
         matches!(failed.result, Err(StageError::Retry { after: Some(_), .. })),
@@ -153,4 +176,16 @@ async fn failures_retry_and_old_events_are_given_up() {
         expired.result
     );
     assert_eq!(received(&server).await.len(), 1, "nothing sent for it");
+}
+
+/// Every ended call is indexed, whether its tenant takes webhooks or not; a start is not.
+#[tokio::test]
+async fn every_end_is_indexed() {
+    let (worker, _server, logs) = rig(0).await;
+    drive(&worker, end("plain")).await.result.unwrap();
+    let indexed = logs.indexed.lock().unwrap().clone();
+    assert_eq!(indexed.len(), 1);
+    assert_eq!(indexed[0].call_sid, sid(9).as_str());
+    assert_eq!(indexed[0].outcome, "completed");
+    assert_eq!(indexed[0].from.as_deref(), Some("+14155551234"));
 }

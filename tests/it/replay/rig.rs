@@ -49,16 +49,14 @@ pub(crate) async fn record_call(
     sid: &CallSid,
     before_reply: impl Future<Output = ()> + Send + 'static,
 ) -> Recorded {
-    let (_runtime, ingress) = crate::ingress::start(env).await;
-    let sid = sid.clone();
     let mut starts = env
         .client
-        .subscribe(subject::event(&tenant(), &sid, Kind::Start))
+        .subscribe(subject::event(&tenant(), sid, Kind::Start))
         .await
         .unwrap();
     let publisher = Publisher::new(env.js.clone());
     let bot_sid = sid.clone();
-    let bot = tokio::spawn(async move {
+    let bot = async move {
         let start = sb_schemas::decode(&starts.next().await.unwrap().payload).unwrap();
         before_reply.await;
         let sentence = start.follow(Body::Sentence(Sentence {
@@ -68,31 +66,50 @@ pub(crate) async fn record_call(
             fallback: false,
         }));
         publisher.publish(&sentence).await.unwrap();
-        for chunk in 0..2 {
-            let event = Envelope::new(
-                tenant(),
-                bot_sid.clone(),
-                0,
-                Body::TtsChunk(TtsChunk {
-                    sentence: 0,
-                    chunk,
-                    last: chunk == 1,
-                    turn_last: chunk == 1,
-                    payload: Mulaw(Bytes::from(vec![0x20; BOT_CHUNK_BYTES])),
-                }),
-            );
-            publisher.publish(&event).await.unwrap();
-        }
-    });
+        publish_chunks(&publisher, &bot_sid, 0).await;
+    };
+    let scenario = "tones = true\nbot_quiet_ms = 300\n[[steps]]\nwait_for_bot = 10000\n[[steps]]\ndtmf = \"7\"\n";
+    record_with(env, sid, scenario, bot).await
+}
+
+/// The bot's two chunks of sentence 0 of `turn` (five 20 ms frames each).
+pub(crate) async fn publish_chunks(publisher: &Publisher, sid: &CallSid, turn: u32) {
+    for chunk in 0..2 {
+        let event = Envelope::new(
+            tenant(),
+            sid.clone(),
+            turn,
+            Body::TtsChunk(TtsChunk {
+                sentence: 0,
+                chunk,
+                last: chunk == 1,
+                turn_last: chunk == 1,
+                payload: Mulaw(Bytes::from(vec![0x20; BOT_CHUNK_BYTES])),
+            }),
+        );
+        publisher.publish(&event).await.unwrap();
+    }
+}
+
+/// Records a call through the in-process ingress: the scripted caller plays `scenario`
+/// (TOML) while `bot` stands in for the pipeline (it runs from before the call is placed,
+/// and should subscribe to what it answers before it is handed over). Returns once the
+/// bot is done and the call's `end` is stored.
+pub(crate) async fn record_with(
+    env: &TestEnv,
+    sid: &CallSid,
+    scenario: &str,
+    bot: impl Future<Output = ()> + Send + 'static,
+) -> Recorded {
+    let (_runtime, ingress) = crate::ingress::start(env).await;
+    let sid = sid.clone();
+    let bot = tokio::spawn(bot);
     let mut caller = CallerConfig::new(format!("http://{}", ingress.addr), PUBLIC, TOKEN);
     caller.call_sid = Some(sid.as_str().to_owned());
     caller.max_call = Duration::from_secs(30);
     // `end` from the media socket only: it is stored after the call's last caller audio.
     caller.send_status_callback = false;
-    let scenario = Scenario::from_toml(
-        "tones = true\nbot_quiet_ms = 300\n[[steps]]\nwait_for_bot = 10000\n[[steps]]\ndtmf = \"7\"\n",
-    )
-    .unwrap();
+    let scenario = Scenario::from_toml(scenario).unwrap();
     let report = place_call(caller, &scenario).await.unwrap();
     bot.await.unwrap();
     assert!(report.protocol_errors.is_empty(), "{report}");

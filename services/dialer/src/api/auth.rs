@@ -12,13 +12,16 @@ use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, RawPathParams};
 use axum::http::request::Parts;
+use sb_runtime::tenants::keys::holds;
 use sb_runtime::{Tenant, Tenants};
 use sb_schemas::TenantId;
-use sha2::{Digest as _, Sha256};
-use subtle::ConstantTimeEq as _;
 
 use super::ApiState;
 use super::error::{ApiError, bearer};
+
+/// The hashing of keys is the runtime's ([`sb_runtime::tenants::keys`]), shared with the
+/// console.
+pub use sb_runtime::tenants::keys::key_hash;
 
 /// The tenant a request is authorised for (the path's `{tenant}`).
 #[derive(Debug, Clone)]
@@ -30,23 +33,6 @@ impl TenantAuth {
     pub fn id(&self) -> &TenantId {
         &self.tenant.id
     }
-}
-
-/// The hex SHA-256 of a presented key, as the tenants file stores them.
-pub fn key_hash(key: &str) -> String {
-    hex::encode(Sha256::digest(key.as_bytes()))
-}
-
-/// Whether `hash` is one of `tenant`'s keys. Every stored hash is compared, each in
-/// constant time, so the time taken says nothing about how much of a hash matched.
-fn holds(tenant: &Tenant, hash: &str) -> bool {
-    tenant
-        .api_key_sha256
-        .iter()
-        .fold(subtle::Choice::from(0), |acc, stored| {
-            acc | stored.as_bytes().ct_eq(hash.as_bytes())
-        })
-        .into()
 }
 
 /// The decision for a presented key (`None`: no usable header) on `tenant`'s path.

@@ -1,11 +1,15 @@
-"""The console's admin API against its own OpenAPI document, with schemathesis (`st run`).
+"""The console's APIs (tenant admin, call inspector) against their own OpenAPI document,
+with schemathesis (`st run`).
 
 Every check runs (no 5xx, status codes, content types, headers and bodies as documented,
 schema-invalid input refused, missing or ignored auth, unsupported methods), except
 `positive_data_acceptance` on the two writes: a tenant's settings and a tenants file are
 validated beyond what a schema can say (a tier that exists, E.164 numbers, a number owned
-by one tenant), so most generated bodies are rightly refused with 422. Bounded: 100
-examples per operation and a fixed seed.
+by one tenant), so most generated bodies are rightly refused with 422. The call
+inspector's streams are empty here: `GET /v1/calls` answers an empty list to every valid
+filter and `GET /v1/calls/{sid}` a documented 404 (a recorded call's JSON is checked by the
+ring-3 browser test, `tests/it/console_browser.rs`). Bounded: 100 examples per operation
+and a fixed seed.
 """
 
 import json
@@ -75,6 +79,26 @@ def test_a_change_is_validated_versioned_and_read_back(console):
     assert status == 401
 
 
+def test_calls_are_listed_by_who_asks(console, globex_key):
+    base, token = console
+    # No call ended yet: an empty list, for the operator and for a tenant's key alike.
+    for who in (token, globex_key):
+        status, body = _request(f"{base}/v1/calls?direction=inbound&limit=5", who)
+        assert status == 200, body
+        assert json.loads(body) == {"calls": []}
+    # A bad filter names its field; an unknown call says which; no token: 401.
+    status, body = _request(f"{base}/v1/calls?limit=500", token)
+    assert status == 400 and json.loads(body)["error"]["field"] == "limit", body
+    sid = "CA" + "0" * 32
+    status, body = _request(f"{base}/v1/calls/{sid}", token)
+    assert status == 404 and sid in json.loads(body)["error"]["message"], body
+    status, _ = _request(f"{base}/v1/calls", "")
+    assert status == 401
+    # A tenant's key opens the call inspector, never the admin API.
+    status, _ = _request(f"{base}/v1/admin/tenants", globex_key)
+    assert status == 401
+
+
 def test_the_api_conforms_to_its_openapi_document(console, tmp_path):
     base, token = console
     config = tmp_path / "schemathesis.toml"
@@ -90,6 +114,7 @@ enabled = true
 
 [parameters]
 "path.tenant" = "acme"
+"path.sid" = "CA0123456789abcdef0123456789abcdef"
 
 [[operations]]
 include-operation-id = "put"
