@@ -3,9 +3,10 @@
 //! Consumes the arguments and JetStream (`CALLS`/`AUDIO`, or an import's `P_CALLS`/
 //! `P_AUDIO`; `DLQ` for `dlq`, every stream of a call for `delete`); produces text on the
 //! writer it is given (stdout from `main`, a buffer in tests), WAV and `.sbcall` files, and
-//! for `import` the published events. Logs in as `replay` (read only) for the live streams
-//! and as `ops` for imports, prefixed copies, `dlq redrive|purge` and `delete`, unless
-//! `--nats-user` says otherwise. State: none. docs/REPLAY.md is the user's guide.
+//! for `import` and `redrive` the published events. Logs in as `replay` (read only) for the
+//! live streams and as `ops` for imports, prefixed copies, `redrive`, `dlq redrive|purge`
+//! and `delete`, unless `--nats-user` says otherwise. State: none. docs/REPLAY.md is the
+//! user's guide.
 
 use std::{io::Write, path::PathBuf};
 
@@ -92,6 +93,10 @@ pub enum Command {
         #[arg(long)]
         live: bool,
     },
+    /// Run one stage (agent or tts) again on the call's recorded inputs, isolated (in
+    /// process, in-memory state, no telephony), with a changed prompt, voice or model;
+    /// store its new outputs under a prefix and print them beside the recorded ones.
+    Redrive(Box<crate::rerun_cli::RedriveArgs>),
     /// Recent ended calls, newest first, from the call index (filters: tenant, direction,
     /// time range, outcome).
     Calls(crate::calls::CallsArgs),
@@ -210,6 +215,7 @@ pub async fn run<W: Write + Send>(cli: Cli, out: &mut W) -> anyhow::Result<()> {
             )?;
             Ok(())
         }
+        Command::Redrive(args) => crate::rerun_cli::run(&cli.nats, *args, out).await,
         Command::Calls(args) => {
             let js = connect(&cli.nats, &Streams::live()).await?;
             let calls = crate::index::recent(&js, &args.filter()).await?;

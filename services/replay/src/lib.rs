@@ -9,7 +9,10 @@
 //! between JetStream and such a file. [`dlq`] reads and purges dead letters, [`redrive`]
 //! publishes them again ([`dlq_cli`] is the `dlq` command, [`dlq_render`] its output);
 //! [`erase`] removes every stored message of a call (right to erasure), leaving a
-//! tombstone. [`cli`] is the `replay` command. State: none; the streams are the record.
+//! tombstone. [`rerun`] runs one stage (agent or tts) again on a call's recorded inputs,
+//! in process over in-memory state, [`rerun_diff`] sets its outputs beside the recorded
+//! ones and [`rerun_cli`] is the `redrive` command (storing them under a prefix).
+//! [`cli`] is the `replay` command. State: none; the streams are the record.
 
 pub mod calls;
 pub mod cli;
@@ -23,6 +26,9 @@ pub mod index;
 pub mod json;
 pub mod latency;
 pub mod redrive;
+pub mod rerun;
+pub mod rerun_cli;
+pub mod rerun_diff;
 pub mod streams;
 pub mod summary;
 pub mod timeline;
@@ -37,7 +43,10 @@ pub use streams::{Prefix, RawEvent, Streams};
 pub enum ReplayError {
     #[error("cannot read stream {stream}: {reason}")]
     Read { stream: String, reason: String },
-    #[error("no events stored for call {0}")]
+    #[error(
+        "no events stored for call {0}: an unknown call, or one past its retention (the \
+         streams keep 7 days unless configured otherwise, a tenant's `retention` less)"
+    )]
     NotFound(CallSid),
     #[error("call {sid} was erased at {at} by {by} (`replay delete`): nothing of it is stored")]
     Erased {

@@ -8,17 +8,21 @@
 //! JetStream failover fails (no answer in time, no stream leader, the connection moving to
 //! another node) is sent again for up to [`RETRY_FOR`], the same message with the same id:
 //! a stage's outputs then survive the loss of a node without waiting out `ack_wait`.
-//! Caller audio is never re-sent (no id to deduplicate it). State: none beyond the
-//! JetStream context.
+//! Caller audio is never re-sent (no id to deduplicate it). A tenant with a shorter
+//! retention (`[tenant.retention]`) has each message published with `Nats-TTL`, so the
+//! stream drops it when the tenant's time is up. State: none beyond the JetStream context
+//! and the live tenants.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_nats::header::NATS_MESSAGE_TTL;
 use async_nats::jetstream::{self, context::PublishAckFuture, message::PublishMessage};
 use bytes::Bytes;
 use sb_schemas::{Envelope, Kind, encode, subject};
 
 use crate::metrics::Metric;
+use crate::tenants::LiveTenants;
 
 #[derive(Debug, thiserror::Error)]
 #[error("publish to {subject} failed: {source}")]
@@ -62,6 +66,19 @@ struct Again {
     js: Arc<jetstream::Context>,
     payload: Bytes,
     id: Option<String>,
+    ttl: Option<Duration>,
+}
+
+/// A message with its id and time to live, as every publish builds it.
+fn message(payload: Bytes, id: Option<&String>, ttl: Option<Duration>) -> PublishMessage {
+    let mut message = PublishMessage::build().payload(payload);
+    if let Some(id) = id {
+        message = message.message_id(id.clone());
+    }
+    if let Some(ttl) = ttl {
+        message = message.header(NATS_MESSAGE_TTL, format!("{}s", ttl.as_secs()).as_str());
+    }
+    message
 }
 
 impl Again {
@@ -69,10 +86,7 @@ impl Again {
         &self,
         subject: &str,
     ) -> Result<jetstream::publish::PublishAck, jetstream::context::PublishError> {
-        let mut message = PublishMessage::build().payload(self.payload.clone());
-        if let Some(id) = &self.id {
-            message = message.message_id(id.clone());
-        }
+        let message = message(self.payload.clone(), self.id.as_ref(), self.ttl);
         self.js
             .send_publish(subject.to_owned(), message)
             .await?
@@ -128,6 +142,8 @@ pub struct Publisher {
     /// `switchboard_events_published_total{kind}` handles, resolved once (per event a
     /// labelled lookup would allocate and hash).
     published: Arc<[metrics::Counter; Kind::ALL.len()]>,
+    /// Whose retention gives a message its `Nats-TTL` (`None`: never set).
+    tenants: Option<Arc<LiveTenants>>,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -147,11 +163,24 @@ impl Publisher {
             resend: Arc::new(js.clone()),
             js,
             published,
+            tenants: None,
         }
     }
 
     pub fn jetstream(&self) -> &jetstream::Context {
         &self.js
+    }
+
+    /// The publisher giving each tenant's messages its retention as `Nats-TTL`.
+    pub fn with_retention(mut self, tenants: Arc<LiveTenants>) -> Self {
+        self.tenants = Some(tenants);
+        self
+    }
+
+    /// The time to live of `event` (its tenant's retention), if shorter than the stream's.
+    fn ttl(&self, event: &Envelope) -> Option<Duration> {
+        let tenant = self.tenants.as_ref()?.by_id(&event.tenant)?;
+        tenant.retention.ttl(event.kind())
     }
 
     /// Hands the event to the connection and returns its pending ack (pipelining).
@@ -160,11 +189,12 @@ impl Publisher {
         let subject = subject::for_envelope(event);
         let payload = Bytes::from(encode(event));
         let id = (!kind.is_audio()).then(|| event.id.to_string());
-        let mut message = PublishMessage::build().payload(payload.clone());
-        if let Some(id) = &id {
-            message = message.message_id(id.clone());
-        }
-        let ack = match self.js.send_publish(subject.clone(), message).await {
+        let ttl = self.ttl(event);
+        let ack = match self
+            .js
+            .send_publish(subject.clone(), message(payload.clone(), id.as_ref(), ttl))
+            .await
+        {
             Ok(ack) => ack,
             Err(source) => return Err(failed(subject, kind, source)),
         };
@@ -176,6 +206,7 @@ impl Publisher {
                 js: self.resend.clone(),
                 payload,
                 id,
+                ttl,
             })
         });
         Ok(PendingAck {
@@ -195,7 +226,18 @@ impl Publisher {
         debug_assert!(kind.is_audio(), "{kind:?} published without an ack");
         let subject = subject::for_envelope(event);
         let payload = Bytes::from(encode(event));
-        if let Err(source) = self.client.publish(subject.clone(), payload).await {
+        let sent = match self.ttl(event) {
+            None => self.client.publish(subject.clone(), payload).await,
+            Some(ttl) => {
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert(NATS_MESSAGE_TTL, format!("{}s", ttl.as_secs()).as_str());
+                let subject = subject.clone();
+                self.client
+                    .publish_with_headers(subject, headers, payload)
+                    .await
+            }
+        };
+        if let Err(source) = sent {
             let source = jetstream::context::PublishError::with_source(
                 jetstream::context::PublishErrorKind::BrokenPipe,
                 source,

@@ -32,6 +32,7 @@ const MANAGED: &[&str] = &[
     "discard",
     "duplicate_window",
     "allow_direct",
+    "allow_msg_ttl",
 ];
 
 /// One environment's stream settings over `nats/streams/` (all fields optional).

@@ -92,6 +92,20 @@ pub async fn run_stage<S: Stage>(
     shutdown: &Shutdown,
     config: RunnerConfig,
 ) -> Result<(), RunnerError> {
+    let outbox = Publisher::new(js.clone());
+    run_stage_with(stage, outbox, topology, shutdown, config).await
+}
+
+/// [`run_stage`] publishing through `outbox` (the runtime's: tenants' retention as
+/// `Nats-TTL`).
+pub async fn run_stage_with<S: Stage>(
+    stage: Arc<S>,
+    outbox: Publisher,
+    topology: &Topology,
+    shutdown: &Shutdown,
+    config: RunnerConfig,
+) -> Result<(), RunnerError> {
+    let js = outbox.jetstream().clone();
     let def = topology
         .consumer(S::CONSUMER)
         .ok_or(RunnerError::UnknownConsumer(S::CONSUMER))?;
@@ -113,7 +127,7 @@ pub async fn run_stage<S: Stage>(
         .map_err(|e| bind(&e))?;
 
     let ctx = Arc::new(Ctx {
-        outbox: Arc::new(Publisher::new(js.clone())),
+        outbox: Arc::new(outbox),
         js: js.clone(),
         max_deliver: def.config.max_deliver.max(1) as u64,
         keep_alive_every: keep_alive_period(def.config.ack_wait),

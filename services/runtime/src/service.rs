@@ -19,7 +19,7 @@ use crate::{
     nats::{self, NatsError},
     publisher::Publisher,
     redis::{Keys, Redis, RedisError},
-    runner::{RunnerConfig, RunnerError, run_stage},
+    runner::{RunnerConfig, RunnerError, run_stage_with},
     shutdown::Shutdown,
     stage::Stage,
     tenants::{LiveTenants, Tenants, TenantsError},
@@ -101,7 +101,7 @@ impl Runtime {
         Ok(Self {
             service,
             config,
-            publisher: Publisher::new(js.clone()),
+            publisher: Publisher::new(js.clone()).with_retention(tenants.clone()),
             nats,
             js,
             redis,
@@ -155,9 +155,9 @@ impl Runtime {
     ) -> Result<(), StartError> {
         self.shutdown.listen_for_signals();
         let http = self.serve_http(Router::new(), S::READY_NEEDS).await?;
-        let result = run_stage(
+        let result = run_stage_with(
             Arc::new(stage),
-            &self.js,
+            self.publisher.clone(),
             &self.topology,
             &self.shutdown,
             runner,

@@ -126,6 +126,31 @@ struct RawTenant {
     tts_provider: Option<String>,
     #[serde(default)]
     webhooks: Option<tools::RawWebhooks>,
+    #[serde(default)]
+    retention: Option<Retention>,
+}
+
+/// How long the tenant's calls are kept, shorter than the streams keep everything: each
+/// event and audio message is published with a `Nats-TTL` of these many seconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    /// Control events (transcripts, sentences, tool calls, …).
+    pub events_secs: Option<u64>,
+    /// Caller and bot audio.
+    pub audio_secs: Option<u64>,
+}
+
+impl Retention {
+    /// The time to live of a message of `kind` (`None`: the stream's own limits).
+    pub fn ttl(&self, kind: sb_schemas::Kind) -> Option<std::time::Duration> {
+        let secs = if kind.is_audio() {
+            self.audio_secs
+        } else {
+            self.events_secs
+        };
+        secs.map(std::time::Duration::from_secs)
+    }
 }
 
 /// How long a media socket may go without a message before the ingress closes it, unless
@@ -183,6 +208,8 @@ pub struct Tenant {
     pub tts_provider: Option<String>,
     /// Where the tenant's call webhooks go (`None`: none are sent).
     pub webhooks: Option<TenantWebhooks>,
+    /// How long its calls' events and audio are kept (default: the streams' limits).
+    pub retention: Retention,
 }
 
 /// The speech engines a tenant may choose.
@@ -344,6 +371,18 @@ fn validate(raw: RawTenant, tiers: &BTreeMap<String, Tier>) -> Result<Tenant, St
         webhooks.is_some(),
         &field,
     )?;
+    let retention = raw.retention.unwrap_or_default();
+    for (name, secs) in [
+        ("retention.events_secs", retention.events_secs),
+        ("retention.audio_secs", retention.audio_secs),
+    ] {
+        if secs == Some(0) {
+            return Err(field(
+                name,
+                "must be at least 1 (leave it out to keep what the streams keep)".into(),
+            ));
+        }
+    }
     if !(1..=600).contains(&raw.media_idle_secs) {
         return Err(field("media_idle_secs", "must be between 1 and 600".into()));
     }
@@ -374,6 +413,7 @@ fn validate(raw: RawTenant, tiers: &BTreeMap<String, Tier>) -> Result<Tenant, St
         signing_secret_env: raw.signing_secret_env,
         tts_provider: raw.tts_provider,
         webhooks,
+        retention,
     })
 }
 

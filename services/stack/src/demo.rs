@@ -122,6 +122,13 @@ async fn call(stack: &Stack, run_dir: &std::path::Path) -> anyhow::Result<CallRe
         "  wrote {} (stereo: caller left, bot right, as heard)",
         wav.display()
     );
+    // The console's call page as a file: open it in a browser after the demo.
+    let page = run_dir.join("call.html");
+    std::fs::write(&page, sb_console::web::report(&sid, &log, "call.wav"))?;
+    println!(
+        "  wrote {} (the console's call page: transcript as heard, latency waterfall, the audio with its events)",
+        page.display()
+    );
     Ok(report)
 }
 

@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use sb_runtime::Secret;
 
-use crate::azure;
-use crate::provider::TextToSpeech;
+use crate::azure::{self, Azure};
+use crate::provider::{Espeak, TextToSpeech};
 use crate::streaming::{DeepgramSpeech, OpenAiSpeech};
 
 /// Which engine speaks.
@@ -113,6 +113,17 @@ pub struct TtsConfig {
     pub deepgram_tts_key: Option<Secret>,
 }
 
+/// The engines the settings choose, as the stage uses them (the tts service, and
+/// `replay redrive --stage tts`).
+pub struct Engines {
+    /// Speaks unless the tenant chose another engine.
+    pub primary: Arc<dyn TextToSpeech>,
+    /// Speaks when the primary fails (espeak-ng behind Azure).
+    pub backup: Option<Arc<dyn TextToSpeech>>,
+    /// Engines a tenant may choose instead (`tts_provider`).
+    pub others: Vec<Arc<dyn TextToSpeech>>,
+}
+
 /// The engine the settings pick.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Provider {
@@ -200,6 +211,30 @@ impl TtsConfig {
             .filter(|u| matches!(u.scheme(), "http" | "https"))
             .ok_or_else(|| format!("SB_AZURE_TTS_URL: {url:?} is not an http(s) URL"))?;
         Ok(Provider::Azure { url, key })
+    }
+
+    /// The engines these settings choose; the error names the variable to fix.
+    pub fn engines(&self) -> Result<Engines, String> {
+        let espeak_installed = Espeak::available();
+        let (primary, backup): (Arc<dyn TextToSpeech>, Option<Arc<dyn TextToSpeech>>) =
+            match self.provider(espeak_installed)? {
+                Provider::Espeak => (Arc::new(Espeak), None),
+                Provider::Azure { url, key } => {
+                    let azure = Azure::new(url, key, &self.tts_user_agent, self.azure_timeouts())?;
+                    let backup = (self.tts_espeak_fallback && espeak_installed)
+                        .then(|| Arc::new(Espeak) as Arc<dyn TextToSpeech>);
+                    (Arc::new(azure), backup)
+                }
+            };
+        let mut others = self.streaming_engines()?;
+        if espeak_installed && primary.name() != "espeak" {
+            others.push(Arc::new(Espeak));
+        }
+        Ok(Engines {
+            primary,
+            backup,
+            others,
+        })
     }
 
     /// The streaming engines besides Azure that have a key: OpenAI's and Deepgram's

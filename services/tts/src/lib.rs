@@ -35,9 +35,8 @@ use sb_runtime::state::{AudioCache, Sessions};
 use sb_runtime::{Emitter, LiveTenants, Runtime, Stage, StageError, StageMain};
 use sb_schemas::{Body, Envelope, Kind};
 
-pub use config::{Provider, ProviderChoice, TtsConfig};
+pub use config::{Engines, Provider, ProviderChoice, TtsConfig};
 
-use crate::azure::Azure;
 use crate::provider::{Espeak, TextToSpeech, TtsError};
 
 /// The tts stage. Build it with [`Tts::new`] (engines from the config) or
@@ -67,28 +66,18 @@ pub struct Prewarmed {
 }
 
 impl Tts {
-    /// The stage with the engine the settings choose; the error names the variable to fix.
+    /// The stage with the engines the settings choose ([`TtsConfig::engines`]); the error
+    /// names the variable to fix.
     pub fn new(runtime: &Runtime, config: &TtsConfig) -> Result<Self, String> {
-        let espeak_installed = Espeak::available();
-        let (primary, backup): (Arc<dyn TextToSpeech>, Option<Arc<dyn TextToSpeech>>) = match config
-            .provider(espeak_installed)?
-        {
-            Provider::Espeak => (Arc::new(Espeak), None),
-            Provider::Azure { url, key } => {
-                let azure = Azure::new(url, key, &config.tts_user_agent, config.azure_timeouts())?;
-                let backup: Option<Arc<dyn TextToSpeech>> =
-                    (config.tts_espeak_fallback && espeak_installed).then(|| Arc::new(Espeak) as _);
-                (Arc::new(azure), backup)
-            }
-        };
-        let mut engines = config.streaming_engines()?;
-        if espeak_installed && primary.name() != "espeak" {
-            engines.push(Arc::new(Espeak));
-        }
+        let Engines {
+            primary,
+            backup,
+            others,
+        } = config.engines()?;
         tracing::info!(
             provider = primary.name(),
             backup = backup.as_ref().map(|b| b.name()),
-            others = ?engines.iter().map(|e| e.name()).collect::<Vec<_>>(),
+            others = ?others.iter().map(|e| e.name()).collect::<Vec<_>>(),
             "tts engines chosen"
         );
         let tts = Self::with_providers(
@@ -99,7 +88,7 @@ impl Tts {
             backup,
             config.tts_chunk_bytes,
         )
-        .with_engines(engines);
+        .with_engines(others);
         tts.check_tenants()?;
         Ok(tts)
     }

@@ -9,7 +9,10 @@
 //! - **show**: the call read back (`CallLog::load`) and its timeline rendered;
 //! - **export**: every event read and the `.sbcall` file encoded and written;
 //! - **wav**: the call read back and its stereo WAV rendered and written;
-//! - **calls**: the last 50 calls of the index, and the last 50 of the small tenant.
+//! - **calls**: the last 50 calls of the index, and the last 50 of the small tenant;
+//! - **console page**: the console's call page of the 10-minute call (`GET
+//!   /console/calls/{sid}` over loopback HTTP, the console logged in as its own NATS user),
+//!   and its JSON twin `GET /v1/calls/{sid}`.
 //!
 //! Each figure is the median of `--runs` runs (the wall clock, `Instant`).
 
@@ -171,6 +174,52 @@ fn summary(n: usize) -> CallSummary {
     }
 }
 
+const OPERATOR: &str = "bench-operator-token";
+
+/// The console's routes on a loopback port.
+struct Console {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Console {
+    async fn get(&self, path: &str, page: bool) -> anyhow::Result<String> {
+        let request = self.http.get(format!("{}{path}", self.base));
+        let request = match page {
+            true => request.header(
+                reqwest::header::COOKIE,
+                format!(
+                    "{}={}",
+                    sb_console::web::session::COOKIE,
+                    hex::encode(OPERATOR)
+                ),
+            ),
+            false => request.bearer_auth(OPERATOR),
+        };
+        let response = request.send().await?;
+        anyhow::ensure!(
+            response.status().is_success(),
+            "{path}: {}",
+            response.status()
+        );
+        Ok(response.text().await?)
+    }
+}
+
+async fn console(env: &TestEnv) -> anyhow::Result<Console> {
+    let runtime = env.runtime("console").await?;
+    let file = std::fs::read_to_string(&runtime.config.tenants_file)?;
+    let state =
+        sb_console::ConsoleState::open(&runtime, sb_runtime::Secret::new(OPERATOR), file).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(axum::serve(listener, sb_console::router(state)).into_future());
+    Ok(Console {
+        base,
+        http: reqwest::Client::new(),
+    })
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -211,9 +260,11 @@ async fn main() -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
 
+    let console = console(&env).await?;
     let dir = tempfile::tempdir()?;
     let (mut show, mut export, mut wavs, mut last50, mut small50) =
         (vec![], vec![], vec![], vec![], vec![]);
+    let (mut page, mut api) = (vec![], vec![]);
     for _ in 0..args.runs {
         let t = Instant::now();
         let log = CallLog::load(&js, &sid).await?;
@@ -251,6 +302,14 @@ async fn main() -> anyhow::Result<()> {
         let calls = recent(&js, &filter).await?;
         small50.push(ms(t.elapsed()));
         anyhow::ensure!(calls.iter().all(|c| c.tenant == "small"));
+
+        let t = Instant::now();
+        let html = console.get(&format!("/console/calls/{sid}"), true).await?;
+        page.push(ms(t.elapsed()));
+        anyhow::ensure!(html.contains(sid.as_str()));
+        let t = Instant::now();
+        console.get(&format!("/v1/calls/{sid}"), false).await?;
+        api.push(ms(t.elapsed()));
     }
     let size = std::fs::metadata(dir.path().join("call.sbcall"))?.len();
     println!("bench-replay: medians of {} runs", args.runs);
@@ -273,6 +332,14 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "  calls   {:>8.1} ms   (last 50 of one tenant holding 1 in 10)",
         median(small50)
+    );
+    println!(
+        "  console {:>8.1} ms   (the call page of the 10-minute call)",
+        median(page)
+    );
+    println!(
+        "  console {:>8.1} ms   (GET /v1/calls/{{sid}}, its JSON)",
+        median(api)
     );
     Ok(())
 }

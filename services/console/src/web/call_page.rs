@@ -23,8 +23,21 @@ fn secs(start: u64, at: u64) -> f64 {
     at.saturating_sub(start) as f64 / 1e6
 }
 
+/// Where the page's audio and script come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Assets<'a> {
+    /// From the console: `/console/calls/{sid}/audio.wav`, `/console/assets/call.js`.
+    Served,
+    /// A file of its own (the demo's report): the WAV beside it, the script inline.
+    Standalone { wav: &'a str },
+}
+
 /// The call page's body.
-pub fn render(sid: &CallSid, log: &CallLog) -> Markup {
+pub fn render(sid: &CallSid, log: &CallLog, assets: Assets<'_>) -> Markup {
+    let audio_src = match assets {
+        Assets::Served => format!("/console/calls/{sid}/audio.wav"),
+        Assets::Standalone { wav } => wav.to_owned(),
+    };
     let start = log.start_micros();
     let last = log.envelopes().map(|e| e.at).max().unwrap_or(start);
     let summary = CallSummary::of(log);
@@ -48,8 +61,7 @@ pub fn render(sid: &CallSid, log: &CallLog) -> Markup {
         section #player {
             h2 { "Audio" }
             p.hint { "Caller on the left channel, bot on the right." }
-            audio #call-audio controls preload="metadata"
-                src={ "/console/calls/" (sid) "/audio.wav" } {}
+            audio #call-audio controls preload="metadata" src=(audio_src) {}
             (axis(&rows, start, secs(start, last)))
         }
         section #transcript {
@@ -76,7 +88,10 @@ pub fn render(sid: &CallSid, log: &CallLog) -> Markup {
                 } }
             }
         }
-        script src="/console/assets/call.js" {}
+        @match assets {
+            Assets::Served => { script src="/console/assets/call.js" {} }
+            Assets::Standalone { .. } => { script { (maud::PreEscaped(super::CALL_JS)) } }
+        }
     }
 }
 

@@ -132,6 +132,24 @@ pub fn layout(title: &str, viewer: Option<&Viewer>, body: Markup) -> Html<String
     Html(markup.into_string())
 }
 
+/// The call page as one self-contained HTML file (styles and script inline) that plays
+/// `wav`, a file beside it: the demo's report of its call.
+pub fn report(sid: &sb_schemas::CallSid, log: &sb_replay::CallLog, wav: &str) -> String {
+    let body = call_page::render(sid, log, call_page::Assets::Standalone { wav });
+    let markup = html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                title { "Call " (sid) " · Switchboard" }
+                style { (maud::PreEscaped(CSS)) }
+            }
+            body { main { (body) } }
+        }
+    };
+    markup.into_string()
+}
+
 /// A page saying what went wrong, in words.
 pub fn error_page(viewer: Option<&Viewer>, title: &str, message: &str) -> Html<String> {
     layout(
@@ -192,5 +210,20 @@ mod tests {
         assert_eq!(duration(245_000), "4 min 05 s");
         assert_eq!(duration(12_345), "12.3 s");
         assert_eq!(millis(811.6), "812 ms");
+    }
+
+    /// The demo's report stands alone: styles and script inline, the WAV beside it, no
+    /// link back to a console.
+    #[test]
+    fn the_report_is_one_self_contained_file() {
+        let sid = sb_schemas::testing::sid(7);
+        let page = report(&sid, &sb_replay::CallLog::default(), "call.wav");
+        assert!(page.contains(r#"src="call.wav""#), "{page}");
+        assert!(
+            page.contains("<style>") && page.contains("<script>"),
+            "{page}"
+        );
+        assert!(!page.contains("/console/assets/"), "{page}");
+        assert!(page.contains(sid.as_str()));
     }
 }

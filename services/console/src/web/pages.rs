@@ -154,7 +154,7 @@ pub async fn call(
     // Bot audio for the latency's first audio; the player fetches the whole WAV itself.
     match calls::load(&state.js, &viewer, &sid, AudioScope::Bot).await {
         Ok((sid, log)) => {
-            let body = call_page::render(&sid, &log);
+            let body = call_page::render(&sid, &log, call_page::Assets::Served);
             layout(&format!("Call {sid}"), Some(&viewer), body).into_response()
         }
         Err(e) => call_error(&viewer, &e),

@@ -36,8 +36,8 @@ pub fn binaries_dir() -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
-/// Builds the service and stand-in binaries with cargo (a no-op when they are fresh), for
-/// tests that run the stack: the binaries of other packages are not built by `cargo test`.
+/// Builds the workspace's binaries with cargo (a no-op when they are fresh), for tests that
+/// run the stack: the binaries of other packages are not built by `cargo test`.
 pub fn ensure_built(release: bool) -> anyhow::Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut command = std::process::Command::new(cargo);
@@ -61,18 +61,10 @@ pub fn ensure_built(release: bool) -> anyhow::Result<()> {
             command.env_remove(name);
         }
     }
-    for p in [
-        "sb-ingress",
-        "sb-stt",
-        "sb-agent",
-        "sb-tts",
-        "sb-dialer",
-        "sb-webhooks",
-        "sb-console",
-        "sb-sim",
-    ] {
-        command.args(["-p", p]);
-    }
+    // The whole workspace's binaries, as `just build` and CI build them: the same package
+    // set resolves the same features, so binaries CI built are fresh here (a `-p` list
+    // resolves its own, and rebuilt every service inside the first end-to-end test).
+    command.arg("--workspace");
     if release {
         command.arg("--release");
     }
