@@ -22,8 +22,8 @@ fn client() -> reqwest::Client {
     reqwest::Client::new()
 }
 
-/// `PUT /v1/admin/tenants/acme` with acme's table, its prompt replaced; the new revision.
-async fn set_prompt(stack: &Stack, prompt: &str) -> u64 {
+/// `PUT /v1/admin/tenants/acme` with acme's current table, `field` set to `value`.
+async fn change_acme(stack: &Stack, field: &str, value: &str) -> reqwest::Response {
     let url = format!("{}/v1/admin/tenants/acme", stack.console_url());
     let token = sb_stack::stack::OPERATOR_TOKEN;
     let doc: Value = client()
@@ -36,14 +36,19 @@ async fn set_prompt(stack: &Stack, prompt: &str) -> u64 {
         .await
         .unwrap();
     let mut tenant = doc["tenant"].clone();
-    tenant["system_prompt"] = Value::from(prompt);
-    let answer = client()
+    tenant[field] = Value::from(value);
+    client()
         .put(&url)
         .bearer_auth(token)
         .json(&tenant)
         .send()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// acme's prompt replaced through the admin API; the new revision.
+async fn set_prompt(stack: &Stack, prompt: &str) -> u64 {
+    let answer = change_acme(stack, "system_prompt", prompt).await;
     assert_eq!(answer.status(), 200, "{:?}", answer.text().await);
     answer.json::<Value>().await.unwrap()["revision"]
         .as_u64()
@@ -167,26 +172,7 @@ async fn a_prompt_changed_live_applies_to_the_next_call_while_a_live_call_keeps_
     );
 
     // Refused, naming the tenant and the field; the revision stays.
-    let url = format!("{}/v1/admin/tenants/acme", stack.console_url());
-    let token = sb_stack::stack::OPERATOR_TOKEN;
-    let doc: Value = client()
-        .get(&url)
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let mut tenant = doc["tenant"].clone();
-    tenant["greeting"] = Value::from("");
-    let refused = client()
-        .put(&url)
-        .bearer_auth(token)
-        .json(&tenant)
-        .send()
-        .await
-        .unwrap();
+    let refused = change_acme(&stack, "greeting", "").await;
     assert_eq!(refused.status(), 422);
     let body: Value = refused.json().await.unwrap();
     let message = body["error"]["message"].as_str().unwrap();

@@ -27,11 +27,12 @@ use async_nats::jetstream;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
-use sb_runtime::api_error::{ErrorBody, ErrorDetail, json_errors};
+use sb_runtime::api_error::{
+    ErrorBody, ErrorDetail, add_bearer_scheme, json_errors, openapi_route,
+};
 use sb_runtime::{LiveTenants, Runtime, Secret};
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use crate::store::{MAX_CONFIG_BYTES, StoreError, TenantsStore};
 
@@ -98,24 +99,15 @@ struct OperatorBearer;
 
 impl utoipa::Modify for OperatorBearer {
     fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
-        let components = doc.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .description(Some(
-                        "The operator token (SB_OPERATOR_TOKEN); on /v1/calls also a \
-                         tenant's API key, which sees its own tenant's calls only",
-                    ))
-                    .build(),
-            ),
+        add_bearer_scheme(
+            doc,
+            "The operator token (SB_OPERATOR_TOKEN); on /v1/calls also a tenant's API key, \
+             which sees its own tenant's calls only",
         );
     }
 }
 
-/// The path of the OpenAPI document (no auth).
-pub const OPENAPI_PATH: &str = "/openapi.json";
+pub use sb_runtime::api_error::OPENAPI_PATH;
 
 /// The console's routes: the JSON APIs (every error in the one JSON shape) and the pages.
 pub fn router(state: ConsoleState) -> Router {
@@ -134,15 +126,7 @@ pub fn router(state: ConsoleState) -> Router {
         )
         .route("/v1/calls", get(calls::api::list))
         .route("/v1/calls/{sid}", get(calls::api::get))
-        .route(
-            OPENAPI_PATH,
-            get(move || async move {
-                (
-                    [(axum::http::header::CONTENT_TYPE, "application/json")],
-                    doc,
-                )
-            }),
-        )
+        .route(OPENAPI_PATH, openapi_route(doc))
         .layer(DefaultBodyLimit::max(MAX_CONFIG_BYTES))
         .layer(axum::middleware::map_response(json_errors));
     api.merge(web::routes())

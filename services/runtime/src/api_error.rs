@@ -278,6 +278,31 @@ where
     }
 }
 
+/// The path of an API's OpenAPI document (no auth).
+pub const OPENAPI_PATH: &str = "/openapi.json";
+
+/// Adds the `bearer` security scheme, described as `description`, to an OpenAPI document.
+pub fn add_bearer_scheme(doc: &mut utoipa::openapi::OpenApi, description: &str) {
+    use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+    let components = doc.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(
+        "bearer",
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .description(Some(description))
+                .build(),
+        ),
+    );
+}
+
+/// `GET` [`OPENAPI_PATH`]: the document (`OpenApi::to_json`) served as JSON.
+pub fn openapi_route<S: Clone + Send + Sync + 'static>(
+    json: String,
+) -> axum::routing::MethodRouter<S> {
+    axum::routing::get(move || async move { ([(header::CONTENT_TYPE, "application/json")], json) })
+}
+
 #[cfg(test)]
 mod tests {
     use axum::Router;

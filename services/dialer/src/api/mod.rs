@@ -27,7 +27,6 @@ use axum::routing::{delete, get, post};
 use sb_runtime::LiveTenants;
 use sb_runtime::redis::campaigns::CampaignQueue;
 use utoipa::OpenApi;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use crate::clock::SharedClock;
 
@@ -76,21 +75,11 @@ struct BearerAuth;
 
 impl utoipa::Modify for BearerAuth {
     fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
-        let components = doc.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .description(Some("A tenant's API key (its sha256 is in tenants.toml)"))
-                    .build(),
-            ),
-        );
+        error::add_bearer_scheme(doc, "A tenant's API key (its sha256 is in tenants.toml)");
     }
 }
 
-/// The path of the OpenAPI document (no auth).
-pub const OPENAPI_PATH: &str = "/openapi.json";
+pub use error::OPENAPI_PATH;
 
 /// The API's routes. The dialer merges them into its server; `switchboard campaigns-api`
 /// serves them alone.
@@ -115,15 +104,7 @@ pub fn router(state: ApiState) -> Router {
             &format!("{campaign}/contacts/{{contact}}"),
             delete(contacts::delete),
         )
-        .route(
-            OPENAPI_PATH,
-            get(move || async move {
-                (
-                    [(axum::http::header::CONTENT_TYPE, "application/json")],
-                    doc,
-                )
-            }),
-        )
+        .route(OPENAPI_PATH, error::openapi_route(doc))
         .layer(DefaultBodyLimit::max(error::JSON_BODY_LIMIT))
         .layer(axum::middleware::map_response(error::json_errors))
         .with_state(state)
