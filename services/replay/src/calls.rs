@@ -22,7 +22,7 @@ pub struct CallsArgs {
     #[arg(long, value_parser = ["inbound", "outbound"])]
     pub direction: Option<String>,
     /// Started at or after: RFC 3339 (`2026-12-04T09:00:00Z`) or an age (`90s`, `15m`,
-    /// `2h`, `3d`).
+    /// `2h`, `3d`, `1h30m`).
     #[arg(long, value_parser = parse_time)]
     pub since: Option<u64>,
     /// Started before (same forms).
@@ -64,7 +64,8 @@ impl CallsArgs {
     }
 }
 
-/// RFC 3339, or an age before now (`45s`, `15m`, `2h`, `3d`), as µs since the epoch.
+/// RFC 3339, or an age before now (as `replay dlq purge --older-than` takes it: `45s`,
+/// `15m`, `2h`, `3d`, `1h30m`), as µs since the epoch.
 pub fn parse_time(raw: &str) -> Result<u64, String> {
     parse_time_at(raw, Utc::now())
 }
@@ -73,29 +74,10 @@ fn parse_time_at(raw: &str, now: DateTime<Utc>) -> Result<u64, String> {
     if let Ok(at) = DateTime::parse_from_rfc3339(raw) {
         return u64::try_from(at.timestamp_micros()).map_err(|_| "before 1970".to_owned());
     }
-    let unit = raw
-        .char_indices()
-        .last()
-        .map(|(i, _)| i)
-        .ok_or_else(|| "empty".to_owned())?;
-    let (n, suffix) = raw.split_at(unit);
-    let n: i64 = n
-        .parse()
-        .map_err(|_| format!("{raw:?} is neither RFC 3339 nor an age like 15m"))?;
-    let secs = match suffix {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3_600,
-        "d" => n * 86_400,
-        _ => return Err(format!("{raw:?}: an age ends in s, m, h or d")),
-    };
-    let at = now - chrono::Duration::seconds(secs);
-    u64::try_from(at.timestamp_micros()).map_err(|_| "before 1970".to_owned())
-}
-
-fn time(micros: u64) -> String {
-    DateTime::<Utc>::from_timestamp_micros(micros as i64)
-        .map_or_else(|| "?".into(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+    let age = crate::dlq_cli::parse_age(raw)
+        .map_err(|_| format!("{raw:?} is neither RFC 3339 nor an age like 15m or 1h30m"))?;
+    let age = chrono::Duration::from_std(age).map_err(|e| e.to_string())?;
+    u64::try_from((now - age).timestamp_micros()).map_err(|_| "before 1970".to_owned())
 }
 
 /// Writes the calls: a header and one line each, or JSON lines.
@@ -112,8 +94,8 @@ pub fn render(calls: &[CallSummary], json: bool, out: &mut impl Write) -> std::i
     }
     writeln!(
         out,
-        "{:<19}  {:<12}  {:<8}  {:<33}  {:>7}  {:>5}  {:>5}  {:>8}  {:<14}  call",
-        "started (UTC)", "tenant", "dir", "from → to", "secs", "turns", "cuts", "p95 ms", "outcome"
+        "{:<23}  {:<12}  {:<8}  {:<33}  {:>7}  {:>5}  {:>5}  {:>8}  {:<14}  call",
+        "started", "tenant", "dir", "from → to", "secs", "turns", "cuts", "p95 ms", "outcome"
     )?;
     for c in calls {
         let parties = format!(
@@ -131,8 +113,8 @@ pub fn render(calls: &[CallSummary], json: bool, out: &mut impl Write) -> std::i
         };
         writeln!(
             out,
-            "{:<19}  {:<12}  {:<8}  {:<33}  {:>7.1}  {:>5}  {:>5}  {:>8}  {:<14}  {}",
-            time(c.started_at),
+            "{:<23}  {:<12}  {:<8}  {:<33}  {:>7.1}  {:>5}  {:>5}  {:>8}  {:<14}  {}",
+            crate::utc(c.started_at),
             c.tenant,
             c.direction,
             parties,
@@ -161,11 +143,9 @@ mod tests {
         assert_eq!(parse_time_at("15m", now), Ok(ten - 900_000_000));
         assert_eq!(parse_time_at("2d", now), Ok(ten - 172_800_000_000));
         assert!(parse_time_at("yesterday", now).is_err());
-        assert!(
-            parse_time_at("5w", now)
-                .unwrap_err()
-                .contains("s, m, h or d")
-        );
+        assert_eq!(parse_time_at("5w", now), Ok(ten - 3_024_000_000_000));
+        assert_eq!(parse_time_at("1h30m", now), Ok(ten - 5_400_000_000));
+        assert!(parse_time_at("5y", now).unwrap_err().contains("RFC 3339"));
         assert!(parse_time_at("", now).is_err());
     }
 
@@ -191,7 +171,7 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         let line = text.lines().nth(1).unwrap();
         for part in [
-            "2026-12-04 10:00:00",
+            "2026-12-04 10:00:00 UTC",
             "acme",
             "+14155551234 → +15005550006",
             "12.5",
