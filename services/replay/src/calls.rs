@@ -9,7 +9,7 @@ use std::io::Write;
 
 use chrono::{DateTime, Utc};
 
-use crate::index::Filter;
+use crate::index::{DIRECTIONS, Filter, OUTCOMES};
 use crate::summary::CallSummary;
 
 /// `replay calls` options.
@@ -19,7 +19,7 @@ pub struct CallsArgs {
     #[arg(long)]
     pub tenant: Option<String>,
     /// `inbound` or `outbound`.
-    #[arg(long, value_parser = ["inbound", "outbound"])]
+    #[arg(long, value_parser = DIRECTIONS)]
     pub direction: Option<String>,
     /// Started at or after: RFC 3339 (`2026-12-04T09:00:00Z`) or an age (`90s`, `15m`,
     /// `2h`, `3d`, `1h30m`).
@@ -39,17 +39,6 @@ pub struct CallsArgs {
     #[arg(long)]
     pub json: bool,
 }
-
-/// The outcomes `--outcome` takes.
-pub const OUTCOMES: [&str; 7] = [
-    "completed",
-    "transferred",
-    "ended_by_agent",
-    "dropped",
-    "not_connected",
-    "barged_in",
-    "fallback",
-];
 
 impl CallsArgs {
     pub fn filter(&self) -> Filter {

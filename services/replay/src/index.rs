@@ -29,6 +29,20 @@ fn unavailable(e: impl std::fmt::Display) -> IndexError {
     IndexError::Unavailable(e.to_string())
 }
 
+/// What `direction` may be.
+pub const DIRECTIONS: [&str; 2] = ["inbound", "outbound"];
+/// What `outcome` may be: how the call ended, or `barged_in` / `fallback` (calls with a
+/// barge-in / a fallback phrase).
+pub const OUTCOMES: [&str; 7] = [
+    "completed",
+    "transferred",
+    "ended_by_agent",
+    "dropped",
+    "not_connected",
+    "barged_in",
+    "fallback",
+];
+
 /// Which calls a query wants; `None` fields match everything.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Filter {

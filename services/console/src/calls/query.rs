@@ -18,18 +18,7 @@ use crate::access::Scope;
 pub const DEFAULT_LIMIT: usize = 50;
 /// The most calls one list shows.
 pub const MAX_LIMIT: usize = 200;
-/// `direction` values.
-pub const DIRECTIONS: [&str; 2] = ["inbound", "outbound"];
-/// `outcome` values: how the call ended, or calls with a barge-in or a fallback phrase.
-pub const OUTCOMES: [&str; 7] = [
-    "completed",
-    "transferred",
-    "ended_by_agent",
-    "dropped",
-    "not_connected",
-    "barged_in",
-    "fallback",
-];
+pub use sb_replay::index::{DIRECTIONS, OUTCOMES};
 
 /// A call's direction (documentation of the `direction` values).
 #[derive(Debug, Serialize, ToSchema)]
