@@ -53,6 +53,17 @@ pub enum Body {
     ToolResult(ToolResult),
     /// The call was erased (`replay delete`): this tombstone is all that is left of it.
     Erased(Erased),
+    /// The caller's sound paused the bot, and no words followed: the bot goes on where it
+    /// was cut (a false interruption: a cough, an "uh-huh").
+    Resumed(Resumed),
+    /// A keypad entry of the caller is complete (a terminator, a timeout, enough digits, or
+    /// a key bound to an action); starts a new turn.
+    Keypad(Keypad),
+    /// The caller said nothing for the tenant's silence timeout after the bot finished;
+    /// starts a new turn (a prompt, or goodbye).
+    Silence(Silence),
+    /// The call reached the tenant's maximum duration; starts a new turn (goodbye).
+    MaxDuration(MaxDuration),
 }
 
 /// The kind of a body: the last subject token of control events, a metric label.
@@ -77,10 +88,14 @@ pub enum Kind {
     ToolCall,
     ToolResult,
     Erased,
+    Resumed,
+    Keypad,
+    Silence,
+    MaxDuration,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 19] = [
+    pub const ALL: [Kind; 23] = [
         Kind::Webhook,
         Kind::Start,
         Kind::Audio,
@@ -100,6 +115,10 @@ impl Kind {
         Kind::ToolCall,
         Kind::ToolResult,
         Kind::Erased,
+        Kind::Resumed,
+        Kind::Keypad,
+        Kind::Silence,
+        Kind::MaxDuration,
     ];
 
     /// The wire name (serde tag and subject token).
@@ -124,6 +143,10 @@ impl Kind {
             Kind::ToolCall => "tool_call",
             Kind::ToolResult => "tool_result",
             Kind::Erased => "erased",
+            Kind::Resumed => "resumed",
+            Kind::Keypad => "keypad",
+            Kind::Silence => "silence",
+            Kind::MaxDuration => "max_duration",
         }
     }
 
@@ -165,6 +188,10 @@ impl Body {
             Body::ToolCall(_) => Kind::ToolCall,
             Body::ToolResult(_) => Kind::ToolResult,
             Body::Erased(_) => Kind::Erased,
+            Body::Resumed(_) => Kind::Resumed,
+            Body::Keypad(_) => Kind::Keypad,
+            Body::Silence(_) => Kind::Silence,
+            Body::MaxDuration(_) => Kind::MaxDuration,
         }
     }
 }
@@ -311,6 +338,18 @@ pub struct BargeIn {
     pub trigger: BargeInTrigger,
     /// Sentences of the interrupted turn the caller heard in full.
     pub sentences_heard: u32,
+    /// How much of the next sentence (index `sentences_heard`) the caller heard before the
+    /// cut; `None` when the cut fell between sentences or its length was unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cut: Option<CutSentence>,
+}
+
+/// The sentence a barge-in cut: the audio heard of it, and its whole length (both ms of
+/// bot audio), so the words heard can be told apart from the words not heard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CutSentence {
+    pub heard_ms: u32,
+    pub sentence_ms: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -470,4 +509,53 @@ pub struct Erased {
     /// `AUDIO`, `DLQ` (dead letters whose original subject was the call's), `STT_ASSIGN`
     /// (its lease). A map, so a store added later is one more entry, not a new field.
     pub removed: BTreeMap<String, u64>,
+}
+
+/// A false interruption ended: the bot's audio was paused (Twilio `clear`) for the
+/// caller's sound, no qualifying words came, and the turn plays on from `sentence` at
+/// `offset_ms` (the start of the word the pause cut, where it could be found). The
+/// envelope's turn is the resumed turn.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resumed {
+    pub sentence: u32,
+    /// Where in the sentence's audio playback starts again.
+    pub offset_ms: u32,
+    /// How long the bot was paused.
+    pub paused_ms: u32,
+}
+
+/// How a keypad entry ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeypadEnd {
+    /// The tenant's terminator key (not part of `digits`).
+    Terminator,
+    /// No key for the tenant's inter-digit timeout.
+    Timeout,
+    /// The tenant's maximum number of digits.
+    MaxDigits,
+    /// The first key is bound to an action (`0` → transfer, `*` → repeat).
+    Action,
+}
+
+/// A complete keypad entry (the single `dtmf` events of its keys come before it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Keypad {
+    pub digits: String,
+    pub ended_by: KeypadEnd,
+}
+
+/// The caller was silent for the tenant's timeout after the bot's turn finished.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Silence {
+    /// Silences in a row, from 1 (the caller speaking or pressing a key resets it).
+    pub count: u32,
+    /// The timeout that passed.
+    pub after_ms: u32,
+}
+
+/// The call is as long as the tenant allows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MaxDuration {
+    pub limit_secs: u32,
 }

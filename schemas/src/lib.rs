@@ -18,9 +18,10 @@ pub mod subject;
 pub mod testing;
 
 pub use body::{
-    AnsweredBy, Audio, BargeIn, BargeInTrigger, Body, Dial, DialResult, Dtmf, End, EndReason,
-    Erased, Kind, Mulaw, Partial, Played, Sentence, Speech, Start, Token, ToolCall, ToolOutcome,
-    ToolResult, Transcript, TtsChunk, Webhook,
+    AnsweredBy, Audio, BargeIn, BargeInTrigger, Body, CutSentence, Dial, DialResult, Dtmf, End,
+    EndReason, Erased, Keypad, KeypadEnd, Kind, MaxDuration, Mulaw, Partial, Played, Resumed,
+    Sentence, Silence, Speech, Start, Token, ToolCall, ToolOutcome, ToolResult, Transcript,
+    TtsChunk, Webhook,
 };
 pub use codec::{
     DecodeError, MAX_EVENT_BYTES, decode, decode_dead_letter, encode, encode_dead_letter,

@@ -98,6 +98,10 @@ impl Role {
                 Kind::BargeIn,
                 Kind::Played,
                 Kind::End,
+                Kind::Resumed,
+                Kind::Keypad,
+                Kind::Silence,
+                Kind::MaxDuration,
             ],
             Role::Stt => &[Kind::Speech, Kind::Partial, Kind::Transcript],
             Role::Agent => &[

@@ -85,6 +85,7 @@ fn samples() -> Vec<Envelope> {
             token: 2,
             trigger: BargeInTrigger::Words,
             sentences_heard: 1,
+            cut: None,
         }),
         Body::Played(Played {
             sentence: 0,
@@ -140,6 +141,20 @@ fn samples() -> Vec<Envelope> {
                 ("STT_ASSIGN".into(), 0),
             ]),
         }),
+        Body::Resumed(Resumed {
+            sentence: 1,
+            offset_ms: 740,
+            paused_ms: 1820,
+        }),
+        Body::Keypad(Keypad {
+            digits: "4417".into(),
+            ended_by: KeypadEnd::Terminator,
+        }),
+        Body::Silence(Silence {
+            count: 1,
+            after_ms: 8000,
+        }),
+        Body::MaxDuration(MaxDuration { limit_secs: 600 }),
     ];
     bodies
         .into_iter()

@@ -175,6 +175,7 @@ async fn barge_in_stops_tokens_and_audio_within_one_chunk() {
             token,
             trigger: BargeInTrigger::Words,
             sentences_heard: 1,
+            cut: None,
         }),
     );
     p.publish(&bargein).await;

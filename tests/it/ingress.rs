@@ -303,14 +303,24 @@ async fn barge_in_clears_little_because_playback_is_paced() {
     .await
     .unwrap();
     assert_eq!(barge.turn, 0);
+    let Body::BargeIn(BargeIn {
+        token,
+        trigger,
+        sentences_heard,
+        cut,
+    }) = barge.body
+    else {
+        panic!("{barge:?}")
+    };
     assert_eq!(
-        barge.body,
-        Body::BargeIn(BargeIn {
-            token: 1,
-            trigger: BargeInTrigger::Words,
-            sentences_heard: 1
-        })
+        (token, trigger, sentences_heard),
+        (1, BargeInTrigger::Words, 1)
     );
+    // Sentence 1 (3 s) was cut just after it began, by the pacing clock.
+    if let Some(cut) = cut {
+        assert_eq!(cut.sentence_ms, 3000);
+        assert!(cut.heard_ms < 1000, "{cut:?}");
+    }
     let redis = env.redis().await.unwrap();
     let progress = redis.session_progress(&sid).await.unwrap();
     assert_eq!(progress.bargein, 1, "the greeting was interrupted");

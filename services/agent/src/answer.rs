@@ -1,6 +1,7 @@
 //! One final transcript → one spoken answer.
 //!
-//! Consumes a `transcript` event; produces the answer's `token` and `sentence` events
+//! Consumes a `transcript` event (and, through [`Agent::reply`], a keypad entry put in
+//! words: `crate::prompts`); produces the answer's `token` and `sentence` events
 //! (through [`Speaker`]), the user and assistant turns in the session, and, when the model
 //! asks to end or transfer the call, the pending action. Skips (counted): empty text, a
 //! stale STT owner's transcript, a turn already interrupted or superseded, a turn already
@@ -36,6 +37,7 @@ enum Generated {
 }
 
 impl Agent {
+    /// `transcript`: the caller's words, answered by the model.
     pub(crate) async fn answer(
         &self,
         input: &Envelope,
@@ -44,24 +46,40 @@ impl Agent {
         out: &mut Emitter,
     ) -> Result<(), StageError> {
         let received = Instant::now();
-        let (sid, turn) = (&input.call_sid, input.turn);
         let text = transcript.text.trim();
         if text.is_empty() {
             out.skip("empty_transcript");
             return Ok(());
         }
-        let session = self
-            .sessions
-            .load(sid)
-            .await
-            .map_err(redis_retry)?
-            .unwrap_or_default();
+        let session = self.session(&input.call_sid).await?;
         if transcript.epoch < session.stt_epoch {
             out.skip("stale_stt_epoch");
             return Ok(());
         }
-        if let Some(stale) = session.progress().stale(turn) {
-            out.skip(stale.as_str());
+        self.reply(input, text, &session, tenant, received, out)
+            .await
+    }
+
+    /// The call's session (empty if it was lost: the answer goes on without history).
+    pub(crate) async fn session(&self, sid: &CallSid) -> Result<Session, StageError> {
+        let session = self.sessions.load(sid).await.map_err(redis_retry)?;
+        Ok(session.unwrap_or_default())
+    }
+
+    /// The caller's words `text` (a transcript's, or a keypad entry put in words) as
+    /// turn `input.turn`, answered by the model; `received`: when the input arrived (the
+    /// retry budget runs from it).
+    pub(crate) async fn reply(
+        &self,
+        input: &Envelope,
+        text: &str,
+        session: &Session,
+        tenant: &Tenant,
+        received: Instant,
+        out: &mut Emitter,
+    ) -> Result<(), StageError> {
+        let (sid, turn) = (&input.call_sid, input.turn);
+        if !to_answer(session, turn, out).await? {
             return Ok(());
         }
         let has = |role: Role| {
@@ -70,13 +88,6 @@ impl Agent {
                 .iter()
                 .any(|t| t.role == role && t.turn == turn)
         };
-        if let Some(answered) = session
-            .turns
-            .iter()
-            .find(|t| t.role == Role::Assistant && t.turn == turn)
-        {
-            return repeat(answered, out).await;
-        }
         // An outbound campaign call answers with the campaign's prompt, filled in per contact.
         let prompt = session
             .outbound
@@ -117,12 +128,13 @@ impl Agent {
             wait: Duration::from_millis(self.config.token_batch_ms),
         };
         let min_first = self.config.min_first_sentence_chars;
-        let mut speaker = Speaker::new(turn, min_first, batching);
+        let mut speaker = Speaker::new(turn, min_first, batching)
+            .with_sentence_ends(&tenant.language.sentence_ends);
         let generated = match opened {
             Ok((permit, stream)) => speak(permit, stream, &mut speaker, out).await?,
             Err(reason) => Generated::Failed { reason },
         };
-        let context = || tool_context(input, &session);
+        let context = || tool_context(input, session);
         let generated = self
             .run_tools(generated, tenant, &mut request, context, &mut speaker, out)
             .await?;
@@ -387,6 +399,28 @@ fn tool_context(input: &Envelope, session: &Session) -> ToolContext {
 fn provider_error(error: &LlmError) {
     metrics::counter!(Metric::ProviderErrors.name(), "provider" => "llm", "kind" => error.kind())
         .increment(1);
+}
+
+/// The checks before answering turn `turn`, whatever its input: a turn the caller
+/// interrupted or a newer turn superseded is skipped (counted); a turn already answered (a
+/// redelivery) says its stored answer again. `true`: answer it.
+pub(crate) async fn to_answer(
+    session: &Session,
+    turn: u32,
+    out: &mut Emitter,
+) -> Result<bool, StageError> {
+    if let Some(stale) = session.progress().stale(turn) {
+        out.skip(stale.as_str());
+        return Ok(false);
+    }
+    let answered = session
+        .turns
+        .iter()
+        .find(|t| t.role == Role::Assistant && t.turn == turn);
+    match answered {
+        Some(answered) => repeat(answered, out).await.map(|()| false),
+        None => Ok(true),
+    }
 }
 
 /// A redelivery of a turn already answered: the answer is in the session, but its

@@ -133,7 +133,8 @@ impl Agent {
             .map_err(redis_retry)
     }
 
-    /// `bargein`: the interrupted answer keeps only the sentences the caller heard.
+    /// `bargein`: the interrupted answer keeps only what the caller heard: the whole
+    /// sentences, then the words of the cut one ([`sb_runtime::heard`]).
     pub(crate) async fn barged_in(
         &self,
         input: &Envelope,
@@ -161,9 +162,8 @@ impl Agent {
             out.skip("bargein_answer_missing");
             return Ok(());
         };
-        let heard = usize::try_from(bargein.sentences_heard).unwrap_or(usize::MAX);
-        let kept: Vec<&str> = answer.text.split('\n').take(heard).collect();
-        let kept = kept.join("\n");
+        let heard = bargein.sentences_heard;
+        let kept = sb_runtime::heard::kept_answer(&answer.text, heard, bargein.cut);
         let found = self
             .sessions
             .truncate_turn(sid, input.turn, &kept)
@@ -172,7 +172,7 @@ impl Agent {
         if !found {
             out.skip("bargein_answer_missing");
         }
-        tracing::info!(heard, "interrupted answer truncated");
+        tracing::info!(heard, kept = kept.len(), "interrupted answer truncated");
         Ok(())
     }
 

@@ -1,22 +1,24 @@
 //! The agent stage: answers the caller with a streaming LLM, sentence by sentence.
 //!
-//! Consumes the durable consumer `agent` on `CALLS` (`start`, `transcript`, `bargein`,
-//! `played`, `end`); produces `token` and `sentence` events of the same call and turn:
-//! the tenant's greeting on `start` (turn 0), an answer per final transcript, the
-//! fallback phrase whenever the LLM fails or is too slow (the caller never hears
-//! silence). It stops generating the moment the caller barges in (the token in Redis is
-//! checked before every event), stores the interrupted answer truncated to what was heard,
-//! and carries out the model's `end_call` / `transfer_call` once the last sentence was
+//! Consumes the durable consumer `agent` on `CALLS` (`start`, `answered_by`,
+//! `transcript`, `keypad`, `silence`, `max_duration`, `bargein`, `played`, `end`); produces
+//! `token` and `sentence` events of the same call and turn: the tenant's greeting on
+//! `start` (turn 0), an answer per final transcript or keypad entry, a prompt or goodbye on
+//! the caller's silence and the call's length, the fallback phrase whenever the LLM fails
+//! or is too slow (the caller never hears silence). It stops generating the moment the
+//! caller barges in (the token in Redis is checked before every event), stores the
+//! interrupted answer truncated to what was heard, and carries out the model's `end_call` /
+//! `transfer_call` (and a keypad transfer, a goodbye's hang-up) once the last sentence was
 //! played. State: none of its own; the conversation lives in the session (Redis in
 //! production, behind `sb_runtime::state::Sessions`; ARCHITECTURE §6), the concurrency limits
 //! ([`limits`]) in Redis too, shared by every replica (in process memory when Redis fails,
 //! or for an agent built without it).
 //!
-//! Code map: [`answer`] (a transcript → an answer), [`speaker`] (events with barge-in
-//! checks), [`splitter`] (sentences), [`openai`] + [`sse`] (the LLM client), [`limits`] +
-//! [`permit`] + [`aimd`] (concurrency), [`actions`] + [`telephony`] (built-in tools),
-//! [`tool_round`] + [`tools`] (the tenant's own tools over HTTP), [`events`] (start,
-//! bargein, played, end), [`config`].
+//! Code map: [`answer`] (a transcript → an answer), [`prompts`] (keypad entries, silence,
+//! the call's length), [`speaker`] (events with barge-in checks), [`splitter`]
+//! (sentences), [`openai`] + [`sse`] (the LLM client), [`limits`] + [`permit`] + [`aimd`]
+//! (concurrency), [`actions`] + [`telephony`] (built-in tools), [`tool_round`] + [`tools`]
+//! (the tenant's own tools over HTTP), [`events`] (start, bargein, played, end), [`config`].
 
 pub mod actions;
 pub mod aimd;
@@ -26,6 +28,7 @@ mod events;
 pub mod limits;
 pub mod openai;
 pub mod permit;
+mod prompts;
 pub mod speaker;
 pub mod splitter;
 pub mod sse;
@@ -185,6 +188,9 @@ impl Stage for Agent {
             Body::BargeIn(bargein) => self.barged_in(&input, bargein, out).await,
             Body::Played(played) => self.played(&input, played).await,
             Body::End(_) => self.ended(&input).await,
+            Body::Keypad(keypad) => self.keypad(&input, keypad, &tenant, out).await,
+            Body::Silence(silence) => self.silence(&input, silence, &tenant, out).await,
+            Body::MaxDuration(max) => self.max_duration(&input, max, &tenant, out).await,
             other => Err(StageError::reject(
                 "unexpected_kind",
                 format!("the agent does not handle {}", other.kind().as_str()),

@@ -53,6 +53,12 @@ impl Speaker {
         }
     }
 
+    /// Ends sentences also at `ends` (the tenant's `language.sentence_ends`).
+    pub fn with_sentence_ends(mut self, ends: &[char]) -> Self {
+        self.splitter = self.splitter.with_ends(ends);
+        self
+    }
+
     /// The turn being spoken.
     pub fn turn(&self) -> u32 {
         self.turn

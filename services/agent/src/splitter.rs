@@ -4,7 +4,9 @@
 //! its boundary is confirmed, so TTS can start on it while the LLM is still talking, and the
 //! rest at the end ([`Splitter::finish`]). A boundary is `. ? ! …` (and `।` `॥` `؟` `۔`,
 //! `。！？`) plus any closing quotes or brackets, confirmed by whitespace and the next
-//! word. Decisions never depend on how the text was cut into pieces: a boundary is decided
+//! word; a tenant's language adds its own ends ([`Splitter::with_ends`], e.g. `।` `॥` for
+//! Hindi), boundaries wherever they appear. Decisions never depend on how the text was cut
+//! into pieces: a boundary is decided
 //! only once the text after it has arrived. Not a boundary: decimals (`3.5`), URLs and
 //! e-mail addresses (no whitespace after the dot), titles and Latin abbreviations (`Dr.`,
 //! `e.g.`), initials (`J. K.`), list numbers (`1. …`), and dotted abbreviations such as
@@ -72,6 +74,8 @@ pub struct Splitter {
     min_first_chars: usize,
     emitted: usize,
     skipped_short_first: bool,
+    /// The tenant's own sentence ends, as tight as `।` (`Language::sentence_ends`).
+    extra_ends: Vec<char>,
 }
 
 impl Splitter {
@@ -84,7 +88,20 @@ impl Splitter {
             min_first_chars,
             emitted: 0,
             skipped_short_first: false,
+            extra_ends: Vec::new(),
         }
+    }
+
+    /// This splitter, also ending sentences at `ends` (a tenant's language: `।` `॥` for
+    /// Hindi), wherever they appear, like `।`.
+    pub fn with_ends(mut self, ends: &[char]) -> Self {
+        self.extra_ends = ends.to_vec();
+        self
+    }
+
+    /// A terminator that ends a sentence on any following character.
+    fn is_tight(&self, c: char) -> bool {
+        is_tight_terminator(c) || self.extra_ends.contains(&c)
     }
 
     /// Adds a piece of text; returns the sentences it completed, in order.
@@ -124,7 +141,7 @@ impl Splitter {
     fn next_boundary(&mut self) -> Option<(usize, usize)> {
         let mut i = self.scan;
         while let Some(c) = self.buf[i..].chars().next() {
-            let decision = if is_spaced_terminator(c) || is_tight_terminator(c) {
+            let decision = if is_spaced_terminator(c) || self.is_tight(c) {
                 self.at_terminator(i)
             } else if c == '\n' {
                 self.at_newline(i)
@@ -165,7 +182,7 @@ impl Splitter {
         let mut j = i;
         let mut dots = 0;
         for c in text[i..].chars() {
-            if is_spaced_terminator(c) || is_tight_terminator(c) || is_closer(c) {
+            if is_spaced_terminator(c) || self.is_tight(c) || is_closer(c) {
                 dots += usize::from(c == '.' || c == '…');
                 j += c.len_utf8();
             } else {
@@ -176,7 +193,7 @@ impl Splitter {
             return Decision::Wait;
         }
         let after = skip_whitespace(text, j);
-        if is_tight_terminator(first) {
+        if self.is_tight(first) {
             return Decision::Split {
                 end: j,
                 rest: after,
@@ -261,176 +278,16 @@ fn tidy(text: &str) -> String {
 
 /// Splits a whole text at once (for tests and for text that does not stream).
 pub fn split_all(text: &str, min_first_chars: usize) -> Vec<String> {
-    let mut splitter = Splitter::new(min_first_chars);
+    split_all_with(Splitter::new(min_first_chars), text)
+}
+
+/// Splits a whole text at once with `splitter` (e.g. one with a tenant's ends).
+pub fn split_all_with(mut splitter: Splitter, text: &str) -> Vec<String> {
     let mut out = splitter.push(text);
     out.extend(splitter.finish());
     out
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// (text, min first-sentence chars, expected sentences).
-    const CASES: &[(&str, usize, &[&str])] = &[
-        (
-            "Hello there. How are you?",
-            0,
-            &["Hello there.", "How are you?"],
-        ),
-        ("Wait! Really? Yes.", 0, &["Wait!", "Really?", "Yes."]),
-        (
-            "नमस्ते, आप कैसे हैं। मैं ठीक हूँ।",
-            0,
-            &["नमस्ते, आप कैसे हैं।", "मैं ठीक हूँ।"],
-        ),
-        ("आप कैसे हैं।मैं ठीक हूँ॥", 0, &["आप कैसे हैं।", "मैं ठीक हूँ॥"]),
-        ("你好。我很好！谢谢？", 0, &["你好。", "我很好！", "谢谢？"]),
-        (
-            "It costs 3.5 dollars, or 1,000.25 in total. Thanks.",
-            0,
-            &["It costs 3.5 dollars, or 1,000.25 in total.", "Thanks."],
-        ),
-        (
-            "Dr. Smith sees you at 3 p.m. tomorrow. Bring your I.D. please.",
-            0,
-            &[
-                "Dr. Smith sees you at 3 p.m. tomorrow.",
-                "Bring your I.D. please.",
-            ],
-        ),
-        (
-            "We ship across the U.S. Orders arrive in two days.",
-            0,
-            &["We ship across the U.S.", "Orders arrive in two days."],
-        ),
-        (
-            "We open at 9 a.m. and close at 5 p.m. See you!",
-            0,
-            &["We open at 9 a.m. and close at 5 p.m.", "See you!"],
-        ),
-        (
-            "Bring documents, e.g. a passport, i.e. photo ID. Thanks!",
-            0,
-            &[
-                "Bring documents, e.g. a passport, i.e. photo ID.",
-                "Thanks!",
-            ],
-        ),
-        (
-            "Ask Mr. Brown or Mrs. Green vs. the team. Done.",
-            0,
-            &["Ask Mr. Brown or Mrs. Green vs. the team.", "Done."],
-        ),
-        (
-            "The author is J. K. Rowling. Next.",
-            0,
-            &["The author is J. K. Rowling.", "Next."],
-        ),
-        (
-            "Visit https://example.com/help.html?x=1&y=2 for details. Or call!",
-            0,
-            &[
-                "Visit https://example.com/help.html?x=1&y=2 for details.",
-                "Or call!",
-            ],
-        ),
-        (
-            "Go to www.acme.io. It has everything.",
-            0,
-            &["Go to www.acme.io.", "It has everything."],
-        ),
-        (
-            "Write to help.desk@acme.co.uk. We reply fast.",
-            0,
-            &["Write to help.desk@acme.co.uk.", "We reply fast."],
-        ),
-        (
-            "He said \"stop.\" Then he left (quietly.) The end",
-            0,
-            &["He said \"stop.\"", "Then he left (quietly.)", "The end"],
-        ),
-        (
-            "Hmm... let me check. Yes... We have it.",
-            0,
-            &["Hmm... let me check.", "Yes...", "We have it."],
-        ),
-        (
-            "1. Open the app and tap settings.",
-            0,
-            &["1. Open the app and tap settings."],
-        ),
-        ("We open at 9. Come by.", 0, &["We open at 9.", "Come by."]),
-        (
-            "First line\n\nSecond   line\nstill second.",
-            0,
-            &["First line", "Second line still second."],
-        ),
-        ("No. I can't do that.", 0, &["No.", "I can't do that."]),
-        ("No trailing punctuation", 0, &["No trailing punctuation"]),
-        ("  \n ", 0, &[]),
-        // The first sentence is at least 16 characters: one short start is merged.
-        (
-            "Sure. We are open from nine to five. Bye.",
-            16,
-            &["Sure. We are open from nine to five.", "Bye."],
-        ),
-        (
-            "Sure! Yes. Okay then. Bye.",
-            16,
-            &["Sure! Yes.", "Okay then.", "Bye."],
-        ),
-        (
-            "Thanks for calling Acme. How can I help?",
-            16,
-            &["Thanks for calling Acme.", "How can I help?"],
-        ),
-        ("Yes.", 16, &["Yes."]),
-    ];
-
-    /// Every case splits as expected when the text arrives whole.
-    #[test]
-    fn split_table() {
-        for (text, min, expected) in CASES {
-            assert_eq!(split_all(text, *min), *expected, "{text:?}");
-        }
-    }
-
-    /// The result does not depend on how the stream was cut: one character at a time,
-    /// LLM-like word tokens, and awkward 3-byte-ish pieces all give the same sentences.
-    #[test]
-    fn chunking_does_not_matter() {
-        for (text, min, expected) in CASES {
-            let chars: Vec<String> = text.chars().map(String::from).collect();
-            let tokens = sb_sim::llm::reply::tokenize(text);
-            let triples: Vec<String> = text
-                .chars()
-                .collect::<Vec<_>>()
-                .chunks(3)
-                .map(|c| c.iter().collect())
-                .collect();
-            for pieces in [chars, tokens, triples] {
-                let mut splitter = Splitter::new(*min);
-                let mut out = Vec::new();
-                for piece in &pieces {
-                    out.extend(splitter.push(piece));
-                }
-                out.extend(splitter.finish());
-                assert_eq!(out, *expected, "{text:?} in pieces {pieces:?}");
-            }
-        }
-    }
-
-    /// A sentence is produced as soon as the next word starts, not at the end.
-    #[test]
-    fn sentences_leave_early() {
-        let mut s = Splitter::new(0);
-        assert!(s.push("Hello there.").is_empty(), "needs the next word");
-        assert!(s.push(" ").is_empty());
-        assert_eq!(s.push("How"), ["Hello there."]);
-        assert!(s.has_pending());
-        assert_eq!(s.push(" are you?"), Vec::<String>::new());
-        assert_eq!(s.finish().as_deref(), Some("How are you?"));
-        assert!(!s.has_pending());
-    }
-}
+#[path = "splitter_tests.rs"]
+mod tests;

@@ -290,6 +290,7 @@ async fn a_bargein_keeps_what_was_heard() {
             token: 2,
             trigger: BargeInTrigger::Words,
             sentences_heard: 1,
+            cut: None,
         }),
     );
     let early = drive(&rig.agent, bargein.clone()).await;
@@ -317,6 +318,53 @@ async fn a_bargein_keeps_what_was_heard() {
     assert!(driven.outputs.is_empty());
     let answer = rig.answer(1).unwrap();
     assert_eq!(answer.text, FIRST.trim());
+    assert!(answer.interrupted);
+}
+
+/// A barge-in cut inside a sentence keeps its words the caller heard too (their middle
+/// played, by proportional alignment), after the whole sentences heard.
+#[tokio::test]
+async fn a_bargein_inside_a_sentence_keeps_the_words_heard() {
+    let steps = vec![
+        Step::Text(FIRST),
+        Step::Text(SECOND),
+        Step::Text(THIRD),
+        Step::Finish,
+    ];
+    let rig = Rig::new(steps, None);
+    drive(&rig.agent, transcript(1, "When are you open?"))
+        .await
+        .result
+        .unwrap();
+    let second = rig
+        .answer(1)
+        .unwrap()
+        .text
+        .lines()
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    let cut = sb_schemas::CutSentence {
+        heard_ms: 500,
+        sentence_ms: 1000,
+    };
+    let bargein = event(
+        1,
+        Body::BargeIn(BargeIn {
+            token: 2,
+            trigger: BargeInTrigger::Words,
+            sentences_heard: 1,
+            cut: Some(cut),
+        }),
+    );
+    drive(&rig.agent, bargein).await.result.unwrap();
+    let answer = rig.answer(1).unwrap();
+    let words = sb_runtime::heard::heard_words(&second, cut);
+    assert!(
+        !words.is_empty() && words.len() < second.len(),
+        "{words:?} of {second:?}"
+    );
+    assert_eq!(answer.text, format!("{}\n{words}", FIRST.trim()));
     assert!(answer.interrupted);
 }
 

@@ -13,6 +13,7 @@ pub mod mulaw;
 pub mod resample;
 pub mod synth;
 pub mod vad;
+pub mod voice;
 pub mod wav;
 
 /// Sample rate of the phone leg (Twilio Media Streams, G.711), in Hz.

@@ -182,6 +182,21 @@ pub trait Backend: Clone + Send + Sync + 'static {
         turn: u32,
     ) -> impl Future<Output = Result<u64, BackendError>> + Send;
 
+    /// Marks the bot's `turn` paused for the caller's voice (`None`: not paused), so the
+    /// stt does not make a turn of backchannel said over it.
+    fn set_paused(
+        &self,
+        sid: &CallSid,
+        turn: Option<u32>,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send;
+
+    /// Starts the call's next turn (a keypad entry, a silence): its number.
+    fn next_turn(
+        &self,
+        sid: &CallSid,
+        after: u32,
+    ) -> impl Future<Output = Result<u32, BackendError>> + Send;
+
     /// Publishes and waits until the event is stored.
     fn publish(&self, event: &Envelope) -> impl Future<Output = Result<(), BackendError>> + Send;
 
@@ -478,6 +493,20 @@ impl Backend for Live {
         self.log.restore(sid).await?;
         let token = self.redis.session_interrupt(sid, turn).await?;
         Ok(token.ok_or(RebuildError::Missing)?)
+    }
+
+    async fn set_paused(&self, sid: &CallSid, turn: Option<u32>) -> Result<(), BackendError> {
+        Ok(self.redis.session_set_paused(sid, turn).await?)
+    }
+
+    /// As the stt numbers turns: a lost session is rebuilt from the call's events first.
+    async fn next_turn(&self, sid: &CallSid, after: u32) -> Result<u32, BackendError> {
+        if let Some(turn) = self.redis.session_next_turn(sid, after).await? {
+            return Ok(turn);
+        }
+        self.log.restore(sid).await?;
+        let turn = self.redis.session_next_turn(sid, after).await?;
+        Ok(turn.ok_or(RebuildError::Missing)?)
     }
 
     async fn publish(&self, event: &Envelope) -> Result<(), BackendError> {

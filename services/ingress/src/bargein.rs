@@ -7,6 +7,7 @@
 //! interrupts. Whether bot audio is playing is the playback's business, not this one's.
 //! State: the normalised policy, immutable.
 
+use sb_runtime::tenants::backchannel::Backchannel;
 use sb_runtime::tenants::{BargeInMode, BargeInPolicy};
 use sb_schemas::BargeInTrigger;
 
@@ -15,23 +16,15 @@ use sb_schemas::BargeInTrigger;
 pub struct Detector {
     mode: BargeInMode,
     min_words: usize,
-    /// Backchannel phrases as normalised words, longest first (greedy matching).
-    backchannel: Vec<Vec<String>>,
+    backchannel: Backchannel,
 }
 
 impl Detector {
     pub fn new(policy: &BargeInPolicy) -> Self {
-        let mut backchannel: Vec<Vec<String>> = policy
-            .backchannel
-            .iter()
-            .map(|phrase| words(phrase).collect::<Vec<_>>())
-            .filter(|phrase| !phrase.is_empty())
-            .collect();
-        backchannel.sort_by_key(|phrase| std::cmp::Reverse(phrase.len()));
         Self {
             mode: policy.mode,
             min_words: policy.min_words.max(1) as usize,
-            backchannel,
+            backchannel: Backchannel::new(&policy.backchannel),
         }
     }
 
@@ -48,34 +41,8 @@ impl Detector {
 
     /// Words of `text` that are not backchannel.
     pub fn counted_words(&self, text: &str) -> usize {
-        let words: Vec<String> = words(text).collect();
-        let mut counted = 0;
-        let mut i = 0;
-        while i < words.len() {
-            let skip = self
-                .backchannel
-                .iter()
-                .find(|phrase| words[i..].starts_with(phrase))
-                .map_or(0, Vec::len);
-            if skip > 0 {
-                i += skip;
-            } else {
-                counted += 1;
-                i += 1;
-            }
-        }
-        counted
+        self.backchannel.counted_words(text)
     }
-}
-
-/// Lowercase words without surrounding punctuation ("Okay," → "okay", "uh-huh." → "uh-huh").
-fn words(text: &str) -> impl Iterator<Item = String> + '_ {
-    text.split_whitespace()
-        .map(|w| {
-            w.trim_matches(|c: char| !c.is_alphanumeric())
-                .to_lowercase()
-        })
-        .filter(|w| !w.is_empty())
 }
 
 #[cfg(test)]

@@ -14,7 +14,9 @@
 
 pub mod backend;
 pub mod bargein;
+pub mod call_clock;
 pub mod config;
+pub mod keypad;
 pub mod media;
 mod meters;
 pub mod migrate;
@@ -22,6 +24,7 @@ pub mod playback;
 mod stream_ended;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod turns;
 mod webhook;
 
 use std::net::SocketAddr;

@@ -75,13 +75,16 @@ pub enum Echo {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cut {
     pub turn: u32,
-    /// Sentences of `turn` whose marks came back as played.
+    /// Sentences of `turn` heard in full: whose marks came back as played, or which
+    /// finished playing before the cut by the pacing clock.
     pub sentences_heard: u32,
+    /// How much of the next sentence was heard, when the cut fell inside it.
+    pub cut: Option<sb_schemas::CutSentence>,
     /// Chunks discarded without being sent.
     pub dropped: usize,
 }
 
-struct Waiting {
+pub(crate) struct Waiting {
     payload: Bytes,
     last: bool,
     turn_last: bool,
@@ -140,6 +143,10 @@ pub struct Playback {
     pending: VecDeque<Output>,
     /// A resumed call's first chunk and the bytes of it already heard.
     resume_at: Option<((u32, u32), usize)>,
+    /// Chunks sent of the current sentence and the one before (what a pause replays).
+    history: VecDeque<pause::SentChunk>,
+    /// Set while the caller's voice holds the bot (see [`pause`]).
+    paused: Option<Paused>,
 }
 
 impl Playback {
@@ -165,6 +172,8 @@ impl Playback {
             gap_attempts: 0,
             pending: VecDeque::new(),
             resume_at: None,
+            history: VecDeque::new(),
+            paused: None,
         }
     }
 
@@ -214,11 +223,16 @@ impl Playback {
         self.heard = 0;
         self.stalled_since = None;
         self.gap_attempts = 0;
+        self.history.clear();
+        self.paused = None;
         discarded
     }
 
     /// The next thing to send at `now`, if any is due. Call until `None`.
     pub fn poll(&mut self, now: Instant) -> Option<Output> {
+        if self.paused.is_some() {
+            return None;
+        }
         if let Some(output) = self.pending.pop_front() {
             return Some(output);
         }
@@ -271,6 +285,13 @@ impl Playback {
                 }
                 _ => 0,
             };
+            self.remember(pause::SentChunk {
+                sentence,
+                chunk,
+                payload: waiting.payload.clone(),
+                last: waiting.last,
+                turn_last: waiting.turn_last,
+            });
             self.current = Some(Current {
                 payload: waiting.payload,
                 offset,
@@ -302,6 +323,9 @@ impl Playback {
 
     /// When [`Self::poll`] will next have something to send; `None` while waiting for chunks.
     pub fn next_wake(&self) -> Option<Instant> {
+        if self.paused.is_some() {
+            return None;
+        }
         let current = self
             .current
             .as_ref()
@@ -339,13 +363,24 @@ impl Playback {
         }
     }
 
+    /// The newest turn's last chunk was sent (its audio may still be playing out).
+    pub fn turn_finished(&self) -> bool {
+        self.turn_finished
+    }
+
+    /// The newest turn seen (playing, paused, finished or cut).
+    pub fn turn(&self) -> Option<u32> {
+        self.turn
+    }
+
     /// The turn whose audio is pending or playing at `now`, if any: what a barge-in cuts.
     pub fn playing_turn(&self, now: Instant) -> Option<u32> {
         let turn = self.turn?;
         if u64::from(turn) < self.stale_below {
             return None;
         }
-        let busy = self.current.is_some()
+        let busy = self.paused.is_some()
+            || self.current.is_some()
             || !self.buffer.is_empty()
             || self.drained_at > now
             || self
@@ -361,6 +396,21 @@ impl Playback {
     /// caller sends Twilio `clear`). `None`: nothing to interrupt.
     pub fn barge_in(&mut self, now: Instant) -> Option<Cut> {
         let turn = self.playing_turn(now)?;
+        // After a pause, the caller stopped hearing the bot when it paused.
+        let point = match self.paused.take() {
+            Some(paused) => Some(paused.cut),
+            None => self.cut_point(now),
+        };
+        let (sentences_heard, cut) = match point {
+            Some(point) if point.total == Some(point.heard) => (point.sentence + 1, None),
+            Some(point) => (point.sentence, point.cut_sentence()),
+            None => (0, None),
+        };
+        let (sentences_heard, cut) = if self.heard > sentences_heard {
+            (self.heard, None)
+        } else {
+            (sentences_heard, cut)
+        };
         let dropped = self.buffer.len() + usize::from(self.current.is_some());
         self.stale_below = self.stale_below.max(u64::from(turn) + 1);
         self.buffer.clear();
@@ -370,12 +420,16 @@ impl Playback {
         self.stalled_since = None;
         self.pending.clear();
         self.drained_at = now;
+        // Marks whose audio finished playing by the pacing clock were heard: their echoes
+        // still count as played; the rest come back because of the `clear`.
         for mark in &mut self.marks {
-            mark.cleared = true;
+            mark.cleared |= mark.due > now;
         }
+        self.history.clear();
         Some(Cut {
             turn,
-            sentences_heard: self.heard,
+            sentences_heard,
+            cut,
             dropped,
         })
     }
@@ -389,6 +443,9 @@ fn duration_of(bytes: usize) -> Duration {
 #[path = "playback_gap.rs"]
 mod gap;
 pub use gap::{Gap, GapOutcome};
+#[path = "playback_pause.rs"]
+mod pause;
+pub use pause::{CutPoint, Paused, Resume};
 #[path = "playback_resume.rs"]
 mod resume;
 pub use resume::Position;

@@ -51,6 +51,10 @@ struct State {
     /// Redirects asked of "Twilio": (call, TwiML).
     redirects: Vec<(CallSid, String)>,
     fail_redirect: bool,
+    /// `session:{sid}` field `paused`.
+    paused: HashMap<CallSid, u32>,
+    /// `session:{sid}` field `turn`.
+    turns: HashMap<CallSid, u32>,
 }
 
 /// The stand-in. Clones share one record.
@@ -104,6 +108,11 @@ impl MemoryBackend {
     /// The session's tenant and barge-in token, if the call started.
     pub fn session(&self, sid: &CallSid) -> Option<(TenantId, u64)> {
         self.lock().sessions.get(sid).cloned()
+    }
+
+    /// The bot's turn marked paused for the caller, if any.
+    pub fn paused(&self, sid: &CallSid) -> Option<u32> {
+        self.lock().paused.get(sid).copied()
     }
 
     /// The call's admission record, if its webhook was answered.
@@ -324,6 +333,22 @@ impl Backend for MemoryBackend {
         };
         session.1 = session.1.max(u64::from(turn) + 1);
         Ok(session.1)
+    }
+
+    async fn set_paused(&self, sid: &CallSid, turn: Option<u32>) -> Result<(), BackendError> {
+        let mut state = self.redis()?;
+        match turn {
+            Some(turn) => state.paused.insert(sid.clone(), turn),
+            None => state.paused.remove(sid),
+        };
+        Ok(())
+    }
+
+    async fn next_turn(&self, sid: &CallSid, after: u32) -> Result<u32, BackendError> {
+        let mut state = self.redis()?;
+        let turn = state.turns.entry(sid.clone()).or_default();
+        *turn = (*turn + 1).max(after + 1);
+        Ok(*turn)
     }
 
     async fn publish(&self, event: &Envelope) -> Result<(), BackendError> {

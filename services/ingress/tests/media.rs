@@ -301,7 +301,8 @@ async fn barge_in_clears_and_publishes() {
         Body::BargeIn(BargeIn {
             token: 1,
             trigger: BargeInTrigger::Speech,
-            sentences_heard: 1
+            sentences_heard: 1,
+            cut: None,
         })
     );
     assert_eq!(backend.session(&line.sid), Some((tenant_id("globex"), 1)));

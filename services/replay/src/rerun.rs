@@ -31,7 +31,8 @@ use crate::CallLog;
 /// The stages `redrive` can run again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum StageName {
-    /// The agent: the greeting on `start`, an answer per `transcript`.
+    /// The agent: the greeting on `start`, an answer per `transcript` and `keypad`, a
+    /// prompt or goodbye per `silence` and `max_duration`.
     Agent,
     /// The tts: each `sentence` spoken as audio chunks.
     Tts,
@@ -45,11 +46,19 @@ impl StageName {
         }
     }
 
-    /// Whether the stage is run again on `event`: the agent on `start` and `transcript`,
-    /// the tts on `sentence`.
+    /// Whether the stage is run again on `event`: the agent on `start` and the inputs that
+    /// start a turn (`transcript`, `keypad`, `silence`, `max_duration`), the tts on
+    /// `sentence`.
     pub fn takes(self, event: &Envelope) -> bool {
         match self {
-            StageName::Agent => matches!(event.body, Body::Start(_) | Body::Transcript(_)),
+            StageName::Agent => matches!(
+                event.body,
+                Body::Start(_)
+                    | Body::Transcript(_)
+                    | Body::Keypad(_)
+                    | Body::Silence(_)
+                    | Body::MaxDuration(_)
+            ),
             StageName::Tts => matches!(event.body, Body::Sentence(_)),
         }
     }
@@ -57,7 +66,7 @@ impl StageName {
     /// The kinds the stage is run on, for messages.
     pub fn inputs(self) -> &'static str {
         match self {
-            StageName::Agent => "start or transcript",
+            StageName::Agent => "start, transcript, keypad, silence or max_duration",
             StageName::Tts => "sentence",
         }
     }
@@ -92,7 +101,7 @@ pub async fn feed<S: Stage>(stage: &S, recorded: &Envelope) -> Fed {
     }
 }
 
-/// The agent run on each `start` and `transcript` of `log`, in order: for each, a fresh
+/// The agent run on each input of `log` it takes ([`StageName::takes`]), in order: for each, a fresh
 /// agent from `agent` over a session seeded from the turns before it. `settle` sees each
 /// [`Fed`] as it is made (to add notes) and may stop the run.
 pub async fn agent<E>(
@@ -227,6 +236,7 @@ mod tests {
             token: 2,
             trigger: BargeInTrigger::Speech,
             sentences_heard: 1,
+            cut: None,
         });
         CallLog {
             events: vec![

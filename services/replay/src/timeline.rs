@@ -134,10 +134,23 @@ fn detail(body: &Body) -> String {
                 if s.last { " (last)" } else { "" }
             )
         }
-        Body::BargeIn(b) => format!(
-            "{:?}, token {}, {} sentences heard",
-            b.trigger, b.token, b.sentences_heard
+        Body::BargeIn(b) => match b.cut {
+            Some(cut) => format!(
+                "{:?}, token {}, {} sentences heard, then {} of {} ms of the next",
+                b.trigger, b.token, b.sentences_heard, cut.heard_ms, cut.sentence_ms
+            ),
+            None => format!(
+                "{:?}, token {}, {} sentences heard",
+                b.trigger, b.token, b.sentences_heard
+            ),
+        },
+        Body::Resumed(r) => format!(
+            "bot resumed sentence #{} at {} ms after a {} ms pause",
+            r.sentence, r.offset_ms, r.paused_ms
         ),
+        Body::Keypad(k) => format!("keys “{}” (ended by {:?})", k.digits, k.ended_by),
+        Body::Silence(s) => format!("caller silent for {} ms (#{})", s.after_ms, s.count),
+        Body::MaxDuration(m) => format!("call reached its {} s limit", m.limit_secs),
         Body::Played(p) => format!("sentence #{} heard (mark {})", p.sentence, p.mark),
         Body::End(e) => format!("{:?}", e.reason),
         Body::Dial(d) => format!(

@@ -22,6 +22,7 @@ pub mod api_error;
 pub mod config;
 pub mod dead_letter;
 pub mod emitter;
+pub mod heard;
 pub mod http;
 pub mod meter;
 pub mod metrics;

@@ -59,6 +59,15 @@ pub enum Metric {
     IngressDroppedChunks,
     /// Ingress: barge-ins (clear sent, token bumped). Labels: trigger.
     IngressBargeIns,
+    /// Ingress: the caller's voice onset (its first voiced frame over the bot) → the
+    /// `clear` that stopped the bot. Labels: tenant.
+    IngressInterruptionSeconds,
+    /// Ingress: pauses of the bot for the caller's voice, by how they ended (resumed: a
+    /// false interruption; bargein; superseded: a newer turn took over). Labels: tenant, outcome.
+    IngressPauses,
+    /// Ingress: the end of the caller's voice → the first frame of the bot's next turn sent
+    /// to Twilio: the voice-to-voice latency the caller feels. Labels: tenant.
+    VoiceToVoiceSeconds,
     /// Ingress: media-stream messages rejected one by one. Labels: reason.
     IngressRejectedMessages,
     /// Ingress: caller-audio publishes whose ack was not checked (too many in flight).
@@ -173,6 +182,9 @@ impl Metric {
             Metric::IngressLateFrames => "switchboard_ingress_late_frames_total",
             Metric::IngressDroppedChunks => "switchboard_ingress_dropped_chunks_total",
             Metric::IngressBargeIns => "switchboard_ingress_bargeins_total",
+            Metric::IngressInterruptionSeconds => "switchboard_ingress_interruption_seconds",
+            Metric::IngressPauses => "switchboard_ingress_pauses_total",
+            Metric::VoiceToVoiceSeconds => "switchboard_voice_to_voice_seconds",
             Metric::IngressRejectedMessages => "switchboard_ingress_rejected_messages_total",
             Metric::IngressAcksUnchecked => "switchboard_ingress_acks_unchecked_total",
             Metric::IngressSocketsRefused => "switchboard_ingress_sockets_refused_total",
@@ -220,6 +232,13 @@ const LATENCY_BUCKETS: &[f64] = &[
     5.0, 10.0,
 ];
 
+/// Finer buckets for the turn-taking latencies the caller hears (stop within a quarter
+/// second; answer within a second or so): 10 ms steps where the targets are.
+const TURN_BUCKETS: &[f64] = &[
+    0.05, 0.1, 0.15, 0.2, 0.22, 0.24, 0.25, 0.26, 0.27, 0.28, 0.3, 0.35, 0.4, 0.5, 0.6, 0.7, 0.8,
+    0.9, 1.0, 1.2, 1.5, 2.0, 3.0, 5.0,
+];
+
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the global Prometheus recorder (once per process) and returns its handle.
@@ -228,6 +247,18 @@ pub fn install() -> PrometheusHandle {
         .get_or_init(|| {
             let builder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(Metric::IngressInterruptionSeconds.name().into()),
+                        TURN_BUCKETS,
+                    )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(Metric::VoiceToVoiceSeconds.name().into()),
+                        TURN_BUCKETS,
+                    )
+                })
                 .expect("the bucket list is non-empty");
             let recorder = builder.build_recorder();
             let handle = recorder.handle();

@@ -1,12 +1,13 @@
 //! Rebuilding a call's session from its events, for when Redis has lost it.
 //!
-//! Consumes the call's `webhook`, `start`, `transcript`, `sentence`, `bargein` and `end`
-//! events from `CALLS` (direct gets, kind by kind);
-//! produces a [`Restore`]: the turn counter (the highest turn started), the barge-in token,
-//! the STT epoch and checkpoint, the conversation (a caller turn per transcript, an answer
-//! per turn whose last sentence was published, cut to the sentences heard when it was
-//! interrupted) and an outbound call's campaign texts (from its dial attempt, while Redis
-//! still has it). [`SessionLog::rebuild`] writes it back (merged, counters only up), counts
+//! Consumes the call's `webhook`, `start`, `transcript`, `keypad`, `silence`,
+//! `max_duration`, `sentence`, `bargein` and `end` events from `CALLS` (direct gets, kind by
+//! kind); produces a [`Restore`]: the turn counter (the highest turn started), the barge-in
+//! token, the STT epoch and checkpoint, the conversation (a caller turn per transcript and
+//! per keypad entry, the keys in words; an answer per turn whose last sentence was
+//! published, cut to the sentences heard when it was interrupted) and an outbound call's
+//! campaign texts (from its dial attempt, while Redis still has it).
+//! [`SessionLog::rebuild`] writes it back (merged, counters only up), counts
 //! `switchboard_session_rebuilt_total{service}` and logs it. An ended call is not rebuilt.
 //! [`LoggedSessions`] is the [`Sessions`] a stage uses: Redis, rebuilding on a lost
 //! session. State: none; the stream is the record.
@@ -19,16 +20,19 @@ use sb_schemas::{Body, CallSid, Envelope, Kind, decode};
 
 use crate::metrics::Metric;
 use crate::redis::campaigns::AttemptId;
-use crate::redis::session::{Parties, Role, Session, Turn};
+use crate::redis::session::{Parties, Role, Session, Turn, keys_pressed};
 use crate::redis::session_restore::Restore;
 use crate::redis::{Redis, RedisError};
 use crate::state::{Progress, Sessions};
 
 /// The kinds a session is rebuilt from.
-const KINDS: [Kind; 6] = [
+const KINDS: [Kind; 9] = [
     Kind::Webhook,
     Kind::Start,
     Kind::Transcript,
+    Kind::Keypad,
+    Kind::Silence,
+    Kind::MaxDuration,
     Kind::Sentence,
     Kind::BargeIn,
     Kind::End,
@@ -60,7 +64,7 @@ pub struct Folded {
 pub fn fold<'a>(events: impl IntoIterator<Item = &'a Envelope>) -> Folded {
     let mut folded = Folded::default();
     let mut answers: BTreeMap<u32, BTreeMap<u32, (String, bool)>> = BTreeMap::new();
-    let mut heard: BTreeMap<u32, u32> = BTreeMap::new();
+    let mut heard: BTreeMap<u32, (u32, Option<sb_schemas::CutSentence>)> = BTreeMap::new();
     let mut users: BTreeMap<u32, String> = BTreeMap::new();
     let r = &mut folded.restore;
     for event in events {
@@ -81,6 +85,12 @@ pub fn fold<'a>(events: impl IntoIterator<Item = &'a Envelope>) -> Folded {
                 r.stt_checkpoint = r.stt_checkpoint.max(Some(t.audio_seq));
                 users.insert(event.turn, t.text.clone());
             }
+            // The ingress starts these turns as the stt starts a transcript's.
+            Body::Keypad(k) => {
+                r.turn = r.turn.max(event.turn);
+                users.insert(event.turn, keys_pressed(&k.digits));
+            }
+            Body::Silence(_) | Body::MaxDuration(_) => r.turn = r.turn.max(event.turn),
             Body::Sentence(s) => {
                 r.turn = r.turn.max(event.turn);
                 let answer = answers.entry(event.turn).or_default();
@@ -88,7 +98,7 @@ pub fn fold<'a>(events: impl IntoIterator<Item = &'a Envelope>) -> Folded {
             }
             Body::BargeIn(b) => {
                 r.bargein = r.bargein.max(b.token);
-                heard.insert(event.turn, b.sentences_heard);
+                heard.insert(event.turn, (b.sentences_heard, b.cut));
             }
             Body::End(_) => folded.ended = true,
             _ => {}
@@ -105,15 +115,19 @@ pub fn fold<'a>(events: impl IntoIterator<Item = &'a Envelope>) -> Folded {
         .collect();
     for (turn, sentences) in answers {
         let complete = sentences.values().any(|(_, last)| *last);
-        let cut = heard.get(&turn).map(|&n| n as usize);
+        let cut = heard.get(&turn).copied();
         if !complete && cut.is_none() {
             continue; // Still being answered: the agent's redelivery finishes it.
         }
         let texts: Vec<&str> = sentences.values().map(|(text, _)| text.as_str()).collect();
-        let kept = &texts[..cut.unwrap_or(texts.len()).min(texts.len())];
+        let whole = texts.join("\n");
+        let text = match cut {
+            Some((sentences_heard, cut)) => crate::heard::kept_answer(&whole, sentences_heard, cut),
+            None => whole,
+        };
         turns.push(Turn {
             role: Role::Assistant,
-            text: kept.join("\n"),
+            text,
             turn,
             interrupted: cut.is_some(),
         });

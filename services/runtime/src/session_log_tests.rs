@@ -95,6 +95,7 @@ fn an_interrupted_answer_keeps_the_sentences_heard_and_raises_the_token() {
                 token: 2,
                 trigger: BargeInTrigger::Speech,
                 sentences_heard: 1,
+                cut: None,
             }),
         ),
     ];
@@ -146,4 +147,42 @@ fn no_events_fold_to_nothing() {
     let folded = fold(&[]);
     assert_eq!(folded.restore.tenant, None);
     assert_eq!(folded.restore.turns, Vec::new());
+}
+
+/// The turns the ingress starts count like a transcript's: a keypad entry is the caller's
+/// turn in words (as the agent stored it), a silence or the call's length only moves the
+/// counter.
+#[test]
+fn keypad_silence_and_max_duration_start_turns() {
+    use sb_schemas::{Keypad, KeypadEnd, MaxDuration, Silence};
+    let events = [
+        said(1, "My order", 10, 1),
+        event(
+            2,
+            Body::Keypad(Keypad {
+                digits: "4417".into(),
+                ended_by: KeypadEnd::Terminator,
+            }),
+        ),
+        sentence(2, 0, "Order 4417 ships today.", true),
+        event(
+            3,
+            Body::Silence(Silence {
+                count: 1,
+                after_ms: 8000,
+            }),
+        ),
+    ];
+    let r = fold(&events).restore;
+    assert_eq!(r.turn, 3);
+    assert_eq!(
+        r.turns,
+        vec![
+            turn(Role::User, 1, "My order", false),
+            turn(Role::User, 2, "The caller pressed the keys: 4417", false),
+            turn(Role::Assistant, 2, "Order 4417 ships today.", false),
+        ]
+    );
+    let longest = [event(5, Body::MaxDuration(MaxDuration { limit_secs: 600 }))];
+    assert_eq!(fold(&longest).restore.turn, 5);
 }

@@ -11,17 +11,22 @@ use std::{collections::BTreeMap, collections::HashMap, path::Path, sync::Arc};
 use sb_schemas::TenantId;
 use serde::Deserialize;
 
+pub mod backchannel;
 pub mod keys;
+mod language;
 mod live;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 mod tools;
+mod turns;
 
+pub use language::{DEFAULT_STT_LANGUAGE, Language, default_sentence_ends};
 pub use live::{KEPT_REVISIONS, LiveTenants, Snapshot};
 pub use tools::{
     BUILTIN_TOOLS, BuiltinTools, DEFAULT_TOOL_TIMEOUT_MS, TenantTool, TenantWebhooks,
     WEBHOOK_EVENTS,
 };
+pub use turns::{KEYS, KeyAction, Keypad, TurnTaking};
 
 #[derive(Debug, thiserror::Error)]
 #[error("{path}: {message}")]
@@ -128,6 +133,12 @@ struct RawTenant {
     webhooks: Option<tools::RawWebhooks>,
     #[serde(default)]
     retention: Option<Retention>,
+    #[serde(default)]
+    language: Option<language::RawLanguage>,
+    #[serde(default)]
+    turn_taking: TurnTaking,
+    #[serde(default)]
+    keypad: Keypad,
 }
 
 /// How long the tenant's calls are kept, shorter than the streams keep everything: each
@@ -210,6 +221,12 @@ pub struct Tenant {
     pub webhooks: Option<TenantWebhooks>,
     /// How long its calls' events and audio are kept (default: the streams' limits).
     pub retention: Retention,
+    /// What the STT listens for and where sentences end (`[tenant.language]`).
+    pub language: Language,
+    /// Pausing and resuming the bot, preemptive answers, silence and the call's length.
+    pub turn_taking: TurnTaking,
+    /// How key presses are read and which keys are actions.
+    pub keypad: Keypad,
 }
 
 /// The speech engines a tenant may choose.
@@ -371,6 +388,8 @@ fn validate(raw: RawTenant, tiers: &BTreeMap<String, Tier>) -> Result<Tenant, St
         webhooks.is_some(),
         &field,
     )?;
+    turns::validate(&raw.turn_taking, &raw.keypad, &field)?;
+    let language = language::validate(raw.language, &field)?;
     let retention = raw.retention.unwrap_or_default();
     for (name, secs) in [
         ("retention.events_secs", retention.events_secs),
@@ -414,6 +433,9 @@ fn validate(raw: RawTenant, tiers: &BTreeMap<String, Tier>) -> Result<Tenant, St
         tts_provider: raw.tts_provider,
         webhooks,
         retention,
+        language,
+        turn_taking: raw.turn_taking,
+        keypad: raw.keypad,
     })
 }
 

@@ -230,12 +230,11 @@ mod tests {
         let agent = t.consumer("agent").unwrap();
         assert_eq!(agent.stream, "CALLS");
         assert_eq!(agent.config.max_deliver, 5);
-        assert!(
-            agent
-                .config
-                .filter_subjects
-                .contains(&"call.*.*.transcript".to_owned())
-        );
+        // Every input that starts a caller turn is answered by the agent.
+        for kind in ["transcript", "keypad", "silence", "max_duration"] {
+            let filter = format!("call.*.*.{kind}");
+            assert!(agent.config.filter_subjects.contains(&filter), "{filter}");
+        }
         assert_eq!(
             t.consumer("stt").unwrap().config.ack_wait,
             Duration::from_secs(10)

@@ -1,12 +1,15 @@
 //! Small pieces the Deepgram, LLM and TTS stand-ins share: API keys that never print,
-//! deterministic fault dice, and running a stand-in from the command line.
+//! deterministic fault dice, counters by name, and running a stand-in from the command
+//! line.
 //!
 //! Consumes configuration values; produces auth decisions, fault picks and the
-//! `listening on …` line. State: the dice's request counter (per server).
+//! `listening on …` line. State: the dice's request counter and the tallies (per server).
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::io::Write as _;
 use std::str::FromStr;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::SimServer;
@@ -107,6 +110,29 @@ impl FaultDice {
             }
         }
         None
+    }
+}
+
+/// Counts by name (a language asked for, a voice spoken with), for `GET /sim/stats`.
+#[derive(Debug, Default)]
+pub struct Tally(Mutex<BTreeMap<String, u64>>);
+
+impl Tally {
+    /// Counts one more `name`.
+    pub fn add(&self, name: &str) {
+        let mut counts = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *counts.entry(name.to_owned()).or_default() += 1;
+    }
+
+    /// The counts so far, by name.
+    pub fn counts(&self) -> BTreeMap<String, u64> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 }
 

@@ -286,3 +286,72 @@ async fn stats_count_connections() {
     assert_eq!(stats["connections"], 1);
     assert_eq!(stats["audio_bytes"], 800);
 }
+
+/// A Hindi stream (`language=hi`): interims carry whole Devanagari words of the scripted
+/// line, growing; the final carries the line exactly, its `word`s with their vowel signs;
+/// `/sim/stats` counts the connection under `hi`. An English-only model refuses Hindi with
+/// Deepgram's 400.
+#[tokio::test]
+async fn hindi_stream_keeps_devanagari() {
+    let line = "मुझे कल सुबह दस बजे की बुकिंग चाहिए।";
+    let server = start(Config {
+        script: vec![line.into()],
+        ..Config::default()
+    })
+    .await;
+    let mut socket = open(&server, &format!("{LIVE}&language=hi")).await;
+    let mut audio = synth::silence(300);
+    audio.extend(synth::tone(2_200, 300.0, 8_000));
+    audio.extend(synth::silence(1_500));
+    send_audio(&mut socket, &audio).await;
+    let mut results = Vec::new();
+    loop {
+        let message = next_json(&mut socket).await;
+        if message["type"] == "UtteranceEnd" {
+            break;
+        }
+        if message["type"] == "Results" {
+            results.push(message);
+        }
+    }
+    let (last, interims) = results.split_last().expect("results");
+    assert_eq!(kind(last), "final+speech_final");
+    assert_eq!(transcript(last), line);
+    let words: Vec<&str> = last["channel"]["alternatives"][0]["words"]
+        .as_array()
+        .expect("words")
+        .iter()
+        .filter_map(|w| w["word"].as_str())
+        .collect();
+    assert_eq!(
+        words,
+        ["मुझे", "कल", "सुबह", "दस", "बजे", "की", "बुकिंग", "चाहिए"]
+    );
+    assert!(!interims.is_empty());
+    for interim in interims {
+        let heard = transcript(interim);
+        assert!(
+            line.starts_with(heard) && line[heard.len()..].starts_with(' '),
+            "{heard:?} is whole words of the line"
+        );
+    }
+    send_text(&mut socket, r#"{"type":"CloseStream"}"#).await;
+    assert_eq!(next_json(&mut socket).await["type"], "Metadata");
+    let stats: Value = reqwest::get(format!("{}/sim/stats", server.http_url()))
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(stats["languages"], serde_json::json!({ "hi": 1 }));
+
+    let phonecall = "model=nova-2-phonecall&language=hi&encoding=mulaw&sample_rate=8000";
+    match connect(&server, phonecall, &format!("Token {KEY}")).await {
+        Err(WsError::Http(response)) => {
+            assert_eq!(response.status().as_u16(), 400);
+            let reason = response.headers().get("dg-error").expect("dg-error");
+            assert_eq!(reason, "No such model/language/tier combination found.");
+        }
+        other => panic!("expected a 400, got {:?}", other.map(|_| "accepted")),
+    }
+}

@@ -2,7 +2,7 @@
 //!
 //! Starts the [`Stack`] (with realistic stand-in delays and real espeak-ng speech), places
 //! the scripted call of `services/sim/scenarios/demo.toml` (greeting, two questions, a
-//! barge-in, hang-up), prints the call's timeline and latency waterfall from JetStream,
+//! backchannel the bot survives, a barge-in, hang-up), prints the call's timeline and latency waterfall from JetStream,
 //! writes a stereo WAV of the call as the caller heard it, runs a tiny outbound campaign
 //! ([`crate::demo_campaign`]), and stops everything.
 //! State: the stack's processes and the run directory (`.run/demo`).
@@ -27,6 +27,16 @@ pub const CALLER_LINES: [&str; 4] = [
     "Can I book a visit on Friday afternoon?",
 ];
 
+/// What the demo's caller says: [`CALLER_LINES`] with "Uh-huh." over the first answer (a
+/// backchannel: no turn, so the LLM is not asked and [`BOT_REPLIES`] stay in step).
+pub const DEMO_CALLER_LINES: [&str; 5] = [
+    CALLER_LINES[0],
+    "Uh-huh.",
+    CALLER_LINES[1],
+    CALLER_LINES[2],
+    CALLER_LINES[3],
+];
+
 /// The LLM stand-in's answers: reply n answers the caller's n-th line. The last two call
 /// `acme`'s own tools (served by the tenant-server stand-in): the email is sent without
 /// waiting, the booking is waited for and its answer spoken.
@@ -45,7 +55,7 @@ pub async fn run(run_dir: PathBuf) -> anyhow::Result<CallReport> {
     let started = Instant::now();
     let mut config = StackConfig::new(&run_dir);
     config.delays = Delays::TYPICAL;
-    config.stt_script = CALLER_LINES.map(String::from).to_vec();
+    config.stt_script = DEMO_CALLER_LINES.map(String::from).to_vec();
     config.llm_replies = BOT_REPLIES.map(String::from).to_vec();
     config.tts_speech = true;
     config.callees = Some(workspace_root().join("services/sim/examples/campaign_callees.toml"));
@@ -95,9 +105,29 @@ async fn call(stack: &Stack, run_dir: &std::path::Path) -> anyhow::Result<CallRe
     print!("{}", indent(&latency::render(&latency::turns(&log))));
 
     println!("\nWhat the caller measured:");
+    let mut resumed = log.envelopes().filter_map(|e| match &e.body {
+        sb_schemas::Body::Resumed(r) => Some(r.clone()),
+        _ => None,
+    });
+    let backchannel = sb_runtime::tenants::backchannel::Backchannel::new(
+        &sb_runtime::tenants::BargeInPolicy::default().backchannel,
+    );
     for turn in &report.turns {
         let said = turn.caller_text.as_deref().unwrap_or("(greeting)");
         match (turn.voice_to_voice_ms, &turn.barge_in) {
+            (_, Some(b)) if backchannel.only_backchannel(said) => {
+                println!(
+                    "  “{said}”, said over the bot → it paused {} ms after the caller started; no words that interrupt,",
+                    b.latency_ms.map_or("-".into(), |ms| ms.to_string())
+                );
+                match resumed.next() {
+                    Some(r) => println!(
+                        "    so it resumed sentence #{} from {} ms (the cut word's start) after a {} ms pause: the caller heard every word",
+                        r.sentence, r.offset_ms, r.paused_ms
+                    ),
+                    None => println!("    but it did not resume (no `resumed` event)"),
+                }
+            }
             (_, Some(b)) => println!(
                 "  “{said}”, said over the bot → its audio was cleared {} ms after the caller started",
                 b.latency_ms.map_or("-".into(), |ms| ms.to_string())

@@ -197,9 +197,7 @@ impl<S: SpeechToText> Call<S> {
             tracing::warn!(%error, "cannot open the audio consumer");
             Flow::Reconnect("audio_consumer")
         })?;
-        let options = StreamOptions {
-            endpointing_ms: self.tenant.stt_endpointing_ms,
-        };
+        let options = StreamOptions::for_tenant(&self.tenant);
         let stream = self.ctx.stt.open(&options).await.map_err(|error| {
             tracing::warn!(%error, "cannot open the stt stream");
             Flow::Reconnect(error.kind())

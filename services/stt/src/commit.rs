@@ -6,7 +6,9 @@
 //! session checkpoint (the last `Audio.seq` the utterance covers, fenced by the epoch). The
 //! transcript is stored before the checkpoint moves, so a crash in between repeats an
 //! utterance rather than losing it. Silence (a final without words, nothing open) moves the
-//! checkpoint too, so a takeover resends little audio. State: the call's turn and
+//! checkpoint too, so a takeover resends little audio; so does an utterance of backchannel
+//! words only, said while the ingress holds the bot paused for it (no turn: the bot
+//! resumes). State: the call's turn and
 //! checkpoint (mirrors of the session).
 
 use std::future::Future;
@@ -120,6 +122,15 @@ impl<S: SpeechToText> Call<S> {
             metrics::counter!(Metric::StageSkipped.name(), "stage" => "stt", "reason" => "no_audio").increment(1);
             return Ok(());
         };
+        if self.over_the_paused_bot(&utterance.text).await {
+            metrics::counter!(Metric::StageSkipped.name(), "stage" => "stt", "reason" => "backchannel")
+                .increment(1);
+            tracing::info!(audio_seq, "backchannel over the paused bot: no turn");
+            return match self.store_checkpoint(conn, audio_seq).await {
+                Err(CommitError::Failed(_)) => Ok(()),
+                other => other,
+            };
+        }
         let spoken_at = timeline
             .spoken_at_us(utterance.last_word_end_ms)
             .unwrap_or_else(now_micros);
@@ -152,6 +163,21 @@ impl<S: SpeechToText> Call<S> {
         metrics::counter!(Metric::SttTranscripts.name(), "outcome" => outcome).increment(1);
         tracing::info!(turn, audio_seq, outcome, "transcript");
         stored
+    }
+
+    /// Whether `text` is only backchannel ("uh-huh", by the tenant's list) said while the
+    /// ingress holds the bot paused for it: no turn, so the bot resumes instead of being
+    /// superseded (ARCHITECTURE §2f). An unreadable marker counts as not paused.
+    async fn over_the_paused_bot(&self, text: &str) -> bool {
+        let backchannel =
+            sb_runtime::tenants::backchannel::Backchannel::new(&self.tenant.barge_in.backchannel);
+        if !backchannel.only_backchannel(text) {
+            return false;
+        }
+        matches!(
+            self.ctx.runtime.redis.session_paused(&self.sid).await,
+            Ok(Some(_))
+        )
     }
 
     /// The next turn number, above this owner's last one; a session Redis lost is rebuilt

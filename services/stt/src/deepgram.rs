@@ -67,11 +67,18 @@ impl Deepgram {
         })
     }
 
-    /// The stream URL with its query (no secret in it).
+    /// The model a stream uses: the tenant's, else the configured one.
+    fn model<'a>(&'a self, options: &'a StreamOptions) -> &'a str {
+        options.model.as_deref().unwrap_or(&self.model)
+    }
+
+    /// The stream URL with its query (no secret in it): the tenant's model, language and
+    /// endpointing.
     pub fn stream_url(&self, options: &StreamOptions) -> Url {
         let mut url = self.listen.clone();
         url.query_pairs_mut()
-            .append_pair("model", &self.model)
+            .append_pair("model", self.model(options))
+            .append_pair("language", &options.language)
             .append_pair("encoding", "mulaw")
             .append_pair("sample_rate", "8000")
             .append_pair("channels", "1")
@@ -109,7 +116,8 @@ impl Deepgram {
             .get("dg-request-id")
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default();
-        tracing::info!(request_id, model = %self.model, "stt stream open");
+        let (model, language) = (self.model(options), options.language.as_str());
+        tracing::info!(request_id, model, language, "stt stream open");
         Ok(socket)
     }
 }
@@ -259,21 +267,52 @@ mod tests {
     use crate::config::SttConfig;
 
     /// The stream URL carries every parameter of PROTOCOLS §5.1 with the tenant's
-    /// endpointing, and never the key.
+    /// endpointing and language, and never the key.
     #[test]
     fn stream_url() {
         let config = SttConfig::for_tests("wss://api.deepgram.com", Some("secret-key")).deepgram;
         let client = Deepgram::new(&config).unwrap();
-        let url = client.stream_url(&StreamOptions {
-            endpointing_ms: 450,
-        });
+        let url = client.stream_url(&StreamOptions::english(450));
         assert_eq!(
             url.as_str(),
-            "wss://api.deepgram.com/v1/listen?model=nova-3&encoding=mulaw&sample_rate=8000\
-             &channels=1&interim_results=true&endpointing=450&vad_events=true\
+            "wss://api.deepgram.com/v1/listen?model=nova-3&language=en&encoding=mulaw\
+             &sample_rate=8000&channels=1&interim_results=true&endpointing=450&vad_events=true\
              &utterance_end_ms=1000&smart_format=true&punctuate=true"
         );
         assert!(!format!("{client:?}").contains("secret-key"));
+    }
+
+    /// A tenant's language and model replace the defaults; a region subtag goes as given.
+    #[test]
+    fn stream_url_per_tenant() {
+        let config = SttConfig::for_tests("wss://api.deepgram.com", Some("k")).deepgram;
+        let client = Deepgram::new(&config).unwrap();
+        let hindi = StreamOptions {
+            language: "hi".into(),
+            ..StreamOptions::english(300)
+        };
+        let url = client.stream_url(&hindi);
+        let pairs: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+        let get = |name: &str| {
+            pairs
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(
+            (get("model"), get("language")),
+            (Some("nova-3"), Some("hi"))
+        );
+        let own_model = StreamOptions {
+            language: "pt-BR".into(),
+            model: Some("nova-2".into()),
+            ..StreamOptions::english(300)
+        };
+        let url = client.stream_url(&own_model);
+        assert!(
+            url.as_str().contains("model=nova-2&language=pt-BR&"),
+            "{url}"
+        );
     }
 
     /// Only a 1000 close after our CloseStream is a normal end.

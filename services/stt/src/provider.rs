@@ -17,6 +17,30 @@ use tokio::sync::mpsc;
 pub struct StreamOptions {
     /// Silence that ends an utterance (`speech_final`), ms.
     pub endpointing_ms: u32,
+    /// BCP-47 tag of the language to transcribe (`en`, `hi`).
+    pub language: String,
+    /// The model to use; `None`: the provider's configured one.
+    pub model: Option<String>,
+}
+
+impl StreamOptions {
+    /// English, the configured model, `endpointing_ms` of silence.
+    pub fn english(endpointing_ms: u32) -> Self {
+        Self {
+            endpointing_ms,
+            language: sb_runtime::tenants::DEFAULT_STT_LANGUAGE.to_owned(),
+            model: None,
+        }
+    }
+
+    /// What `tenant` is served with: its endpointing, language and model.
+    pub fn for_tenant(tenant: &sb_runtime::Tenant) -> Self {
+        Self {
+            endpointing_ms: tenant.stt_endpointing_ms,
+            language: tenant.language.stt_language.clone(),
+            model: tenant.language.stt_model.clone(),
+        }
+    }
 }
 
 /// What the worker asks of an open stream.

@@ -20,9 +20,9 @@ fn client(server: &sb_sim::SimServer, key: &str, keepalive_ms: u64) -> Deepgram 
     Deepgram::new(&config).expect("valid settings")
 }
 
-const OPTIONS: StreamOptions = StreamOptions {
-    endpointing_ms: 300,
-};
+fn options() -> StreamOptions {
+    StreamOptions::english(300)
+}
 
 /// µ-law frames of silence, speech-like audio of `text`, silence.
 fn utterance(text: &str) -> Vec<Vec<u8>> {
@@ -53,7 +53,7 @@ async fn streams_audio_and_closes_normally() {
     })
     .await;
     let stt = client(&server, "right-key", 4_000);
-    let mut stream = stt.open(&OPTIONS).await.expect("the stream opens");
+    let mut stream = stt.open(&options()).await.expect("the stream opens");
     for frame in utterance("Book a table for two, please.") {
         stream
             .commands
@@ -100,6 +100,51 @@ async fn streams_audio_and_closes_normally() {
     assert_eq!(closed, Closed::Normal);
 }
 
+/// A Hindi tenant's stream: the client asks for `language=hi` (the stand-in counts it) and
+/// every result, interim and final, carries the Devanagari words intact.
+#[tokio::test]
+async fn a_hindi_stream_carries_devanagari() {
+    let line = "आपका दफ़्तर कब खुलता है?";
+    let server = sim(deepgram::Config {
+        script: vec![line.into()],
+        ..Default::default()
+    })
+    .await;
+    let stt = client(&server, "k", 4_000);
+    let hindi = StreamOptions {
+        language: "hi".into(),
+        ..options()
+    };
+    let mut stream = stt.open(&hindi).await.expect("the stream opens");
+    for frame in utterance(line) {
+        stream
+            .commands
+            .send(SttCommand::Audio(frame.into()))
+            .await
+            .unwrap();
+    }
+    let mut interims = Vec::new();
+    let last = loop {
+        match next(&mut stream.events).await {
+            SttEvent::Result(result) if result.speech_final => break result,
+            SttEvent::Result(result) => interims.push(result.transcript),
+            _ => {}
+        }
+    };
+    assert_eq!(last.transcript, line);
+    assert!(
+        interims.iter().all(|t| line.starts_with(t.as_str())),
+        "{interims:?}"
+    );
+    let stats: serde_json::Value = reqwest::get(format!("{}/sim/stats", server.http_url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["languages"]["hi"], 1, "{stats}");
+}
+
 /// A wrong key is refused at the handshake, with Deepgram's reason.
 #[tokio::test]
 async fn a_wrong_key_is_refused() {
@@ -108,7 +153,7 @@ async fn a_wrong_key_is_refused() {
         ..Default::default()
     })
     .await;
-    match client(&server, "wrong-key", 4_000).open(&OPTIONS).await {
+    match client(&server, "wrong-key", 4_000).open(&options()).await {
         Err(SttError::Refused { status, reason }) => {
             assert_eq!(status, 401);
             assert!(reason.contains("Invalid credentials"), "{reason}");
@@ -127,8 +172,8 @@ async fn keepalive_holds_an_idle_stream_open() {
         ..Default::default()
     })
     .await;
-    let mut kept = client(&server, "k", 1_000).open(&OPTIONS).await.unwrap();
-    let mut starved = client(&server, "k", 4_000).open(&OPTIONS).await.unwrap();
+    let mut kept = client(&server, "k", 1_000).open(&options()).await.unwrap();
+    let mut starved = client(&server, "k", 4_000).open(&options()).await.unwrap();
     match next(&mut starved.events).await {
         SttEvent::Closed(Closed::Dropped { kind, detail }) => {
             assert_eq!(kind, "closed");

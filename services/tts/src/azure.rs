@@ -158,4 +158,16 @@ mod tests {
         assert_eq!(parsed.text, "Fish & chips <today>?");
         assert!(ssml("x", "Jenny").contains(r#"xml:lang="en-US""#));
     }
+
+    /// A Hindi voice's SSML is in Hindi (`xml:lang` from the voice's locale) and carries
+    /// the Devanagari text unchanged.
+    #[test]
+    fn hindi_ssml() {
+        let body = ssml("नमस्ते। आप कैसे हैं?", "hi-IN-SwaraNeural");
+        assert!(body.contains(r#"xml:lang="hi-IN""#), "{body}");
+        let parsed = sb_sim::tts::ssml::Ssml::parse(&body).unwrap();
+        assert_eq!(parsed.voice, "hi-IN-SwaraNeural");
+        assert_eq!(parsed.lang.as_deref(), Some("hi-IN"));
+        assert_eq!(parsed.text, "नमस्ते। आप कैसे हैं?");
+    }
 }

@@ -116,19 +116,19 @@ impl TextToSpeech for Espeak {
     }
 }
 
-/// The espeak-ng voice for an Azure voice name: its locale (`en-US-JennyNeural` → `en-us`),
-/// else English.
+/// The espeak-ng voice for a tenant's voice: an Azure voice name's locale
+/// (`en-US-JennyNeural` → `en-us`, `hi-IN-SwaraNeural` → `hi-in`), a bare language code
+/// as given (`hi`: espeak-ng's Hindi, which reads Devanagari), else English.
 pub fn espeak_voice(voice: &str) -> String {
+    let letters = |s: &str, n: std::ops::RangeInclusive<usize>| {
+        n.contains(&s.len()) && s.chars().all(|c| c.is_ascii_alphabetic())
+    };
     let parts: Vec<&str> = voice.split('-').collect();
     match parts.as_slice() {
-        [language, region, ..]
-            if language.len() == 2
-                && region.len() == 2
-                && language.chars().all(|c| c.is_ascii_alphabetic())
-                && region.chars().all(|c| c.is_ascii_alphabetic()) =>
-        {
+        [language, region, ..] if letters(language, 2..=2) && letters(region, 2..=2) => {
             format!("{language}-{region}").to_ascii_lowercase()
         }
+        [language] if letters(language, 2..=3) => language.to_ascii_lowercase(),
         _ => "en".to_owned(),
     }
 }
@@ -145,7 +145,10 @@ mod tests {
             ("en-US-JennyNeural", "en-us"),
             ("de-DE-KatjaNeural", "de-de"),
             ("hi-IN-SwaraNeural", "hi-in"),
+            ("hi", "hi"),
+            ("HI", "hi"),
             ("Jenny", "en"),
+            ("alloy", "en"),
             ("", "en"),
             ("e1-US-X", "en"),
         ] {
@@ -169,6 +172,24 @@ mod tests {
             assert!(audio.len() > 4_000, "{} bytes", audio.len());
             assert!(audio.iter().any(|&b| b != 0xFF && b != 0x7F), "not silence");
             assert!(stream.next().await.is_none());
+        }
+    }
+
+    /// With voice `hi` (or a Hindi Azure voice, when Azure fails) espeak-ng speaks
+    /// Devanagari with its Hindi voice: over a second of sound, not silence.
+    #[tokio::test]
+    async fn espeak_speaks_hindi() {
+        if !Espeak::available() {
+            return;
+        }
+        let text = "नमस्ते। आप कैसे हैं? ठीक है।";
+        for voice in ["hi", "hi-IN-SwaraNeural"] {
+            assert!(voice == "hi" || espeak_voice(voice) == "hi-in");
+            let mut stream = Espeak.synthesize(text, voice).await.unwrap();
+            let audio = stream.next().await.unwrap().unwrap();
+            // Over a second of speech: the words were read, not skipped.
+            assert!(audio.len() > 8_000, "{voice}: {} bytes", audio.len());
+            assert!(audio.iter().any(|&b| b != 0xFF && b != 0x7F), "not silence");
         }
     }
 }

@@ -72,6 +72,32 @@ async fn streams_mulaw_in_pieces() {
     );
 }
 
+/// A Hindi voice: the SSML says `xml:lang="hi-IN"`, the Devanagari text arrives intact
+/// and is spoken (real espeak-ng speech when installed, else the speech-like signal).
+#[tokio::test]
+async fn a_hindi_voice_speaks_devanagari() {
+    let config = tts::Config {
+        api_key: Some("key".into()),
+        ..tts::Config::default()
+    };
+    let (server, client) = azure(config, "key").await;
+    let text = "नमस्ते, आप कैसे हैं? मैं आपकी मदद कर सकती हूँ।";
+    let mut stream = client.synthesize(text, "hi-IN-SwaraNeural").await.unwrap();
+    let mut total = 0;
+    while let Some(piece) = stream.next().await {
+        total += piece.unwrap().len();
+    }
+    assert!(total > 8_000, "{total} bytes: over a second of audio");
+    let stats = stats(&server).await;
+    assert_eq!(stats["azure_voices"]["hi-IN-SwaraNeural"], 1, "{stats}");
+    assert_eq!(stats["azure_langs"]["hi-IN"], 1, "{stats}");
+    assert_eq!(
+        stats["characters"].as_u64(),
+        Some(text.chars().count() as u64)
+    );
+    assert_eq!(stats["errors"], 0);
+}
+
 /// (stand-in settings, key, expected error kind).
 #[tokio::test]
 async fn failures_table() {

@@ -229,6 +229,7 @@ mod tests {
                     token: 2,
                     trigger: BargeInTrigger::Words,
                     sentences_heard: 1,
+                    cut: None,
                 }),
             ),
         ];

@@ -191,6 +191,7 @@ mod tests {
                     token: 2,
                     trigger: BargeInTrigger::Speech,
                     sentences_heard: 1,
+                    cut: None,
                 }),
             ),
             at(2, 4_000, Body::Dtmf(Dtmf { digit: "7".into() })),

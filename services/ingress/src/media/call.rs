@@ -14,9 +14,7 @@ use std::sync::Arc;
 use futures::StreamExt as _;
 use sb_runtime::redis::session::Parties;
 use sb_runtime::{Tenant, metrics::Metric};
-use sb_schemas::{
-    BargeIn, BargeInTrigger, Body, CallSid, Dtmf, End, EndReason, Envelope, Played, Start,
-};
+use sb_schemas::{BargeIn, BargeInTrigger, Body, CallSid, End, EndReason, Envelope, Played, Start};
 use sb_twilio::media::StartMeta;
 use sb_twilio::{OutboundMessage, credential};
 use tokio::time::Instant;
@@ -26,6 +24,7 @@ use super::batch::{AudioBatch, CallTag};
 use super::gate::{self, LiveClaim, Refusal};
 use crate::bargein::Detector;
 use crate::playback::{Echo, Output, Playback};
+use crate::turns::Turns;
 use crate::{Backend, IngressState};
 
 /// How long a gap repair may wait for the stream (a few frames of silence at most).
@@ -92,9 +91,21 @@ pub(crate) struct Call<B: Backend> {
     /// This socket's claim on the call, released when it ends.
     pub(super) live: LiveClaim<B>,
     /// `None` when the subscription failed or ended: the call goes on without bot audio.
-    events: Option<B::Events>,
+    pub(super) events: Option<B::Events>,
     pub(super) playback: Playback,
-    detector: Detector,
+    pub(super) detector: Detector,
+    /// The caller's voice, frame by frame (a neural detector).
+    pub(super) voice: sb_audio::voice::VoiceDetector,
+    /// Caller audio judged so far, in ms (the detector's timeline).
+    pub(super) voice_ms: u64,
+    /// Pause, resume, barge in: the caller's voice against the bot's.
+    pub(super) turns: Turns,
+    /// Messages for Twilio decided outside the pacing (a `clear`), sent first.
+    pub(super) control: std::collections::VecDeque<String>,
+    /// The keypad entry and the silence and call-length clock.
+    pub(super) prompts: super::prompts::Prompts,
+    /// The turn whose first bot frame went out last (voice-to-voice latency).
+    pub(super) spoken_turn: Option<u32>,
     pub(super) batch: AudioBatch,
     /// Names the call in the ack checker's log lines.
     tag: Arc<CallTag>,
@@ -207,6 +218,12 @@ impl<B: Backend> Call<B> {
             }),
             playback: Playback::new(settings.playback_lead, settings.bargein_pending, now),
             detector: Detector::new(&tenant.barge_in),
+            voice: sb_audio::voice::VoiceDetector::new(tenant.turn_taking.vad_threshold),
+            voice_ms: 0,
+            turns: Turns::new(tenant.barge_in.mode, &tenant.turn_taking),
+            control: std::collections::VecDeque::new(),
+            spoken_turn: None,
+            prompts: super::prompts::Prompts::new(&tenant, now),
             batch: AudioBatch::new(
                 settings.audio_batch_frames,
                 settings.batch_hold_frames(tenant.stt_endpointing_ms),
@@ -234,12 +251,12 @@ impl<B: Backend> Call<B> {
         Ok(call)
     }
 
-    fn event(&self, turn: u32, body: Body) -> Envelope {
+    pub(super) fn event(&self, turn: u32, body: Body) -> Envelope {
         Envelope::new(self.tenant.id.clone(), self.sid.clone(), turn, body)
     }
 
     /// Publishes without waiting for the ack; the ack is checked by the side task.
-    async fn send(&mut self, event: Envelope) {
+    pub(super) async fn send(&mut self, event: Envelope) {
         match self.state.backend.send(&event).await {
             Ok(ack) => self.state.acks().push(ack, &self.tag),
             Err(error) => self.send_failed(&error),
@@ -290,14 +307,10 @@ impl<B: Backend> Call<B> {
     /// One frame of caller audio.
     pub(crate) async fn on_audio(&mut self, payload: Vec<u8>, timestamp_ms: u64) {
         self.state.meters().frames_in.increment(1);
+        self.hear(&payload, Instant::now());
         if let Some(audio) = self.batch.push(payload, timestamp_ms) {
             self.send_audio(audio, false).await;
         }
-    }
-
-    pub(crate) async fn on_dtmf(&mut self, digit: String) {
-        let event = self.event(self.latest_turn, Body::Dtmf(Dtmf { digit }));
-        self.send(event).await;
     }
 
     /// A mark echo. `Err`: not a mark of ours.
@@ -337,6 +350,14 @@ impl<B: Backend> Call<B> {
                 if self.state.settings.drop_bot_chunks.contains(&position) {
                     dropped("fault", 1);
                     return None;
+                }
+                // A newer turn while the bot is paused: the caller took the turn.
+                if self
+                    .playback
+                    .paused()
+                    .is_some_and(|paused| event.turn > paused.cut.turn)
+                {
+                    self.barge_in(BargeInTrigger::Words);
                 }
                 match self.take_chunk(event.turn, event.at, chunk) {
                     Ok(0) => {}
@@ -381,7 +402,20 @@ impl<B: Backend> Call<B> {
     /// Applies a barge-in if bot audio is pending or playing: returns the `clear` to send
     /// at once; bumps the token and publishes `bargein` in a tracked side task.
     pub(crate) fn barge_in(&mut self, trigger: BargeInTrigger) -> Option<String> {
-        let cut = self.playback.barge_in(Instant::now())?;
+        let now = Instant::now();
+        let was_paused = self.playback.paused().is_some();
+        let cut = self.playback.barge_in(now)?;
+        if was_paused {
+            self.turns.pause_over();
+            self.pause_ended(match trigger {
+                BargeInTrigger::Words | BargeInTrigger::Speech => "bargein",
+                BargeInTrigger::Dtmf => "dtmf",
+            });
+            self.mark_paused(None);
+        } else if let Some(onset) = self.turns.onset() {
+            // Words before the pause (or a provider's speech event): still an onset → clear.
+            self.interrupted_after(onset, now);
+        }
         let trigger_name = match trigger {
             BargeInTrigger::Speech => "speech",
             BargeInTrigger::Words => "words",
@@ -404,6 +438,7 @@ impl<B: Backend> Call<B> {
                 token,
                 trigger,
                 sentences_heard: cut.sentences_heard,
+                cut: cut.cut,
             });
             let event = Envelope::new(tenant, sid, cut.turn, body);
             if let Err(error) = backend.publish(&event).await {
@@ -474,15 +509,36 @@ impl<B: Backend> Call<B> {
 
     /// The next message for Twilio that is due at `now`.
     pub(crate) fn poll_output(&mut self, now: Instant) -> Option<String> {
+        if let Some(control) = self.control.pop_front() {
+            return Some(control);
+        }
+        if let Some(decision) = self.turns.poll(now) {
+            self.decide(decision, now);
+        }
+        self.poll_prompts(now);
         let message = match self.playback.poll(now)? {
             Output::Media { audio, late } => {
                 self.state.meters().frames_out.increment(1);
+                let turn = self.playback.turn();
+                if turn != self.spoken_turn {
+                    self.spoken_turn = turn;
+                    self.prompts.clock.bot_started(now);
+                    if let Some(ended) = self.turns.take_caller_ended() {
+                        metrics::histogram!(Metric::VoiceToVoiceSeconds.name(), "tenant" => self.tenant.id.as_str().to_owned())
+                            .record(now.duration_since(ended).as_secs_f64());
+                    }
+                }
                 if late {
                     self.state.meters().late_frames.increment(1);
                 }
                 OutboundMessage::media(self.stream_sid.clone(), &audio)
             }
-            Output::Mark(name) => OutboundMessage::mark(self.stream_sid.clone(), name),
+            Output::Mark(name) => {
+                if self.playback.turn_finished() {
+                    self.prompts.clock.bot_finished(now);
+                }
+                OutboundMessage::mark(self.stream_sid.clone(), name)
+            }
         };
         Some(message.to_json())
     }
@@ -494,7 +550,14 @@ impl<B: Backend> Call<B> {
 
     /// When the next bot frame is due; `None` while waiting for audio.
     pub(crate) fn next_wake(&self) -> Option<Instant> {
-        self.playback.next_wake()
+        [
+            self.playback.next_wake(),
+            self.turns.deadline(),
+            self.prompts.deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Ends the call: the last audio batch, then `end` once per call (shared with the

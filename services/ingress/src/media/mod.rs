@@ -14,8 +14,10 @@ mod call;
 mod fast;
 mod gate;
 mod handoff;
+mod prompts;
 mod relink;
 mod session;
+mod turn_taking;
 
 use axum::extract::State;
 pub use axum::extract::ws::Utf8Bytes;

@@ -309,7 +309,11 @@ impl<B: Backend> Socket<B> {
                 Ok(payload) => call.on_audio(payload, media.timestamp).await,
                 Err(_) => self.reject("bad_payload"),
             },
-            InboundMessage::Dtmf { dtmf, .. } => call.on_dtmf(dtmf.digit).await,
+            InboundMessage::Dtmf { dtmf, .. } => {
+                if let Err(reason) = call.on_dtmf(dtmf.digit).await {
+                    self.reject(reason);
+                }
+            }
             InboundMessage::Mark { mark, .. } => {
                 if let Err(reason) = call.on_mark(mark.name).await {
                     self.reject(reason);

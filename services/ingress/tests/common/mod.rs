@@ -20,10 +20,12 @@ pub const PUBLIC: &str = "https://agent.example.com";
 pub const ACME: &str = "+15005550006";
 pub const GLOBEX: &str = "+15005550007";
 pub const TINY: &str = "+15005550008";
+pub const QUIET: &str = "+15005550009";
 pub const CALLER: &str = "+14155551234";
 
 /// acme: words barge-in with backchannel; globex: speech barge-in; tiny: 2 calls a day,
-/// media sockets idle after 4 s.
+/// media sockets idle after 4 s; quiet: a transfer number, silence prompts after 3 s and
+/// calls of at most 60 s.
 pub fn tenants() -> Arc<LiveTenants> {
     let file = TenantToml::new()
         .tier("big", 4, 1000)
@@ -40,8 +42,22 @@ pub fn tenants() -> Arc<LiveTenants> {
         .tenant("tiny", TINY, "tiny")
         .set("greeting", "Tiny.")
         .set("fallback_phrase", "Sorry?")
-        .set("media_idle_secs", 4);
+        .set("media_idle_secs", 4)
+        .tenant("quiet", QUIET, "big")
+        .set("greeting", "Quiet.")
+        .set("fallback_phrase", "Sorry?")
+        .set("transfer_number", "+15005550010")
+        .set("turn_taking", turn_taking());
     LiveTenants::fixed(file.parse().expect("test tenants parse"))
+}
+
+/// quiet's turn-taking: prompts after 3 s of silence, calls of at most a minute.
+fn turn_taking() -> toml::Table {
+    let mut table = toml::Table::new();
+    table.insert("silence_secs".into(), 3.into());
+    table.insert("silence_prompts".into(), vec!["Still there?"].into());
+    table.insert("max_call_secs".into(), 60.into());
+    table
 }
 
 pub fn config() -> IngressConfig {

@@ -14,6 +14,7 @@ pub mod idempotency;
 pub mod keys;
 pub mod live_socket;
 pub mod llm_limits;
+pub mod paused;
 pub mod rate_limit;
 pub mod session;
 pub mod session_restore;

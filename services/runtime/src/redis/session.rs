@@ -40,6 +40,12 @@ pub struct Turn {
     pub interrupted: bool,
 }
 
+/// A keypad entry as the caller's words: the user turn the agent stores and the model reads
+/// for it, and what a session rebuilt from the log restores (one text for both).
+pub fn keys_pressed(digits: &str) -> String {
+    format!("The caller pressed the keys: {}", digits.trim())
+}
+
 /// A call's session as read from Redis.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Session {

@@ -3,9 +3,10 @@
 //! Consumes a WebSocket of µ-law/linear16 audio plus `KeepAlive`/`Finalize`/`CloseStream`
 //! text frames; produces `SpeechStarted`, interim and final `Results`, `UtteranceEnd` and
 //! `Metadata` exactly as Deepgram frames them. Speech is found by a real energy VAD on the
-//! received audio; the words come from a script (one line per utterance, per connection).
-//! `GET /sim/stats` reports connection and audio counters. State: per-connection sessions
-//! (see [`session`]) and the server's counters; nothing persists.
+//! received audio; the words come from a script (one line per utterance, per connection),
+//! in any script (Devanagari as well as Latin). `GET /sim/stats` reports connection and
+//! audio counters and the connections per `language` asked for. State: per-connection
+//! sessions (see [`session`]) and the server's counters; nothing persists.
 //!
 //! Code map: [`params`] parses the query, [`input`] decodes audio and holds the script,
 //! [`protocol`] builds messages, [`session`] is the per-stream state machine, [`socket`]
@@ -23,7 +24,7 @@ use serde_json::json;
 
 use crate::SimServer;
 pub use crate::support::ApiKey;
-use crate::support::{announce_and_serve, script_lines};
+use crate::support::{Tally, announce_and_serve, script_lines};
 
 mod input;
 pub mod params;
@@ -83,6 +84,9 @@ pub struct Stats {
     pub active: AtomicI64,
     /// Audio bytes received over all connections.
     pub audio_bytes: AtomicU64,
+    /// Connections accepted per `language` query parameter (`en` when absent), so a test
+    /// sees which language a client asked for.
+    pub languages: Tally,
 }
 
 /// Shared by every connection of one server.
@@ -121,6 +125,7 @@ async fn stats(State(shared): State<Arc<Shared>>) -> axum::Json<serde_json::Valu
         "connections": stats.connections.load(Ordering::Relaxed),
         "active": stats.active.load(Ordering::Relaxed),
         "audio_bytes": stats.audio_bytes.load(Ordering::Relaxed),
+        "languages": stats.languages.counts(),
     }))
 }
 

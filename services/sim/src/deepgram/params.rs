@@ -3,7 +3,9 @@
 //! Consumes the raw query; produces [`ListenParams`] or a [`ParamError`] whose text goes into
 //! the `dg-error` header of a 400. Booleans are the literal strings `true`/`false`;
 //! `sample_rate` is required when `encoding` is given; `endpointing` is milliseconds, `true`
-//! (the default, 10 ms) or `false`; parameters this stand-in does not model are ignored.
+//! (the default, 10 ms) or `false`; `language` is a BCP-47 tag (default `en`) that the
+//! English-only models (`nova-2-phonecall` and the other domain models) refuse unless it is
+//! English; parameters this stand-in does not model are ignored.
 //! One extension the real service does not know: `sim_script` (repeatable, `|`-separated)
 //! replaces the server's transcript script for this connection. State: none.
 
@@ -36,6 +38,8 @@ const UNDECODED: &[&str] = &[
 pub struct ListenParams {
     /// Model name as sent (`nova-3` when absent).
     pub model: String,
+    /// Language tag as sent (`en` when absent), e.g. `hi` or `pt-BR`.
+    pub language: String,
     /// How the binary frames are encoded.
     pub encoding: AudioEncoding,
     /// Samples per second (0 for containerised audio until its header is read).
@@ -79,6 +83,43 @@ pub enum ParamError {
     /// An encoding Deepgram does not know.
     #[error("Invalid value for query parameter `encoding`: {0:?}.")]
     UnknownEncoding(String),
+    /// A model that does not speak the language asked for.
+    #[error("No such model/language/tier combination found.")]
+    NoSuchModel,
+}
+
+/// Suffixes of Deepgram's English-only domain models (`nova-2-phonecall`, `nova-3-medical`, …).
+const ENGLISH_ONLY: &[&str] = &[
+    "phonecall",
+    "meeting",
+    "finance",
+    "conversationalai",
+    "voicemail",
+    "video",
+    "medical",
+    "drivethru",
+    "automotive",
+    "atc",
+];
+
+/// A BCP-47-shaped tag: subtags of 1-8 letters or digits, the first 2-8 letters (`multi` too).
+fn is_language_tag(tag: &str) -> bool {
+    let mut subtags = tag.split('-');
+    let first = subtags.next().unwrap_or_default();
+    (2..=8).contains(&first.len())
+        && first.bytes().all(|b| b.is_ascii_alphabetic())
+        && subtags
+            .all(|s| (1..=8).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric()))
+}
+
+/// Whether `model` can transcribe `language`: the domain models are English only.
+fn model_speaks(model: &str, language: &str) -> bool {
+    let english = language
+        .split('-')
+        .next()
+        .is_some_and(|primary| primary.eq_ignore_ascii_case("en"));
+    let domain = model.rsplit('-').next().unwrap_or_default();
+    english || !ENGLISH_ONLY.contains(&domain)
 }
 
 impl ListenParams {
@@ -126,6 +167,14 @@ impl ListenParams {
                 Some(number::<u32>(value).ok_or_else(|| invalid("utterance_end_ms", value))?)
             }
         };
+        let model = get("model").unwrap_or("nova-3");
+        let language = get("language").unwrap_or("en");
+        if !is_language_tag(language) {
+            return Err(invalid("language", language));
+        }
+        if !model_speaks(model, language) {
+            return Err(ParamError::NoSuchModel);
+        }
         let script = pairs
             .iter()
             .filter(|(k, _)| k == "sim_script")
@@ -134,7 +183,8 @@ impl ListenParams {
             .filter(|line| !line.is_empty())
             .collect();
         Ok(Self {
-            model: get("model").unwrap_or("nova-3").to_owned(),
+            model: model.to_owned(),
+            language: language.to_owned(),
             encoding,
             sample_rate,
             channels,
@@ -184,6 +234,7 @@ mod tests {
             params,
             ListenParams {
                 model: "nova-3".into(),
+                language: "en".into(),
                 encoding: AudioEncoding::Mulaw,
                 sample_rate: 8_000,
                 channels: 1,
@@ -251,6 +302,13 @@ mod tests {
             ("endpointing=-5", invalid("endpointing", "-5")),
             ("utterance_end_ms=soon", invalid("utterance_end_ms", "soon")),
             ("channels=0", invalid("channels", "0")),
+            ("language=", invalid("language", "")),
+            ("language=hi_IN", invalid("language", "hi_IN")),
+            ("language=%E0%A4%B9%E0%A4%BF", invalid("language", "हि")),
+            (
+                "model=nova-2-phonecall&language=hi",
+                ParamError::NoSuchModel,
+            ),
         ];
         for (query, expected) in cases {
             assert_eq!(ListenParams::parse(query), Err(expected), "{query}");
@@ -260,6 +318,23 @@ mod tests {
                 .to_string()
                 .contains("sample_rate")
         );
+    }
+
+    /// `language` defaults to English; any well-formed tag goes with the general models,
+    /// only English with the domain ones.
+    #[test]
+    fn languages() {
+        assert_eq!(ListenParams::parse("").expect("valid").language, "en");
+        for query in [
+            "model=nova-3&language=hi",
+            "model=nova-2&language=hi-IN",
+            "language=multi",
+            "model=nova-2-phonecall&language=en-US",
+            "model=nova-3-medical&language=en",
+        ] {
+            let params = ListenParams::parse(query).expect(query);
+            assert!(query.ends_with(&params.language), "{query}");
+        }
     }
 
     /// sim_script gives a per-connection script; `|` separates utterances.

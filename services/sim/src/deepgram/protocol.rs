@@ -64,19 +64,53 @@ pub(crate) struct Heard<'a> {
     pub(crate) to_ms: u64,
 }
 
-/// Tokens of `text` that carry a word: `(word, punctuated_word)`; `word` is lowercase without
-/// punctuation (apostrophes kept), as Deepgram's `word` field.
+/// Tokens of `text` that carry a word: `(word, punctuated_word)`, split on whitespace.
+/// `word` is lowercase without punctuation, as Deepgram's `word` field: apostrophes and
+/// combining marks stay (Devanagari's vowel signs, virama and nukta are part of the word;
+/// its dandas `।` `॥` are punctuation). A piece without a word (a lone `।` or `—`) stays
+/// with the word before it (or, first, the one after), so the punctuated words joined by
+/// spaces give back every character of the line.
 pub(crate) fn tokens(text: &str) -> Vec<(String, &str)> {
-    text.split_whitespace()
-        .filter_map(|token| {
-            let word: String = token
-                .chars()
-                .filter(|c| c.is_alphanumeric() || *c == '\'')
-                .flat_map(char::to_lowercase)
-                .collect();
-            (!word.is_empty()).then_some((word, token))
-        })
-        .collect()
+    let mut out: Vec<(String, &str)> = Vec::new();
+    let mut ends: Vec<usize> = Vec::new();
+    let mut unattached: Option<usize> = None;
+    for piece in text.split_whitespace() {
+        // `split_whitespace` yields sub-slices of `text`: their offsets are exact.
+        let start = piece.as_ptr() as usize - text.as_ptr() as usize;
+        let end = start + piece.len();
+        let word: String = piece
+            .chars()
+            .filter(|&c| is_word_char(c))
+            .flat_map(char::to_lowercase)
+            .collect();
+        if word.is_empty() {
+            match (out.last_mut(), ends.last_mut()) {
+                (Some((_, punctuated)), Some(last_end)) => {
+                    let from = *last_end - punctuated.len();
+                    *punctuated = &text[from..end];
+                    *last_end = end;
+                }
+                _ => {
+                    unattached.get_or_insert(start);
+                }
+            }
+            continue;
+        }
+        let from = unattached.take().unwrap_or(start);
+        out.push((word, &text[from..end]));
+        ends.push(end);
+    }
+    out
+}
+
+/// A character of a word: letters, digits, apostrophes and the combining marks
+/// `char::is_alphanumeric` leaves out (Latin accents; the Indic scripts' signs, all but
+/// the dandas and the abbreviation sign).
+fn is_word_char(c: char) -> bool {
+    c.is_alphanumeric()
+        || c == '\''
+        || matches!(c, '\u{0300}'..='\u{036F}')
+        || (matches!(c, '\u{0900}'..='\u{0DFF}') && !matches!(c, '।' | '॥' | '॰'))
 }
 
 fn seconds(ms: u64) -> f64 {
@@ -294,6 +328,50 @@ mod tests {
         let empty = results(&info(false), span, None);
         assert_eq!(empty["channel"]["alternatives"][0]["transcript"], "");
         assert_eq!(empty["channel"]["alternatives"][0]["confidence"], 0.0);
+    }
+
+    /// Devanagari keeps every character: `word` keeps the vowel signs, virama and nukta
+    /// and drops the danda; a lone danda stays with the word before it; interims carry
+    /// whole words of the line.
+    #[test]
+    fn devanagari_words() {
+        let line = "नमस्ते। आप कैसे हैं? ठीक है ।";
+        let words: Vec<(String, &str)> = tokens(line);
+        let plain: Vec<&str> = words.iter().map(|(w, _)| w.as_str()).collect();
+        assert_eq!(plain, ["नमस्ते", "आप", "कैसे", "हैं", "ठीक", "है"]);
+        let punctuated: Vec<&str> = words.iter().map(|(_, p)| *p).collect();
+        assert_eq!(punctuated, ["नमस्ते।", "आप", "कैसे", "हैं?", "ठीक", "है ।"]);
+        assert_eq!(tokens("— दफ़्तर")[0], ("दफ़्तर".to_owned(), "— दफ़्तर"));
+        assert!(tokens("। ॥").is_empty());
+        let span = Span {
+            start_ms: 0,
+            end_ms: 3_000,
+            is_final: false,
+            speech_final: false,
+            from_finalize: false,
+        };
+        let heard = |words| Heard {
+            text: line,
+            words,
+            from_ms: 0,
+            to_ms: 3_000,
+        };
+        let interim = results(&info(true), span, Some(heard(3)));
+        assert_eq!(
+            interim["channel"]["alternatives"][0]["transcript"],
+            "नमस्ते। आप कैसे"
+        );
+        let done = results(&info(true), span, Some(heard(6)));
+        assert_eq!(done["channel"]["alternatives"][0]["transcript"], line);
+        assert_eq!(
+            done["channel"]["alternatives"][0]["words"][0]["word"],
+            "नमस्ते"
+        );
+        let plain = results(&info(false), span, Some(heard(6)));
+        assert_eq!(
+            plain["channel"]["alternatives"][0]["transcript"],
+            "नमस्ते आप कैसे हैं ठीक है"
+        );
     }
 
     /// Model names map to Deepgram's model_info naming.

@@ -5,7 +5,7 @@
 //! the session's messages. A reader loop feeds frames to the [`Session`] and enforces the
 //! idle timeout (close 1011 `NET-0001`); a writer task sends messages in order, holding each
 //! final result back by the configured extra latency. State: the session, owned by the
-//! reader; counters in the shared [`Stats`].
+//! reader; counters (connections per language too) in the shared [`Stats`].
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -93,6 +93,7 @@ pub(crate) async fn listen(
         silence_final_ms: shared.config.silence_final_ms,
     };
     let created = protocol::rfc3339_ms(SystemTime::now());
+    let language = params.language.clone();
     let session = Session::new(
         info,
         params,
@@ -103,7 +104,7 @@ pub(crate) async fn listen(
     // tungstenite zero-fills its whole read buffer (128 KiB by default) before every read.
     let mut response = upgrade
         .read_buffer_size(READ_BUFFER_BYTES)
-        .on_upgrade(move |socket| serve(socket, session, shared));
+        .on_upgrade(move |socket| serve(socket, session, shared, language));
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("dg-request-id", value);
     }
@@ -145,9 +146,10 @@ fn refusal(
     response
 }
 
-async fn serve(socket: WebSocket, mut session: Session, shared: Arc<Shared>) {
+async fn serve(socket: WebSocket, mut session: Session, shared: Arc<Shared>, language: String) {
     let stats: &Stats = &shared.stats;
     stats.connections.fetch_add(1, Ordering::Relaxed);
+    stats.languages.add(&language);
     stats.active.fetch_add(1, Ordering::Relaxed);
     let (sink, mut stream) = socket.split();
     let (outbox, inbox) = mpsc::unbounded_channel();

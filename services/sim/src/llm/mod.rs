@@ -227,9 +227,18 @@ impl Shared {
         let unique = self.unique.fetch_add(1, Ordering::Relaxed);
         let text = replies[index % replies.len()].replace("{n}", &unique.to_string());
         // `{system}` repeats the request's system prompt (which revision of a tenant's
-        // prompt a call was answered with).
+        // prompt a call was answered with); `{user}` the caller's last message (what the
+        // request carried, in whatever language it was said).
         let text = if text.contains("{system}") {
             text.replace("{system}", &reply::system_prompt(messages))
+        } else {
+            text
+        };
+        let text = if text.contains("{user}") {
+            text.replace(
+                "{user}",
+                &reply::last_user_text(messages).unwrap_or_default(),
+            )
         } else {
             text
         };
@@ -301,7 +310,8 @@ pub struct Args {
     #[arg(long, env = "SIM_LLM_API_KEY")]
     pub api_key: Option<ApiKey>,
     /// A reply, used in order and cycling; repeat for several. `{n}` in it becomes a number
-    /// unique to the request, `{system}` the request's system prompt. `tool:<name> <json>` makes a
+    /// unique to the request, `{system}` the request's system prompt, `{user}` the caller's
+    /// last message. `tool:<name> <json>` makes a
     /// tool call, e.g. `tool:end_call {"reason":"done"}`. Without replies the stand-in
     /// echoes: `You said: <last user message>.`
     #[arg(long = "reply", value_name = "TEXT")]

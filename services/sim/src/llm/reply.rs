@@ -141,7 +141,8 @@ pub(crate) fn user_turn(messages: &[Value]) -> usize {
 }
 
 /// Splits text into streamed tokens: words carry their leading whitespace (" world"),
-/// punctuation stands alone ("," "."); concatenating the tokens gives the text back.
+/// punctuation stands alone ("," "." and Devanagari's "।" "॥"); concatenating the tokens
+/// gives the text back.
 pub fn tokenize(text: &str) -> Vec<String> {
     let mut tokens = Vec::new();
     let mut current = String::new();
@@ -152,7 +153,8 @@ pub fn tokenize(text: &str) -> Vec<String> {
                 tokens.push(std::mem::take(&mut current));
             }
             current.push(c);
-        } else if c.is_ascii_punctuation() && c != '\'' && c != '-' {
+        } else if (c.is_ascii_punctuation() && c != '\'' && c != '-') || matches!(c, '।' | '॥')
+        {
             if has_word(&current) {
                 tokens.push(std::mem::take(&mut current));
             }
@@ -255,6 +257,7 @@ mod tests {
     #[test]
     fn tokens_round_trip() {
         assert_eq!(tokenize("Hello, world."), ["Hello", ",", " world", "."]);
+        assert_eq!(tokenize("ठीक है। हाँ"), ["ठीक", " है", "।", " हाँ"]);
         assert_eq!(
             tokenize("We're open  9-5 (daily)!"),
             ["We're", " open", "  9-5", " (", "daily", ")", "!"]
@@ -265,6 +268,7 @@ mod tests {
             "trailing ",
             "a\nb",
             "ünïcödé wörds, ok?",
+            "नमस्ते। आप कैसे हैं? ठीक है॥",
             "...",
             "tool: x {\"a\":1}",
         ] {

@@ -86,9 +86,15 @@ pub(crate) async fn azure(
             );
         }
     };
+    shared.stats.azure_voices.add(&ssml.voice);
+    shared
+        .stats
+        .azure_langs
+        .add(ssml.lang.as_deref().unwrap_or("-"));
     if let Some(response) = injected(&shared, face, &request_id) {
         return response;
     }
+    // The voice speaks its own locale (`hi-IN-SwaraNeural`: Hindi), whatever the text.
     let voice = espeak_voice(&ssml.voice, ssml.lang.as_deref());
     audio_response(&shared, format, ssml.text, voice, face, &request_id)
 }

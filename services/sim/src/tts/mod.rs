@@ -6,7 +6,9 @@
 //! body after a configurable first-byte latency: espeak-ng speech when installed, else (or
 //! when `deterministic`) a speech-like signal whose length follows the text. Faults (400,
 //! 401, 429, 503) are injectable; `GET /sim/stats` counts requests so a test can prove a
-//! cache hit never reached the provider. State: counters and fault dice of one server.
+//! cache hit never reached the provider, and Azure's requests by `<voice name>` and
+//! `xml:lang` (which voice and language a tenant was spoken in). State: counters and fault
+//! dice of one server.
 //!
 //! Code map: [`handlers`] checks the three faces' requests, [`respond`] answers them
 //! (envelopes, faults, streamed audio), [`ssml`] parses Azure's body, [`format`] names
@@ -23,7 +25,7 @@ use serde_json::{Value, json};
 
 use crate::SimServer;
 pub use crate::support::ApiKey;
-use crate::support::{FaultDice, announce_and_serve};
+use crate::support::{FaultDice, Tally, announce_and_serve};
 
 pub mod format;
 mod handlers;
@@ -118,6 +120,10 @@ pub struct Stats {
     pub characters: AtomicU64,
     /// Audio bytes produced.
     pub audio_bytes: AtomicU64,
+    /// Valid Azure requests per `<voice name>`.
+    pub azure_voices: Tally,
+    /// Valid Azure requests per `xml:lang` of `<speak>` (`-` when absent).
+    pub azure_langs: Tally,
 }
 
 /// Shared by every request of one server.
@@ -194,6 +200,8 @@ async fn stats(State(shared): State<Arc<Shared>>) -> axum::Json<Value> {
         "errors": load(&s.errors),
         "characters": load(&s.characters),
         "audio_bytes": load(&s.audio_bytes),
+        "azure_voices": s.azure_voices.counts(),
+        "azure_langs": s.azure_langs.counts(),
     }))
 }
 

@@ -216,6 +216,7 @@ mod tests {
         assert_eq!(espeak_voice("de-DE-KatjaNeural", Some("de-DE")), "de-de");
         assert_eq!(espeak_voice("Jenny", Some("en-GB")), "en-gb");
         assert_eq!(espeak_voice("Jenny", None), "en");
+        assert_eq!(espeak_voice("hi-IN-SwaraNeural", Some("hi-IN")), "hi-in");
     }
 
     /// Each face's error envelope is its vendor's shape.

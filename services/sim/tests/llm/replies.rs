@@ -247,3 +247,36 @@ async fn placeholders_make_each_reply_unique() {
     }
     assert_eq!(seen.len(), 3);
 }
+
+/// `{system}` and `{user}` repeat the request's system prompt and the caller's last
+/// message, in any script: a Hindi caller's words come back in a Hindi reply, streamed
+/// with the danda as its own token.
+#[tokio::test]
+async fn placeholders_repeat_the_prompt_and_the_caller() {
+    let config = Config {
+        replies: vec!["आपने कहा: {user} ({system})".into()],
+        ..Config::default()
+    };
+    let server = start(config).await;
+    let body = json!({
+        "model": "m",
+        "stream": true,
+        "messages": [
+            { "role": "system", "content": "हिंदी में उत्तर दें।" },
+            { "role": "user", "content": "आपका दफ़्तर कब खुलता है?" },
+        ],
+    });
+    let response = post(&server, "/v1/chat/completions", KEY, &body).await;
+    let (events, failed) = read_events(response).await;
+    assert!(!failed);
+    let chunks = json_events(&events);
+    assert_eq!(
+        content(&chunks),
+        "आपने कहा: आपका दफ़्तर कब खुलता है? (हिंदी में उत्तर दें।)"
+    );
+    let pieces: Vec<&str> = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert!(pieces.contains(&"।"), "{pieces:?}");
+}
