@@ -83,8 +83,9 @@ pub async fn run(run_dir: PathBuf) -> anyhow::Result<CallReport> {
 async fn call(stack: &Stack, run_dir: &std::path::Path) -> anyhow::Result<CallReport> {
     let scenario = Scenario::load(&workspace_root().join("services/sim/scenarios/demo.toml"))?;
     println!(
-        "  a caller dials {} (tenant acme) from {}: asks two questions, interrupts the second answer,\n  \
-         has the offers emailed and books a visit (acme's own tools, on its tenant server)",
+        "  a caller dials {} (tenant acme) from {}: asks two questions, says “uh-huh” over the\n  \
+         first answer (the bot pauses, then goes on), interrupts the second, has the offers\n  \
+         emailed and books a visit (acme's own tools, on its tenant server)",
         scenario.to, scenario.from
     );
     let caller = CallerConfig::new(stack.ingress_url(), PUBLIC_URL, AUTH_TOKEN);

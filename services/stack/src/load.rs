@@ -3,8 +3,10 @@
 //! Consumes the stack (every service a process, stand-ins with fixed delays) and N callers
 //! ramped in over a few seconds; produces a `LoadResult` (which `report` shows as a table
 //! and an SVG plot): voice-to-voice latency, Switchboard's own overhead (latency minus the
-//! stand-ins' configured delays and the endpointing silence), barge-in onset → `clear`,
-//! frames late or lost each way, calls completed/failed, and CPU and peak RSS per process.
+//! stand-ins' configured delays and the endpointing silence), the caller's onset → `clear`,
+//! frames late or lost each way, calls completed/failed, preemptive answers by outcome, and
+//! CPU and peak RSS per process. A run calls one tenant (speech or words barge-in) and can
+//! switch its preemptive generation on or off first (through the console, as live config).
 //! State: the reports of the calls.
 
 use std::{
@@ -26,10 +28,11 @@ use crate::{
     stack::{AUTH_TOKEN, Delays, PUBLIC_URL, Stack, StackConfig},
 };
 
-/// The call every load caller places (globex: VAD-speech barge-in, 300 ms endpointing).
+/// The call every load caller places, to the tenant's number (`{to}`): globex (speech
+/// barge-in) or acme (words barge-in), both with 300 ms endpointing.
 pub const SCENARIO: &str = r#"
 from = "+14155551234"
-to = "+15005550007"
+to = "{to}"
 tones = true
 [[steps]]
 wait_for_bot = 30000
@@ -63,10 +66,14 @@ fn first_sentence_tokens(reply: &str) -> u64 {
     sb_sim::llm::reply::tokenize(&reply[..end]).len() as u64
 }
 
-/// The tenant's endpointing silence (deploy/base/tenants.toml, globex: the default).
+/// The tenants a load run can call (deploy/base/tenants.toml): id, number, barge-in mode.
+pub const TENANTS: [(&str, &str, &str); 2] = [
+    ("globex", "+15005550007", "speech"),
+    ("acme", "+15005550006", "words"),
+];
+
+/// The tenants' endpointing silence (deploy/base/tenants.toml, globex and acme: 300 ms).
 pub(crate) const ENDPOINTING_MS: u64 = 300;
-/// The Deepgram stand-in's VAD needs this much voiced audio before `SpeechStarted`.
-pub(crate) const VAD_MIN_SPEECH_MS: u64 = 60;
 
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
@@ -79,11 +86,18 @@ pub struct LoadOptions {
     pub audio_batch_ms: u64,
     /// NATS auth (users and permissions) and TLS: both on is the production setting.
     pub nats: crate::nats_server::NatsOptions,
+    /// Which tenant the callers call (one of [`TENANTS`]).
+    pub tenant: String,
+    /// Preemptive generation set for the tenant through the console before the calls
+    /// (`None`: as the tenants file says).
+    pub preemptive: Option<bool>,
 }
 
 /// What one load run measured.
 #[derive(Debug, Clone, Default)]
 pub struct LoadResult {
+    /// The tenant, its barge-in mode and whether preemptive generation was on.
+    pub setup: String,
     pub calls: usize,
     pub completed: usize,
     pub failed: Vec<String>,
@@ -109,6 +123,8 @@ pub struct LoadResult {
     pub others: Vec<(String, f64, u64, u64)>,
     /// From the first call placed to the stack stopped.
     pub wall_secs: f64,
+    /// Preemptive answers by outcome (started, used, discarded), from the stt's metrics.
+    pub preflights: Vec<(String, f64)>,
 }
 
 impl LoadResult {
@@ -166,16 +182,25 @@ pub async fn run(options: &LoadOptions) -> anyhow::Result<LoadResult> {
             options.audio_batch_ms.to_string(),
         ),
     ];
+    let (tenant, number, mode) = TENANTS
+        .into_iter()
+        .find(|(id, _, _)| *id == options.tenant)
+        .with_context(|| format!("no load tenant {:?}", options.tenant))?;
     let stack = Stack::start(config)
         .await
         .context("the stack did not start")?;
+    if let Some(on) = options.preemptive {
+        crate::live_tenant::set(&stack, tenant, "turn_taking.preemptive", on.into())
+            .await
+            .context("setting preemptive generation")?;
+    }
     let idle: HashMap<String, Usage> = stack
         .service_usage()
         .into_iter()
         .chain(stack.server_usage())
         .chain(other_usage(&stack))
         .collect();
-    let scenario = Scenario::from_toml(SCENARIO)?;
+    let scenario = Scenario::from_toml(&SCENARIO.replace("{to}", number))?;
 
     let bar = ProgressBar::new(options.calls as u64);
     bar.set_style(
@@ -197,6 +222,14 @@ pub async fn run(options: &LoadOptions) -> anyhow::Result<LoadResult> {
     }
     let mut reports: Vec<CallReport> = Vec::new();
     let mut result = LoadResult {
+        setup: format!(
+            "tenant {tenant} ({mode} barge-in), preemptive generation {}",
+            match options.preemptive {
+                Some(true) => "on",
+                Some(false) => "off",
+                None => "as configured",
+            }
+        ),
         calls: options.calls,
         ..Default::default()
     };
@@ -270,9 +303,39 @@ pub async fn run(options: &LoadOptions) -> anyhow::Result<LoadResult> {
     result.servers = account(stack.server_usage());
     result.others = account(other_usage(&stack));
     result.wall_secs = started.elapsed().as_secs_f64();
+    result.preflights = preflights(&stack).await;
     stack.stop().await;
     println!("{} calls in {:.1} s", options.calls, elapsed.as_secs_f64());
     Ok(result)
+}
+
+/// `switchboard_stt_preflights_total` summed by outcome over the services' `/metrics`.
+async fn preflights(stack: &Stack) -> Vec<(String, f64)> {
+    let mut by_outcome: std::collections::BTreeMap<String, f64> = Default::default();
+    for (_, addr) in stack.service_addrs() {
+        let Ok(response) = reqwest::get(format!("http://{addr}/metrics")).await else {
+            continue;
+        };
+        let Ok(text) = response.text().await else {
+            continue;
+        };
+        for line in text.lines() {
+            let Some(rest) = line.strip_prefix("switchboard_stt_preflights_total{") else {
+                continue;
+            };
+            let Some((labels, value)) = rest.split_once("} ") else {
+                continue;
+            };
+            let outcome = labels
+                .split(',')
+                .find_map(|l| l.strip_prefix("outcome=\""))
+                .map(|o| o.trim_end_matches('"').to_owned());
+            if let (Some(outcome), Ok(value)) = (outcome, value.trim().parse::<f64>()) {
+                *by_outcome.entry(outcome).or_default() += value;
+            }
+        }
+    }
+    by_outcome.into_iter().collect()
 }
 
 #[cfg(test)]

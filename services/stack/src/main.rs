@@ -66,6 +66,13 @@ enum Command {
         /// NATS without users and permissions (to measure what they cost; never deployed).
         #[arg(long)]
         nats_no_auth: bool,
+        /// The tenant called: `globex` (speech barge-in) or `acme` (words barge-in).
+        #[arg(long, default_value = "globex")]
+        tenant: String,
+        /// Preemptive generation for that tenant, set through the console before the calls:
+        /// `on` or `off` (default: as the tenants file says).
+        #[arg(long)]
+        preemptive: Option<String>,
         /// Where logs and the plot go.
         #[arg(long, default_value = ".run/load")]
         run_dir: PathBuf,
@@ -226,8 +233,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             audio_batch_ms,
             nats_tls,
             nats_no_auth,
+            tenant,
+            preemptive,
             run_dir,
         } => {
+            let preemptive = match preemptive.as_deref() {
+                None => None,
+                Some("on") => Some(true),
+                Some("off") => Some(false),
+                Some(other) => anyhow::bail!("--preemptive takes on or off, not {other:?}"),
+            };
             let delays = match delays.as_str() {
                 "zero" => Delays::ZERO,
                 _ => Delays::TYPICAL,
@@ -242,6 +257,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     tls: nats_tls,
                     auth: !nats_no_auth,
                 },
+                tenant,
+                preemptive,
             };
             let mut results = Vec::new();
             for run in 1..=runs.max(1) {

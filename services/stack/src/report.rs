@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use crate::{
     breakdown,
-    load::{ENDPOINTING_MS, LoadResult, VAD_MIN_SPEECH_MS},
+    load::{ENDPOINTING_MS, LoadResult},
     plot,
     stack::Delays,
 };
@@ -42,6 +42,7 @@ pub fn table(r: &LoadResult, d: &Delays) -> String {
             values.len()
         );
     };
+    let _ = writeln!(out, "{}", r.setup);
     let _ = writeln!(
         out,
         "stand-in delays: stt final +{} ms, LLM first token {} ms then {} ms/token, TTS first byte {} ms; endpointing {} ms",
@@ -65,17 +66,34 @@ pub fn table(r: &LoadResult, d: &Delays) -> String {
     for (step, samples) in breakdown::STEPS.iter().zip(&r.steps) {
         row(&mut out, &format!("  {step}"), samples);
     }
-    row(&mut out, "barge-in onset → clear", &r.barge_in_ms);
-    let beyond: Vec<f64> = r
-        .barge_in_ms
-        .iter()
-        .map(|ms| ms - VAD_MIN_SPEECH_MS as f64)
-        .collect();
     row(
         &mut out,
-        "barge-in beyond the stand-in's VAD (60 ms)",
-        &beyond,
+        "caller onset → clear (the bot stops; target ≤ 280)",
+        &r.barge_in_ms,
     );
+    if !r.preflights.is_empty() {
+        let counts: Vec<String> = r
+            .preflights
+            .iter()
+            .map(|(outcome, n)| format!("{outcome} {n:.0}"))
+            .collect();
+        let started = r
+            .preflights
+            .iter()
+            .find(|(o, _)| o == "started")
+            .map_or(0.0, |(_, n)| *n);
+        let discarded = r
+            .preflights
+            .iter()
+            .find(|(o, _)| o == "discarded")
+            .map_or(0.0, |(_, n)| *n);
+        let _ = writeln!(
+            out,
+            "  preemptive answers: {} ({:.1} % discarded)",
+            counts.join(", "),
+            100.0 * discarded / started.max(1.0)
+        );
+    }
     let lost_in = r.lost_frames();
     let _ = writeln!(
         out,
@@ -199,13 +217,15 @@ pub fn medians(results: &[LoadResult]) -> String {
         median(results.iter().map(|r| percentiles(f(r)).0).collect())
     };
     format!(
-        "medians of {} runs: voice-to-voice p50 {:.1} / p99 {:.1} ms; overhead p50 {:.1} / p99 {:.1} ms; \
-         barge-in → clear p99 {:.1} ms; lost caller frames {}; late bot frames {}\n",
+        "medians of {} runs ({}): voice-to-voice p50 {:.1} / p99 {:.1} ms; overhead p50 {:.1} / p99 {:.1} ms; \
+         onset → clear p50 {:.1} / p99 {:.1} ms; lost caller frames {}; late bot frames {}\n",
         results.len(),
+        results.first().map_or("", |r| r.setup.as_str()),
         p50(|r| &r.voice_to_voice_ms),
         p99(|r| &r.voice_to_voice_ms),
         p50(|r| &r.overhead_ms),
         p99(|r| &r.overhead_ms),
+        p50(|r| &r.barge_in_ms),
         p99(|r| &r.barge_in_ms),
         median(results.iter().map(|r| r.lost_frames() as f64).collect()),
         median(results.iter().map(|r| r.bot_late_frames as f64).collect()),

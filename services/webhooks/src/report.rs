@@ -67,6 +67,8 @@ pub fn call_ended(input: &Envelope, end: &End, log: &CallLog) -> Value {
     let mut sentences: BTreeMap<(u32, u32), String> = BTreeMap::new();
     let mut played: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
     let mut interrupted: BTreeMap<u32, bool> = BTreeMap::new();
+    // Where a barge-in cut a sentence: (its index, how much of it was heard).
+    let mut cuts: BTreeMap<u32, (u32, sb_schemas::CutSentence)> = BTreeMap::new();
     let mut tools = Vec::new();
     let mut barge_ins = 0;
     for e in log.envelopes() {
@@ -78,9 +80,12 @@ pub fn call_ended(input: &Envelope, end: &End, log: &CallLog) -> Value {
                 sentences.insert((e.turn, s.index), s.text.clone());
             }
             Body::Played(p) => played.entry(e.turn).or_default().push(p.sentence),
-            Body::BargeIn(_) => {
+            Body::BargeIn(b) => {
                 barge_ins += 1;
                 interrupted.insert(e.turn, true);
+                if let Some(cut) = b.cut {
+                    cuts.insert(e.turn, (b.sentences_heard, cut));
+                }
             }
             Body::ToolResult(r) => tools.push(json!({
                 "turn": e.turn,
@@ -103,11 +108,20 @@ pub fn call_ended(input: &Envelope, end: &End, log: &CallLog) -> Value {
         let mut heard: Vec<u32> = played.get(&turn).cloned().unwrap_or_default();
         heard.sort_unstable();
         heard.dedup();
-        let said: Vec<&str> = heard
+        let mut said: Vec<&str> = heard
             .iter()
             .filter_map(|i| sentences.get(&(turn, *i)).map(String::as_str))
             .filter(|t| !t.trim().is_empty())
             .collect();
+        // The words heard of the sentence a barge-in cut.
+        if let Some((index, cut)) = cuts.get(&turn)
+            && let Some(sentence) = sentences.get(&(turn, *index))
+        {
+            let words = sb_runtime::heard::heard_words(sentence, *cut);
+            if !words.is_empty() {
+                said.push(words);
+            }
+        }
         if !said.is_empty() {
             transcript.push(json!({
                 "turn": turn,
@@ -179,7 +193,8 @@ mod tests {
     }
 
     /// The transcript is the call as heard: the caller's words, then the agent's sentences
-    /// that were played (an interrupted answer keeps only what was heard and says so).
+    /// that were played, then the words heard of the one a barge-in cut (an interrupted
+    /// answer keeps only what was heard and says so).
     #[test]
     fn the_report_is_the_call_as_heard() {
         let events = vec![
@@ -229,7 +244,11 @@ mod tests {
                     token: 2,
                     trigger: BargeInTrigger::Words,
                     sentences_heard: 1,
-                    cut: None,
+                    // Half of "And free delivery." heard: "And free".
+                    cut: Some(sb_schemas::CutSentence {
+                        heard_ms: 500,
+                        sentence_ms: 1000,
+                    }),
                 }),
             ),
         ];
@@ -264,7 +283,7 @@ mod tests {
             json!([
                 {"turn": 0, "speaker": "agent", "text": "Hello, Acme here.", "interrupted": false},
                 {"turn": 1, "speaker": "caller", "text": "Any offers?"},
-                {"turn": 1, "speaker": "agent", "text": "Yes, half price.", "interrupted": true},
+                {"turn": 1, "speaker": "agent", "text": "Yes, half price. And free", "interrupted": true},
             ])
         );
     }
