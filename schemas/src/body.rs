@@ -64,6 +64,10 @@ pub enum Body {
     Silence(Silence),
     /// The call reached the tenant's maximum duration; starts a new turn (goodbye).
     MaxDuration(MaxDuration),
+    /// A stable interim transcript, published before the final one on a turn of its own:
+    /// the answer starts on it; the final `transcript` confirms it (same turn) or
+    /// supersedes it (a newer turn).
+    Preflight(Preflight),
 }
 
 /// The kind of a body: the last subject token of control events, a metric label.
@@ -92,10 +96,11 @@ pub enum Kind {
     Keypad,
     Silence,
     MaxDuration,
+    Preflight,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 23] = [
+    pub const ALL: [Kind; 24] = [
         Kind::Webhook,
         Kind::Start,
         Kind::Audio,
@@ -119,6 +124,7 @@ impl Kind {
         Kind::Keypad,
         Kind::Silence,
         Kind::MaxDuration,
+        Kind::Preflight,
     ];
 
     /// The wire name (serde tag and subject token).
@@ -147,6 +153,7 @@ impl Kind {
             Kind::Keypad => "keypad",
             Kind::Silence => "silence",
             Kind::MaxDuration => "max_duration",
+            Kind::Preflight => "preflight",
         }
     }
 
@@ -192,6 +199,7 @@ impl Body {
             Body::Keypad(_) => Kind::Keypad,
             Body::Silence(_) => Kind::Silence,
             Body::MaxDuration(_) => Kind::MaxDuration,
+            Body::Preflight(_) => Kind::Preflight,
         }
     }
 }
@@ -558,4 +566,15 @@ pub struct Silence {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MaxDuration {
     pub limit_secs: u32,
+}
+
+/// A stable interim transcript (ARCHITECTURE §2g): the caller paused and the provider's
+/// words so far end well before the audio it heard. The envelope's turn is a new turn,
+/// allocated for it; the final `transcript` of the same words comes on the same turn.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Preflight {
+    /// The STT lease's delivery count, as in [`Transcript::epoch`].
+    pub epoch: u64,
+    /// The words so far (final pieces and the interim tail).
+    pub text: String,
 }

@@ -19,9 +19,9 @@ pub mod testing;
 
 pub use body::{
     AnsweredBy, Audio, BargeIn, BargeInTrigger, Body, CutSentence, Dial, DialResult, Dtmf, End,
-    EndReason, Erased, Keypad, KeypadEnd, Kind, MaxDuration, Mulaw, Partial, Played, Resumed,
-    Sentence, Silence, Speech, Start, Token, ToolCall, ToolOutcome, ToolResult, Transcript,
-    TtsChunk, Webhook,
+    EndReason, Erased, Keypad, KeypadEnd, Kind, MaxDuration, Mulaw, Partial, Played, Preflight,
+    Resumed, Sentence, Silence, Speech, Start, Token, ToolCall, ToolOutcome, ToolResult,
+    Transcript, TtsChunk, Webhook,
 };
 pub use codec::{
     DecodeError, MAX_EVENT_BYTES, decode, decode_dead_letter, encode, encode_dead_letter,

@@ -103,7 +103,12 @@ impl Role {
                 Kind::Silence,
                 Kind::MaxDuration,
             ],
-            Role::Stt => &[Kind::Speech, Kind::Partial, Kind::Transcript],
+            Role::Stt => &[
+                Kind::Speech,
+                Kind::Partial,
+                Kind::Transcript,
+                Kind::Preflight,
+            ],
             Role::Agent => &[
                 Kind::Token,
                 Kind::Sentence,
@@ -183,9 +188,17 @@ impl Role {
                 // and `bargein` (direct gets, last by subject).
                 publish.push(js::direct_get(CALLS_STREAM));
                 publish.push(js::direct_get(AUDIO_STREAM));
-                // Its calls' bot audio and the caller's voice activity, live.
+                // Its calls' bot audio and the caller's voice activity, live; a preflight
+                // turn's audio is held until its transcript confirms it.
                 subscribe.extend(
-                    [Kind::TtsChunk, Kind::Speech, Kind::Partial].map(subject::kind_filter),
+                    [
+                        Kind::TtsChunk,
+                        Kind::Speech,
+                        Kind::Partial,
+                        Kind::Preflight,
+                        Kind::Transcript,
+                    ]
+                    .map(subject::kind_filter),
                 );
             }
             Role::Stt => {

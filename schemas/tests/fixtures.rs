@@ -155,6 +155,10 @@ fn samples() -> Vec<Envelope> {
             after_ms: 8000,
         }),
         Body::MaxDuration(MaxDuration { limit_secs: 600 }),
+        Body::Preflight(Preflight {
+            epoch: 1,
+            text: "What are your opening hours".into(),
+        }),
     ];
     bodies
         .into_iter()

@@ -405,3 +405,89 @@ async fn a_dropped_stream_reconnects_a_held_call_a_bounded_number_of_times() {
         Reconnect::Ended
     );
 }
+
+/// The preflight record (`preflight:{sid}:{turn}`) on Redis: an answer finished before its
+/// transcript reaches the session when the transcript confirms it, one confirmed before it
+/// finishes reaches it at its end; either way once (the user turn in the final's words),
+/// and a redelivery finds the answer to say again. A transcript with no preflight claims
+/// its turn, so a later preflight stands aside. Records expire after two minutes.
+#[tokio::test]
+async fn a_preflight_answer_reaches_the_session_once_confirmed() {
+    use sb_runtime::redis::preflight::{Confirmation, PREFLIGHT_TTL, PreflightStart};
+    let env = TestEnv::start().await.unwrap();
+    let redis = env.redis().await.unwrap();
+    let mut raw = env.redis_raw().await.unwrap();
+    let call = sid(9);
+    let parties = sb_runtime::redis::session::Parties::default();
+    redis
+        .session_start(&call, &tenant(), &parties, 0)
+        .await
+        .unwrap();
+    let answer = |turn| Turn {
+        role: Role::Assistant,
+        text: "Nine to five.\nTen to two on Saturdays.".into(),
+        turn,
+        interrupted: turn == 2,
+    };
+    let turns = || async {
+        let session = redis.session_load(&call).await.unwrap().unwrap();
+        session
+            .turns
+            .into_iter()
+            .map(|t| (t.role, t.turn, t.text, t.interrupted))
+            .collect::<Vec<_>>()
+    };
+
+    // Finished, then confirmed.
+    let begun = redis.preflight_begin(&call, 1, "when are you open").await;
+    assert_eq!(begun.unwrap(), PreflightStart::Go);
+    assert!(!redis.preflight_finish(&call, 1, &answer(1)).await.unwrap());
+    assert!(
+        turns().await.is_empty(),
+        "unconfirmed: not in the conversation"
+    );
+    assert!(!redis.preflight_confirmed(&call, 1).await.unwrap());
+    for _ in 0..2 {
+        let confirmed = redis
+            .preflight_confirm(&call, 1, "When are you open?")
+            .await;
+        assert_eq!(confirmed.unwrap(), Confirmation::Settled);
+    }
+    let said = answer(1).text;
+    assert_eq!(
+        turns().await,
+        [
+            (Role::User, 1, "When are you open?".to_owned(), false),
+            (Role::Assistant, 1, said.clone(), false)
+        ]
+    );
+    let again = redis.preflight_begin(&call, 1, "when are you open").await;
+    assert_eq!(again.unwrap(), PreflightStart::Done(said.clone()));
+    let key = redis.keys().preflight(&call, 1);
+    let ttl = ttl(&mut raw, &key).await;
+    assert!(
+        (110..=PREFLIGHT_TTL.as_secs() as i64).contains(&ttl),
+        "{ttl}"
+    );
+
+    // Confirmed while answering, then finished (cut short by a barge-in).
+    redis
+        .preflight_begin(&call, 2, "and weekends")
+        .await
+        .unwrap();
+    let pending = redis.preflight_confirm(&call, 2, "And weekends?").await;
+    assert_eq!(pending.unwrap(), Confirmation::Pending);
+    assert!(redis.preflight_confirmed(&call, 2).await.unwrap());
+    assert!(redis.preflight_finish(&call, 2, &answer(2)).await.unwrap());
+    assert!(!redis.preflight_finish(&call, 2, &answer(2)).await.unwrap());
+    let stored = turns().await;
+    assert_eq!(stored.len(), 4, "{stored:?}");
+    assert_eq!(stored[3], (Role::Assistant, 2, said, true));
+
+    // The transcript first: it claims the turn.
+    let absent = redis.preflight_confirm(&call, 3, "Thanks.").await;
+    assert_eq!(absent.unwrap(), Confirmation::Absent);
+    let late = redis.preflight_begin(&call, 3, "thanks").await;
+    assert_eq!(late.unwrap(), PreflightStart::Claimed);
+    assert_eq!(turns().await.len(), 4);
+}

@@ -1,9 +1,10 @@
 //! One final transcript → one spoken answer.
 //!
 //! Consumes a `transcript` event (and, through [`Agent::reply`], a keypad entry put in
-//! words: `crate::prompts`); produces the answer's `token` and `sentence` events
-//! (through [`Speaker`]), the user and assistant turns in the session, and, when the model
-//! asks to end or transfer the call, the pending action. Skips (counted): empty text, a
+//! words: `crate::prompts`; through [`Agent::generate`], a preflight: `crate::preflight`);
+//! produces the answer's `token` and `sentence` events (through [`Speaker`]), the user and
+//! assistant turns in the session, and, when the model asks to end or transfer the call,
+//! the pending action. A transcript whose preflight answers it produces nothing here. Skips (counted): empty text, a
 //! stale STT owner's transcript, a turn already interrupted or superseded, a turn already
 //! answered (redelivery). LLM failures, timeouts and a full queue end in the tenant's
 //! fallback phrase now, rather than a retried delivery later: the caller is waiting on the
@@ -26,6 +27,18 @@ use crate::tool_round::{MAX_TOOL_ROUNDS, Round};
 use crate::tools::{TenantTools, ToolContext};
 use crate::{Agent, redis_retry};
 
+/// One answer to speak: the caller's words `text` as turn `input.turn`.
+pub(crate) struct Ask<'a> {
+    pub(crate) input: &'a Envelope,
+    pub(crate) text: &'a str,
+    pub(crate) session: &'a Session,
+    pub(crate) tenant: &'a Tenant,
+    /// When the input arrived (the retry budget runs from it).
+    pub(crate) received: Instant,
+    /// Started on a preflight: nothing is stored, and tools wait for the transcript.
+    pub(crate) preflight: bool,
+}
+
 /// How the LLM part of an answer ended.
 enum Generated {
     /// The stream finished; these tool calls came with it.
@@ -37,7 +50,8 @@ enum Generated {
 }
 
 impl Agent {
-    /// `transcript`: the caller's words, answered by the model.
+    /// `transcript`: the caller's words, answered by the model, unless a preflight of the
+    /// same turn (the same words, as the stt decided) answers it already.
     pub(crate) async fn answer(
         &self,
         input: &Envelope,
@@ -56,6 +70,11 @@ impl Agent {
             out.skip("stale_stt_epoch");
             return Ok(());
         }
+        if tenant.turn_taking.preemptive
+            && self.confirm_preflight(input, text, &session, out).await?
+        {
+            return Ok(());
+        }
         self.reply(input, text, &session, tenant, received, out)
             .await
     }
@@ -68,7 +87,8 @@ impl Agent {
 
     /// The caller's words `text` (a transcript's, or a keypad entry put in words) as
     /// turn `input.turn`, answered by the model; `received`: when the input arrived (the
-    /// retry budget runs from it).
+    /// retry budget runs from it). The user turn is stored while the request goes out, the
+    /// answer once it is said.
     pub(crate) async fn reply(
         &self,
         input: &Envelope,
@@ -78,16 +98,39 @@ impl Agent {
         received: Instant,
         out: &mut Emitter,
     ) -> Result<(), StageError> {
-        let (sid, turn) = (&input.call_sid, input.turn);
-        if !to_answer(session, turn, out).await? {
+        if !to_answer(session, input.turn, out).await? {
             return Ok(());
         }
-        let has = |role: Role| {
-            session
-                .turns
-                .iter()
-                .any(|t| t.role == role && t.turn == turn)
+        let ask = Ask {
+            input,
+            text,
+            session,
+            tenant,
+            received,
+            preflight: false,
         };
+        let assistant = self.generate(&ask, out).await?;
+        self.sessions
+            .push_turn(&input.call_sid, &assistant)
+            .await
+            .map_err(redis_retry)
+    }
+
+    /// Speaks the model's answer to `ask` and returns it as the assistant turn (one line
+    /// per sentence; interrupted when the turn went stale). An ordinary answer stores the
+    /// user turn while the request goes out (one round trip off the critical path; both
+    /// finish before anything is said); a preflight stores nothing.
+    pub(crate) async fn generate(
+        &self,
+        ask: &Ask<'_>,
+        out: &mut Emitter,
+    ) -> Result<Turn, StageError> {
+        let (session, tenant, text) = (ask.session, ask.tenant, ask.text);
+        let (sid, turn) = (&ask.input.call_sid, ask.input.turn);
+        let stored = session
+            .turns
+            .iter()
+            .any(|t| t.role == Role::User && t.turn == turn);
         // An outbound campaign call answers with the campaign's prompt, filled in per contact.
         let prompt = session
             .outbound
@@ -96,15 +139,15 @@ impl Agent {
             .unwrap_or_else(|| tenant.system_prompt.clone());
         let mut messages = vec![Message::new("system", prompt)];
         messages.extend(session.turns.iter().filter_map(history_message));
-        let user = (!has(Role::User)).then(|| Turn {
+        if !stored {
+            messages.push(Message::new("user", text));
+        }
+        let user = (!stored && !ask.preflight).then(|| Turn {
             role: Role::User,
             text: text.to_owned(),
             turn,
             interrupted: false,
         });
-        if user.is_some() {
-            messages.push(Message::new("user", text));
-        }
         let mut request = ChatRequest {
             model: tenant.llm_model.clone(),
             messages,
@@ -112,16 +155,13 @@ impl Agent {
             temperature: self.config.llm_temperature,
             tools: actions::tools(tenant, self.telephony.is_some()),
         };
-
-        // The user turn is stored while the request goes out (one round trip off the
-        // critical path); both finish before anything is said.
         let push = async {
             match &user {
                 Some(user) => self.sessions.push_turn(sid, user).await,
                 None => Ok(()),
             }
         };
-        let (pushed, opened) = tokio::join!(push, self.open(tenant, &request, received));
+        let (pushed, opened) = tokio::join!(push, self.open(tenant, &request, ask.received));
         pushed.map_err(redis_retry)?;
         let batching = Batching {
             deltas: self.config.token_batch,
@@ -134,37 +174,34 @@ impl Agent {
             Ok((permit, stream)) => speak(permit, stream, &mut speaker, out).await?,
             Err(reason) => Generated::Failed { reason },
         };
-        let context = || tool_context(input, session);
         let generated = self
-            .run_tools(generated, tenant, &mut request, context, &mut speaker, out)
+            .run_tools(generated, ask, &mut request, &mut speaker, out)
             .await?;
         self.conclude(generated, tenant, sid, &mut speaker, out)
             .await?;
-        let assistant = Turn {
+        Ok(Turn {
             role: Role::Assistant,
             // One line per sentence, so a barge-in can keep exactly the sentences heard.
             text: speaker.sentences().join("\n"),
             turn,
             interrupted: speaker.stopped().is_some(),
-        };
-        self.sessions
-            .push_turn(sid, &assistant)
-            .await
-            .map_err(redis_retry)
+        })
     }
 
     /// Runs the tenant tools the model asked for, round after round, each round's results
     /// going back to the model, until an answer asks for none (the built-in calls of every
     /// round are kept for [`Self::conclude`]).
+    /// A preflight's tools wait for its transcript first: a tool may act (book, send), and
+    /// only the caller's confirmed words may make it.
     async fn run_tools(
         &self,
         mut generated: Generated,
-        tenant: &Tenant,
+        ask: &Ask<'_>,
         request: &mut ChatRequest,
-        context: impl Fn() -> ToolContext,
         speaker: &mut Speaker,
         out: &mut Emitter,
     ) -> Result<Generated, StageError> {
+        let tenant = ask.tenant;
         let mut builtin = Vec::new();
         let mut round = 0;
         // Where this round's sentences start (the model's words in it go back with its calls).
@@ -186,7 +223,10 @@ impl Agent {
                     reason: "tool_rounds",
                 });
             }
-            let context = context();
+            if ask.preflight && round == 0 && !self.preflight_confirmed(ask.input, out).await? {
+                return Ok(Generated::Stopped);
+            }
+            let context = tool_context(ask.input, ask.session);
             match self
                 .tool_round(tenant, &own, (round, said_from), &context, speaker, out)
                 .await?
@@ -427,7 +467,7 @@ pub(crate) async fn to_answer(
 /// sentences may not all be stored (their publish acks timed out, e.g. while JetStream
 /// elected a new leader). Say them again, one line per sentence, under the ids the first
 /// delivery used: JetStream keeps one copy of each, and stores the ones it lost.
-async fn repeat(answered: &Turn, out: &mut Emitter) -> Result<(), StageError> {
+pub(crate) async fn repeat(answered: &Turn, out: &mut Emitter) -> Result<(), StageError> {
     let lines: Vec<&str> = answered
         .text
         .lines()

@@ -1,9 +1,10 @@
 //! The agent stage: answers the caller with a streaming LLM, sentence by sentence.
 //!
 //! Consumes the durable consumer `agent` on `CALLS` (`start`, `answered_by`,
-//! `transcript`, `keypad`, `silence`, `max_duration`, `bargein`, `played`, `end`); produces
-//! `token` and `sentence` events of the same call and turn: the tenant's greeting on
-//! `start` (turn 0), an answer per final transcript or keypad entry, a prompt or goodbye on
+//! `transcript`, `preflight`, `keypad`, `silence`, `max_duration`, `bargein`, `played`,
+//! `end`); produces `token` and `sentence` events of the same call and turn: the tenant's
+//! greeting on `start` (turn 0), an answer per final transcript or keypad entry (started
+//! ahead on a preflight, kept aside until its transcript confirms it), a prompt or goodbye on
 //! the caller's silence and the call's length, the fallback phrase whenever the LLM fails
 //! or is too slow (the caller never hears silence). It stops generating the moment the
 //! caller barges in (the token in Redis is checked before every event), stores the
@@ -14,7 +15,8 @@
 //! ([`limits`]) in Redis too, shared by every replica (in process memory when Redis fails,
 //! or for an agent built without it).
 //!
-//! Code map: [`answer`] (a transcript → an answer), [`prompts`] (keypad entries, silence,
+//! Code map: [`answer`] (a transcript → an answer), [`preflight`] (an answer started on a
+//! stable interim, confirmed by its transcript), [`prompts`] (keypad entries, silence,
 //! the call's length), [`speaker`] (events with barge-in checks), [`splitter`]
 //! (sentences), [`openai`] + [`sse`] (the LLM client), [`limits`] + [`permit`] + [`aimd`]
 //! (concurrency), [`actions`] + [`telephony`] (built-in tools), [`tool_round`] + [`tools`]
@@ -28,6 +30,7 @@ mod events;
 pub mod limits;
 pub mod openai;
 pub mod permit;
+mod preflight;
 mod prompts;
 pub mod speaker;
 pub mod splitter;
@@ -185,6 +188,7 @@ impl Stage for Agent {
             Body::Start(_) => self.greet(&input, &tenant, out).await,
             Body::AnsweredBy(answered) => self.answered_by(&input, answered, &tenant, out).await,
             Body::Transcript(transcript) => self.answer(&input, transcript, &tenant, out).await,
+            Body::Preflight(preflight) => self.preflight(&input, preflight, &tenant, out).await,
             Body::BargeIn(bargein) => self.barged_in(&input, bargein, out).await,
             Body::Played(played) => self.played(&input, played).await,
             Body::End(_) => self.ended(&input).await,

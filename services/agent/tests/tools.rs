@@ -466,3 +466,52 @@ async fn a_tool_that_does_not_wait_is_sent_in_the_background() {
     }
     assert_eq!(rig.received().await[0]["signature"], "valid");
 }
+
+fn preflight_of(text: &str) -> Envelope {
+    let body = Body::Preflight(sb_schemas::Preflight {
+        epoch: 0,
+        text: text.into(),
+    });
+    Envelope::new(TenantId::parse("acme").unwrap(), sid(), 1, body)
+}
+
+/// A preflight's tool call waits for the turn's transcript: confirmed meanwhile, the tool
+/// runs (the tenant is called once) and the answer goes on; superseded meanwhile (the
+/// final differed), the tenant is never called and nothing more is said.
+#[tokio::test]
+async fn a_preflight_tool_waits_for_the_transcript() {
+    use sb_runtime::state::Sessions as _;
+    let text = "Book a table for two on Friday.";
+    let rig = Rig::new(BOOK, booked(), 2_000, true).await;
+    let confirm = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            rig.received().await.is_empty(),
+            "called before the transcript"
+        );
+        rig.sessions
+            .preflight_confirm(&sid(), 1, text)
+            .await
+            .unwrap()
+    };
+    let (driven, _) = tokio::join!(drive(&rig.agent, preflight_of(text)), confirm);
+    driven.result.as_ref().unwrap();
+    assert_eq!(driven.of(Kind::ToolCall).len(), 1);
+    assert_eq!(rig.received().await.len(), 1);
+    let session = rig.sessions.session(&sid()).unwrap();
+    assert!(
+        session.turns.iter().any(|t| t.text == BOOKED),
+        "{session:?}"
+    );
+
+    let rig = Rig::new(BOOK, booked(), 2_000, true).await;
+    let supersede = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        rig.sessions.next_turn(&sid())
+    };
+    let (driven, _) = tokio::join!(drive(&rig.agent, preflight_of(text)), supersede);
+    driven.result.as_ref().unwrap();
+    assert!(driven.of(Kind::ToolCall).is_empty(), "{:?}", driven.outputs);
+    assert!(rig.received().await.is_empty());
+    assert!(rig.sessions.session(&sid()).unwrap().turns.is_empty());
+}

@@ -97,20 +97,23 @@ pub enum Outbound {
     Mismatch,
 }
 
-/// The last of a call's caller audio, `played` and `bargein` events as stored: where a
-/// call whose socket died stood.
+/// The last of a call's caller audio, `played`, `bargein` and `transcript` events as
+/// stored: where a call whose socket died stood, and whether a held preflight turn was
+/// confirmed while the link was down.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LastHeard {
     pub audio: Option<Envelope>,
     pub played: Option<Envelope>,
     pub bargein: Option<Envelope>,
+    pub transcript: Option<Envelope>,
 }
 
 /// The side effects of the ingress. Cheap to clone.
 pub trait Backend: Clone + Send + Sync + 'static {
     /// The server ack of a pipelined publish.
     type Ack: Future<Output = Result<(), BackendError>> + Send + 'static;
-    /// One call's incoming events: bot audio (`audio.out`), `speech`, `partial`.
+    /// One call's incoming events: bot audio (`audio.out`), `speech`, `partial`,
+    /// `preflight`, `transcript`.
     type Events: Stream<Item = Envelope> + Send + Unpin + 'static;
 
     /// Claims `idem:{sid}` with the answer as the call's admission record and counts the
@@ -284,7 +287,8 @@ pub trait Backend: Clone + Send + Sync + 'static {
         since_us: u64,
     ) -> impl Future<Output = Result<Vec<Envelope>, BackendError>> + Send;
 
-    /// Subscribes to the call's bot audio, `speech` and `partial` events.
+    /// Subscribes to the call's bot audio, `speech`, `partial`, `preflight` and
+    /// `transcript` events.
     fn subscribe_call(
         &self,
         tenant: &TenantId,
@@ -557,7 +561,7 @@ impl Backend for Live {
         Ok(self.redis.handoff_reconnect(sid).await?)
     }
 
-    /// Three "last message on a subject" direct gets.
+    /// Four "last message on a subject" direct gets.
     async fn last_heard(
         &self,
         tenant: &TenantId,
@@ -581,6 +585,7 @@ impl Backend for Live {
             audio: last(subject::AUDIO_STREAM, subject::audio_in(tenant, sid)).await?,
             played: last(calls, subject::event(tenant, sid, Kind::Played)).await?,
             bargein: last(calls, subject::event(tenant, sid, Kind::BargeIn)).await?,
+            transcript: last(calls, subject::event(tenant, sid, Kind::Transcript)).await?,
         })
     }
 
@@ -650,6 +655,8 @@ impl Backend for Live {
             subject::audio_out(tenant, sid),
             subject::event(tenant, sid, sb_schemas::Kind::Speech),
             subject::event(tenant, sid, sb_schemas::Kind::Partial),
+            subject::event(tenant, sid, sb_schemas::Kind::Preflight),
+            subject::event(tenant, sid, sb_schemas::Kind::Transcript),
         ];
         let mut streams = Vec::with_capacity(subjects.len());
         for subject in subjects {

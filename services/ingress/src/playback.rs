@@ -7,7 +7,8 @@
 //! (played, or echoed only because of a `clear`). Chunks of a turn older than the newest
 //! seen are dropped (superseded), as are chunks of turns cut by a barge-in (stale). A chunk
 //! missing while later ones wait is a gap ([`gap`]): the caller fetches it again or skips
-//! it. State: per call, in the socket task's memory; no I/O.
+//! it. A preflight turn's chunks are held until its transcript ([`hold`]). State: per
+//! call, in the socket task's memory; no I/O.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
@@ -147,6 +148,8 @@ pub struct Playback {
     history: VecDeque<pause::SentChunk>,
     /// Set while the caller's voice holds the bot (see [`pause`]).
     paused: Option<Paused>,
+    /// A preflight turn's audio, held until its transcript (see [`hold`]).
+    hold: hold::Hold,
 }
 
 impl Playback {
@@ -174,20 +177,25 @@ impl Playback {
             resume_at: None,
             history: VecDeque::new(),
             paused: None,
+            hold: hold::Hold::default(),
         }
     }
 
-    /// Takes a chunk of `turn`. `Ok(n)`: queued, and `n` chunks of an older turn were
-    /// discarded because this one supersedes it.
+    /// Takes a chunk of `turn`. `Ok(n)`: queued (or held, see [`hold`]), and `n` chunks of
+    /// an older turn were discarded because this one supersedes it.
     pub fn push(&mut self, turn: u32, chunk: TtsChunk, now: Instant) -> Result<usize, Dropped> {
         if u64::from(turn) < self.stale_below {
             return Err(Dropped::Stale);
         }
-        let mut superseded = 0;
+        let (chunk, mut superseded) = match self.hold_chunk(turn, chunk) {
+            hold::Holding::Kept => return Ok(0),
+            hold::Holding::Refused(reason) => return Err(reason),
+            hold::Holding::Play(chunk, held) => (chunk, held),
+        };
         match self.turn {
             Some(current) if turn < current => return Err(Dropped::Superseded),
             Some(current) if turn == current => {}
-            _ => superseded = self.start_turn(turn),
+            _ => superseded += self.start_turn(turn),
         }
         let position = (chunk.sentence, chunk.chunk);
         if position < self.cursor || self.buffer.contains_key(&position) {
@@ -443,6 +451,9 @@ fn duration_of(bytes: usize) -> Duration {
 #[path = "playback_gap.rs"]
 mod gap;
 pub use gap::{Gap, GapOutcome};
+#[path = "playback_hold.rs"]
+mod hold;
+pub use hold::Released;
 #[path = "playback_pause.rs"]
 mod pause;
 pub use pause::{CutPoint, Paused, Resume};

@@ -44,6 +44,9 @@ struct State {
     fail_redis: bool,
     /// Bot audio "in the AUDIO stream", for [`Backend::fetch_bot_audio`].
     stored_audio: Vec<Envelope>,
+    /// Other stages' events "in the CALLS stream" (a transcript), for
+    /// [`Backend::last_heard`].
+    stored_events: Vec<Envelope>,
     /// `handoff:{sid}`.
     handoffs: HashMap<CallSid, Handoff>,
     /// Drops per call, as the handoff's `reconnects` field counts them.
@@ -155,6 +158,11 @@ impl MemoryBackend {
 
     /// Stores bot audio as the tts would in `AUDIO`, without delivering it live (a chunk
     /// the live subscription lost).
+    /// Stores another stage's event (a transcript) "in the CALLS stream", undelivered.
+    pub fn store_event(&self, event: Envelope) {
+        self.lock().stored_events.push(event);
+    }
+
     pub fn store_bot_audio(&self, event: Envelope) {
         self.lock().stored_audio.push(event);
     }
@@ -449,6 +457,7 @@ impl Backend for MemoryBackend {
             state
                 .published
                 .iter()
+                .chain(&state.stored_events)
                 .rev()
                 .find(|e| &e.call_sid == sid && e.kind() == kind)
                 .cloned()
@@ -457,6 +466,7 @@ impl Backend for MemoryBackend {
             audio: last(Kind::Audio),
             played: last(Kind::Played),
             bargein: last(Kind::BargeIn),
+            transcript: last(Kind::Transcript),
         })
     }
 

@@ -124,6 +124,10 @@ fn detail(body: &Body) -> String {
             "“{}” (confidence {:.2}, epoch {})",
             t.text, t.confidence, t.epoch
         ),
+        Body::Preflight(p) => format!(
+            "“{}” (stable interim: answered ahead, epoch {})",
+            p.text, p.epoch
+        ),
         Body::Token(t) => format!("#{} {:?}", t.index, t.text),
         Body::Sentence(s) => {
             let tag = if s.fallback { " [fallback]" } else { "" };

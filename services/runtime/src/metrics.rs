@@ -109,6 +109,11 @@ pub enum Metric {
     SttReconnects,
     /// STT: final utterances published. Labels: outcome (published, stale).
     SttTranscripts,
+    /// STT: answers started on a stable interim transcript (`preflight`), by what became
+    /// of them: started; used (the final transcript had the same words: same turn);
+    /// discarded (it differed, a newer preflight replaced it, or no final followed).
+    /// Labels: tenant, outcome.
+    SttPreflights,
     /// LLM permits a replica gave from its own in-process limits because the limits it
     /// shares with the other replicas (Redis) failed. Labels: reason (the Redis error kind).
     LlmLimitsDegraded,
@@ -204,6 +209,7 @@ impl Metric {
             Metric::SttLeases => "switchboard_stt_leases_total",
             Metric::SttReconnects => "switchboard_stt_reconnects_total",
             Metric::SttTranscripts => "switchboard_stt_transcripts_total",
+            Metric::SttPreflights => "switchboard_stt_preflights_total",
             Metric::LlmLimitsDegraded => "switchboard_llm_limits_degraded_total",
             Metric::DialerDials => "switchboard_dialer_dials_total",
             Metric::DialerOutcomes => "switchboard_dialer_outcomes_total",

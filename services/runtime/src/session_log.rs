@@ -1,11 +1,12 @@
 //! Rebuilding a call's session from its events, for when Redis has lost it.
 //!
-//! Consumes the call's `webhook`, `start`, `transcript`, `keypad`, `silence`,
+//! Consumes the call's `webhook`, `start`, `transcript`, `preflight`, `keypad`, `silence`,
 //! `max_duration`, `sentence`, `bargein` and `end` events from `CALLS` (direct gets, kind by
 //! kind); produces a [`Restore`]: the turn counter (the highest turn started), the barge-in
 //! token, the STT epoch and checkpoint, the conversation (a caller turn per transcript and
 //! per keypad entry, the keys in words; an answer per turn whose last sentence was
-//! published, cut to the sentences heard when it was interrupted) and an outbound call's
+//! published, cut to the sentences heard when it was interrupted; none for a preflight
+//! turn no transcript confirmed) and an outbound call's
 //! campaign texts (from its dial attempt, while Redis still has it).
 //! [`SessionLog::rebuild`] writes it back (merged, counters only up), counts
 //! `switchboard_session_rebuilt_total{service}` and logs it. An ended call is not rebuilt.
@@ -20,16 +21,18 @@ use sb_schemas::{Body, CallSid, Envelope, Kind, decode};
 
 use crate::metrics::Metric;
 use crate::redis::campaigns::AttemptId;
+use crate::redis::preflight::{Confirmation, PreflightStart};
 use crate::redis::session::{Parties, Role, Session, Turn, keys_pressed};
 use crate::redis::session_restore::Restore;
 use crate::redis::{Redis, RedisError};
 use crate::state::{Progress, Sessions};
 
 /// The kinds a session is rebuilt from.
-const KINDS: [Kind; 9] = [
+const KINDS: [Kind; 10] = [
     Kind::Webhook,
     Kind::Start,
     Kind::Transcript,
+    Kind::Preflight,
     Kind::Keypad,
     Kind::Silence,
     Kind::MaxDuration,
@@ -66,6 +69,8 @@ pub fn fold<'a>(events: impl IntoIterator<Item = &'a Envelope>) -> Folded {
     let mut answers: BTreeMap<u32, BTreeMap<u32, (String, bool)>> = BTreeMap::new();
     let mut heard: BTreeMap<u32, (u32, Option<sb_schemas::CutSentence>)> = BTreeMap::new();
     let mut users: BTreeMap<u32, String> = BTreeMap::new();
+    // Turns started on an interim transcript: answered only once a transcript confirmed them.
+    let mut preflights: Vec<u32> = Vec::new();
     let r = &mut folded.restore;
     for event in events {
         r.tenant.get_or_insert_with(|| event.tenant.clone());
@@ -91,6 +96,10 @@ pub fn fold<'a>(events: impl IntoIterator<Item = &'a Envelope>) -> Folded {
                 users.insert(event.turn, keys_pressed(&k.digits));
             }
             Body::Silence(_) | Body::MaxDuration(_) => r.turn = r.turn.max(event.turn),
+            Body::Preflight(_) => {
+                r.turn = r.turn.max(event.turn);
+                preflights.push(event.turn);
+            }
             Body::Sentence(s) => {
                 r.turn = r.turn.max(event.turn);
                 let answer = answers.entry(event.turn).or_default();
@@ -104,6 +113,8 @@ pub fn fold<'a>(events: impl IntoIterator<Item = &'a Envelope>) -> Folded {
             _ => {}
         }
     }
+    // A preflight answer whose transcript never came was discarded: never the caller's.
+    answers.retain(|turn, _| !preflights.contains(turn) || users.contains_key(turn));
     let mut turns: Vec<Turn> = users
         .into_iter()
         .map(|(turn, text)| Turn {
@@ -272,6 +283,41 @@ impl Sessions for LoggedSessions {
         keep: Duration,
     ) -> BoxFuture<'a, Result<(), RedisError>> {
         self.0.redis.end(sid, keep)
+    }
+
+    fn preflight_begin<'a>(
+        &'a self,
+        sid: &'a CallSid,
+        turn: u32,
+        user: &'a str,
+    ) -> BoxFuture<'a, Result<PreflightStart, RedisError>> {
+        Box::pin(self.0.redis.preflight_begin(sid, turn, user))
+    }
+
+    fn preflight_finish<'a>(
+        &'a self,
+        sid: &'a CallSid,
+        turn: u32,
+        answer: &'a Turn,
+    ) -> BoxFuture<'a, Result<bool, RedisError>> {
+        Box::pin(self.0.redis.preflight_finish(sid, turn, answer))
+    }
+
+    fn preflight_confirm<'a>(
+        &'a self,
+        sid: &'a CallSid,
+        turn: u32,
+        text: &'a str,
+    ) -> BoxFuture<'a, Result<Confirmation, RedisError>> {
+        Box::pin(self.0.redis.preflight_confirm(sid, turn, text))
+    }
+
+    fn preflight_confirmed<'a>(
+        &'a self,
+        sid: &'a CallSid,
+        turn: u32,
+    ) -> BoxFuture<'a, Result<bool, RedisError>> {
+        Box::pin(self.0.redis.preflight_confirmed(sid, turn))
     }
 }
 

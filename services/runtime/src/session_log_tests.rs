@@ -186,3 +186,42 @@ fn keypad_silence_and_max_duration_start_turns() {
     let longest = [event(5, Body::MaxDuration(MaxDuration { limit_secs: 600 }))];
     assert_eq!(fold(&longest).restore.turn, 5);
 }
+
+/// A preflight turn (an answer started on an interim transcript) is the caller's only once
+/// a transcript of the same turn confirmed it: a discarded one (the final differed, so it
+/// came on a newer turn) leaves no assistant turn, though its sentences are in the log;
+/// either way the counter counts it, so no turn number repeats.
+#[test]
+fn a_preflight_turn_is_answered_only_when_confirmed() {
+    use sb_schemas::Preflight;
+    let preflight = |turn, text: &str| {
+        event(
+            turn,
+            Body::Preflight(Preflight {
+                epoch: 1,
+                text: text.into(),
+            }),
+        )
+    };
+    let events = [
+        preflight(1, "what are your opening hours"),
+        sentence(1, 0, "Nine to five.", true),
+        said(1, "What are your opening hours?", 10, 1),
+        preflight(2, "and on"),
+        sentence(2, 0, "On Sundays we are closed.", true),
+        said(3, "And on Saturdays?", 20, 1),
+        sentence(3, 0, "Ten to two.", true),
+        preflight(4, "thanks"),
+    ];
+    let r = fold(&events).restore;
+    assert_eq!(r.turn, 4);
+    assert_eq!(
+        r.turns,
+        vec![
+            turn(Role::User, 1, "What are your opening hours?", false),
+            turn(Role::Assistant, 1, "Nine to five.", false),
+            turn(Role::User, 3, "And on Saturdays?", false),
+            turn(Role::Assistant, 3, "Ten to two.", false),
+        ]
+    );
+}

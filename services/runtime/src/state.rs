@@ -1,5 +1,6 @@
 //! The call state a stage reads and writes, behind two small traits: [`Sessions`] (the
-//! conversation, the turn counter, the barge-in token, a pending action) and
+//! conversation, the turn counter, the barge-in token, a pending action, answers held
+//! aside until their transcript confirms them) and
 //! [`AudioCache`] (synthesised speech). Production uses [`Redis`] for both; ring-2 tests
 //! use the in-memory doubles of `crate::testing`. [`Progress`] (what makes a turn stale)
 //! is re-exported from [`crate::progress`]. State: none here; it lives behind the traits.
@@ -10,6 +11,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use sb_schemas::CallSid;
 
+use crate::redis::preflight::{Confirmation, PreflightStart};
 use crate::redis::session::{Session, Turn};
 use crate::redis::tts_cache::Speech;
 use crate::redis::{Redis, RedisError};
@@ -54,6 +56,40 @@ pub trait Sessions: Send + Sync + 'static {
     /// Shortens an ended call's session to `keep`.
     fn end<'a>(&'a self, sid: &'a CallSid, keep: Duration)
     -> BoxFuture<'a, Result<(), RedisError>>;
+
+    /// A preflight answer of `turn` starts with the caller's interim words `user`
+    /// (`crate::redis::preflight`).
+    fn preflight_begin<'a>(
+        &'a self,
+        sid: &'a CallSid,
+        turn: u32,
+        user: &'a str,
+    ) -> BoxFuture<'a, Result<PreflightStart, RedisError>>;
+
+    /// The preflight answer of `turn` ended; true when it was confirmed already and both
+    /// turns went into the session now.
+    fn preflight_finish<'a>(
+        &'a self,
+        sid: &'a CallSid,
+        turn: u32,
+        answer: &'a Turn,
+    ) -> BoxFuture<'a, Result<bool, RedisError>>;
+
+    /// The transcript of `turn` (its words `text`) confirms the turn's preflight, or
+    /// claims the turn when there is none.
+    fn preflight_confirm<'a>(
+        &'a self,
+        sid: &'a CallSid,
+        turn: u32,
+        text: &'a str,
+    ) -> BoxFuture<'a, Result<Confirmation, RedisError>>;
+
+    /// Whether the transcript of preflight turn `turn` confirmed it.
+    fn preflight_confirmed<'a>(
+        &'a self,
+        sid: &'a CallSid,
+        turn: u32,
+    ) -> BoxFuture<'a, Result<bool, RedisError>>;
 }
 
 /// Synthesised speech by (engine, format, voice, text); see [`Speech`].
@@ -115,6 +151,41 @@ impl Sessions for Redis {
         keep: Duration,
     ) -> BoxFuture<'a, Result<(), RedisError>> {
         Box::pin(self.session_end(sid, keep))
+    }
+
+    fn preflight_begin<'a>(
+        &'a self,
+        sid: &'a CallSid,
+        turn: u32,
+        user: &'a str,
+    ) -> BoxFuture<'a, Result<PreflightStart, RedisError>> {
+        Box::pin(Redis::preflight_begin(self, sid, turn, user))
+    }
+
+    fn preflight_finish<'a>(
+        &'a self,
+        sid: &'a CallSid,
+        turn: u32,
+        answer: &'a Turn,
+    ) -> BoxFuture<'a, Result<bool, RedisError>> {
+        Box::pin(Redis::preflight_finish(self, sid, turn, answer))
+    }
+
+    fn preflight_confirm<'a>(
+        &'a self,
+        sid: &'a CallSid,
+        turn: u32,
+        text: &'a str,
+    ) -> BoxFuture<'a, Result<Confirmation, RedisError>> {
+        Box::pin(Redis::preflight_confirm(self, sid, turn, text))
+    }
+
+    fn preflight_confirmed<'a>(
+        &'a self,
+        sid: &'a CallSid,
+        turn: u32,
+    ) -> BoxFuture<'a, Result<bool, RedisError>> {
+        Box::pin(Redis::preflight_confirmed(self, sid, turn))
     }
 }
 

@@ -25,6 +25,7 @@ use crate::emitter::{Emitter, Wiring};
 use crate::meter::StageMeter;
 use crate::outbox::{Outbox, Stored};
 use crate::publisher::PublishError;
+use crate::redis::preflight::{Confirmation, PreflightStart};
 use crate::redis::session::{MAX_TURNS, OutboundSession, Parties, Role, Session, Turn};
 use crate::redis::tts_cache::Speech;
 use crate::redis::{Keys, RedisError};
@@ -107,6 +108,42 @@ struct Call {
     session: Session,
     action: Option<String>,
     ended: Option<Duration>,
+    /// `preflight:{sid}:{turn}` records by turn.
+    preflights: HashMap<u32, Preflight>,
+}
+
+/// A preflight record, as `crate::redis::preflight` keeps it.
+#[derive(Debug, Clone, Default)]
+struct Preflight {
+    /// `Some(true)`: the preflight answers the turn; `Some(false)`: its transcript claimed it.
+    by_preflight: Option<bool>,
+    final_text: String,
+    answer: Option<Turn>,
+    confirmed: bool,
+    pushed: bool,
+}
+
+impl Call {
+    /// Both turns of a confirmed, finished preflight into the conversation, once.
+    fn push_preflight(&mut self, turn: u32) {
+        let Some(record) = self.preflights.get_mut(&turn) else {
+            return;
+        };
+        let Some(answer) = record.answer.clone().filter(|_| !record.pushed) else {
+            return;
+        };
+        record.pushed = true;
+        let user = Turn {
+            role: Role::User,
+            text: record.final_text.clone(),
+            turn,
+            interrupted: false,
+        };
+        let turns = &mut self.session.turns;
+        turns.extend([user, answer]);
+        let excess = turns.len().saturating_sub(MAX_TURNS);
+        turns.drain(..excess);
+    }
 }
 
 /// [`Sessions`] in memory, with the same semantics as the Redis scripts (last
@@ -273,6 +310,78 @@ impl Sessions for MemorySessions {
     ) -> BoxFuture<'a, Result<(), RedisError>> {
         let ended = self.with(sid, |call| call.ended = Some(keep));
         Box::pin(async move { ended })
+    }
+
+    fn preflight_begin<'a>(
+        &'a self,
+        sid: &'a CallSid,
+        turn: u32,
+        _user: &'a str,
+    ) -> BoxFuture<'a, Result<PreflightStart, RedisError>> {
+        let started = self.with(sid, |call| {
+            let record = call.preflights.entry(turn).or_default();
+            match (record.by_preflight, &record.answer) {
+                (Some(false), _) => PreflightStart::Claimed,
+                (_, Some(answer)) => PreflightStart::Done(answer.text.clone()),
+                _ => {
+                    record.by_preflight = Some(true);
+                    PreflightStart::Go
+                }
+            }
+        });
+        Box::pin(async move { started })
+    }
+
+    fn preflight_finish<'a>(
+        &'a self,
+        sid: &'a CallSid,
+        turn: u32,
+        answer: &'a Turn,
+    ) -> BoxFuture<'a, Result<bool, RedisError>> {
+        let pushed = self.with(sid, |call| {
+            let record = call.preflights.entry(turn).or_default();
+            record.answer = Some(answer.clone());
+            if !record.confirmed || record.pushed {
+                return false;
+            }
+            call.push_preflight(turn);
+            true
+        });
+        Box::pin(async move { pushed })
+    }
+
+    fn preflight_confirm<'a>(
+        &'a self,
+        sid: &'a CallSid,
+        turn: u32,
+        text: &'a str,
+    ) -> BoxFuture<'a, Result<Confirmation, RedisError>> {
+        let found = self.with(sid, |call| {
+            let record = call.preflights.entry(turn).or_default();
+            if record.by_preflight != Some(true) {
+                record.by_preflight = Some(false);
+                return Confirmation::Absent;
+            }
+            record.confirmed = true;
+            text.clone_into(&mut record.final_text);
+            if record.answer.is_none() {
+                return Confirmation::Pending;
+            }
+            call.push_preflight(turn);
+            Confirmation::Settled
+        });
+        Box::pin(async move { found })
+    }
+
+    fn preflight_confirmed<'a>(
+        &'a self,
+        sid: &'a CallSid,
+        turn: u32,
+    ) -> BoxFuture<'a, Result<bool, RedisError>> {
+        let confirmed = self.read(sid, |call| {
+            call.preflights.get(&turn).is_some_and(|r| r.confirmed)
+        });
+        Box::pin(async move { confirmed })
     }
 }
 

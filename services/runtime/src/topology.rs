@@ -231,7 +231,13 @@ mod tests {
         assert_eq!(agent.stream, "CALLS");
         assert_eq!(agent.config.max_deliver, 5);
         // Every input that starts a caller turn is answered by the agent.
-        for kind in ["transcript", "keypad", "silence", "max_duration"] {
+        for kind in [
+            "transcript",
+            "preflight",
+            "keypad",
+            "silence",
+            "max_duration",
+        ] {
             let filter = format!("call.*.*.{kind}");
             assert!(agent.config.filter_subjects.contains(&filter), "{filter}");
         }

@@ -73,9 +73,12 @@ pub const TENANT_SECRET: &str = "local-stack-tenant-signing-secret";
 /// Writes `dir/tenants.toml`: the shipped tenants file with [`CAMPAIGNS_API_KEY`]'s
 /// sha256 as every tenant's API key, so the demo and tests can use the campaigns API,
 /// and, with a tenant-server stand-in at `tenant_server`, `acme`'s own tools served by it.
+/// `preemptive: false` turns every tenant's `turn_taking.preemptive` off (answers wait
+/// for the final transcript; the other half of an A/B latency run).
 pub fn local_tenants_file(
     dir: &std::path::Path,
     tenant_server: Option<std::net::SocketAddr>,
+    preemptive: bool,
 ) -> anyhow::Result<std::path::PathBuf> {
     use sha2::Digest as _;
     let shipped = std::fs::read_to_string(workspace_root().join("deploy/base/tenants.toml"))?;
@@ -101,6 +104,14 @@ pub fn local_tenants_file(
             };
             if let Some(extra) = extra {
                 tenant.extend(extra.clone());
+            }
+            if !preemptive {
+                let turns = tenant
+                    .entry("turn_taking")
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                if let Some(turns) = turns.as_table_mut() {
+                    turns.insert("preemptive".into(), toml::Value::Boolean(false));
+                }
             }
         }
         tenants.push(toml::Value::Table(toml::from_str(STREAMING_TENANT)?));

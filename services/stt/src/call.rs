@@ -3,7 +3,7 @@
 //! Consumes the call's caller audio (an [`AudioSource`]: live from a core subscription,
 //! caught up from `AUDIO`), its `end` event (a core subscription), the provider's events
 //! and the lease heartbeat's [`Signal`]s; produces, through [`crate::commit`], `speech`,
-//! `partial` and `transcript` events and the Redis checkpoint. A dropped provider stream
+//! `partial`, `preflight` and `transcript` events and the Redis checkpoint. A dropped provider stream
 //! is reopened with backoff from the checkpoint (the audio since the last final is sent
 //! again: speech is delayed, not lost). At the end it drains the audio, sends Finalize and
 //! CloseStream and publishes the last results. State: the checkpoint, turn and resume point
@@ -20,6 +20,7 @@ use tokio::time::Instant;
 
 use crate::audio::{AudioSource, Batch, Skipped};
 use crate::ctx::Ctx;
+use crate::preflight::Preflights;
 use crate::provider::{SpeechToText, StreamOptions, SttCommand, SttStream};
 use crate::timeline::Timeline;
 use crate::utterance::Assembler;
@@ -77,6 +78,9 @@ pub(crate) struct Call<S> {
     pub(crate) turn: u32,
     /// The last `Audio.seq` covered by a final, as stored in the session.
     pub(crate) checkpoint: Option<u64>,
+    /// The utterance's pending preflight (kept over reconnects: the final that follows one
+    /// may still confirm it).
+    pub(crate) preflights: Preflights,
     loaded: bool,
     /// AUDIO stream sequence the next connection starts at (`None`: the call's start).
     resume: Option<u64>,
@@ -92,6 +96,7 @@ impl<S: SpeechToText> Call<S> {
             epoch,
             turn: 0,
             checkpoint: None,
+            preflights: Preflights::default(),
             loaded: false,
             resume: None,
             last_audio: Instant::now(),

@@ -2,23 +2,26 @@
 //!
 //! Consumes the provider's events on the open connection (assembled into partials,
 //! utterances and silence); produces `speech` and `partial` events (the session's current
-//! turn) and, per utterance, a `transcript` with a new turn (`session_next_turn`), then the
+//! turn), a `preflight` on a new turn when a result shows the caller paused
+//! ([`crate::preflight`]) and, per utterance, a `transcript` on a new turn
+//! (`session_next_turn`; the preflight's turn when the words are the same), then the
 //! session checkpoint (the last `Audio.seq` the utterance covers, fenced by the epoch). The
 //! transcript is stored before the checkpoint moves, so a crash in between repeats an
 //! utterance rather than losing it. Silence (a final without words, nothing open) moves the
 //! checkpoint too, so a takeover resends little audio; so does an utterance of backchannel
 //! words only, said while the ingress holds the bot paused for it (no turn: the bot
 //! resumes). State: the call's turn and
-//! checkpoint (mirrors of the session).
+//! checkpoint (mirrors of the session) and its pending preflight.
 
 use std::future::Future;
 use std::time::Duration;
 
 use sb_runtime::metrics::Metric;
 use sb_runtime::session_log::RebuildError;
-use sb_schemas::{Body, Envelope, Partial, Speech, Transcript, now_micros};
+use sb_schemas::{Body, Envelope, Partial, Preflight, Speech, Transcript, now_micros};
 
 use crate::call::{Call, Conn, Exit, Flow};
+use crate::preflight::{self, Plan, Settled};
 use crate::provider::{Closed, SpeechToText, SttEvent};
 use crate::utterance::{Assembled, Utterance};
 
@@ -61,7 +64,11 @@ impl<S: SpeechToText> Call<S> {
             }
             SttEvent::Result(result) => match conn.assembler.on_result(&result) {
                 Some(Assembled::Partial(text)) => {
+                    let stable = preflight::paused(&result).then(|| text.clone());
                     self.publish_partial(text).await;
+                    if let Some(text) = stable {
+                        self.preflight(&text).await;
+                    }
                     Ok(())
                 }
                 Some(Assembled::Utterance(utterance)) => self.commit(conn, utterance).await,
@@ -114,15 +121,23 @@ impl<S: SpeechToText> Call<S> {
         conn: &mut Conn,
         utterance: Utterance,
     ) -> Result<(), CommitError> {
+        let settled = self.preflights.settle(&utterance.text);
         let timeline = &conn.timeline;
         let Some(audio_seq) = timeline
             .covered_through(utterance.end_ms)
             .or(timeline.last_seq())
         else {
             metrics::counter!(Metric::StageSkipped.name(), "stage" => "stt", "reason" => "no_audio").increment(1);
+            if settled != Settled::None {
+                self.count_preflight("discarded");
+            }
             return Ok(());
         };
         if self.over_the_paused_bot(&utterance.text).await {
+            if let Settled::Used(turn) | Settled::Discarded(turn) = settled {
+                self.count_preflight("discarded");
+                tracing::info!(turn, "preflight discarded: the utterance is no turn");
+            }
             metrics::counter!(Metric::StageSkipped.name(), "stage" => "stt", "reason" => "backchannel")
                 .increment(1);
             tracing::info!(audio_seq, "backchannel over the paused bot: no turn");
@@ -135,9 +150,15 @@ impl<S: SpeechToText> Call<S> {
             .spoken_at_us(utterance.last_word_end_ms)
             .unwrap_or_else(now_micros);
         let publisher = &self.ctx.runtime.publisher;
-        let turn = retry("session_next_turn", || self.next_turn())
-            .await
-            .map_err(|_| CommitError::Failed("redis"))?;
+        let turn = match settled {
+            // The answer to these words is under way on the preflight's turn.
+            Settled::Used(turn) => turn,
+            Settled::None | Settled::Discarded(_) => {
+                retry("session_next_turn", || self.next_turn())
+                    .await
+                    .map_err(|_| CommitError::Failed("redis"))?
+            }
+        };
         let event = self.event(
             turn,
             Body::Transcript(Transcript {
@@ -152,6 +173,14 @@ impl<S: SpeechToText> Call<S> {
             .await
             .map_err(|_| CommitError::Failed("publish"))?;
         self.turn = turn;
+        match settled {
+            Settled::Used(_) => self.count_preflight("used"),
+            Settled::Discarded(old) => {
+                self.count_preflight("discarded");
+                tracing::info!(turn = old, "preflight discarded: the final differs");
+            }
+            Settled::None => {}
+        }
         let latency = now_micros().saturating_sub(spoken_at) as f64 / 1e6;
         metrics::histogram!(Metric::StageLatencySeconds.name(), "stage" => "stt").record(latency);
         let stored = self.store_checkpoint(conn, audio_seq).await;
@@ -163,6 +192,60 @@ impl<S: SpeechToText> Call<S> {
         metrics::counter!(Metric::SttTranscripts.name(), "outcome" => outcome).increment(1);
         tracing::info!(turn, audio_seq, outcome, "transcript");
         stored
+    }
+
+    /// A stable text of the utterance being heard: when the tenant wants it and the text
+    /// calls for one, a `preflight` on a new turn (superseding a pending one with other
+    /// words). Never while the ingress holds the bot paused for the caller: that utterance
+    /// may be a backchannel that must start no turn (`over_the_paused_bot`), and a turn
+    /// taken now would supersede the paused answer. Failures are logged, never a reconnect.
+    async fn preflight(&mut self, text: &str) {
+        if !self.tenant.turn_taking.preemptive {
+            return;
+        }
+        let backchannel =
+            sb_runtime::tenants::backchannel::Backchannel::new(&self.tenant.barge_in.backchannel);
+        let Plan::Publish { replaces } = self.preflights.consider(text, &backchannel) else {
+            return;
+        };
+        let redis = &self.ctx.runtime.redis;
+        if !matches!(redis.session_paused(&self.sid).await, Ok(None)) {
+            return;
+        }
+        let turn = match self.next_turn().await {
+            Ok(turn) => turn,
+            Err(error) => {
+                tracing::warn!(%error, "no turn for a preflight");
+                return;
+            }
+        };
+        // The turn is taken: numbers never repeat, even if the publish fails.
+        self.turn = turn;
+        let event = self.event(
+            turn,
+            Body::Preflight(Preflight {
+                epoch: self.epoch,
+                text: text.to_owned(),
+            }),
+        );
+        if let Some(old) = replaces {
+            // Superseded by the turn just taken, whether or not its preflight goes out.
+            self.preflights.forget();
+            self.count_preflight("discarded");
+            tracing::info!(turn = old, "preflight discarded: replaced");
+        }
+        if let Err(error) = self.ctx.runtime.publisher.publish(&event).await {
+            tracing::warn!(%error, turn, "preflight not published");
+            return;
+        }
+        self.preflights.published(turn, text.to_owned());
+        self.count_preflight("started");
+        tracing::info!(turn, "preflight");
+    }
+
+    fn count_preflight(&self, outcome: &'static str) {
+        metrics::counter!(Metric::SttPreflights.name(), "tenant" => self.tenant.id.as_str().to_owned(), "outcome" => outcome)
+            .increment(1);
     }
 
     /// Whether `text` is only backchannel ("uh-huh", by the tenant's list) said while the

@@ -1,13 +1,14 @@
 //! The stt worker: owns calls through `STT_ASSIGN` leases and turns their audio into
-//! `speech`, `partial` and `transcript` events (ARCHITECTURE §2.3, §5).
+//! `speech`, `partial`, `preflight` and `transcript` events (ARCHITECTURE §2.3, §2g, §5).
 //!
 //! Not a per-message stage: a small supervisor over the runtime's pieces. [`lease`] pulls
 //! one lease at a time while a slot is free and keeps, hands off or releases it, sharing a
 //! [`ctx`] with its call tasks; [`call`] serves one call (live audio, caught up from
 //! JetStream by [`audio`] → provider stream, reconnects from the checkpoint), [`commit`]
 //! turns provider events into published results and checkpoints, [`finish`] ends a call;
-//! [`utterance`] assembles final pieces into utterances and [`timeline`] maps provider
-//! times back to call frames (both pure); [`deepgram`] is the live client behind
+//! [`utterance`] assembles final pieces into utterances, [`preflight`] decides when a
+//! stable interim starts the answer early and which turn the final takes, and [`timeline`]
+//! maps provider times back to call frames (all three pure); [`deepgram`] is the live client behind
 //! [`SpeechToText`].
 //! State: only what JetStream (the lease, the audio) and Redis (turn, checkpoint, epoch)
 //! can rebuild; a replacement worker resumes from the checkpoint.
@@ -20,6 +21,7 @@ mod ctx;
 pub mod deepgram;
 mod finish;
 mod lease;
+pub mod preflight;
 pub mod provider;
 pub mod timeline;
 pub mod utterance;

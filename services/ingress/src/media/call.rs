@@ -1,7 +1,8 @@
 //! One live call on a media socket, from Twilio's `start` to its end.
 //!
 //! Consumes the `start` metadata (once the gate admitted it), caller audio, key presses and
-//! mark echoes from the socket, and the call's bot audio and STT events from NATS. Produces
+//! mark echoes from the socket, and the call's bot audio and STT events from NATS (a
+//! preflight turn's audio is held until its transcript). Produces
 //! the `start` event and STT lease (after subscribing, so no bot audio is missed),
 //! `audio.in` batches, `dtmf`, `played`, `bargein` and `end` events, and the outbound
 //! messages for Twilio (paced media, marks, `clear`), and repairs gaps in the bot audio
@@ -351,11 +352,13 @@ impl<B: Backend> Call<B> {
                     dropped("fault", 1);
                     return None;
                 }
-                // A newer turn while the bot is paused: the caller took the turn.
-                if self
-                    .playback
-                    .paused()
-                    .is_some_and(|paused| event.turn > paused.cut.turn)
+                // A newer turn while the bot is paused: the caller took the turn (a held
+                // preflight turn's audio is not the bot's yet: its transcript decides).
+                if self.playback.held_turn() != Some(event.turn)
+                    && self
+                        .playback
+                        .paused()
+                        .is_some_and(|paused| event.turn > paused.cut.turn)
                 {
                     self.barge_in(BargeInTrigger::Words);
                 }
@@ -370,8 +373,31 @@ impl<B: Backend> Call<B> {
             Body::Partial(partial) if self.fresh_epoch(partial.epoch) => {
                 self.detector.on_partial(&partial.text)
             }
+            Body::Preflight(preflight) if self.fresh_epoch(preflight.epoch) => {
+                dropped("superseded", self.playback.hold(event.turn));
+                None
+            }
+            Body::Transcript(transcript) if self.fresh_epoch(transcript.epoch) => {
+                self.confirmed(event.turn);
+                None
+            }
             _ => None,
         }
+    }
+
+    /// The transcript of `turn`: its held preflight audio plays now (the caller took the
+    /// turn from a paused bot, as if its audio had just arrived); a held older turn goes.
+    pub(super) fn confirmed(&mut self, turn: u32) {
+        if self.playback.held_turn() == Some(turn)
+            && self
+                .playback
+                .paused()
+                .is_some_and(|paused| turn > paused.cut.turn)
+        {
+            self.barge_in(BargeInTrigger::Words);
+        }
+        let released = self.playback.release(turn, Instant::now());
+        dropped("superseded", released.discarded + released.superseded);
     }
 
     /// A chunk of bot audio (live, or read back) into the playback; tracks the newest turn

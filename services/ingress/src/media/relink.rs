@@ -6,6 +6,7 @@
 //! Consumes the process' NATS link ([`sb_runtime::nats::link_watch`]) and the `AUDIO`
 //! stream; produces the missed chunks in the call's playback (what it already has is
 //! refused as a duplicate) and `switchboard_ingress_gap_repairs_total{outcome="relinked"}`.
+//! A preflight turn held meanwhile is settled by the last transcript stored (§2g).
 //! State: the call's link receiver.
 
 use std::time::Duration;
@@ -39,8 +40,13 @@ pub(crate) async fn relinked(link: &mut watch::Receiver<Link>) -> Link {
 
 impl<B: Backend> Call<B> {
     /// Reads the call's bot audio back from when the link went down and queues what the
-    /// caller has not heard.
+    /// caller has not heard; then settles a held preflight turn.
     pub(crate) async fn catch_up(&mut self, link: Link) {
+        self.read_back(link).await;
+        self.settle_held().await;
+    }
+
+    async fn read_back(&mut self, link: Link) {
         let since = link.down_since_us.saturating_sub(MARGIN_US);
         let backend = &self.state.backend;
         let read = backend.fetch_bot_audio(&self.tenant.id, &self.sid, since);
@@ -71,5 +77,29 @@ impl<B: Backend> Call<B> {
             reconnects = link.reconnects,
             "NATS link back: missed bot audio read back"
         );
+    }
+
+    /// A preflight turn held while the link was down may have had its transcript then:
+    /// the last one stored settles it (its turn: play; a newer one: drop).
+    async fn settle_held(&mut self) {
+        let Some(held) = self.playback.held_turn() else {
+            return;
+        };
+        let read = self.state.backend.last_heard(&self.tenant.id, &self.sid);
+        match tokio::time::timeout(BUDGET, read).await {
+            Ok(Ok(last)) => {
+                if let Some(turn) = last.transcript.map(|t| t.turn).filter(|t| *t >= held) {
+                    self.confirmed(turn);
+                }
+            }
+            Ok(Err(error)) => {
+                let _entered = self.span.enter();
+                tracing::warn!(error = %error, "held turn's transcript not read back");
+            }
+            Err(_) => {
+                let _entered = self.span.enter();
+                tracing::warn!("held turn's transcript not read back in time");
+            }
+        }
     }
 }

@@ -28,6 +28,12 @@ impl Keys {
         format!("{}session:{sid}", self.prefix)
     }
 
+    /// `preflight:{call_sid}:{turn}`: the answer started on a stable interim transcript for
+    /// `turn`, held aside until the turn's final transcript confirms it.
+    pub fn preflight(&self, sid: &CallSid, turn: u32) -> String {
+        format!("{}preflight:{sid}:{turn}", self.prefix)
+    }
+
     /// `idem:{call_sid}` or `idem:{call_sid}:{scope}`; `scope` names the event
     /// (`status:completed`, …) and is reduced to `[a-z0-9_:-]`.
     pub fn idempotency(&self, sid: &CallSid, scope: Option<&str>) -> String {

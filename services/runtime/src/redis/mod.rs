@@ -2,7 +2,8 @@
 //!
 //! Consumes a Redis URL; produces typed operations for sessions ([`session`]), idempotency
 //! keys and admission records ([`idempotency`]), the live-socket claim ([`live_socket`]),
-//! per-tenant rate limits ([`rate_limit`]), the TTS audio cache ([`tts_cache`]), the
+//! per-tenant rate limits ([`rate_limit`]), answers started on interim transcripts
+//! ([`preflight`]), the TTS audio cache ([`tts_cache`]), the
 //! minimal campaign priority queue ([`queue`]), the campaign queue of outbound calls with
 //! leases, caps and fairness ([`campaigns`]) and the LLM limits every agent replica
 //! shares ([`llm_limits`]). Key names come only from [`keys`]. State: a `ConnectionManager`
@@ -15,6 +16,7 @@ pub mod keys;
 pub mod live_socket;
 pub mod llm_limits;
 pub mod paused;
+pub mod preflight;
 pub mod rate_limit;
 pub mod session;
 pub mod session_restore;

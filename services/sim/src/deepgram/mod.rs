@@ -41,7 +41,8 @@ pub struct Config {
     /// non-empty key, as a test that does not care about auth wants.
     pub api_key: Option<ApiKey>,
     /// One transcript per utterance, in order, per connection (`sim_script` in the query
-    /// overrides it for one connection).
+    /// overrides it for one connection). A line `interim|final` says `interim` in its
+    /// interims and `final` in its final (a caller whose last words change the sentence).
     pub script: Vec<String>,
     /// Transcript once the script is exhausted; `None` repeats the last line.
     pub fallback_transcript: Option<String>,
@@ -57,6 +58,11 @@ pub struct Config {
     /// Send an empty final after this much audio without speech, as Deepgram does during
     /// long silences (0 disables).
     pub silence_final_ms: u64,
+    /// Once the caller's voice has paused this long inside an utterance (before the
+    /// endpointing's final), one interim with the whole line whose last word ends where
+    /// the voice stopped: what lets Switchboard start an answer before the final (0
+    /// disables).
+    pub pause_interim_ms: u64,
 }
 
 impl Default for Config {
@@ -71,9 +77,14 @@ impl Default for Config {
             vad: sb_audio::vad::Config::default(),
             segment_hangover_ms: 1_000,
             silence_final_ms: 3_000,
+            pause_interim_ms: DEFAULT_PAUSE_INTERIM_MS,
         }
     }
 }
+
+/// [`Config::pause_interim_ms`] by default: inside the 300 ms endpointing Switchboard asks
+/// for, past its 150 ms preflight pause.
+pub const DEFAULT_PAUSE_INTERIM_MS: u64 = 200;
 
 /// Counters a test or a load run reads from `GET /sim/stats`.
 #[derive(Debug, Default)]
@@ -146,7 +157,7 @@ pub struct Args {
     #[arg(long, env = "SIM_DEEPGRAM_API_KEY")]
     pub api_key: Option<ApiKey>,
     /// A transcript line for the next utterance; repeat for several (in order, per
-    /// connection).
+    /// connection). `interim|final`: the interims say `interim`, the final says `final`.
     #[arg(long = "script", value_name = "TEXT")]
     pub script: Vec<String>,
     /// File with one transcript line per utterance (blank lines and `#` comments skipped),
@@ -174,6 +185,10 @@ pub struct Args {
     /// Send an empty final after this many ms of audio without speech (0 = never).
     #[arg(long, default_value_t = 3_000)]
     pub silence_final_ms: u64,
+    /// Once the voice has paused this many ms inside an utterance, an interim with the
+    /// whole line (0 = never).
+    #[arg(long, default_value_t = DEFAULT_PAUSE_INTERIM_MS)]
+    pub pause_interim_ms: u64,
 }
 
 impl Args {
@@ -194,6 +209,7 @@ impl Args {
             },
             segment_hangover_ms: self.segment_hangover_ms,
             silence_final_ms: self.silence_final_ms,
+            pause_interim_ms: self.pause_interim_ms,
         })
     }
 }

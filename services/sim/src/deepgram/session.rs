@@ -6,7 +6,11 @@
 //! audio timeline (ms of audio received), never the wall clock, so results are the same
 //! however fast a client sends. The energy VAD (`sb_audio::vad`) finds speech; each
 //! utterance takes the next line of the transcript script; interims are prefixes of that
-//! line proportional to the speech heard. State: this value, owned by the socket task.
+//! line proportional to the speech heard, and once the voice has paused for
+//! `pause_interim_ms` an interim holds the whole line, its last word ending where the
+//! voice stopped (a provider's interim after the speaker paused; a line `interim|final`
+//! makes those interims differ from the final). State: this value, owned by the socket
+//! task.
 
 use sb_audio::vad::{self, Vad, VadEvent};
 use sb_audio::{FRAME_MS, samples_for_ms};
@@ -31,6 +35,9 @@ pub(crate) struct Tuning {
     pub(crate) segment_hangover_ms: u32,
     /// Send an empty final after this much audio without speech (0 = never).
     pub(crate) silence_final_ms: u64,
+    /// Once the voice has paused this long inside an utterance, an interim with the whole
+    /// line (0 = never).
+    pub(crate) pause_interim_ms: u64,
 }
 
 /// A message for the client; finals are flagged so the socket can delay them.
@@ -53,10 +60,29 @@ pub(crate) enum Control {
 #[derive(Debug)]
 struct Utterance {
     start_ms: u64,
+    /// What the final says.
     text: String,
+    /// What the interims say (the script line's part before `|`; else `text`).
+    interim: String,
     last_interim_ms: u64,
     /// A `Finalize` already sent its words; what remains of the utterance is empty.
     finalized: bool,
+    /// The current pause of the voice has had its interim.
+    pause_heard: bool,
+}
+
+impl Utterance {
+    fn new(start_ms: u64, line: &str, finalized: bool) -> Self {
+        let (interim, text) = line.split_once('|').unwrap_or((line, line));
+        Self {
+            start_ms,
+            text: text.trim().to_owned(),
+            interim: interim.trim().to_owned(),
+            last_interim_ms: start_ms,
+            finalized,
+            pause_heard: false,
+        }
+    }
 }
 
 /// The state of one stream.
@@ -172,13 +198,8 @@ impl Session {
     fn on_vad(&mut self, event: VadEvent, out: &mut Vec<Outgoing>) {
         match event {
             VadEvent::SpeechStart { at_ms } => {
-                let text = self.script.next_line();
-                self.utterance = Some(Utterance {
-                    start_ms: at_ms,
-                    text,
-                    last_interim_ms: at_ms,
-                    finalized: false,
-                });
+                let line = self.script.next_line();
+                self.utterance = Some(Utterance::new(at_ms, &line, false));
                 self.pending_utterance_end = None;
                 if self.params.vad_events {
                     out.push(Outgoing {
@@ -239,33 +260,48 @@ impl Session {
     fn on_tick(&mut self, out: &mut Vec<Outgoing>) {
         let now = self.now_ms();
         let speaking = self.speaking();
+        let silent_ms = self.vad.as_ref().map_or(0, Vad::trailing_silence_ms);
+        let pause_ms = self.tuning.pause_interim_ms;
+        let pausing = pause_ms > 0 && silent_ms >= pause_ms;
         if self.params.interim_results
             && speaking
             && let Some(utterance) = self.utterance.as_mut().filter(|u| !u.finalized)
-            && now >= utterance.last_interim_ms + INTERIM_EVERY_MS
         {
-            utterance.last_interim_ms = now;
-            let total = protocol::tokens(&utterance.text).len() as u64;
-            let expected_ms = (total * MS_PER_WORD).max(1);
-            let heard_ms = now - utterance.start_ms;
-            let words = (total * heard_ms).div_ceil(expected_ms).min(total);
-            let span = Span {
-                start_ms: self.cursor_ms,
-                end_ms: now,
-                is_final: false,
-                speech_final: false,
-                from_finalize: false,
-            };
-            let heard = Heard {
-                text: &utterance.text,
-                words: words as usize,
-                from_ms: utterance.start_ms,
-                to_ms: now,
-            };
-            out.push(Outgoing {
-                json: protocol::results(&self.info, span, Some(heard)),
-                is_final: false,
-            });
+            if !pausing {
+                utterance.pause_heard = false;
+            }
+            let tick = now >= utterance.last_interim_ms + INTERIM_EVERY_MS;
+            let pause = pausing && !utterance.pause_heard;
+            if tick || pause {
+                utterance.last_interim_ms = now;
+                utterance.pause_heard |= pausing;
+                let total = protocol::tokens(&utterance.interim).len() as u64;
+                // In a pause every word has been heard, and the last one ended with the voice.
+                let (words, to_ms) = if pausing {
+                    (total, now.saturating_sub(silent_ms))
+                } else {
+                    let expected_ms = (total * MS_PER_WORD).max(1);
+                    let heard_ms = now - utterance.start_ms;
+                    ((total * heard_ms).div_ceil(expected_ms).min(total), now)
+                };
+                let span = Span {
+                    start_ms: self.cursor_ms,
+                    end_ms: now,
+                    is_final: false,
+                    speech_final: false,
+                    from_finalize: false,
+                };
+                let heard = Heard {
+                    text: &utterance.interim,
+                    words: words as usize,
+                    from_ms: utterance.start_ms,
+                    to_ms,
+                };
+                out.push(Outgoing {
+                    json: protocol::results(&self.info, span, Some(heard)),
+                    is_final: false,
+                });
+            }
         }
         if let (Some(last_word_end), Some(gap)) =
             (self.pending_utterance_end, self.params.utterance_end_ms)
@@ -327,12 +363,7 @@ impl Session {
             self.emit_final(now, false, true, &mut out);
             if self.speaking() {
                 // The speech goes on; its end will send an empty speech_final.
-                self.utterance = Some(Utterance {
-                    start_ms: now,
-                    text: String::new(),
-                    last_interim_ms: now,
-                    finalized: true,
-                });
+                self.utterance = Some(Utterance::new(now, "", true));
             }
         } else if now > self.cursor_ms {
             let keep = self.utterance.take();

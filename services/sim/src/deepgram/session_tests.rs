@@ -10,10 +10,15 @@ fn tuning() -> Tuning {
         vad: vad::Config::default(),
         segment_hangover_ms: 600,
         silence_final_ms: 0,
+        pause_interim_ms: 0,
     }
 }
 
 fn session(query: &str, script: &[&str]) -> Session {
+    session_with(query, script, tuning())
+}
+
+fn session_with(query: &str, script: &[&str], tuning: Tuning) -> Session {
     let params = ListenParams::parse(query).expect("valid query");
     let info = StreamInfo {
         request_id: "req".into(),
@@ -24,7 +29,7 @@ fn session(query: &str, script: &[&str]) -> Session {
     Session::new(
         info,
         params,
-        tuning(),
+        tuning,
         script,
         "2024-01-01T00:00:00.000Z".into(),
     )
@@ -110,6 +115,58 @@ fn speech_started_interims_final_utterance_end() {
         (Some(0.5), Some(3.0))
     );
     assert_eq!(messages[4]["last_word_end"], 3.0);
+}
+
+/// Once the voice has paused `pause_interim_ms`, one interim holds the whole line, its last
+/// word ending where the voice stopped (so its audio runs on past it), before the
+/// endpointing's final; a line `interim|final` says its first part in interims, its second
+/// in the final.
+#[test]
+fn a_pause_gets_an_interim_with_the_whole_line() {
+    let tuning = Tuning {
+        pause_interim_ms: 200,
+        ..tuning()
+    };
+    let line = "Can I book a table|Can I book a table for two?";
+    let mut s = session_with(LIVE, &[line, "Thanks."], tuning);
+    let mut audio = synth::silence(500);
+    audio.extend(synth::tone(1_500, 440.0, 8_000));
+    audio.extend(synth::silence(1_200));
+    let messages = feed(&mut s, &audio);
+    assert_eq!(
+        kinds(&messages),
+        [
+            "SpeechStarted",
+            "interim",
+            "interim",
+            "final+speech_final",
+            "UtteranceEnd"
+        ]
+    );
+    let alternative = |i: usize| messages[i]["channel"]["alternatives"][0].clone();
+    assert_eq!(alternative(1)["transcript"], "Can I book");
+    let paused = alternative(2);
+    assert_eq!(paused["transcript"], "Can I book a table");
+    let words = paused["words"].as_array().expect("words");
+    assert_eq!(words.last().map(|w| w["end"].clone()), Some(2.0.into()));
+    assert_eq!(
+        (
+            messages[2]["start"].as_f64(),
+            messages[2]["duration"].as_f64()
+        ),
+        (Some(0.0), Some(2.2))
+    );
+    assert_eq!(alternative(3)["transcript"], "Can I book a table for two?");
+    // A line without `|` says the same in both; one pause, one pause interim.
+    let mut audio = synth::tone(400, 440.0, 8_000);
+    audio.extend(synth::silence(600));
+    let next = feed(&mut s, &audio);
+    let texts: Vec<&Value> = next
+        .iter()
+        .filter(|m| m["type"] == "Results")
+        .map(|m| &m["channel"]["alternatives"][0]["transcript"])
+        .collect();
+    assert_eq!(texts, ["Thanks.", "Thanks."]);
 }
 
 /// Each utterance takes the next script line; a second result's start is the first's end;

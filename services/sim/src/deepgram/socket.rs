@@ -91,6 +91,7 @@ pub(crate) async fn listen(
         vad: shared.config.vad,
         segment_hangover_ms: shared.config.segment_hangover_ms,
         silence_final_ms: shared.config.silence_final_ms,
+        pause_interim_ms: shared.config.pause_interim_ms,
     };
     let created = protocol::rfc3339_ms(SystemTime::now());
     let language = params.language.clone();

@@ -155,6 +155,9 @@ pub struct StackConfig {
     /// Who answers the calls the dialer places (`sim twilio --callees`); `None`: placed
     /// calls are never answered.
     pub callees: Option<PathBuf>,
+    /// Every tenant starts answers on stable interim transcripts (`turn_taking.preemptive`,
+    /// on by default); `false` turns it off, to measure what it gains.
+    pub preemptive: bool,
 }
 
 /// `SB_AUDIO_BATCH_MS` as deploy/base/k8s/config.yaml sets it: the demo, the end-to-end tests
@@ -180,6 +183,7 @@ impl StackConfig {
             nats_nodes: 1,
             redis_aof: false,
             callees: None,
+            preemptive: true,
         }
     }
 }

@@ -62,7 +62,11 @@ impl Stack {
         std::fs::create_dir_all(&config.run_dir)?;
         let logs = config.run_dir.as_path();
         let tenant_server = start_tenant_server(&config, &bins.join("sim")).await?;
-        let tenants = crate::service_env::local_tenants_file(logs, Some(tenant_server.addr))?;
+        let tenants = crate::service_env::local_tenants_file(
+            logs,
+            Some(tenant_server.addr),
+            config.preemptive,
+        )?;
         let redis_settings = if config.redis_aof {
             RedisSettings::state().with_aof()
         } else {
