@@ -407,8 +407,9 @@ async fn a_dropped_stream_reconnects_a_held_call_a_bounded_number_of_times() {
 }
 
 /// The preflight record (`preflight:{sid}:{turn}`) on Redis: an answer finished before its
-/// transcript reaches the session when the transcript confirms it, one confirmed before it
-/// finishes reaches it at its end; either way once (the user turn in the final's words),
+/// transcript reaches the session when the transcript confirms it; one confirmed before it
+/// finishes has its user turn stored at once and its answer at its end; either way once
+/// (the user turn in the final's words),
 /// and a redelivery finds the answer to say again. A transcript with no preflight claims
 /// its turn, so a later preflight stands aside. Records expire after two minutes.
 #[tokio::test]
@@ -478,6 +479,12 @@ async fn a_preflight_answer_reaches_the_session_once_confirmed() {
     let pending = redis.preflight_confirm(&call, 2, "And weekends?").await;
     assert_eq!(pending.unwrap(), Confirmation::Pending);
     assert!(redis.preflight_confirmed(&call, 2).await.unwrap());
+    assert_eq!(
+        turns().await[2],
+        (Role::User, 2, "And weekends?".to_owned(), false),
+        "confirmed: the caller's words are in the conversation while the answer runs"
+    );
+    assert_eq!(turns().await.len(), 3);
     assert!(redis.preflight_finish(&call, 2, &answer(2)).await.unwrap());
     assert!(!redis.preflight_finish(&call, 2, &answer(2)).await.unwrap());
     let stored = turns().await;

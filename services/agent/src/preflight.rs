@@ -4,9 +4,9 @@
 //! from [`Agent::answer`], the `transcript` of a turn; produces the preflight's answer
 //! exactly as a transcript's (LLM request, `token` and `sentence` events on its turn),
 //! while the conversation stays untouched until the transcript confirms it: the record
-//! `preflight:{sid}:{turn}` holds the answer, and whichever of "answer finished" and
-//! "transcript arrived" comes second puts the user and assistant turns into the session
-//! (`sb_runtime::redis::preflight`). A transcript that confirms a preflight is not
+//! `preflight:{sid}:{turn}` holds the answer; the transcript's arrival puts the user turn
+//! into the session, and whichever of "answer finished" and "transcript arrived" comes
+//! second the assistant turn (`sb_runtime::redis::preflight`). A transcript that confirms a preflight is not
 //! answered again; one without a preflight claims its turn and is answered as always. A
 //! discarded preflight (its final differed, so the transcript came on a newer turn) stops
 //! at the usual staleness checks and never reaches the session. The tenant's own tools
@@ -103,7 +103,7 @@ impl Agent {
     }
 
     /// The transcript of `input.turn`: true when a preflight answers the turn (confirmed
-    /// now; the conversation gets both turns once the answer is finished), false when the
+    /// now: the user turn is stored, the answer once it is finished), false when the
     /// caller must answer it. A stale turn is left to the usual checks, unconfirmed.
     pub(crate) async fn confirm_preflight(
         &self,

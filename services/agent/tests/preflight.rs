@@ -60,6 +60,12 @@ impl Llm for Scripted {
                     Meanwhile::Confirm => {
                         let found = sessions.preflight_confirm(&sid(), turn, SAID).await;
                         assert_eq!(found.unwrap(), Confirmation::Pending);
+                        // The caller's words are in the conversation at once, for a turn
+                        // that follows while this answer still runs.
+                        let stored = sessions.session(&sid()).unwrap().turns;
+                        let stored: Vec<_> =
+                            stored.iter().map(|t| (t.role, t.turn, &*t.text)).collect();
+                        assert_eq!(stored, [(Role::User, turn, SAID)]);
                     }
                     Meanwhile::NewTurn => {
                         sessions.next_turn(&sid());
@@ -224,8 +230,8 @@ async fn a_confirmed_preflight_is_the_answer() {
     assert_eq!(rig.turns().len(), 2);
 }
 
-/// The transcript confirms the preflight while it is still speaking: the end of the
-/// answer puts both turns in the session, once.
+/// The transcript confirms the preflight while it is still speaking: the confirmation
+/// stores the user turn, the end of the answer the assistant's, each once.
 #[tokio::test]
 async fn a_transcript_during_the_answer_settles_it_at_its_end() {
     let rig = Rig::new(Meanwhile::Confirm);

@@ -66,8 +66,8 @@ pub trait Sessions: Send + Sync + 'static {
         user: &'a str,
     ) -> BoxFuture<'a, Result<PreflightStart, RedisError>>;
 
-    /// The preflight answer of `turn` ended; true when it was confirmed already and both
-    /// turns went into the session now.
+    /// The preflight answer of `turn` ended; true when it was confirmed already and the
+    /// answer went into the session now.
     fn preflight_finish<'a>(
         &'a self,
         sid: &'a CallSid,
@@ -75,8 +75,8 @@ pub trait Sessions: Send + Sync + 'static {
         answer: &'a Turn,
     ) -> BoxFuture<'a, Result<bool, RedisError>>;
 
-    /// The transcript of `turn` (its words `text`) confirms the turn's preflight, or
-    /// claims the turn when there is none.
+    /// The transcript of `turn` (its words `text`) confirms the turn's preflight (its user
+    /// turn goes into the session at once), or claims the turn when there is none.
     fn preflight_confirm<'a>(
         &'a self,
         sid: &'a CallSid,

@@ -120,12 +120,29 @@ struct Preflight {
     final_text: String,
     answer: Option<Turn>,
     confirmed: bool,
+    user_pushed: bool,
     pushed: bool,
 }
 
 impl Call {
-    /// Both turns of a confirmed, finished preflight into the conversation, once.
+    /// The user turn of a confirmed preflight into the conversation, once.
+    fn push_preflight_user(&mut self, turn: u32) {
+        let Some(record) = self.preflights.get_mut(&turn).filter(|r| !r.user_pushed) else {
+            return;
+        };
+        record.user_pushed = true;
+        let user = Turn {
+            role: Role::User,
+            text: record.final_text.clone(),
+            turn,
+            interrupted: false,
+        };
+        self.append(user);
+    }
+
+    /// Both turns of a confirmed, finished preflight into the conversation, each once.
     fn push_preflight(&mut self, turn: u32) {
+        self.push_preflight_user(turn);
         let Some(record) = self.preflights.get_mut(&turn) else {
             return;
         };
@@ -133,14 +150,12 @@ impl Call {
             return;
         };
         record.pushed = true;
-        let user = Turn {
-            role: Role::User,
-            text: record.final_text.clone(),
-            turn,
-            interrupted: false,
-        };
+        self.append(answer);
+    }
+
+    fn append(&mut self, turn: Turn) {
         let turns = &mut self.session.turns;
-        turns.extend([user, answer]);
+        turns.push(turn);
         let excess = turns.len().saturating_sub(MAX_TURNS);
         turns.drain(..excess);
     }
@@ -365,6 +380,7 @@ impl Sessions for MemorySessions {
             record.confirmed = true;
             text.clone_into(&mut record.final_text);
             if record.answer.is_none() {
+                call.push_preflight_user(turn);
                 return Confirmation::Pending;
             }
             call.push_preflight(turn);

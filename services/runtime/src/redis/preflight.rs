@@ -11,7 +11,7 @@
 //! reads. A transcript that finds no record claims the turn (`owner = transcript`), so a
 //! preflight delivered after it does not answer the turn a second time.
 //! State: one hash per preflight turn (`owner`, `user`, `final`, `done`, `answer`,
-//! `interrupted`, `confirmed`, `pushed`), expiring [`PREFLIGHT_TTL`] after its last write.
+//! `interrupted`, `confirmed`, `user_pushed`, `pushed`), expiring [`PREFLIGHT_TTL`] after its last write.
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -43,29 +43,39 @@ pub enum PreflightStart {
 pub enum Confirmation {
     /// No preflight answers this turn (the transcript has claimed it): answer it.
     Absent,
-    /// Confirmed while the preflight is still answering: its end puts both turns in the
-    /// session.
+    /// Confirmed while the preflight is still answering: the user turn is in the session
+    /// now (the next turn's request reads it, as an ordinary answer's), the answer goes in
+    /// when it ends.
     Pending,
     /// The preflight had finished: both turns are in the session now (or already were).
     Settled,
 }
 
-/// Pushes the user and assistant turns of the record (KEYS[1]) into the session's turns
-/// (KEYS[2]), once; ARGV[1] the turn, ARGV[2] turns kept, ARGV[3] the session's TTL.
+/// Appends to the session's turns (KEYS[2]) the user turn (the transcript's words) and
+/// then the assistant turn (the answer, one line per sentence) of the record (KEYS[1]),
+/// each once; ARGV[1] the turn, ARGV[2] turns kept, ARGV[3] the session's TTL.
 const PUSH: &str = r"
-local function push()
-  if redis.call('HGET', KEYS[1], 'pushed') == '1' then return end
-  local r = redis.call('HMGET', KEYS[1], 'final', 'answer', 'interrupted')
-  local turn = tonumber(ARGV[1])
+local function append(entry)
   local list = {}
   local raw = redis.call('HGET', KEYS[2], 'turns')
   if raw and raw ~= '{}' then list = cjson.decode(raw) end
-  table.insert(list, {role = 'user', text = r[1] or '', turn = turn, interrupted = false})
-  table.insert(list, {role = 'assistant', text = r[2] or '', turn = turn,
-    interrupted = (r[3] == '1')})
+  table.insert(list, entry)
   while #list > tonumber(ARGV[2]) do table.remove(list, 1) end
   redis.call('HSET', KEYS[2], 'turns', cjson.encode(list))
   redis.call('EXPIRE', KEYS[2], ARGV[3])
+end
+local function push_user()
+  if redis.call('HGET', KEYS[1], 'user_pushed') == '1' then return end
+  append({role = 'user', text = redis.call('HGET', KEYS[1], 'final') or '',
+    turn = tonumber(ARGV[1]), interrupted = false})
+  redis.call('HSET', KEYS[1], 'user_pushed', '1')
+end
+local function push()
+  if redis.call('HGET', KEYS[1], 'pushed') == '1' then return end
+  push_user()
+  local r = redis.call('HMGET', KEYS[1], 'answer', 'interrupted')
+  append({role = 'assistant', text = r[1] or '', turn = tonumber(ARGV[1]),
+    interrupted = (r[2] == '1')})
   redis.call('HSET', KEYS[1], 'pushed', '1')
 end
 ";
@@ -104,7 +114,10 @@ if owner ~= 'preflight' then
 end
 redis.call('HSET', KEYS[1], 'confirmed', '1', 'final', ARGV[4])
 redis.call('EXPIRE', KEYS[1], ARGV[5])
-if redis.call('HGET', KEYS[1], 'done') ~= '1' then return 1 end
+if redis.call('HGET', KEYS[1], 'done') ~= '1' then
+  push_user()
+  return 1
+end
 push()
 return 2
 ";
@@ -142,7 +155,7 @@ impl Redis {
 
     /// The preflight answer of `turn` ended (`answer.text`: its sentences, one per line;
     /// `answer.interrupted`: it stopped early). True when its transcript had confirmed it:
-    /// both turns went into the session now.
+    /// the answer went into the session now (after the user turn).
     pub async fn preflight_finish(
         &self,
         sid: &CallSid,
@@ -160,8 +173,8 @@ impl Redis {
         Ok(pushed == 1)
     }
 
-    /// The transcript of `turn` (its words `text`) arrived: confirms the turn's preflight,
-    /// or claims the turn when there is none.
+    /// The transcript of `turn` (its words `text`) arrived: confirms the turn's preflight
+    /// (its user turn goes into the session now), or claims the turn when there is none.
     pub async fn preflight_confirm(
         &self,
         sid: &CallSid,
