@@ -55,35 +55,6 @@ async fn set_prompt(stack: &Stack, prompt: &str) -> u64 {
         .unwrap()
 }
 
-/// Waits until every service serves new calls with `revision` (its metric says so).
-async fn applied_everywhere(stack: &Stack, revision: u64) {
-    for (name, addr) in stack.service_addrs() {
-        eventually(
-            &format!("{name} at revision {revision}"),
-            Duration::from_secs(20),
-            || async move {
-                let text = client()
-                    .get(format!("http://{addr}/metrics"))
-                    .send()
-                    .await
-                    .ok()?
-                    .text()
-                    .await
-                    .ok()?;
-                let seen: f64 = text
-                    .lines()
-                    .find_map(|l| l.strip_prefix("switchboard_tenant_config_revision "))?
-                    .trim()
-                    .parse()
-                    .ok()?;
-                (seen as u64 >= revision).then_some(())
-            },
-        )
-        .await
-        .unwrap();
-    }
-}
-
 /// Everything the bot said in `turn`, joined.
 fn said(log: &sb_replay::CallLog, turn: u32) -> String {
     log.envelopes()
@@ -107,7 +78,7 @@ async fn a_prompt_changed_live_applies_to_the_next_call_while_a_live_call_keeps_
     })
     .await;
     let first = set_prompt(&stack, OLD).await;
-    applied_everywhere(&stack, first).await;
+    sb_stack::live_tenant::applied(&stack, first).await.unwrap();
 
     // The live call: a question, an answer, a pause (the change happens here), a question.
     let js = stack.jetstream().await.unwrap();
@@ -136,7 +107,9 @@ async fn a_prompt_changed_live_applies_to_the_next_call_while_a_live_call_keeps_
     };
     let second = set_prompt(&stack, NEW).await;
     assert!(second > first);
-    applied_everywhere(&stack, second).await;
+    sb_stack::live_tenant::applied(&stack, second)
+        .await
+        .unwrap();
     // The change must land before the live call's second question, or this test proves
     // nothing: the caller pauses 5 s for it.
     // With preemptive generation the answer can be heard before its transcript is stored.

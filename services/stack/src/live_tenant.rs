@@ -3,7 +3,8 @@
 //!
 //! Consumes the stack (its console and the services' `/metrics`), a tenant id, a dotted
 //! field path (`turn_taking.preemptive`) and a JSON value; produces the stored revision once
-//! each service's `switchboard_tenant_config_revision` reached it. The benchmarks use it to
+//! each service's `switchboard_tenant_config_revision` reached it ([`applied`] waits for a
+//! revision stored otherwise). The benchmarks use it to
 //! compare a setting on and off side by side. State: none.
 
 use std::time::{Duration, Instant};
@@ -60,6 +61,16 @@ pub async fn set(stack: &Stack, tenant: &str, field: &str, value: Value) -> anyh
     let revision = answer.json::<Value>().await?["revision"]
         .as_u64()
         .context("no revision in the console's answer")?;
+    applied(stack, revision).await?;
+    Ok(revision)
+}
+
+/// Waits until every service of `stack` serves new calls with tenants revision `revision`
+/// (its `switchboard_tenant_config_revision` says so).
+pub async fn applied(stack: &Stack, revision: u64) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
     for (name, addr) in stack.service_addrs() {
         let deadline = Instant::now() + APPLY_WITHIN;
         loop {
@@ -72,7 +83,7 @@ pub async fn set(stack: &Stack, tenant: &str, field: &str, value: Value) -> anyh
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-    Ok(revision)
+    Ok(())
 }
 
 /// The tenants revision a service reports serving.

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use futures::StreamExt as _;
 use sb_runtime::redis::session::Parties;
 use sb_runtime::{Tenant, metrics::Metric};
-use sb_schemas::{BargeIn, BargeInTrigger, Body, CallSid, End, EndReason, Envelope, Played, Start};
+use sb_schemas::{BargeInTrigger, Body, CallSid, End, EndReason, Envelope, Played, Start};
 use sb_twilio::media::StartMeta;
 use sb_twilio::{OutboundMessage, credential};
 use tokio::time::Instant;
@@ -425,66 +425,6 @@ impl<B: Backend> Call<B> {
         true
     }
 
-    /// Applies a barge-in if bot audio is pending or playing: returns the `clear` to send
-    /// at once; bumps the token and publishes `bargein` in a tracked side task.
-    pub(crate) fn barge_in(&mut self, trigger: BargeInTrigger) -> Option<String> {
-        let now = Instant::now();
-        let was_paused = self.playback.paused().is_some();
-        let cut = self.playback.barge_in(now)?;
-        if was_paused {
-            self.turns.pause_over();
-            self.pause_ended(match trigger {
-                BargeInTrigger::Words | BargeInTrigger::Speech => "bargein",
-                BargeInTrigger::Dtmf => "dtmf",
-            });
-            self.mark_paused(None);
-        } else if let Some(onset) = self.turns.onset() {
-            // Words before the pause (or a provider's speech event): still an onset → clear.
-            self.interrupted_after(onset, now);
-        }
-        let trigger_name = match trigger {
-            BargeInTrigger::Speech => "speech",
-            BargeInTrigger::Words => "words",
-            BargeInTrigger::Dtmf => "dtmf",
-        };
-        metrics::counter!(Metric::IngressBargeIns.name(), "trigger" => trigger_name).increment(1);
-        dropped("stale", cut.dropped);
-        let backend = self.state.backend.clone();
-        let sid = self.sid.clone();
-        let tenant = self.tenant.id.clone();
-        let task = async move {
-            let token = backend
-                .interrupt(&sid, cut.turn)
-                .await
-                .unwrap_or_else(|error| {
-                    tracing::warn!(error = %error, "barge-in token not stored");
-                    u64::from(cut.turn) + 1
-                });
-            let body = Body::BargeIn(BargeIn {
-                token,
-                trigger,
-                sentences_heard: cut.sentences_heard,
-                cut: cut.cut,
-            });
-            let event = Envelope::new(tenant, sid, cut.turn, body);
-            if let Err(error) = backend.publish(&event).await {
-                tracing::error!(error = %error, "bargein event not stored");
-            }
-            tracing::info!(
-                turn = cut.turn,
-                token,
-                trigger = trigger_name,
-                sentences_heard = cut.sentences_heard,
-                "barge-in"
-            );
-        };
-        self.state
-            .shutdown
-            .tracker()
-            .spawn(task.instrument(self.span.clone()));
-        Some(OutboundMessage::clear(self.stream_sid.clone()).to_json())
-    }
-
     /// Repairs a due gap in the bot audio: the turn's chunks are read back from the
     /// `AUDIO` stream (within [`FETCH_BUDGET`]) and the missing one takes its place, or
     /// the playback skips it (see [`crate::playback::Gap`]). Counted by outcome.
@@ -642,7 +582,7 @@ impl<B: Backend> Call<B> {
     }
 }
 
-fn dropped(reason: &'static str, chunks: usize) {
+pub(super) fn dropped(reason: &'static str, chunks: usize) {
     if chunks > 0 {
         metrics::counter!(Metric::IngressDroppedChunks.name(), "reason" => reason)
             .increment(chunks as u64);

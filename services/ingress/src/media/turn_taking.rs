@@ -1,8 +1,9 @@
 //! Turn-taking on a live call: the caller's voice against the bot's.
 //!
 //! Consumes each frame of caller audio (judged by the call's neural voice detector, its
-//! verdicts dated on the audio timeline) and the decisions of [`crate::turns`]; produces the
-//! `clear` that pauses the bot, the pause marker in the session (so the stt makes no turn
+//! verdicts dated on the audio timeline), the decisions of [`crate::turns`] and the call's
+//! barge-in triggers (words, a provider's speech event, a key); produces the `clear` that
+//! pauses or stops the bot, the `bargein` event with the barge-in token, the pause marker in the session (so the stt makes no turn
 //! of backchannel said over the bot), the `resumed` event and the playback taking up again
 //! from the cut word after a false interruption, and the per-tenant metrics: onset →
 //! `clear` (`switchboard_ingress_interruption_seconds`) and how pauses ended
@@ -10,12 +11,12 @@
 //! playback, in the socket task.
 
 use sb_runtime::metrics::Metric;
-use sb_schemas::{BargeInTrigger, Body, Resumed};
+use sb_schemas::{BargeIn, BargeInTrigger, Body, Envelope, Resumed};
 use sb_twilio::OutboundMessage;
 use tokio::time::Instant;
 use tracing::Instrument as _;
 
-use super::call::Call;
+use super::call::{Call, dropped};
 use crate::Backend;
 use crate::turns::Decision;
 
@@ -149,5 +150,65 @@ impl<B: Backend> Call<B> {
             paused_ms = resume.paused_ms,
             "bot resumed after a false interruption"
         );
+    }
+
+    /// Applies a barge-in if bot audio is pending or playing: returns the `clear` to send
+    /// at once; bumps the token and publishes `bargein` in a tracked side task.
+    pub(crate) fn barge_in(&mut self, trigger: BargeInTrigger) -> Option<String> {
+        let now = Instant::now();
+        let was_paused = self.playback.paused().is_some();
+        let cut = self.playback.barge_in(now)?;
+        if was_paused {
+            self.turns.pause_over();
+            self.pause_ended(match trigger {
+                BargeInTrigger::Words | BargeInTrigger::Speech => "bargein",
+                BargeInTrigger::Dtmf => "dtmf",
+            });
+            self.mark_paused(None);
+        } else if let Some(onset) = self.turns.onset() {
+            // Words before the pause (or a provider's speech event): still an onset → clear.
+            self.interrupted_after(onset, now);
+        }
+        let trigger_name = match trigger {
+            BargeInTrigger::Speech => "speech",
+            BargeInTrigger::Words => "words",
+            BargeInTrigger::Dtmf => "dtmf",
+        };
+        metrics::counter!(Metric::IngressBargeIns.name(), "trigger" => trigger_name).increment(1);
+        dropped("stale", cut.dropped);
+        let backend = self.state.backend.clone();
+        let sid = self.sid.clone();
+        let tenant = self.tenant.id.clone();
+        let task = async move {
+            let token = backend
+                .interrupt(&sid, cut.turn)
+                .await
+                .unwrap_or_else(|error| {
+                    tracing::warn!(error = %error, "barge-in token not stored");
+                    u64::from(cut.turn) + 1
+                });
+            let body = Body::BargeIn(BargeIn {
+                token,
+                trigger,
+                sentences_heard: cut.sentences_heard,
+                cut: cut.cut,
+            });
+            let event = Envelope::new(tenant, sid, cut.turn, body);
+            if let Err(error) = backend.publish(&event).await {
+                tracing::error!(error = %error, "bargein event not stored");
+            }
+            tracing::info!(
+                turn = cut.turn,
+                token,
+                trigger = trigger_name,
+                sentences_heard = cut.sentences_heard,
+                "barge-in"
+            );
+        };
+        self.state
+            .shutdown
+            .tracker()
+            .spawn(task.instrument(self.span.clone()));
+        Some(OutboundMessage::clear(self.stream_sid.clone()).to_json())
     }
 }
