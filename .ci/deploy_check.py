@@ -10,9 +10,11 @@ Schemas (offline, pinned in .ci/requirements.txt):
     with kubernetes-validate;
   - custom resources: KEDA ScaledObject/TriggerAuthentication against the KEDA 2.16 CRD
     schema, Prometheus Operator PodMonitor/ServiceMonitor/PrometheusRule against the
-    operator's 0.80 CRD schemas, both as the cloudcoil models generated from them; a field
-    the model does not know fails too (the models drop unknown fields, so the check
-    compares what went in with what came out).
+    operator's 0.80 CRD schemas, cert-manager Issuer/ClusterIssuer/Certificate against the
+    cert-manager 1.17 CRD schemas (the rendered ones and deploy/nats/tls.yaml, applied
+    beside the overlays), all as the cloudcoil models generated from them; a field the
+    model does not know fails too (the models drop unknown fields, so the check compares
+    what went in with what came out).
 
 Internal plane: every Switchboard service logs in to NATS as its own user, one the
 generated server config (deploy/nats/auth-values.yaml) defines with permissions, and the
@@ -24,6 +26,10 @@ client verifies it (SB_NATS_TLS_CA); KEDA reads the account the streams live in,
 
 Network paths: each Service port's callers (CALLERS) get through the target's Ingress
 policies and, inside the overlay, their own Egress policies (the dialer's).
+
+CI/CD: in every overlay the deploy workflow (.github/workflows/deploy.yml) applies, it
+waits for the rollout of every Deployment and StatefulSet rendered, and rolls back every
+Deployment that the image changes.
 
 Monitoring sources (deploy/base/monitoring/): every switchboard_* metric an alert or a
 dashboard panel uses is one services/runtime/src/metrics.rs defines; every other metric
@@ -52,6 +58,9 @@ METRICS_RS = ROOT / "services" / "runtime" / "src" / "metrics.rs"
 AUTH_VALUES = ROOT / "deploy" / "nats" / "auth-values.yaml"
 NATS_STREAMS = ROOT / "nats" / "streams"
 RUNBOOK = ROOT / "docs" / "runbook.md"
+NATS_TLS = ROOT / "deploy" / "nats" / "tls.yaml"
+BASE_CONFIG = ROOT / "deploy" / "base" / "k8s" / "config.yaml"
+DEPLOY_WORKFLOW = ROOT / ".github" / "workflows" / "deploy.yml"
 REDIS_KEYS_RS = ROOT / "services" / "runtime" / "src" / "redis" / "keys.rs"
 
 # The oldest Kubernetes minor still supported upstream when this was written; the
@@ -61,6 +70,8 @@ KUBERNETES_VERSION = "1.35.0"
 # Operator); these must have the PodMonitors and alert rules.
 LOCAL_OVERLAYS = {"dev"}
 MONITORED_OVERLAYS = {"staging", "prod"}
+# The overlays the deploy workflow applies (ci.yml: staging, then production).
+CI_DEPLOYED_OVERLAYS = {"staging", "prod"}
 
 # Who calls each Service port. Every Service port must be listed (a new port fails until
 # its callers are); the NetworkPolicies must let each caller in, and keep the others out.
@@ -142,7 +153,7 @@ EXPORTER_PREFIXES = ("kube_", "nats_", "redis_")
 REDIS_NO_FORK_MARGIN = 1.25
 
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job"}
-CRD_GROUPS = ("keda.sh/", "monitoring.coreos.com/")
+CRD_GROUPS = ("keda.sh/", "monitoring.coreos.com/", "cert-manager.io/")
 
 
 # --- results -----------------------------------------------------------------------------
@@ -313,6 +324,7 @@ def rule_builtin_schemas(overlay: str, docs: list[dict], report: Report) -> None
 
 
 def _crd_models() -> dict[tuple[str, str], type]:
+    from cloudcoil.models.cert_manager import v1 as cert_manager
     from cloudcoil.models.keda import v1alpha1 as keda
     from cloudcoil.models.prometheus_operator import v1 as monitoring
 
@@ -322,6 +334,9 @@ def _crd_models() -> dict[tuple[str, str], type]:
         ("monitoring.coreos.com/v1", "PodMonitor"): monitoring.PodMonitor,
         ("monitoring.coreos.com/v1", "ServiceMonitor"): monitoring.ServiceMonitor,
         ("monitoring.coreos.com/v1", "PrometheusRule"): monitoring.PrometheusRule,
+        ("cert-manager.io/v1", "Issuer"): cert_manager.Issuer,
+        ("cert-manager.io/v1", "ClusterIssuer"): cert_manager.ClusterIssuer,
+        ("cert-manager.io/v1", "Certificate"): cert_manager.Certificate,
     }
 
 
@@ -344,7 +359,8 @@ def unknown_fields(given, kept, path="") -> list[str]:
 
 
 def rule_custom_schemas(overlay: str, docs: list[dict], report: Report) -> None:
-    """KEDA and Prometheus Operator kinds validate against their CRD schemas, strictly."""
+    """KEDA, Prometheus Operator and cert-manager kinds validate against their CRD schemas,
+    strictly."""
     custom = [d for d in docs if is_custom(d)]
     if not custom:
         return
@@ -734,6 +750,43 @@ def rule_autoscalers_target_workloads(overlay: str, docs: list[dict], report: Re
                         f"{target['kind']}/{target['metadata']['name']} also sets replicas: every apply resets the count")
 
 
+def _workflow_env(name: str) -> tuple[str, list[str]]:
+    """The deploy workflow's text and the words of its deploy job's env var `name`."""
+    text = DEPLOY_WORKFLOW.read_text()
+    jobs = (yaml.safe_load(text) or {}).get("jobs") or {}
+    words = [w for job in jobs.values() for w in str((job.get("env") or {}).get(name, "")).split()]
+    return text, words
+
+
+def rule_deploy_workflow_rollouts(overlay: str, docs: list[dict], report: Report) -> None:
+    """In an overlay CI deploys (CI_DEPLOYED_OVERLAYS), the deploy workflow waits for every
+    Deployment's and StatefulSet's rollout and rolls back every Deployment of the
+    Switchboard image: it names each in $DEPLOYMENTS (status and undo) or, for one of
+    another image, in a `rollout status deployment/NAME` (a new service left out would
+    be deployed unwatched and never rolled back)."""
+    if overlay not in CI_DEPLOYED_OVERLAYS:
+        return
+    text, listed = _workflow_env("DEPLOYMENTS")
+    where = _shown(DEPLOY_WORKFLOW)
+    for doc, spec in workloads(docs):
+        kind, name = doc["kind"], doc["metadata"]["name"]
+        if kind not in ("Deployment", "StatefulSet"):
+            continue
+        ours = any(_binary(c) is not None for c in containers(spec))
+        if kind == "Deployment" and ours:
+            if name not in listed:
+                report.fail(ident(overlay, doc), "deploy workflow",
+                            f"not in DEPLOYMENTS of {where}: its rollout is neither waited for nor undone")
+        elif f"rollout status {kind.lower()}/{name}" not in text and not (kind == "Deployment" and name in listed):
+            report.fail(ident(overlay, doc), "deploy workflow",
+                        f"{where} does not wait for it (`rollout status {kind.lower()}/{name}`)")
+    rendered = {d["metadata"]["name"] for d in docs if d["kind"] == "Deployment"}
+    for name in listed:
+        if name not in rendered:
+            report.fail(f"{overlay}/Deployment/{name}", "deploy workflow",
+                        f"named in DEPLOYMENTS of {where} but not rendered")
+
+
 # --- NATS logins, secrets, streams and TLS -------------------------------------------------
 
 
@@ -1085,6 +1138,7 @@ MANIFEST_RULES = [
     rule_local_overlay_builtin_only,
     rule_metrics_ports_monitored,
     rule_autoscalers_target_workloads,
+    rule_deploy_workflow_rollouts,
     rule_config_maps_resolve,
     rule_nats_login,
     rule_keda_nats_account,
@@ -1173,7 +1227,31 @@ def rule_alert_tests(report: Report) -> None:
             report.fail(f"alert {rule['alert']}", "alert tests", "no test where it stays quiet (alerts.test.yaml)")
 
 
-SOURCE_RULES = [rule_metric_names, rule_runbooks, rule_alert_tests]
+def rule_nats_certificates(report: Report) -> None:
+    """deploy/nats/tls.yaml (applied beside the overlays, before NATS' chart): its
+    cert-manager kinds validate against the CRD schemas, each Certificate's issuerRef names
+    an Issuer of the file in its namespace (or a ClusterIssuer), and the servers'
+    certificate covers the name the clients dial (SB_NATS_URL's host)."""
+    docs = [d for d in yaml.safe_load_all(NATS_TLS.read_text()) if d]
+    where = _shown(NATS_TLS)
+    rule_custom_schemas(where, docs, report)
+    issuers = {(d["metadata"].get("namespace"), d["metadata"]["name"]) for d in docs if d.get("kind") == "Issuer"}
+    for cert in (d for d in docs if d.get("kind") == "Certificate"):
+        ref = (cert.get("spec") or {}).get("issuerRef") or {}
+        if ref.get("kind", "Issuer") == "Issuer" and (cert["metadata"].get("namespace"), ref.get("name")) not in issuers:
+            report.fail(ident(where, cert), "cert-manager", f"issuerRef {ref.get('name')!r} is not an Issuer of the file")
+    config = next((d for d in yaml.safe_load_all(BASE_CONFIG.read_text())
+                   if d and d.get("kind") == "ConfigMap" and d["metadata"]["name"] == "switchboard"), {})
+    url = (config.get("data") or {}).get("SB_NATS_URL", "")
+    host = url.split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0]
+    served = {n for d in docs if d.get("kind") == "Certificate" and not d["spec"].get("isCA")
+              for n in d["spec"].get("dnsNames") or []}
+    if host not in served:
+        report.fail(where, "cert-manager", f"no server Certificate names {host!r}, the host of SB_NATS_URL "
+                                           f"({_shown(BASE_CONFIG)}): the clients would refuse NATS' certificate")
+
+
+SOURCE_RULES = [rule_metric_names, rule_runbooks, rule_alert_tests, rule_nats_certificates]
 
 
 def main() -> int:
