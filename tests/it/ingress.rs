@@ -568,3 +568,52 @@ async fn stays_ready_and_answers_calls_while_redis_restarts() {
     );
     ingress.shutdown().await;
 }
+
+/// The value of `name`'s series labelled acme and `direction` in `metrics` (0 when absent).
+fn acme_series(metrics: &str, name: &str, direction: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .filter(|l| {
+            l.contains("tenant=\"acme\"") && l.contains(&format!("direction=\"{direction}\""))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A call admitted by its webhook counts in `switchboard_calls_started_total{tenant,
+/// direction}`; while its media flows it is one of `switchboard_calls_live{tenant,
+/// direction}`, and it leaves the gauge when its socket closes.
+#[tokio::test]
+async fn calls_are_counted_by_tenant_and_direction() {
+    let env = TestEnv::start().await.unwrap();
+    let (_runtime, ingress) = start(&env).await;
+    let metrics = || async { get(ingress.addr, "/metrics").await.1 };
+    let sid = CallSid::parse(&new_sid("CA")).unwrap();
+    let scenario = Scenario::from_toml("[[steps]]\npause_ms = 60000\n").unwrap();
+    let config = caller(ingress.addr, &sid);
+    let call = tokio::spawn(async move { place_call(config, &scenario).await });
+    eventually("the call live", Duration::from_secs(20), || async {
+        let m = metrics().await;
+        (acme_series(&m, "switchboard_calls_live", "inbound") == 1.0).then_some(m)
+    })
+    .await
+    .unwrap();
+    let m = metrics().await;
+    assert_eq!(
+        acme_series(&m, "switchboard_calls_started_total", "inbound"),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        acme_series(&m, "switchboard_calls_live", "outbound"),
+        0.0,
+        "{m}"
+    );
+    call.abort();
+    eventually("the call gone", Duration::from_secs(20), || async {
+        (acme_series(&metrics().await, "switchboard_calls_live", "inbound") == 0.0).then_some(())
+    })
+    .await
+    .unwrap();
+}

@@ -108,6 +108,11 @@ impl<B: Backend> IngressState<B> {
     }
 }
 
+/// The `direction` label of a call's metrics.
+pub(crate) fn direction(outbound: bool) -> &'static str {
+    if outbound { "outbound" } else { "inbound" }
+}
+
 /// The Twilio-facing routes (without `/health`, `/ready`, `/metrics`, which the runtime adds).
 pub fn app<B: Backend>(state: IngressState<B>) -> Router {
     let settings = &state.settings;

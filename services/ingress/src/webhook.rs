@@ -222,7 +222,10 @@ async fn admit<B: Backend>(
                 // The call still connects: the socket's `start` is what drives the pipeline.
                 tracing::error!(error = %error, "webhook event not stored");
             }
-            tracing::info!(from = %call.from, "call accepted");
+            let direction = crate::direction(attempt.is_some());
+            metrics::counter!(Metric::CallsStarted.name(), "tenant" => tenant.id.to_string(), "direction" => direction)
+                .increment(1);
+            tracing::info!(from = %call.from, direction, "call accepted");
             connect()
         }
         Admission::RateLimited => {

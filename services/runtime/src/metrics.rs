@@ -49,6 +49,12 @@ pub enum Metric {
     IngressRateLimited,
     /// Ingress: media sockets open right now.
     IngressActiveCalls,
+    /// Calls this ingress carries right now (their media started), by tenant and direction
+    /// (inbound, outbound). Labels: tenant, direction.
+    CallsLive,
+    /// Calls admitted (a first `voice` webhook answered with the stream), by tenant and
+    /// direction (inbound, outbound). Labels: tenant, direction.
+    CallsStarted,
     /// Ingress: caller media frames received from Twilio.
     IngressFramesIn,
     /// Ingress: bot media frames sent to Twilio.
@@ -182,6 +188,8 @@ impl Metric {
             Metric::IngressSignatureFailures => "switchboard_ingress_signature_failures_total",
             Metric::IngressRateLimited => "switchboard_ingress_rate_limited_total",
             Metric::IngressActiveCalls => "switchboard_ingress_active_calls",
+            Metric::CallsLive => "switchboard_calls_live",
+            Metric::CallsStarted => "switchboard_calls_started_total",
             Metric::IngressFramesIn => "switchboard_ingress_frames_in_total",
             Metric::IngressFramesOut => "switchboard_ingress_frames_out_total",
             Metric::IngressLateFrames => "switchboard_ingress_late_frames_total",

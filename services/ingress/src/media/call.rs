@@ -24,6 +24,7 @@ use tracing::Instrument as _;
 use super::batch::{AudioBatch, CallTag};
 use super::gate::{self, LiveClaim, Refusal};
 use crate::bargein::Detector;
+use crate::meters::LiveGauge;
 use crate::playback::{Echo, Output, Playback};
 use crate::turns::Turns;
 use crate::{Backend, IngressState};
@@ -79,6 +80,8 @@ impl EndCause {
 }
 
 pub(crate) struct Call<B: Backend> {
+    /// This call in `switchboard_calls_live` while it lives here.
+    _live_gauge: LiveGauge,
     pub(super) state: IngressState<B>,
     pub(super) tenant: Arc<Tenant>,
     pub(super) sid: CallSid,
@@ -212,7 +215,10 @@ impl<B: Backend> Call<B> {
             params.get("from").cloned().unwrap_or_default(),
             params.get("to").cloned().unwrap_or_default(),
         );
+        // An outbound call rings the contact from one of the tenant's numbers.
+        let outbound = !tenant.numbers.contains(&numbers.1);
         let mut call = Self {
+            _live_gauge: LiveGauge::new(&tenant.id, crate::direction(outbound)),
             tag: Arc::new(CallTag {
                 tenant: tenant.id.clone(),
                 sid: sid.clone(),
