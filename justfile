@@ -127,6 +127,10 @@ bench-load calls="100" *args:
     cargo build --release --quiet --bins
     target/release/switchboard load "$@"
 
+# Performance gate: the base commit (BASE, e.g. origin/main) and the working tree, both release builds, under `load CALLS` in alternating rounds; fails when the change is worse beyond run-to-run noise (CI runs it on pull requests).
+bench-gate base calls="50" rounds="3":
+    .ci/bench-gate "$1" "$2" "$3"
+
 # Chaos: N scripted calls (default 50) against two replicas of every service while each fault (a replica SIGKILLed, nats-server and redis-server restarted, every service rolled) is injected in its own round; prints a table per fault, fails on a dropped call, an unanswered question or a lost event (release build).
 chaos calls="50" *args:
     cargo build --release --quiet --bins

@@ -18,6 +18,7 @@ pub mod demo;
 pub mod demo_campaign;
 pub mod frames;
 pub mod front;
+pub mod gate;
 pub mod live_tenant;
 pub mod load;
 mod nats_config;

@@ -76,7 +76,14 @@ enum Command {
         /// Where logs and the plot go.
         #[arg(long, default_value = ".run/load")]
         run_dir: PathBuf,
+        /// Also write the runs' medians as JSON here (for `bench-compare`).
+        #[arg(long)]
+        json: Option<PathBuf>,
     },
+    /// The performance gate: compares two `load --json` summaries (the base commit's, then
+    /// the change's) and exits 1 when a figure of the change is worse than the base's
+    /// beyond run-to-run noise.
+    BenchCompare { base: PathBuf, change: PathBuf },
     /// Chaos: scripted calls against two replicas of every service while faults are
     /// injected, one kind per round; prints a table per fault and exits 1 if a round dropped
     /// a call, left a question unanswered or lost an event.
@@ -236,6 +243,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             tenant,
             preemptive,
             run_dir,
+            json,
         } => {
             let preemptive = match preemptive.as_deref() {
                 None => None,
@@ -275,6 +283,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if results.len() > 1 {
                 print!("{}", report::medians(&results));
             }
+            if let Some(path) = json {
+                let summary = sb_stack::gate::Summary::of(&results);
+                std::fs::write(&path, serde_json::to_string_pretty(&summary)?)?;
+                println!("summary: {}", path.display());
+            }
+        }
+        Command::BenchCompare { base, change } => {
+            let read = |path: &PathBuf| -> anyhow::Result<sb_stack::gate::Summary> {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+            };
+            let (table, pass) = sb_stack::gate::compare(&read(&base)?, &read(&change)?);
+            print!("{table}");
+            if !pass {
+                println!("performance gate: the change is slower than its base beyond noise");
+                std::process::exit(1);
+            }
+            println!("performance gate: ok");
         }
     }
     Ok(())

@@ -169,6 +169,12 @@ pub fn table(r: &LoadResult, d: &Delays) -> String {
     out
 }
 
+/// ms of CPU per call-second in Switchboard's processes and its servers over run `r`.
+pub fn cpu_per_call_second(r: &LoadResult) -> f64 {
+    let cpu: f64 = r.processes.iter().chain(&r.servers).map(|p| p.1).sum();
+    Budget::of(cpu, cpu, r.call_minutes).switchboard_ms
+}
+
 /// What one second of one call cost in CPU over the run. It falls as load rises (fixed
 /// costs spread over more calls, more work per wake-up), so it does not extrapolate.
 #[derive(Debug, Clone, Copy, PartialEq)]
