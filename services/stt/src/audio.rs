@@ -13,10 +13,15 @@
 //! call's batches in frame order, each once: stored ones until a live batch follows on
 //! from what was produced, then live ones only. Core delivery is at most once, so a gap in
 //! the live batches (a slow-consumer drop) reopens the catch-up from the last stream
-//! sequence seen. State: the live batches held back while catching up, the next frame
-//! expected ([`Merge`], pure), and the two subscriptions.
+//! sequence seen. Live batches held for [`GAP_WAIT`] while the store does not fill the
+//! frames before them (its leader is being elected after a node died, or it never got
+//! them) are produced anyway, the gap counted as lost (`live_audio_gap_skipped`): a second
+//! of the caller lost, rather than the rest of the call unheard. State: the live batches
+//! held back while catching up, the next frame expected ([`Merge`], pure), and the two
+//! subscriptions.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
 
 use async_nats::jetstream::{
     self,
@@ -25,9 +30,13 @@ use async_nats::jetstream::{
 use futures::StreamExt as _;
 use sb_runtime::metrics::Metric;
 use sb_schemas::{Audio, Body, CallSid, TenantId, decode, subject};
+use tokio::time::Instant;
 use tracing::Instrument as _;
 
 use sb_audio::FRAME_BYTES;
+
+/// How long live audio waits for the store to fill the frames before it.
+const GAP_WAIT: Duration = Duration::from_secs(2);
 
 /// One batch of caller audio and where it came from.
 #[derive(Debug, Clone, PartialEq)]
@@ -99,9 +108,26 @@ impl Merge {
         !self.held.is_empty()
     }
 
+    /// Gives up on the frames before the first held batch: produces from it on. Returns
+    /// the frames given up.
+    pub(crate) fn skip_gap(&mut self, out: &mut VecDeque<Batch>) -> u64 {
+        let Some(&first) = self.held.keys().next() else {
+            return 0;
+        };
+        let lost = first.saturating_sub(self.next);
+        self.next = self.next.max(first);
+        self.release(out);
+        lost
+    }
+
     fn produce(&mut self, batch: Batch, out: &mut VecDeque<Batch>) {
         self.next = self.next.max(batch.end());
         out.push_back(batch);
+        self.release(out);
+    }
+
+    /// Produces the held batches that now follow on.
+    fn release(&mut self, out: &mut VecDeque<Batch>) {
         while let Some(entry) = self.held.first_entry() {
             if *entry.key() > self.next {
                 break;
@@ -126,6 +152,8 @@ pub(crate) type Skipped = &'static str;
 enum Got {
     Live(Option<async_nats::Message>),
     Stored(Option<Result<jetstream::Message, pull::OrderedError>>),
+    /// Live batches waited [`GAP_WAIT`] for the frames before them.
+    GapWaited,
 }
 
 /// The catch-up consumer and its name, to delete it once it is not needed: left alone, it
@@ -146,6 +174,8 @@ pub(crate) struct AudioSource {
     last_stream_seq: Option<u64>,
     merge: Merge,
     ready: VecDeque<Batch>,
+    /// Since when live batches are held.
+    holding_since: Option<Instant>,
 }
 
 impl AudioSource {
@@ -169,6 +199,7 @@ impl AudioSource {
             last_stream_seq: resume.map(|s| s.saturating_sub(1)),
             merge: Merge::new(next),
             ready: VecDeque::new(),
+            holding_since: None,
         };
         source.catchup = Some(open_catchup(js, &source.subject, resume).await?);
         Ok(source)
@@ -193,16 +224,37 @@ impl AudioSource {
                 }
                 self.reopen = false;
             }
+            if !self.merge.holding() {
+                self.holding_since = None;
+            }
+            let gap_deadline = self
+                .merge
+                .holding()
+                .then(|| *self.holding_since.get_or_insert_with(Instant::now) + GAP_WAIT);
+            let gap_waited = async {
+                match gap_deadline {
+                    Some(deadline) => tokio::time::sleep_until(deadline).await,
+                    None => std::future::pending().await,
+                }
+            };
             let got = match &mut self.catchup {
                 Some(catchup) => tokio::select! {
                     message = self.live.next() => Got::Live(message),
                     message = catchup.messages.next() => Got::Stored(message),
+                    () = gap_waited => Got::GapWaited,
                 },
-                None => Got::Live(self.live.next().await),
+                None => tokio::select! {
+                    message = self.live.next() => Got::Live(message),
+                    () = gap_waited => Got::GapWaited,
+                },
             };
             let skipped = match got {
                 Got::Live(message) => self.on_live(message?),
                 Got::Stored(message) => self.on_stored(message),
+                Got::GapWaited => {
+                    self.skip_gap();
+                    None
+                }
             };
             if let Some(reason) = skipped {
                 return Some(Err(reason));
@@ -263,6 +315,23 @@ impl AudioSource {
             self.end_catchup();
         }
         None
+    }
+
+    /// The store did not fill the gap before the held live batches in time: they play on,
+    /// the missing frames counted as lost; the catch-up (if any) is no longer needed.
+    fn skip_gap(&mut self) {
+        let lost = self.merge.skip_gap(&mut self.ready);
+        self.holding_since = None;
+        metrics::counter!(Metric::StageSkipped.name(), "stage" => "stt", "reason" => "live_audio_gap_skipped")
+            .increment(1);
+        tracing::warn!(
+            lost_frames = lost,
+            "audio gap not filled by the store in time; skipped"
+        );
+        if !self.merge.holding() {
+            self.end_catchup();
+            self.reopen = false;
+        }
     }
 
     /// Drops the catch-up and deletes its consumer on the server, off this task's path.
@@ -376,6 +445,23 @@ mod tests {
 
     /// After a checkpoint nothing at or before it is produced; a live batch after a lost
     /// one is held (the caller reopens the catch-up), and the store fills the gap.
+    /// A gap the store never fills: skipping it produces the held batches in order, and
+    /// later live batches follow on.
+    #[test]
+    fn an_unfilled_gap_is_skipped() {
+        let mut merge = Merge::new(0);
+        let mut out = VecDeque::new();
+        merge.live(batch(0, 10), &mut out);
+        assert_eq!(merge.live(batch(20, 10), &mut out), Live::Held);
+        assert_eq!(merge.live(batch(30, 10), &mut out), Live::Held);
+        assert_eq!(seqs(&out), [0]);
+        assert_eq!(merge.skip_gap(&mut out), 10);
+        assert_eq!(seqs(&out), [0, 20, 30]);
+        assert!(!merge.holding());
+        assert_eq!(merge.live(batch(40, 10), &mut out), Live::Joined);
+        assert_eq!(merge.skip_gap(&mut out), 0, "nothing held, nothing skipped");
+    }
+
     #[test]
     fn checkpoint_floor_and_live_gap() {
         let mut merge = Merge::new(10);
